@@ -1,0 +1,50 @@
+//! `GET /audit/events/{cursor}`: one event of the caller's tenant, whole.
+
+use std::sync::Arc;
+
+use audit_shared::auth::{Caller, SCOPE_READ};
+use audit_shared::cursor::parse_cursor;
+use audit_shared::http::{error_response, json_response};
+use audit_shared::{ApiError, Config, EventStore};
+use chrono::Utc;
+use lambda_http::{Body, Request, RequestExt, Response};
+
+pub struct CursorHandler<S> {
+    store: Arc<S>,
+    tenant_claim: String,
+}
+
+impl<S: EventStore> CursorHandler<S> {
+    pub fn new(store: Arc<S>, config: &Config) -> Self {
+        Self {
+            store,
+            tenant_claim: config.tenant_claim.clone(),
+        }
+    }
+
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        match self.try_handle(&request).await {
+            Ok(response) => response,
+            Err(err) => error_response(&err),
+        }
+    }
+
+    async fn try_handle(&self, request: &Request) -> Result<Response<Body>, ApiError> {
+        let caller = Caller::from_request(request, &self.tenant_claim)?;
+        caller.require(SCOPE_READ)?;
+        let params = request.path_parameters();
+        let raw = params
+            .first("cursor")
+            .ok_or_else(|| ApiError::bad_request("cursor", "the path must name a cursor"))?;
+        let cursor = parse_cursor("cursor", raw)?.to_string();
+        // Another tenant's cursor looks exactly like an unknown one.
+        let not_found = || ApiError::NotFound(format!("no event with cursor {cursor}"));
+        let event = self
+            .store
+            .get_event(&caller.tenant, &cursor)
+            .await?
+            .filter(|event| !event.is_expired(Utc::now()))
+            .ok_or_else(not_found)?;
+        Ok(json_response(200, &event))
+    }
+}

@@ -1,0 +1,114 @@
+//! `POST /audit/events`: the HTTP edge of ingest. Parsing and storing live in
+//! `audit_shared::ingest`; this maps requests and results to HTTP.
+
+use std::sync::Arc;
+
+use audit_shared::auth::{Caller, SCOPE_WRITE};
+use audit_shared::http::{error_response, json_response, json_response_retry_after, require_json};
+use audit_shared::ingest::{summarize, IngestRequest, IngestService, ItemResult};
+use audit_shared::{ApiError, Config, EventStore};
+use lambda_http::{Body, Request, Response};
+use serde_json::json;
+
+pub struct IngestHandler<S> {
+    service: IngestService<S>,
+    tenant_claim: String,
+}
+
+impl<S: EventStore> IngestHandler<S> {
+    pub fn new(store: Arc<S>, config: Config) -> Self {
+        let tenant_claim = config.tenant_claim.clone();
+        Self {
+            service: IngestService::new(store, config),
+            tenant_claim,
+        }
+    }
+
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        match self.try_handle(request).await {
+            Ok(response) => response,
+            Err(err) => error_response(&err),
+        }
+    }
+
+    async fn try_handle(&self, request: Request) -> Result<Response<Body>, ApiError> {
+        let caller = Caller::from_request(&request, &self.tenant_claim)?;
+        caller.require(SCOPE_WRITE)?;
+        require_json(&request)?;
+        let idempotency_key = request
+            .headers()
+            .get("idempotency-key")
+            .map(|v| v.to_str().map(str::to_string))
+            .transpose()
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "Idempotency-Key",
+                    "the Idempotency-Key header must be visible ASCII",
+                )
+            })?;
+        match IngestRequest::from_body(request.body().as_ref(), idempotency_key)? {
+            IngestRequest::Single {
+                event,
+                idempotency_key,
+            } => {
+                let mut results = self
+                    .service
+                    .ingest(&caller, vec![event], idempotency_key)
+                    .await?;
+                Ok(single_response(results.pop()))
+            }
+            IngestRequest::Batch { events } => {
+                let results = self.service.ingest(&caller, events, None).await?;
+                Ok(batch_response(results))
+            }
+        }
+    }
+}
+
+fn single_response(result: Option<ItemResult>) -> Response<Body> {
+    match result {
+        Some(stored @ ItemResult::Stored { .. }) => json_response(201, &stored),
+        Some(duplicate @ ItemResult::Duplicate { .. }) => json_response(200, &duplicate),
+        Some(ItemResult::Refused { error, http_status }) => {
+            json_response(http_status, &json!({ "error": error }))
+        }
+        Some(ItemResult::Failed { error }) => {
+            json_response_retry_after(503, &json!({ "error": error }), 1)
+        }
+        None => error_response(&ApiError::Internal),
+    }
+}
+
+/// 200 when every event is stored or a duplicate; 207 when some were
+/// refused; the refusal's status when all were; 503 (with `Retry-After`)
+/// when any could not be stored, so a caller retries exactly those.
+fn batch_response(results: Vec<ItemResult>) -> Response<Body> {
+    let summary = summarize(&results);
+    let statuses: Vec<u16> = results
+        .iter()
+        .filter_map(|r| match r {
+            ItemResult::Refused { http_status, .. } => Some(*http_status),
+            _ => None,
+        })
+        .collect();
+    let body = json!({ "results": results, "summary": summary });
+    if summary.failed > 0 {
+        let mut body = body;
+        body["error"] = json!({
+            "code": "unavailable",
+            "message": format!("{} of {} events could not be stored; retry those marked failed", summary.failed, results.len()),
+        });
+        return json_response_retry_after(503, &body, 1);
+    }
+    if summary.refused == results.len() {
+        let status = if statuses.iter().all(|s| *s == statuses[0]) {
+            statuses[0]
+        } else {
+            400
+        };
+        let mut body = body;
+        body["error"] = json!({ "code": "invalid_request", "message": "every event of the batch was refused; see results" });
+        return json_response(status, &body);
+    }
+    json_response(if summary.refused > 0 { 207 } else { 200 }, &body)
+}

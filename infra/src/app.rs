@@ -1,0 +1,24 @@
+//! Every function's handler over one store, as the local gateway serves them.
+
+use std::sync::Arc;
+
+use audit_shared::dynamo::DynamoStore;
+use audit_shared::Config;
+use aws_sdk_dynamodb::Client;
+use cursor::CursorHandler;
+use ingest::IngestHandler;
+
+pub struct Functions {
+    pub ingest: IngestHandler<DynamoStore>,
+    pub cursor: CursorHandler<DynamoStore>,
+}
+
+impl Functions {
+    pub fn new(client: Client, config: Config) -> Arc<Self> {
+        let store = Arc::new(DynamoStore::new(client, &config.table_name));
+        Arc::new(Self {
+            ingest: IngestHandler::new(Arc::clone(&store), config.clone()),
+            cursor: CursorHandler::new(Arc::clone(&store), &config),
+        })
+    }
+}

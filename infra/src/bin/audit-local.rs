@@ -1,0 +1,123 @@
+//! `audit-local`: the whole Audit Trail API on one port, over the embedded
+//! DynamoDB-compatible store (or any endpoint, e.g. DynamoDB Local).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use audit_infra::app::Functions;
+use audit_infra::devauth::{parse_ttl, DevAuth};
+use audit_infra::embedded::EmbeddedStore;
+use audit_infra::gateway::Gateway;
+use audit_shared::{dynamo, table, Config};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "audit-local",
+    about = "Run the Audit Trail API on your machine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every route on http://127.0.0.1:<port>.
+    Serve {
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+        /// SQLite file of the embedded store (kept across restarts).
+        #[arg(long, default_value = ".local/audit-trail.sqlite", conflicts_with_all = ["memory", "endpoint"])]
+        data: String,
+        /// Keep the embedded store in memory only.
+        #[arg(long, conflicts_with = "endpoint")]
+        memory: bool,
+        /// Use this DynamoDB endpoint (e.g. DynamoDB Local) instead of the embedded store.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Table name.
+        #[arg(long, env = "TABLE_NAME", default_value = "audit-trail")]
+        table: String,
+    },
+    /// Print a development token that `serve` accepts.
+    Token {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "audit:read audit:write")]
+        scope: String,
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Token { tenant, scope, ttl } => {
+            let ttl = parse_ttl(&ttl)?;
+            if !audit_shared::auth::is_valid_tenant(&tenant) {
+                return Err("--tenant: letters, digits and - _ . : @ only".into());
+            }
+            println!("{}", DevAuth::default().mint(&tenant, &scope, ttl));
+            Ok(())
+        }
+        Command::Serve {
+            port,
+            data,
+            memory,
+            endpoint,
+            table: table_name,
+        } => {
+            audit_shared::telemetry::init();
+            let mut config = Config::from_env();
+            config.table_name = table_name;
+            let _embedded = match endpoint {
+                Some(endpoint) => {
+                    config.dynamodb_endpoint = Some(endpoint);
+                    None
+                }
+                None => {
+                    let path = if memory { None } else { Some(data.as_str()) };
+                    if let Some(parent) = path.and_then(|p| std::path::Path::new(p).parent()) {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    let store = EmbeddedStore::start(path).await?;
+                    config.dynamodb_endpoint = Some(store.endpoint.clone());
+                    Some(store)
+                }
+            };
+            let client = dynamo::client(&config).await;
+            table::ensure_table(&client, &table::definition(&config.table_name)).await?;
+            let auth = DevAuth::default();
+            let token = auth.mint(
+                "acme",
+                "audit:read audit:write audit:admin",
+                Duration::from_secs(12 * 3600),
+            );
+            let gateway = Gateway {
+                functions: Functions::new(client, config.clone()),
+                auth: auth.into(),
+            };
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+            let url = format!("http://127.0.0.1:{port}");
+            println!("Audit Trail API on {url} (table `{}`)", config.table_name);
+            println!("Development token for tenant `acme` (12 h):\n  export TOKEN={token}");
+            println!("Try:");
+            println!("  curl -s -X POST {url}/audit/events -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{{\"eventType\":\"user.login\",\"serviceName\":\"idp\",\"userId\":\"u-1\"}}'");
+            println!("  curl -s {url}/audit/events/<cursor> -H \"Authorization: Bearer $TOKEN\"");
+            axum::serve(
+                listener,
+                gateway
+                    .router()
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The local stand-in for API Gateway: validates the bearer token like the
+//! JWT authorizer, turns each HTTP request into the same payload v2 event API
+//! Gateway would send, and hands it to the function's handler.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body as AxumBody};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Request as HttpRequest, Response as HttpResponse, StatusCode};
+use axum::Router;
+use base64::Engine;
+use lambda_http::{Body, Response};
+use serde_json::{json, Map, Value};
+
+use crate::app::Functions;
+use crate::devauth::DevAuth;
+
+#[derive(Clone)]
+pub struct Gateway {
+    pub functions: Arc<Functions>,
+    pub auth: Arc<DevAuth>,
+}
+
+/// Which function serves a request, and its path parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Route {
+    Ingest,
+    Cursor,
+}
+
+impl Route {
+    pub fn key(self) -> &'static str {
+        match self {
+            Route::Ingest => "POST /audit/events",
+            Route::Cursor => "GET /audit/events/{cursor}",
+        }
+    }
+}
+
+/// Matches method and path to a route, as the HTTP API's route table does.
+pub fn match_route(method: &str, path: &str) -> Option<(Route, HashMap<String, String>)> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match (method, segments.as_slice()) {
+        ("POST", ["audit", "events"]) => Some((Route::Ingest, HashMap::new())),
+        ("GET", ["audit", "events", cursor]) if !cursor.is_empty() => Some((
+            Route::Cursor,
+            HashMap::from([("cursor".to_string(), percent_decode(cursor))]),
+        )),
+        _ => None,
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Builds the API Gateway HTTP API (payload v2) event for a request.
+#[allow(clippy::too_many_arguments)]
+pub fn apigw_event(
+    route: Route,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &HashMap<String, String>,
+    body: &[u8],
+    path_parameters: HashMap<String, String>,
+    claims: HashMap<String, String>,
+    source_ip: &str,
+) -> Value {
+    let mut query_parameters = Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (percent_decode(k), percent_decode(v));
+        match query_parameters.get_mut(&k) {
+            Some(Value::String(existing)) => {
+                existing.push(',');
+                existing.push_str(&v);
+            }
+            _ => {
+                query_parameters.insert(k, Value::String(v));
+            }
+        }
+    }
+    let (body_text, encoded) = match std::str::from_utf8(body) {
+        Ok(text) => (text.to_string(), false),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(body), true),
+    };
+    let now = chrono::Utc::now();
+    let mut event = json!({
+        "version": "2.0",
+        "routeKey": route.key(),
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "domainName": headers.get("host").cloned().unwrap_or_else(|| "localhost".into()),
+            "domainPrefix": "local",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": headers.get("user-agent").cloned().unwrap_or_default(),
+            },
+            "requestId": ulid::Ulid::new().to_string(),
+            "routeKey": route.key(),
+            "stage": "$default",
+            "time": now.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
+            "timeEpoch": now.timestamp_millis(),
+            "authorizer": { "jwt": { "claims": claims, "scopes": null } },
+        },
+        "isBase64Encoded": encoded,
+    });
+    if !query_parameters.is_empty() {
+        event["queryStringParameters"] = Value::Object(query_parameters);
+    }
+    if !path_parameters.is_empty() {
+        event["pathParameters"] = json!(path_parameters);
+    }
+    if !body.is_empty() {
+        event["body"] = Value::String(body_text);
+    }
+    event
+}
+
+impl Gateway {
+    pub fn router(self) -> Router {
+        Router::new().fallback(serve).with_state(self)
+    }
+
+    /// Runs one API Gateway event through its function, as Lambda would.
+    pub async fn invoke(&self, route: Route, event: &Value) -> Response<Body> {
+        let request = match lambda_http::request::from_str(&event.to_string()) {
+            Ok(request) => request,
+            Err(err) => {
+                tracing::error!(error = %err, "event did not deserialise");
+                return plain_error(500, "internal_error", "the local gateway built a bad event");
+            }
+        };
+        match route {
+            Route::Ingest => self.functions.ingest.handle(request).await,
+            Route::Cursor => self.functions.cursor.handle(request).await,
+        }
+    }
+}
+
+const MAX_BODY: usize = 10 * 1024 * 1024;
+
+async fn serve(
+    State(gateway): State<Gateway>,
+    request: HttpRequest<AxumBody>,
+) -> HttpResponse<AxumBody> {
+    let source_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let method = request.method().as_str().to_string();
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for (name, value) in request.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers
+            .entry(name.as_str().to_string())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value)
+            })
+            .or_insert(value);
+    }
+    let Some((route, path_parameters)) = match_route(&method, &path) else {
+        return to_axum(plain_error(404, "not_found", "no such route"));
+    };
+    // API Gateway's JWT authorizer answers 401 before the function runs.
+    let token = headers
+        .get("authorization")
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let claims = match token.map(|t| gateway.auth.verify(t)) {
+        Some(Ok(claims)) => claims,
+        Some(Err(err)) => return to_axum(plain_error(401, "unauthorized", &err.to_string())),
+        None => {
+            return to_axum(plain_error(
+                401,
+                "unauthorized",
+                "a bearer token is required",
+            ))
+        }
+    };
+    let body = match to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => {
+            return to_axum(plain_error(
+                413,
+                "payload_too_large",
+                "a request may take at most 6 MB",
+            ));
+        }
+    };
+    let event = apigw_event(
+        route,
+        &method,
+        &path,
+        &query,
+        &headers,
+        &body,
+        path_parameters,
+        claims,
+        &source_ip,
+    );
+    to_axum(gateway.invoke(route, &event).await)
+}
+
+fn plain_error(status: u16, code: &str, message: &str) -> Response<Body> {
+    let mut response = Response::new(Body::Text(
+        json!({"error": {"code": code, "message": message}}).to_string(),
+    ));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn to_axum(response: Response<Body>) -> HttpResponse<AxumBody> {
+    let (parts, body) = response.into_parts();
+    let bytes: Vec<u8> = match body {
+        Body::Empty => Vec::new(),
+        Body::Text(text) => text.into_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => Vec::new(),
+    };
+    HttpResponse::from_parts(parts, AxumBody::from(bytes))
+}

@@ -1,0 +1,249 @@
+//! A fault-injecting proxy between the SDK and a DynamoDB endpoint. It
+//! speaks the DynamoDB JSON protocol, so the SDK sees what real DynamoDB
+//! sends under pressure: `UnprocessedItems`, throttling errors, slow commits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{HeaderMap, Request, Response, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+
+/// What to do to requests; change it while the proxy runs.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Of each BatchWriteItem, forward only this share of the items (rounded
+    /// down) and hand the rest back as `UnprocessedItems`. `None`: forward all.
+    pub batch_keep_share: Option<f64>,
+    /// Answer every write with `ProvisionedThroughputExceededException`.
+    pub throttle_writes: bool,
+    /// Hold each write this long (uniformly random in the range, ms) before
+    /// forwarding it, so commits land out of cursor order.
+    pub write_delay_ms: Option<(u64, u64)>,
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub throttled_requests: AtomicU64,
+    pub items_returned_unprocessed: AtomicU64,
+}
+
+#[derive(Clone)]
+struct ProxyState {
+    upstream: String,
+    client: reqwest::Client,
+    faults: Arc<Mutex<Faults>>,
+    counters: Arc<Counters>,
+}
+
+pub struct FaultProxy {
+    pub endpoint: String,
+    faults: Arc<Mutex<Faults>>,
+    pub counters: Arc<Counters>,
+}
+
+const WRITE_TARGETS: &[&str] = &[
+    "PutItem",
+    "BatchWriteItem",
+    "TransactWriteItems",
+    "UpdateItem",
+    "DeleteItem",
+];
+
+impl FaultProxy {
+    pub async fn start(upstream: &str) -> std::io::Result<Self> {
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let counters = Arc::new(Counters::default());
+        let state = ProxyState {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            client: reqwest::Client::new(),
+            faults: Arc::clone(&faults),
+            counters: Arc::clone(&counters),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let app = Router::new().fallback(forward).with_state(state);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            endpoint,
+            faults,
+            counters,
+        })
+    }
+
+    pub fn set(&self, faults: Faults) {
+        if let Ok(mut current) = self.faults.lock() {
+            *current = faults;
+        }
+    }
+}
+
+fn target_of(headers: &HeaderMap) -> String {
+    headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit('.').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Response<Body> {
+    state.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = request.into_parts();
+    let Ok(body) = to_bytes(body, 64 * 1024 * 1024).await else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            HeaderMap::new(),
+            b"bad body".to_vec(),
+        );
+    };
+    let target = target_of(&parts.headers);
+    let faults = state.faults.lock().map(|f| f.clone()).unwrap_or_default();
+    let is_write = WRITE_TARGETS.contains(&target.as_str());
+
+    if is_write {
+        if let Some((low, high)) = faults.write_delay_ms {
+            let pause = if high > low {
+                rand::random_range(low..=high)
+            } else {
+                low
+            };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        if faults.throttle_writes {
+            state
+                .counters
+                .throttled_requests
+                .fetch_add(1, Ordering::Relaxed);
+            let body = json!({
+                "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                "message": "The level of configured provisioned throughput for the table was exceeded (injected by the test proxy)"
+            });
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "content-type",
+                "application/x-amz-json-1.0"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable_header()),
+            );
+            return reply(
+                StatusCode::BAD_REQUEST,
+                headers,
+                body.to_string().into_bytes(),
+            );
+        }
+    }
+
+    let mut held_back: Option<(String, Vec<Value>)> = None;
+    let mut body = body.to_vec();
+    if let (Some(share), "BatchWriteItem") = (faults.batch_keep_share, target.as_str()) {
+        if let Ok(mut request_json) = serde_json::from_slice::<Value>(&body) {
+            if let Some(tables) = request_json
+                .get_mut("RequestItems")
+                .and_then(Value::as_object_mut)
+            {
+                if let Some((table, writes)) = tables.iter_mut().next() {
+                    if let Some(list) = writes.as_array_mut() {
+                        let keep = ((list.len() as f64) * share).floor() as usize;
+                        let rest = list.split_off(keep.min(list.len()));
+                        if !rest.is_empty() {
+                            state
+                                .counters
+                                .items_returned_unprocessed
+                                .fetch_add(rest.len() as u64, Ordering::Relaxed);
+                            held_back = Some((table.clone(), rest));
+                        }
+                    }
+                }
+            }
+            if let Some((table, _)) = &held_back {
+                let empty = request_json["RequestItems"][table]
+                    .as_array()
+                    .map(|a| a.is_empty())
+                    .unwrap_or(true);
+                if empty {
+                    // Nothing to forward: DynamoDB would answer with all unprocessed.
+                    let (table, rest) = held_back.take().unwrap_or_default();
+                    let body = json!({"UnprocessedItems": {table: rest}});
+                    let mut headers = HeaderMap::new();
+                    headers.insert(
+                        "content-type",
+                        "application/x-amz-json-1.0"
+                            .parse()
+                            .unwrap_or_else(|_| unreachable_header()),
+                    );
+                    return reply(StatusCode::OK, headers, body.to_string().into_bytes());
+                }
+            }
+            body = request_json.to_string().into_bytes();
+        }
+    }
+
+    let mut upstream = state
+        .client
+        .post(format!("{}{}", state.upstream, parts.uri.path()));
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let response = match upstream.body(body).send().await {
+        Ok(response) => response,
+        Err(_) => {
+            return reply(
+                StatusCode::BAD_GATEWAY,
+                HeaderMap::new(),
+                b"upstream unreachable".to_vec(),
+            )
+        }
+    };
+    let status = response.status();
+    let mut headers = HeaderMap::new();
+    for (name, value) in response.headers() {
+        if name != "content-length" && name != "transfer-encoding" {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    let mut bytes = response
+        .bytes()
+        .await
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    if let Some((table, rest)) = held_back {
+        if let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes) {
+            let unprocessed = answer
+                .as_object_mut()
+                .map(|o| o.entry("UnprocessedItems").or_insert_with(|| json!({})));
+            if let Some(Value::Object(map)) = unprocessed {
+                let list = map.entry(table).or_insert_with(|| json!([]));
+                if let Some(list) = list.as_array_mut() {
+                    list.extend(rest);
+                }
+            }
+            bytes = answer.to_string().into_bytes();
+            headers.remove("x-amz-crc32"); // the body changed
+        }
+    }
+    reply(
+        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+        headers,
+        bytes,
+    )
+}
+
+fn unreachable_header() -> axum::http::HeaderValue {
+    axum::http::HeaderValue::from_static("application/json")
+}
+
+fn reply(status: StatusCode, headers: HeaderMap, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}

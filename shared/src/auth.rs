@@ -1,0 +1,125 @@
+//! Who is calling: the tenant and scopes from the API Gateway HTTP API JWT
+//! authorizer claims in the request context, never from path, query or body.
+
+use std::collections::HashSet;
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+
+use crate::error::ApiError;
+
+pub const SCOPE_READ: &str = "audit:read";
+pub const SCOPE_WRITE: &str = "audit:write";
+pub const SCOPE_ADMIN: &str = "audit:admin";
+pub const SCOPE_PLATFORM: &str = "audit:platform";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caller {
+    pub tenant: String,
+    pub scopes: HashSet<String>,
+    /// `sub` claim.
+    pub subject: Option<String>,
+    /// `client_id` (or `azp`) claim.
+    pub client_id: Option<String>,
+}
+
+impl Caller {
+    /// Reads the authorizer claims; 401 when there is no JWT context or no
+    /// usable tenant claim.
+    pub fn from_request(request: &Request, tenant_claim: &str) -> Result<Self, ApiError> {
+        let claims = match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(context)) => context
+                .authorizer
+                .as_ref()
+                .and_then(|authorizer| authorizer.jwt.as_ref())
+                .map(|jwt| (&jwt.claims, jwt.scopes.as_ref())),
+            _ => None,
+        };
+        let Some((claims, authorizer_scopes)) = claims else {
+            return Err(ApiError::Unauthorized(
+                "a valid bearer token is required".into(),
+            ));
+        };
+        let tenant = claims
+            .get(tenant_claim)
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+        if !is_valid_tenant(&tenant) {
+            return Err(ApiError::Unauthorized(format!(
+                "the token has no usable `{tenant_claim}` claim"
+            )));
+        }
+        let mut scopes: HashSet<String> = HashSet::new();
+        for key in ["scope", "scp"] {
+            if let Some(value) = claims.get(key) {
+                scopes.extend(split_scopes(value));
+            }
+        }
+        if let Some(list) = authorizer_scopes {
+            scopes.extend(list.iter().cloned());
+        }
+        Ok(Caller {
+            tenant,
+            scopes,
+            subject: claims.get("sub").cloned(),
+            client_id: claims
+                .get("client_id")
+                .or_else(|| claims.get("azp"))
+                .cloned(),
+        })
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+
+    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the token lacks the `{scope}` scope"
+            )))
+        }
+    }
+}
+
+/// Claims arrive as strings: `"a b"`, or an array rendered as `"[a b]"`.
+fn split_scopes(value: &str) -> impl Iterator<Item = String> + '_ {
+    value
+        .trim_matches(|c| c == '[' || c == ']')
+        .split([' ', ','])
+        .map(|s| s.trim_matches('"'))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Tenant ids become partition keys; `#` is reserved for other item types.
+pub fn is_valid_tenant(tenant: &str) -> bool {
+    !tenant.is_empty()
+        && tenant.len() <= 128
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_from_space_and_array_forms() {
+        let a: Vec<_> = split_scopes("audit:read audit:write").collect();
+        assert_eq!(a, vec!["audit:read", "audit:write"]);
+        let b: Vec<_> = split_scopes("[audit:read audit:admin]").collect();
+        assert_eq!(b, vec!["audit:read", "audit:admin"]);
+    }
+
+    #[test]
+    fn tenant_ids_may_not_contain_the_key_separator() {
+        assert!(is_valid_tenant("acme-42"));
+        assert!(!is_valid_tenant("acme#idem"));
+        assert!(!is_valid_tenant(""));
+        assert!(!is_valid_tenant(&"x".repeat(129)));
+    }
+}

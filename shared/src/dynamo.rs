@@ -1,0 +1,402 @@
+//! [`EventStore`] over DynamoDB through `aws-sdk-dynamodb`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::config::{Credentials, Region};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, PutRequest, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::error::StoreError;
+use crate::event::Event;
+use crate::store::{EventStore, IdempotentPut};
+use crate::table::{
+    pivot_key, IDEMPOTENCY_PREFIX, PARTITION_KEY, PIVOT_INDEXES, SORT_KEY, TTL_ATTRIBUTE,
+};
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Builds the process's one SDK client: explicit timeouts, standard retries
+/// (which handle throttling with backoff), optional endpoint override.
+pub async fn client(config: &Config) -> Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(config.attempt_timeout)
+        .operation_timeout(config.operation_timeout)
+        .connect_timeout(Duration::from_secs(1))
+        .build();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(4));
+    if let Some(endpoint) = &config.dynamodb_endpoint {
+        loader = loader.endpoint_url(endpoint);
+        // Local endpoints accept any credentials; don't go looking for real ones.
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            loader = loader
+                .credentials_provider(Credentials::new("local", "local", None, None, "local"));
+        }
+        if std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
+            loader = loader.region(Region::new("us-east-1"));
+        }
+    }
+    Client::new(&loader.load().await)
+}
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+/// The stored item of an event: its fields, the TTL number and the keys of
+/// the pivot indexes.
+pub fn event_to_item(event: &Event) -> Result<Item, StoreError> {
+    let mut item: Item =
+        serde_dynamo::to_item(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if let Ok(expires_at) = DateTime::parse_from_rfc3339(&event.expires_at) {
+        item.insert(
+            TTL_ATTRIBUTE.into(),
+            AttributeValue::N(expires_at.timestamp().to_string()),
+        );
+    }
+    for index in PIVOT_INDEXES {
+        if let Some(AttributeValue::S(value)) = item.get(index.field) {
+            let key = pivot_key(&event.account_id, value);
+            item.insert(index.key_attribute.into(), AttributeValue::S(key));
+        }
+    }
+    Ok(item)
+}
+
+pub fn item_to_event(item: Item) -> Result<Event, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Sorts SDK failures into what the domain must tell apart.
+pub fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    err: SdkError<E, R>,
+) -> StoreError {
+    let code = err.code().unwrap_or_default().to_string();
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreError::Unavailable(format!("{err:?}"))
+        }
+        _ => match code.as_str() {
+            "ProvisionedThroughputExceededException"
+            | "ThrottlingException"
+            | "RequestLimitExceeded" => StoreError::Throttled,
+            "ConditionalCheckFailedException" => StoreError::ConditionFailed,
+            "InternalServerError" | "ServiceUnavailable" | "InternalFailure" => {
+                StoreError::Unavailable(code)
+            }
+            _ => StoreError::Other(format!("{code}: {}", err.message().unwrap_or_default())),
+        },
+    }
+}
+
+fn marker_item(event: &Event, key: &str) -> Item {
+    let mut item = Item::new();
+    item.insert(
+        PARTITION_KEY.into(),
+        AttributeValue::S(format!("{IDEMPOTENCY_PREFIX}{}", event.account_id)),
+    );
+    item.insert(SORT_KEY.into(), AttributeValue::S(key.to_string()));
+    item.insert("target".into(), AttributeValue::S(event.cursor.clone()));
+    item.insert(
+        "timestamp".into(),
+        AttributeValue::S(event.timestamp.clone()),
+    );
+    item.insert(
+        "expiresAt".into(),
+        AttributeValue::S(event.expires_at.clone()),
+    );
+    if let Ok(expires_at) = DateTime::parse_from_rfc3339(&event.expires_at) {
+        item.insert(
+            TTL_ATTRIBUTE.into(),
+            AttributeValue::N(expires_at.timestamp().to_string()),
+        );
+    }
+    item
+}
+
+fn duplicate_from_marker(item: &Item) -> Option<IdempotentPut> {
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(s)) => Some(s.clone()),
+        _ => None,
+    };
+    Some(IdempotentPut::Duplicate {
+        cursor: text("target")?,
+        timestamp: text("timestamp")?,
+        expires_at: text("expiresAt")?,
+    })
+}
+
+/// Exponential backoff with full jitter: 25 ms, 50 ms, ... capped at 800 ms.
+pub fn backoff(attempt: u32) -> Duration {
+    let cap = 25u64.saturating_mul(1 << attempt.min(5));
+    Duration::from_millis(rand::random_range(cap / 2..=cap))
+}
+
+#[async_trait]
+impl EventStore for DynamoStore {
+    async fn put_event(&self, event: &Event) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(event_to_item(event)?))
+            .condition_expression("attribute_not_exists(#sk)")
+            .expression_attribute_names("#sk", SORT_KEY)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn put_event_once(
+        &self,
+        event: &Event,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<IdempotentPut, StoreError> {
+        let event_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(event_to_item(event)?))
+            .condition_expression("attribute_not_exists(#sk)")
+            .expression_attribute_names("#sk", SORT_KEY)
+            .build()
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        // A marker past its TTL but not yet removed counts as gone.
+        let marker_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(marker_item(event, key)))
+            .condition_expression("attribute_not_exists(#sk) OR #ttl < :now")
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::N(Utc::now().timestamp().to_string()),
+            )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(event_put.clone()).build())
+                .transact_items(TransactWriteItem::builder().put(marker_put.clone()).build())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(IdempotentPut::Stored),
+                Err(err) => err,
+            };
+            let reasons = err
+                .as_service_error()
+                .and_then(|e| match e {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                        Some(c.cancellation_reasons().to_vec())
+                    }
+                    _ => None,
+                });
+            match reasons {
+                Some(reasons) => {
+                    let marker_reason = reasons.get(1);
+                    if marker_reason.and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
+                        if let Some(duplicate) = marker_reason
+                            .and_then(|r| r.item())
+                            .and_then(duplicate_from_marker)
+                        {
+                            return Ok(duplicate);
+                        }
+                        return self.read_marker(&event.account_id, key).await;
+                    }
+                    // TransactionConflict (a concurrent retry with the same
+                    // key) or throttling: go round again.
+                    let throttled = reasons.iter().any(|r| {
+                        matches!(
+                            r.code(),
+                            Some("ThrottlingError" | "ProvisionedThroughputExceeded")
+                        )
+                    });
+                    if Instant::now() + backoff(attempt) >= deadline {
+                        return Err(if throttled {
+                            StoreError::Throttled
+                        } else {
+                            StoreError::Unavailable("transaction kept conflicting".into())
+                        });
+                    }
+                }
+                None => {
+                    let classified = classify(err);
+                    if !matches!(classified, StoreError::Throttled)
+                        || Instant::now() + backoff(attempt) >= deadline
+                    {
+                        return Err(classified);
+                    }
+                }
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn put_events(&self, events: &[Event], deadline: Instant) -> Vec<Result<(), StoreError>> {
+        let mut results: Vec<Option<Result<(), StoreError>>> =
+            (0..events.len()).map(|_| None).collect();
+        let mut pending: HashMap<String, usize> = HashMap::new();
+        let mut requests = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            match event_to_item(event).and_then(|item| {
+                PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| StoreError::Other(e.to_string()))
+            }) {
+                Ok(put) => {
+                    pending.insert(event.cursor.clone(), i);
+                    requests.push(WriteRequest::builder().put_request(put).build());
+                }
+                Err(err) => results[i] = Some(Err(err)),
+            }
+        }
+        let mut attempt = 0;
+        while !requests.is_empty() {
+            let sent = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests.clone())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            let unprocessed = match sent {
+                Ok(output) => output
+                    .unprocessed_items
+                    .and_then(|mut map| map.remove(&self.table))
+                    .unwrap_or_default(),
+                Err(err) => {
+                    let classified = classify(err);
+                    if !matches!(classified, StoreError::Throttled)
+                        || Instant::now() + backoff(attempt) >= deadline
+                    {
+                        // Nothing in this call is known to be stored.
+                        for request in &requests {
+                            if let Some(i) = cursor_of(request).and_then(|c| pending.get(&c)) {
+                                results[*i] = Some(Err(match &classified {
+                                    StoreError::Throttled => StoreError::Throttled,
+                                    StoreError::Unavailable(m) => {
+                                        StoreError::Unavailable(m.clone())
+                                    }
+                                    other => StoreError::Other(other.to_string()),
+                                }));
+                            }
+                        }
+                        break;
+                    }
+                    requests.clone()
+                }
+            };
+            let still: std::collections::HashSet<String> =
+                unprocessed.iter().filter_map(cursor_of).collect();
+            for request in &requests {
+                if let Some(cursor) = cursor_of(request) {
+                    if !still.contains(&cursor) {
+                        if let Some(i) = pending.get(&cursor) {
+                            results[*i] = Some(Ok(()));
+                        }
+                    }
+                }
+            }
+            requests = unprocessed;
+            if requests.is_empty() {
+                break;
+            }
+            let pause = backoff(attempt);
+            if Instant::now() + pause >= deadline {
+                for request in &requests {
+                    if let Some(i) = cursor_of(request).and_then(|c| pending.get(&c)) {
+                        results[*i] = Some(Err(StoreError::Throttled));
+                    }
+                }
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(StoreError::Unavailable("not attempted".into()))))
+            .collect()
+    }
+
+    async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, AttributeValue::S(tenant.to_string()))
+            .key(SORT_KEY, AttributeValue::S(cursor.to_string()))
+            .send()
+            .await
+            .map_err(classify)?;
+        output.item.map(item_to_event).transpose()
+    }
+}
+
+impl DynamoStore {
+    async fn read_marker(&self, tenant: &str, key: &str) -> Result<IdempotentPut, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(
+                PARTITION_KEY,
+                AttributeValue::S(format!("{IDEMPOTENCY_PREFIX}{tenant}")),
+            )
+            .key(SORT_KEY, AttributeValue::S(key.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        output
+            .item
+            .as_ref()
+            .and_then(duplicate_from_marker)
+            .ok_or_else(|| StoreError::Corrupt("idempotency marker vanished".into()))
+    }
+}
+
+fn cursor_of(request: &WriteRequest) -> Option<String> {
+    match request.put_request()?.item().get(SORT_KEY)? {
+        AttributeValue::S(cursor) => Some(cursor.clone()),
+        _ => None,
+    }
+}

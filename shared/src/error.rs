@@ -1,0 +1,127 @@
+//! One error type for every route, mapped once to an HTTP response in
+//! [`crate::http`]. Messages are written for API users: no SDK debug output,
+//! no internal names.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest {
+        /// The offending field (JSON path), when there is one.
+        field: Option<String>,
+        message: String,
+    },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Throttled(String),
+    #[error("the audit trail is temporarily unavailable; retry after {retry_after_seconds} s")]
+    Unavailable { retry_after_seconds: u64 },
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn bad_request(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest { .. } => 400,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::NotFound(_) => 404,
+            ApiError::PayloadTooLarge(_) => 413,
+            ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::Throttled(_) => 429,
+            ApiError::Internal => 500,
+            ApiError::Unavailable { .. } => 503,
+        }
+    }
+
+    /// The stable, machine-readable code in `{"error":{"code"}}`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "invalid_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Throttled(_) => "throttled",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal => "internal_error",
+        }
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::BadRequest { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The `{"error":{...}}` body every error response carries.
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({ "code": self.code(), "message": self.to_string() });
+        if let Some(field) = self.field() {
+            error["field"] = serde_json::Value::String(field.to_string());
+        }
+        serde_json::json!({ "error": error })
+    }
+}
+
+/// Failures of the store, as the domain needs to tell them apart.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// DynamoDB kept refusing for capacity after the SDK's retries.
+    #[error("throttled by DynamoDB")]
+    Throttled,
+    /// Timeouts, connection failures, 5xx: the write may or may not have landed.
+    #[error("DynamoDB unavailable: {0}")]
+    Unavailable(String),
+    /// A conditional write found the key taken.
+    #[error("conditional check failed")]
+    ConditionFailed,
+    #[error("stored item is malformed: {0}")]
+    Corrupt(String),
+    #[error("DynamoDB error: {0}")]
+    Other(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Throttled => ApiError::Unavailable {
+                retry_after_seconds: 1,
+            },
+            StoreError::Unavailable(_) => ApiError::Unavailable {
+                retry_after_seconds: 1,
+            },
+            other => {
+                tracing::error!(error = %other, "store failure");
+                ApiError::Internal
+            }
+        }
+    }
+}

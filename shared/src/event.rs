@@ -1,0 +1,437 @@
+//! The audit event: as producers send it, as the trail stores and returns it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Most JSON one event may take, as sent.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Most bytes one ingest request may take.
+pub const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
+/// Most events one ingest request may carry.
+pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
+/// Longest accepted string field (ids, names, emails, messages have their own cap).
+const MAX_FIELD_CHARS: usize = 1024;
+const MAX_MESSAGE_CHARS: usize = 8192;
+/// Longest idempotency key: it becomes part of a DynamoDB key.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 256;
+
+/// An event as the API returns it. Absent optional fields are omitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub cursor: String,
+    pub account_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<String>,
+    pub expires_at: String,
+    pub service_name: String,
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexed_data: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_have_more_data: Option<bool>,
+}
+
+impl Event {
+    /// Past `expiresAt`: hidden from every read, even before TTL removes it.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        DateTime::parse_from_rfc3339(&self.expires_at)
+            .map(|at| at.with_timezone(&Utc) <= now)
+            .unwrap_or(false)
+    }
+}
+
+/// Fields the service assigns; a producer that sets them gets a 400.
+const ASSIGNED_FIELDS: &[&str] = &["cursor", "timestamp", "expiresAt", "mayHaveMoreData"];
+
+/// Optional plain string fields a producer may set.
+const STRING_FIELDS: &[&str] = &[
+    "organizationId",
+    "message",
+    "userId",
+    "userEmail",
+    "clientId",
+    "jwtId",
+    "messageId",
+    "referenceId",
+    "traceId",
+    "ipAddress",
+    "userAgent",
+];
+
+/// Every field a producer may send.
+pub const PRODUCER_FIELDS: &[&str] = &[
+    "accountId",
+    "serviceName",
+    "eventType",
+    "occurredAt",
+    "sandbox",
+    "data",
+    "indexedData",
+    "organizationId",
+    "message",
+    "userId",
+    "userEmail",
+    "clientId",
+    "jwtId",
+    "messageId",
+    "referenceId",
+    "traceId",
+    "ipAddress",
+    "userAgent",
+];
+
+/// A producer's event after validation, before the service assigns its ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The tenant named in the event, if any (only platform producers may
+    /// name another tenant than their own).
+    pub account_id: Option<String>,
+    /// The producer's fields, validated; `accountId` removed.
+    pub fields: Map<String, Value>,
+}
+
+impl NewEvent {
+    pub fn message_id(&self) -> Option<&str> {
+        self.fields.get("messageId").and_then(Value::as_str)
+    }
+
+    /// Validates one event object as sent. `path` prefixes field names in
+    /// errors (`events[3].userId`).
+    pub fn parse(value: Value, path: &str) -> Result<Self, ApiError> {
+        let at = |field: &str| {
+            if path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            }
+        };
+        let Value::Object(mut fields) = value else {
+            return Err(ApiError::bad_request(
+                if path.is_empty() { "body" } else { path },
+                "an event must be a JSON object",
+            ));
+        };
+        let size = serde_json::to_vec(&fields).map(|b| b.len()).unwrap_or(0);
+        if size > MAX_EVENT_BYTES {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "{} is {size} bytes; an event may take at most {MAX_EVENT_BYTES} bytes (64 KiB)",
+                if path.is_empty() { "the event" } else { path }
+            )));
+        }
+        let assigned: Vec<&str> = ASSIGNED_FIELDS
+            .iter()
+            .copied()
+            .filter(|f| fields.contains_key(*f))
+            .collect();
+        if !assigned.is_empty() {
+            return Err(ApiError::bad_request(
+                at(assigned[0]),
+                format!(
+                    "{} assigned by the service and may not be sent: {}",
+                    if assigned.len() == 1 {
+                        "this field is"
+                    } else {
+                        "these fields are"
+                    },
+                    assigned.join(", ")
+                ),
+            ));
+        }
+        let unknown: Vec<&String> = fields
+            .keys()
+            .filter(|k| !PRODUCER_FIELDS.contains(&k.as_str()))
+            .collect();
+        if !unknown.is_empty() {
+            let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+            return Err(ApiError::bad_request(
+                at(names[0]),
+                format!(
+                    "unknown field(s): {}; free-form content belongs in `data` (searchable strings in `indexedData`)",
+                    names.join(", ")
+                ),
+            ));
+        }
+        for required in ["serviceName", "eventType"] {
+            match fields.get(required) {
+                Some(Value::String(s)) if !s.trim().is_empty() => {
+                    check_length(&at(required), s, 256)?
+                }
+                Some(Value::String(_)) => {
+                    return Err(ApiError::bad_request(
+                        at(required),
+                        format!("`{required}` may not be empty"),
+                    ))
+                }
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        at(required),
+                        format!("`{required}` must be a string"),
+                    ))
+                }
+                None => {
+                    return Err(ApiError::bad_request(
+                        at(required),
+                        format!("`{required}` is required"),
+                    ))
+                }
+            }
+        }
+        for field in STRING_FIELDS {
+            match fields.get(*field) {
+                None | Some(Value::Null) => {
+                    fields.remove(*field);
+                }
+                Some(Value::String(s)) => {
+                    let max = match *field {
+                        "message" => MAX_MESSAGE_CHARS,
+                        "messageId" => MAX_IDEMPOTENCY_KEY_CHARS,
+                        _ => MAX_FIELD_CHARS,
+                    };
+                    check_length(&at(field), s, max)?;
+                    if *field == "messageId" && s.is_empty() {
+                        return Err(ApiError::bad_request(
+                            at(field),
+                            "`messageId` may not be empty",
+                        ));
+                    }
+                }
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        at(field),
+                        format!("`{field}` must be a string"),
+                    ))
+                }
+            }
+        }
+        match fields.get("sandbox") {
+            None | Some(Value::Bool(_)) => {}
+            Some(Value::Null) => {
+                fields.remove("sandbox");
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    at("sandbox"),
+                    "`sandbox` must be a boolean",
+                ))
+            }
+        }
+        match fields.get("occurredAt") {
+            None => {}
+            Some(Value::Null) => {
+                fields.remove("occurredAt");
+            }
+            Some(Value::String(s)) => {
+                let parsed = DateTime::parse_from_rfc3339(s).map_err(|_| {
+                    ApiError::bad_request(
+                        at("occurredAt"),
+                        "`occurredAt` must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
+                    )
+                })?;
+                fields.insert(
+                    "occurredAt".into(),
+                    Value::String(format_time(parsed.with_timezone(&Utc))),
+                );
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    at("occurredAt"),
+                    "`occurredAt` must be an RFC 3339 time string",
+                ))
+            }
+        }
+        match fields.get("indexedData") {
+            None => {}
+            Some(Value::Null) => {
+                fields.remove("indexedData");
+            }
+            Some(Value::Object(map)) => {
+                if map.len() > 50 {
+                    return Err(ApiError::bad_request(
+                        at("indexedData"),
+                        "`indexedData` may hold at most 50 keys",
+                    ));
+                }
+                for (key, value) in map {
+                    if key.is_empty() || key.len() > 128 {
+                        return Err(ApiError::bad_request(
+                            at("indexedData"),
+                            "`indexedData` keys must be 1-128 characters",
+                        ));
+                    }
+                    let Value::String(s) = value else {
+                        return Err(ApiError::bad_request(
+                            format!("{}.{key}", at("indexedData")),
+                            "`indexedData` values must be strings",
+                        ));
+                    };
+                    check_length(&format!("{}.{key}", at("indexedData")), s, MAX_FIELD_CHARS)?;
+                }
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    at("indexedData"),
+                    "`indexedData` must be an object of strings",
+                ))
+            }
+        }
+        if let Some(Value::Null) = fields.get("data") {
+            fields.remove("data");
+        }
+        let account_id = match fields.remove("accountId") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if crate::auth::is_valid_tenant(&s) => Some(s),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    at("accountId"),
+                    "`accountId` must be a tenant id (letters, digits, - _ . : @)",
+                ))
+            }
+        };
+        Ok(NewEvent { account_id, fields })
+    }
+
+    /// The stored event, once the service has assigned its ids and times.
+    pub fn into_event(
+        self,
+        cursor: String,
+        account_id: String,
+        recorded_at: DateTime<Utc>,
+        retention_days: u32,
+    ) -> Result<Event, ApiError> {
+        let mut fields = self.fields;
+        fields.insert("cursor".into(), Value::String(cursor));
+        fields.insert("accountId".into(), Value::String(account_id));
+        fields.insert("timestamp".into(), Value::String(format_time(recorded_at)));
+        fields.insert(
+            "expiresAt".into(),
+            Value::String(format_time(
+                recorded_at + Duration::days(i64::from(retention_days)),
+            )),
+        );
+        serde_json::from_value(Value::Object(fields)).map_err(|err| {
+            tracing::error!(error = %err, "validated event did not convert");
+            ApiError::Internal
+        })
+    }
+}
+
+fn check_length(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        Err(ApiError::bad_request(
+            field,
+            format!("`{field}` may be at most {max} characters"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// RFC 3339, UTC, millisecond precision: sorts as text.
+pub fn format_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field_of(err: ApiError) -> String {
+        err.field().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn a_minimal_event_is_accepted_and_ids_are_assigned() {
+        let parsed =
+            NewEvent::parse(json!({"eventType": "user.login", "serviceName": "idp"}), "").unwrap();
+        let now = Utc::now();
+        let event = parsed
+            .into_event("01ARZ3NDEKTSV4RRFFQ69G5FAV".into(), "acme".into(), now, 90)
+            .unwrap();
+        assert_eq!(event.account_id, "acme");
+        assert_eq!(event.expires_at, format_time(now + Duration::days(90)));
+        assert!(!event.is_expired(now));
+        assert!(event.is_expired(now + Duration::days(91)));
+    }
+
+    #[test]
+    fn required_fields_unknown_fields_and_types_are_named() {
+        let missing = NewEvent::parse(json!({"serviceName": "idp"}), "").unwrap_err();
+        assert_eq!(field_of(missing), "eventType");
+        let unknown = NewEvent::parse(
+            json!({"eventType": "a", "serviceName": "b", "colour": 1}),
+            "events[2]",
+        )
+        .unwrap_err();
+        assert_eq!(field_of(unknown.clone()), "events[2].colour");
+        assert!(unknown.to_string().contains("colour"));
+        let wrong = NewEvent::parse(
+            json!({"eventType": "a", "serviceName": "b", "sandbox": "yes"}),
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(field_of(wrong), "sandbox");
+        let indexed = NewEvent::parse(
+            json!({"eventType": "a", "serviceName": "b", "indexedData": {"k": 1}}),
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(field_of(indexed), "indexedData.k");
+        let time = NewEvent::parse(
+            json!({"eventType": "a", "serviceName": "b", "occurredAt": "yesterday"}),
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(field_of(time), "occurredAt");
+    }
+
+    #[test]
+    fn assigned_fields_are_refused() {
+        for field in ["cursor", "timestamp", "expiresAt"] {
+            let mut body = json!({"eventType": "a", "serviceName": "b"});
+            body[field] = json!("x");
+            let err = NewEvent::parse(body, "").unwrap_err();
+            assert_eq!(err.status(), 400);
+            assert_eq!(field_of(err), field);
+        }
+    }
+
+    #[test]
+    fn oversize_events_are_413() {
+        let body = json!({"eventType": "a", "serviceName": "b", "data": {"blob": "x".repeat(MAX_EVENT_BYTES)}});
+        assert_eq!(NewEvent::parse(body, "").unwrap_err().status(), 413);
+    }
+}

@@ -1,0 +1,412 @@
+//! Ingest: validate what producers send, assign ids, store durably, and
+//! answer per item.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::auth::{Caller, SCOPE_PLATFORM, SCOPE_WRITE};
+use crate::config::Config;
+use crate::cursor::CursorGenerator;
+use crate::error::{ApiError, StoreError};
+use crate::event::{
+    Event, NewEvent, MAX_EVENTS_PER_REQUEST, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REQUEST_BYTES,
+};
+use crate::store::{EventStore, IdempotentPut};
+
+/// BatchWriteItem's limit.
+const BATCH_WRITE_SIZE: usize = 25;
+/// Concurrent store calls per request.
+const WRITE_CONCURRENCY: usize = 8;
+
+/// The body of `POST /audit/events`, after JSON parsing.
+#[derive(Debug)]
+pub enum IngestRequest {
+    Single {
+        event: Value,
+        idempotency_key: Option<String>,
+    },
+    Batch {
+        events: Vec<Value>,
+    },
+}
+
+impl IngestRequest {
+    /// Sorts a request body into one event or a batch; enforces the request limits.
+    pub fn from_body(body: &[u8], idempotency_key: Option<String>) -> Result<Self, ApiError> {
+        if body.len() > MAX_REQUEST_BYTES {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the request is {} bytes; a request may take at most {MAX_REQUEST_BYTES} bytes (6 MB)",
+                body.len()
+            )));
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request(
+                "body",
+                "the request body is empty; send an event or {\"events\":[...]}",
+            ));
+        }
+        let value: Value = serde_json::from_slice(body).map_err(|err| {
+            ApiError::bad_request(
+                "body",
+                format!(
+                    "the body is not valid JSON (line {}, column {})",
+                    err.line(),
+                    err.column()
+                ),
+            )
+        })?;
+        match value {
+            Value::Object(mut map) if map.contains_key("events") => {
+                if map.len() > 1 {
+                    let extra: Vec<&str> = map
+                        .keys()
+                        .map(String::as_str)
+                        .filter(|k| *k != "events")
+                        .collect();
+                    return Err(ApiError::bad_request(
+                        extra[0],
+                        format!(
+                            "a batch body holds only `events`; unknown field(s): {}",
+                            extra.join(", ")
+                        ),
+                    ));
+                }
+                if idempotency_key.is_some() {
+                    return Err(ApiError::bad_request("Idempotency-Key", "the Idempotency-Key header applies to a single event; give each event of a batch a `messageId`"));
+                }
+                let Some(Value::Array(events)) = map.remove("events") else {
+                    return Err(ApiError::bad_request("events", "`events` must be an array"));
+                };
+                if events.is_empty() {
+                    return Err(ApiError::bad_request("events", "`events` is empty"));
+                }
+                if events.len() > MAX_EVENTS_PER_REQUEST {
+                    return Err(ApiError::PayloadTooLarge(format!(
+                        "the batch holds {} events; a request may carry at most {MAX_EVENTS_PER_REQUEST}",
+                        events.len()
+                    )));
+                }
+                Ok(IngestRequest::Batch { events })
+            }
+            Value::Object(_) => {
+                if let Some(key) = &idempotency_key {
+                    if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
+                        return Err(ApiError::bad_request("Idempotency-Key", format!("the Idempotency-Key header must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters")));
+                    }
+                }
+                Ok(IngestRequest::Single {
+                    event: value,
+                    idempotency_key,
+                })
+            }
+            _ => Err(ApiError::bad_request(
+                "body",
+                "the body must be an event object or {\"events\":[...]}",
+            )),
+        }
+    }
+}
+
+/// The outcome for one event of a request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "camelCase")]
+pub enum ItemResult {
+    #[serde(rename_all = "camelCase")]
+    Stored {
+        cursor: String,
+        timestamp: String,
+        expires_at: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Duplicate {
+        cursor: String,
+        timestamp: String,
+        expires_at: String,
+    },
+    /// The producer's fault; retrying the same event will fail again.
+    Refused {
+        error: Value,
+        #[serde(skip)]
+        http_status: u16,
+    },
+    /// The table could not take it in time; nothing was stored; retry it.
+    Failed { error: Value },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchSummary {
+    pub stored: usize,
+    pub duplicates: usize,
+    pub refused: usize,
+    pub failed: usize,
+}
+
+pub struct IngestService<S> {
+    store: Arc<S>,
+    cursors: CursorGenerator,
+    config: Config,
+}
+
+/// An event ready to write, with where its result goes.
+struct Pending {
+    index: usize,
+    event: Event,
+    key: Option<String>,
+}
+
+impl<S: EventStore> IngestService<S> {
+    pub fn new(store: Arc<S>, config: Config) -> Self {
+        Self {
+            store,
+            cursors: CursorGenerator::default(),
+            config,
+        }
+    }
+
+    /// Stores the events of one request; one result per event, in order.
+    pub async fn ingest(
+        &self,
+        caller: &Caller,
+        events: Vec<Value>,
+        single_key: Option<String>,
+    ) -> Result<Vec<ItemResult>, ApiError> {
+        caller.require(SCOPE_WRITE)?;
+        let started = Instant::now();
+        let deadline = started + self.config.write_deadline;
+        let recorded_at = Utc::now();
+        let batch = events.len() > 1;
+        let mut results: Vec<Option<ItemResult>> = vec![None; events.len()];
+        let mut pending = Vec::new();
+        // (tenant, key) -> index of the first event that uses it
+        let mut first_with_key: HashMap<(String, String), usize> = HashMap::new();
+        let mut repeats: Vec<(usize, usize)> = Vec::new();
+
+        for (index, value) in events.into_iter().enumerate() {
+            let path = if batch {
+                format!("events[{index}]")
+            } else {
+                String::new()
+            };
+            let parsed = NewEvent::parse(value, &path).and_then(|event| {
+                let tenant = self.tenant_for(caller, event.account_id.as_deref(), &path)?;
+                Ok((event, tenant))
+            });
+            let (event, tenant) = match parsed {
+                Ok(ok) => ok,
+                Err(err) => {
+                    results[index] = Some(refused(&err));
+                    continue;
+                }
+            };
+            let key = match (single_key.as_deref(), event.message_id()) {
+                (Some(header), Some(message_id)) if header != message_id => {
+                    let err = ApiError::bad_request(
+                        "messageId",
+                        "`messageId` and the Idempotency-Key header differ",
+                    );
+                    results[index] = Some(refused(&err));
+                    continue;
+                }
+                (Some(header), _) => Some(header.to_string()),
+                (None, message_id) => message_id.map(str::to_string),
+            };
+            if let Some(key) = &key {
+                if let Some(first) = first_with_key.get(&(tenant.clone(), key.clone())) {
+                    repeats.push((index, *first));
+                    continue;
+                }
+                first_with_key.insert((tenant.clone(), key.clone()), index);
+            }
+            let cursor = self.cursors.next().to_string();
+            let retention = self.config.default_retention_days;
+            match event.into_event(cursor, tenant, recorded_at, retention) {
+                Ok(event) => pending.push(Pending { index, event, key }),
+                Err(err) => results[index] = Some(refused(&err)),
+            }
+        }
+
+        let (keyed, fresh): (Vec<Pending>, Vec<Pending>) =
+            pending.into_iter().partition(|p| p.key.is_some());
+        let outcomes = self.write(keyed, fresh, deadline).await;
+        for (index, outcome) in outcomes {
+            results[index] = Some(outcome);
+        }
+        for (index, first) in repeats {
+            results[index] = Some(match &results[first] {
+                Some(ItemResult::Stored {
+                    cursor,
+                    timestamp,
+                    expires_at,
+                })
+                | Some(ItemResult::Duplicate {
+                    cursor,
+                    timestamp,
+                    expires_at,
+                }) => ItemResult::Duplicate {
+                    cursor: cursor.clone(),
+                    timestamp: timestamp.clone(),
+                    expires_at: expires_at.clone(),
+                },
+                Some(other) => other.clone(),
+                None => failed(&StoreError::Unavailable("not attempted".into())),
+            });
+        }
+        tracing::info!(
+            events = results.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "ingest finished"
+        );
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| failed(&StoreError::Unavailable("not attempted".into()))))
+            .collect())
+    }
+
+    async fn write(
+        &self,
+        keyed: Vec<Pending>,
+        fresh: Vec<Pending>,
+        deadline: Instant,
+    ) -> Vec<(usize, ItemResult)> {
+        let store = &self.store;
+        let single_fresh = fresh.len() == 1 && keyed.is_empty();
+        let mut outcomes = Vec::new();
+        if single_fresh {
+            // One event: a conditional put, so even a colliding cursor can't overwrite.
+            for p in fresh {
+                let result = store.put_event(&p.event).await;
+                outcomes.push((p.index, outcome_of(&p.event, result)));
+            }
+        } else {
+            let chunks: Vec<Vec<Pending>> = chunk(fresh, BATCH_WRITE_SIZE);
+            let batch_outcomes: Vec<Vec<(usize, ItemResult)>> = stream::iter(chunks)
+                .map(|chunk| async move {
+                    let events: Vec<Event> = chunk.iter().map(|p| p.event.clone()).collect();
+                    let results = store.put_events(&events, deadline).await;
+                    chunk
+                        .iter()
+                        .zip(results)
+                        .map(|(p, r)| (p.index, outcome_of(&p.event, r)))
+                        .collect::<Vec<_>>()
+                })
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .collect()
+                .await;
+            outcomes.extend(batch_outcomes.into_iter().flatten());
+        }
+        let keyed_outcomes: Vec<(usize, ItemResult)> = stream::iter(keyed)
+            .map(|p| async move {
+                let key = p.key.as_deref().unwrap_or_default();
+                let outcome = match store.put_event_once(&p.event, key, deadline).await {
+                    Ok(IdempotentPut::Stored) => outcome_of(&p.event, Ok(())),
+                    Ok(IdempotentPut::Duplicate {
+                        cursor,
+                        timestamp,
+                        expires_at,
+                    }) => ItemResult::Duplicate {
+                        cursor,
+                        timestamp,
+                        expires_at,
+                    },
+                    Err(err) => outcome_of(&p.event, Err(err)),
+                };
+                (p.index, outcome)
+            })
+            .buffer_unordered(WRITE_CONCURRENCY * 2)
+            .collect()
+            .await;
+        outcomes.extend(keyed_outcomes);
+        outcomes
+    }
+
+    /// The tenant an event is written to. Only platform producers may name another tenant.
+    fn tenant_for(
+        &self,
+        caller: &Caller,
+        named: Option<&str>,
+        path: &str,
+    ) -> Result<String, ApiError> {
+        match named {
+            None => Ok(caller.tenant.clone()),
+            Some(tenant) if tenant == caller.tenant => Ok(caller.tenant.clone()),
+            Some(tenant) if caller.has_scope(SCOPE_PLATFORM) => Ok(tenant.to_string()),
+            Some(_) => Err(ApiError::Forbidden(format!(
+                "{}a tenant token may only write to its own tenant; naming another `accountId` needs the `{SCOPE_PLATFORM}` scope",
+                if path.is_empty() { String::new() } else { format!("{path}: ") }
+            ))),
+        }
+    }
+}
+
+fn outcome_of(event: &Event, result: Result<(), StoreError>) -> ItemResult {
+    match result {
+        Ok(()) => ItemResult::Stored {
+            cursor: event.cursor.clone(),
+            timestamp: event.timestamp.clone(),
+            expires_at: event.expires_at.clone(),
+        },
+        Err(err) => {
+            tracing::warn!(error = %err, cursor = %event.cursor, "event not stored");
+            failed(&err)
+        }
+    }
+}
+
+fn refused(err: &ApiError) -> ItemResult {
+    ItemResult::Refused {
+        error: err.body()["error"].clone(),
+        http_status: err.status(),
+    }
+}
+
+fn failed(err: &StoreError) -> ItemResult {
+    let api: ApiError = match err {
+        StoreError::Throttled | StoreError::Unavailable(_) => ApiError::Unavailable {
+            retry_after_seconds: 1,
+        },
+        _ => ApiError::Internal,
+    };
+    ItemResult::Failed {
+        error: api.body()["error"].clone(),
+    }
+}
+
+fn chunk<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::with_capacity(size);
+    for item in items {
+        current.push(item);
+        if current.len() == size {
+            chunks.push(std::mem::replace(&mut current, Vec::with_capacity(size)));
+        }
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// Counts per status, for the batch response.
+pub fn summarize(results: &[ItemResult]) -> BatchSummary {
+    let mut summary = BatchSummary {
+        stored: 0,
+        duplicates: 0,
+        refused: 0,
+        failed: 0,
+    };
+    for result in results {
+        match result {
+            ItemResult::Stored { .. } => summary.stored += 1,
+            ItemResult::Duplicate { .. } => summary.duplicates += 1,
+            ItemResult::Refused { .. } => summary.refused += 1,
+            ItemResult::Failed { .. } => summary.failed += 1,
+        }
+    }
+    summary
+}

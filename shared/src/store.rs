@@ -1,0 +1,42 @@
+//! The store the domain talks to. One real implementation: [`crate::dynamo::DynamoStore`].
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use crate::error::StoreError;
+use crate::event::Event;
+
+/// What an idempotent write found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdempotentPut {
+    Stored,
+    /// The key was used before: the original event's ids.
+    Duplicate {
+        cursor: String,
+        timestamp: String,
+        expires_at: String,
+    },
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Writes a new event; never overwrites an existing one.
+    async fn put_event(&self, event: &Event) -> Result<(), StoreError>;
+
+    /// Writes the event and its idempotency marker atomically, or reports the
+    /// event the key already names.
+    async fn put_event_once(
+        &self,
+        event: &Event,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<IdempotentPut, StoreError>;
+
+    /// Writes up to 25 fresh events in one batch, retrying what DynamoDB
+    /// leaves unprocessed until `deadline`; one result per event, in order.
+    async fn put_events(&self, events: &[Event], deadline: Instant) -> Vec<Result<(), StoreError>>;
+
+    /// One event of one tenant, expired or not.
+    async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError>;
+}

@@ -1,0 +1,172 @@
+//! The one table, defined once. `template.yaml` declares the same table; a
+//! test compares the two, and the local runner and the tests create the table
+//! from [`definition`].
+//!
+//! Item types (see docs/KEY-DESIGN.md):
+//! - event: `accountId` = tenant, `cursor` = ULID.
+//! - idempotency marker: `accountId` = `idem#<tenant>`, `cursor` = the key.
+//! Tenant ids never contain `#`, so no other item type shares a partition
+//! with a tenant's events.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+
+pub const PARTITION_KEY: &str = "accountId";
+pub const SORT_KEY: &str = "cursor";
+pub const TTL_ATTRIBUTE: &str = "ttl";
+pub const IDEMPOTENCY_PREFIX: &str = "idem#";
+
+/// A secondary index: tenant + one pivot field, ordered by cursor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PivotIndex {
+    pub name: &'static str,
+    /// The event field it pivots on.
+    pub field: &'static str,
+    /// The attribute holding `<tenant>#<value>`.
+    pub key_attribute: &'static str,
+}
+
+pub const PIVOT_INDEXES: &[PivotIndex] = &[
+    PivotIndex {
+        name: "byUserId",
+        field: "userId",
+        key_attribute: "gsiUserId",
+    },
+    PivotIndex {
+        name: "byEventType",
+        field: "eventType",
+        key_attribute: "gsiEventType",
+    },
+    PivotIndex {
+        name: "byServiceName",
+        field: "serviceName",
+        key_attribute: "gsiServiceName",
+    },
+    PivotIndex {
+        name: "byTraceId",
+        field: "traceId",
+        key_attribute: "gsiTraceId",
+    },
+];
+
+pub fn pivot_key(tenant: &str, value: &str) -> String {
+    format!("{tenant}#{value}")
+}
+
+/// The table as plain data, comparable with the template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableDefinition {
+    pub table_name: String,
+    /// (name, HASH|RANGE)
+    pub key_schema: Vec<(String, String)>,
+    /// (name, S|N|B)
+    pub attributes: Vec<(String, String)>,
+    /// (index name, key schema, projection type)
+    pub indexes: Vec<(String, Vec<(String, String)>, String)>,
+    pub billing_mode: String,
+    pub stream_view_type: String,
+    pub ttl_attribute: String,
+}
+
+pub fn definition(table_name: &str) -> TableDefinition {
+    let mut attributes = vec![
+        (PARTITION_KEY.to_string(), "S".to_string()),
+        (SORT_KEY.to_string(), "S".to_string()),
+    ];
+    let mut indexes = Vec::new();
+    for index in PIVOT_INDEXES {
+        attributes.push((index.key_attribute.to_string(), "S".to_string()));
+        indexes.push((
+            index.name.to_string(),
+            vec![
+                (index.key_attribute.to_string(), "HASH".to_string()),
+                (SORT_KEY.to_string(), "RANGE".to_string()),
+            ],
+            "ALL".to_string(),
+        ));
+    }
+    TableDefinition {
+        table_name: table_name.to_string(),
+        key_schema: vec![
+            (PARTITION_KEY.to_string(), "HASH".to_string()),
+            (SORT_KEY.to_string(), "RANGE".to_string()),
+        ],
+        attributes,
+        indexes,
+        billing_mode: "PAY_PER_REQUEST".to_string(),
+        stream_view_type: "NEW_IMAGE".to_string(),
+        ttl_attribute: TTL_ATTRIBUTE.to_string(),
+    }
+}
+
+fn key_element(name: &str, kind: &str) -> Result<KeySchemaElement, aws_sdk_dynamodb::Error> {
+    Ok(KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(KeyType::from(kind))
+        .build()?)
+}
+
+/// Creates the table (and turns on TTL) unless it exists.
+pub async fn ensure_table(
+    client: &Client,
+    table: &TableDefinition,
+) -> Result<bool, aws_sdk_dynamodb::Error> {
+    if client
+        .describe_table()
+        .table_name(&table.table_name)
+        .send()
+        .await
+        .is_ok()
+    {
+        return Ok(false);
+    }
+    let mut request = client
+        .create_table()
+        .table_name(&table.table_name)
+        .billing_mode(BillingMode::from(table.billing_mode.as_str()))
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::from(table.stream_view_type.as_str()))
+                .build()?,
+        );
+    for (name, kind) in &table.key_schema {
+        request = request.key_schema(key_element(name, kind)?);
+    }
+    for (name, kind) in &table.attributes {
+        request = request.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::from(kind.as_str()))
+                .build()?,
+        );
+    }
+    for (name, keys, projection) in &table.indexes {
+        let mut index = GlobalSecondaryIndex::builder().index_name(name).projection(
+            Projection::builder()
+                .projection_type(ProjectionType::from(projection.as_str()))
+                .build(),
+        );
+        for (key, kind) in keys {
+            index = index.key_schema(key_element(key, kind)?);
+        }
+        request = request.global_secondary_indexes(index.build()?);
+    }
+    request.send().await?;
+    client
+        .update_time_to_live()
+        .table_name(&table.table_name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(&table.ttl_attribute)
+                .build()?,
+        )
+        .send()
+        .await?;
+    Ok(true)
+}
