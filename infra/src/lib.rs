@@ -7,3 +7,4 @@ pub mod devauth;
 pub mod embedded;
 pub mod gateway;
 pub mod proxy;
+pub mod testkit;

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     /// Of each BatchWriteItem, forward only this share of the items (rounded
-    /// down) and hand the rest back as `UnprocessedItems`. `None`: forward all.
+    /// up) and hand the rest back as `UnprocessedItems`. `None`: forward all.
     pub batch_keep_share: Option<f64>,
     /// Answer every write with `ProvisionedThroughputExceededException`.
     pub throttle_writes: bool,
@@ -150,7 +150,7 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
             {
                 if let Some((table, writes)) = tables.iter_mut().next() {
                     if let Some(list) = writes.as_array_mut() {
-                        let keep = ((list.len() as f64) * share).floor() as usize;
+                        let keep = ((list.len() as f64) * share).ceil() as usize;
                         let rest = list.split_off(keep.min(list.len()));
                         if !rest.is_empty() {
                             state

@@ -42,6 +42,13 @@ pub fn parse_cursor(field: &str, value: &str) -> Result<Ulid, ApiError> {
             format!("`{field}` must be a 26-character cursor"),
         ));
     }
+    // 26 base-32 characters hold 130 bits; a ULID's first must be 0-7.
+    if !matches!(value.as_bytes()[0], b'0'..=b'7') {
+        return Err(ApiError::bad_request(
+            field,
+            format!("`{field}` is not a valid cursor"),
+        ));
+    }
     Ulid::from_string(value)
         .map_err(|_| ApiError::bad_request(field, format!("`{field}` is not a valid cursor")))
 }

@@ -1,0 +1,171 @@
+//! A running API for tests and benchmarks: a fresh table on the embedded
+//! store (or on `AUDIT_TEST_DYNAMODB_ENDPOINT`, e.g. DynamoDB Local), the
+//! real SDK client, the local gateway, optionally a fault proxy in between.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use audit_shared::dynamo::{self, Item};
+use audit_shared::{table, Config};
+use aws_sdk_dynamodb::Client;
+
+use crate::app::Functions;
+use crate::devauth::DevAuth;
+use crate::embedded::EmbeddedStore;
+use crate::gateway::Gateway;
+use crate::proxy::FaultProxy;
+
+pub const ENDPOINT_VARIABLE: &str = "AUDIT_TEST_DYNAMODB_ENDPOINT";
+
+pub struct TestEnv {
+    pub config: Config,
+    /// The client the functions use (through the proxy, when there is one).
+    pub client: Client,
+    /// A client straight to the store, for counting what really landed.
+    pub direct: Client,
+    pub gateway: Gateway,
+    pub auth: DevAuth,
+    pub proxy: Option<FaultProxy>,
+    pub embedded: Option<EmbeddedStore>,
+}
+
+#[derive(Default)]
+pub struct EnvOptions {
+    pub with_proxy: bool,
+    pub write_deadline: Option<Duration>,
+    pub configure: Option<fn(&mut Config)>,
+}
+
+impl TestEnv {
+    pub async fn start() -> Self {
+        Self::start_with(EnvOptions::default()).await
+    }
+
+    pub async fn start_with(options: EnvOptions) -> Self {
+        let (endpoint, embedded) = match std::env::var(ENDPOINT_VARIABLE)
+            .ok()
+            .filter(|e| !e.is_empty())
+        {
+            Some(endpoint) => (endpoint, None),
+            None => {
+                let store = EmbeddedStore::start(None)
+                    .await
+                    .expect("embedded store starts");
+                (store.endpoint.clone(), Some(store))
+            }
+        };
+        let table_name = format!(
+            "audit-test-{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        let mut config = Config::for_table(&table_name);
+        if let Some(deadline) = options.write_deadline {
+            config.write_deadline = deadline;
+        }
+        if let Some(configure) = options.configure {
+            configure(&mut config);
+        }
+        let mut direct_config = config.clone();
+        direct_config.dynamodb_endpoint = Some(endpoint.clone());
+        let direct = dynamo::client(&direct_config).await;
+        table::ensure_table(&direct, &table::definition(&table_name))
+            .await
+            .expect("table is created");
+        let proxy = if options.with_proxy {
+            Some(FaultProxy::start(&endpoint).await.expect("proxy starts"))
+        } else {
+            None
+        };
+        config.dynamodb_endpoint = Some(
+            proxy
+                .as_ref()
+                .map(|p| p.endpoint.clone())
+                .unwrap_or(endpoint),
+        );
+        let client = dynamo::client(&config).await;
+        let auth = DevAuth::with_secret("test-secret");
+        let gateway = Gateway {
+            functions: Functions::new(client.clone(), config.clone()),
+            auth: Arc::new(auth.clone()),
+        };
+        TestEnv {
+            config,
+            client,
+            direct,
+            gateway,
+            auth,
+            proxy,
+            embedded,
+        }
+    }
+
+    /// Serves the gateway on a loopback port; returns its base URL.
+    pub async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let router = self.gateway.clone().router();
+        tokio::spawn(async move {
+            let _ = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
+        });
+        format!("http://{address}")
+    }
+
+    pub fn token(&self, tenant: &str, scopes: &str) -> String {
+        self.auth.mint(tenant, scopes, Duration::from_secs(600))
+    }
+
+    /// Every item in the table, read straight from the store.
+    pub async fn all_items(&self) -> Vec<Item> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .direct
+                .scan()
+                .table_name(&self.config.table_name)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .expect("scan");
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        items
+    }
+
+    /// Event items per tenant (other item types left out).
+    pub async fn events_by_tenant(&self) -> HashMap<String, Vec<String>> {
+        let mut by_tenant: HashMap<String, Vec<String>> = HashMap::new();
+        for item in self.all_items().await {
+            let text = |name: &str| {
+                item.get(name)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let tenant = text(table::PARTITION_KEY);
+            if !tenant.contains('#') {
+                by_tenant
+                    .entry(tenant)
+                    .or_default()
+                    .push(text(table::SORT_KEY));
+            }
+        }
+        for cursors in by_tenant.values_mut() {
+            cursors.sort();
+        }
+        by_tenant
+    }
+}

@@ -1,0 +1,586 @@
+//! Ingest and cursor lookup through the local gateway, over the real SDK
+//! against the embedded store (or DynamoDB Local when
+//! AUDIT_TEST_DYNAMODB_ENDPOINT is set).
+
+mod common;
+
+use std::collections::HashSet;
+
+use audit_infra::proxy::Faults;
+use audit_infra::testkit::{EnvOptions, TestEnv};
+use audit_shared::dynamo::event_to_item;
+use audit_shared::event::{format_time, MAX_EVENT_BYTES};
+use audit_shared::Event;
+use chrono::{Duration, Utc};
+use common::*;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn an_event_is_stored_and_looked_up_whole() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let sent = json!({
+        "eventType": "user.login", "serviceName": "idp", "userId": "u-1", "message": "signed in",
+        "sandbox": false, "occurredAt": "2026-11-01T10:00:00+01:00",
+        "indexedData": {"region": "eu"}, "data": {"nested": {"list": [1, 2.5, "x", null, true]}}
+    });
+    let (status, stored) = json_of(api.post_json(&token, "/audit/events", &sent).await).await;
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(stored["status"], "stored");
+    let cursor = stored["cursor"].as_str().expect("cursor").to_string();
+    assert_eq!(cursor.len(), 26);
+
+    let (status, event) = json_of(api.get(&token, &format!("/audit/events/{cursor}")).await).await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(event["cursor"], cursor.as_str());
+    assert_eq!(event["accountId"], "acme");
+    assert_eq!(event["timestamp"], stored["timestamp"]);
+    assert_eq!(event["expiresAt"], stored["expiresAt"]);
+    assert_eq!(event["occurredAt"], "2026-11-01T09:00:00.000Z");
+    assert_eq!(event["data"], sent["data"]);
+    assert_eq!(event["indexedData"], sent["indexedData"]);
+    assert_eq!(event["sandbox"], false);
+    // default retention: 90 days after the timestamp
+    let timestamp =
+        chrono::DateTime::parse_from_rfc3339(event["timestamp"].as_str().unwrap()).unwrap();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(event["expiresAt"].as_str().unwrap()).unwrap();
+    assert_eq!(expires - timestamp, Duration::days(90));
+    // lower-case cursors name the same event
+    let (status, _) = json_of(
+        api.get(&token, &format!("/audit/events/{}", cursor.to_lowercase()))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_batch_answers_per_item_and_stores_only_valid_events() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let body = json!({"events": [
+        event("a"),
+        {"eventType": "b"},
+        {"eventType": "c", "serviceName": "s", "messageId": "m-1"},
+        {"eventType": "c", "serviceName": "s", "messageId": "m-1"},
+        {"eventType": "d", "serviceName": "s", "colour": "red"},
+    ]});
+    let (status, answer) = json_of(api.post_json(&token, "/audit/events", &body).await).await;
+    assert_eq!(status, 207, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5);
+    assert_eq!(results[0]["status"], "stored");
+    assert_eq!(results[1]["status"], "refused");
+    assert_eq!(results[1]["error"]["field"], "events[1].serviceName");
+    assert_eq!(results[2]["status"], "stored");
+    assert_eq!(results[3]["status"], "duplicate");
+    assert_eq!(results[3]["cursor"], results[2]["cursor"]);
+    assert_eq!(results[4]["status"], "refused");
+    assert!(results[4]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("colour"));
+    assert_eq!(answer["summary"]["stored"], 2);
+    let stored = api.env.events_by_tenant().await;
+    let mut expected = vec![
+        results[0]["cursor"].as_str().unwrap().to_string(),
+        results[2]["cursor"].as_str().unwrap().to_string(),
+    ];
+    expected.sort();
+    assert_eq!(stored.get("acme"), Some(&expected));
+
+    // a full batch of valid events: 200, every one stored, cursors increasing
+    let many: Vec<Value> = (0..120).map(|i| event(&format!("e{i}"))).collect();
+    let (status, answer) = json_of(
+        api.post_json(&token, "/audit/events", &json!({"events": many}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let cursors: Vec<&str> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cursor"].as_str().unwrap())
+        .collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(api.env.events_by_tenant().await["acme"].len(), 122);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_retries_of_one_key_store_one_event() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let mut calls = Vec::new();
+    for i in 0..24 {
+        let http = api.http.clone();
+        let url = format!("{}/audit/events", api.base);
+        let token = token.clone();
+        calls.push(tokio::spawn(async move {
+            let mut request = http.post(url).bearer_auth(token);
+            // half use the header, half the messageId: the same key either way
+            let body = if i % 2 == 0 {
+                request = request.header("Idempotency-Key", "order-77");
+                json!({"eventType": "order.paid", "serviceName": "shop"})
+            } else {
+                json!({"eventType": "order.paid", "serviceName": "shop", "messageId": "order-77"})
+            };
+            json_of(request.json(&body).send().await.expect("send")).await
+        }));
+    }
+    let mut cursors = HashSet::new();
+    let mut stored = 0;
+    for call in calls {
+        let (status, body) = call.await.unwrap();
+        assert!(status == 201 || status == 200, "{status} {body}");
+        if body["status"] == "stored" {
+            stored += 1;
+        } else {
+            assert_eq!(body["status"], "duplicate");
+        }
+        cursors.insert(body["cursor"].as_str().unwrap().to_string());
+    }
+    assert_eq!(stored, 1, "exactly one call stores");
+    assert_eq!(cursors.len(), 1, "every call names the same cursor");
+    let events = api.env.events_by_tenant().await;
+    assert_eq!(events["acme"], cursors.into_iter().collect::<Vec<_>>());
+    // the same key in another tenant is another event
+    let (status, _) = json_of(
+        api.post_json(
+            &api.token("globex"),
+            "/audit/events",
+            &json!({"eventType": "order.paid", "serviceName": "shop", "messageId": "order-77"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn a_platform_token_writes_for_any_tenant_a_tenant_token_only_for_its_own() {
+    let api = Api::start().await;
+    let platform = api.env.token("platform", "audit:write audit:platform");
+    let (status, body) = json_of(
+        api.post_json(
+            &platform,
+            "/audit/events",
+            &json!({"eventType": "a", "serviceName": "b", "accountId": "globex"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let tenant = api.token("acme");
+    let (status, body) = json_of(
+        api.post_json(
+            &tenant,
+            "/audit/events",
+            &json!({"eventType": "a", "serviceName": "b", "accountId": "globex"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(error_code(&body), "forbidden");
+    let (status, _) = json_of(
+        api.post_json(
+            &tenant,
+            "/audit/events",
+            &json!({"eventType": "a", "serviceName": "b", "accountId": "acme"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let events = api.env.events_by_tenant().await;
+    assert_eq!(events["globex"].len(), 1);
+    assert_eq!(events["acme"].len(), 1);
+    // globex reads its event, acme can't see it
+    let cursor = &events["globex"][0];
+    let (status, _) = json_of(
+        api.get(&api.token("globex"), &format!("/audit/events/{cursor}"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = json_of(api.get(&tenant, &format!("/audit/events/{cursor}")).await).await;
+    assert_eq!(status, 404);
+    assert_eq!(error_code(&body), "not_found");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_error_and_changes_nothing() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let url = format!("{}/audit/events", api.base);
+    let huge_event = json!({"eventType": "a", "serviceName": "b", "data": {"blob": "x".repeat(MAX_EVENT_BYTES)}});
+    let big_batch: Vec<Value> = (0..100).map(|_| json!({"eventType": "a", "serviceName": "b", "data": {"blob": "y".repeat(63 * 1024)}})).collect();
+    let too_many: Vec<Value> = (0..1001).map(|_| event("a")).collect();
+    let raw_cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            Some("application/json"),
+            b"{\"eventType\": ".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "wrong content type",
+            Some("text/plain"),
+            br#"{"eventType":"a","serviceName":"b"}"#.to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "no content type",
+            None,
+            br#"{"eventType":"a","serviceName":"b"}"#.to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "empty body",
+            Some("application/json"),
+            Vec::new(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "array body",
+            Some("application/json"),
+            b"[1,2]".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "missing required",
+            Some("application/json"),
+            br#"{"serviceName":"b"}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "wrong type",
+            Some("application/json"),
+            br#"{"eventType":7,"serviceName":"b"}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "wrong type of optional",
+            Some("application/json"),
+            br#"{"eventType":"a","serviceName":"b","userId":{"x":1}}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "unknown field",
+            Some("application/json"),
+            br#"{"eventType":"a","serviceName":"b","severity":"high"}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "assigned field",
+            Some("application/json"),
+            br#"{"eventType":"a","serviceName":"b","cursor":"01ARZ3NDEKTSV4RRFFQ69G5FAV"}"#
+                .to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "oversize event",
+            Some("application/json"),
+            serde_json::to_vec(&huge_event).unwrap(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "oversize batch",
+            Some("application/json"),
+            serde_json::to_vec(&json!({"events": big_batch})).unwrap(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "1001 events",
+            Some("application/json"),
+            serde_json::to_vec(&json!({"events": too_many})).unwrap(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "events not an array",
+            Some("application/json"),
+            br#"{"events":{"eventType":"a"}}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "batch of bad events",
+            Some("application/json"),
+            br#"{"events":[{"eventType":"a"},{"serviceName":"b"}]}"#.to_vec(),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (name, content_type, body, want_status, want_code) in raw_cases {
+        let mut request = api.http.post(&url).bearer_auth(&token).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let (status, answer) = json_of(request.send().await.unwrap()).await;
+        assert_eq!(status, want_status, "{name}: {answer}");
+        assert_eq!(error_code(&answer), want_code, "{name}: {answer}");
+    }
+    // the unknown field is named, and so is the missing one
+    let (_, answer) = json_of(
+        api.post_json(
+            &token,
+            "/audit/events",
+            &json!({"eventType": "a", "serviceName": "b", "severity": 1}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(answer["error"]["field"], "severity");
+    assert!(
+        api.env.all_items().await.is_empty(),
+        "bad input stored something"
+    );
+
+    // auth failures
+    let other_secret = audit_infra::devauth::DevAuth::with_secret("not-the-secret").mint(
+        "acme",
+        RW,
+        std::time::Duration::from_secs(60),
+    );
+    let expired = api.env.auth.mint_claims(json!({"tenant_id": "acme", "scope": RW, "iss": api.env.auth.issuer, "aud": api.env.auth.audience, "exp": Utc::now().timestamp() - 5}));
+    let no_tenant = api.env.auth.mint_claims(json!({"scope": RW, "iss": api.env.auth.issuer, "aud": api.env.auth.audience, "exp": Utc::now().timestamp() + 60}));
+    for (name, token, want) in [
+        ("wrongly signed", other_secret.as_str(), 401),
+        ("expired", expired.as_str(), 401),
+        ("no tenant claim", no_tenant.as_str(), 401),
+        ("garbage", "not.a.token", 401),
+    ] {
+        let (status, answer) =
+            json_of(api.post_json(token, "/audit/events", &event("a")).await).await;
+        assert_eq!(status, want, "{name}: {answer}");
+        assert_eq!(error_code(&answer), "unauthorized");
+    }
+    let (status, answer) =
+        json_of(api.http.post(&url).json(&event("a")).send().await.unwrap()).await;
+    assert_eq!(
+        (status, error_code(&answer).as_str()),
+        (401, "unauthorized")
+    );
+    let read_only = api.env.token("acme", "audit:read");
+    let (status, answer) = json_of(
+        api.post_json(&read_only, "/audit/events", &event("a"))
+            .await,
+    )
+    .await;
+    assert_eq!((status, error_code(&answer).as_str()), (403, "forbidden"));
+    let write_only = api.env.token("acme", "audit:write");
+    let (status, answer) = json_of(
+        api.get(&write_only, "/audit/events/01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .await,
+    )
+    .await;
+    assert_eq!((status, error_code(&answer).as_str()), (403, "forbidden"));
+    assert!(
+        api.env.all_items().await.is_empty(),
+        "a refused request stored something"
+    );
+
+    // cursors
+    for bad in [
+        "nope",
+        "01ARZ3NDEKTSV4RRFFQ69G5FA!",
+        "81ARZ3NDEKTSV4RRFFQ69G5FAV",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAVX",
+    ] {
+        let (status, answer) =
+            json_of(api.get(&token, &format!("/audit/events/{bad}")).await).await;
+        assert_eq!(
+            (status, error_code(&answer).as_str()),
+            (400, "invalid_request"),
+            "{bad}"
+        );
+    }
+    let (status, answer) = json_of(
+        api.get(&token, "/audit/events/01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .await,
+    )
+    .await;
+    assert_eq!((status, error_code(&answer).as_str()), (404, "not_found"));
+}
+
+#[tokio::test]
+async fn an_expired_event_not_yet_removed_is_not_found() {
+    let api = Api::start().await;
+    let past = Utc::now() - Duration::days(2);
+    let event = Event {
+        cursor: ulid::Ulid::from_datetime(past.into()).to_string(),
+        account_id: "acme".into(),
+        timestamp: format_time(past - Duration::days(90)),
+        expires_at: format_time(past),
+        ..serde_json::from_value(json!({"cursor":"", "accountId":"", "timestamp":"", "expiresAt":"", "serviceName":"s", "eventType":"t"})).unwrap()
+    };
+    api.env
+        .direct
+        .put_item()
+        .table_name(&api.env.config.table_name)
+        .set_item(Some(event_to_item(&event).unwrap()))
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = json_of(
+        api.get(
+            &api.token("acme"),
+            &format!("/audit/events/{}", event.cursor),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, error_code(&answer).as_str()), (404, "not_found"));
+}
+
+/// Throttling between the SDK and the store never loses an acknowledged
+/// event: what the API calls stored is in the table, what it calls failed is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn throttling_never_loses_an_acknowledged_event() {
+    let env = TestEnv::start_with(EnvOptions {
+        with_proxy: true,
+        write_deadline: Some(std::time::Duration::from_millis(2500)),
+        ..Default::default()
+    })
+    .await;
+    let api = Api::from_env(env).await;
+    let proxy = api.env.proxy.as_ref().unwrap();
+    let token = api.token("acme");
+    let batch =
+        |n: usize| json!({"events": (0..n).map(|i| event(&format!("t{i}"))).collect::<Vec<_>>()});
+
+    // 1. DynamoDB hands back half of every batch as unprocessed: retries store all.
+    proxy.set(Faults {
+        batch_keep_share: Some(0.5),
+        ..Default::default()
+    });
+    let (status, answer) = json_of(api.post_json(&token, "/audit/events", &batch(100)).await).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["summary"]["stored"], 100);
+    assert!(
+        proxy
+            .counters
+            .items_returned_unprocessed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 50
+    );
+
+    // 2. Every write throttled: 503 + Retry-After, every item failed, nothing stored.
+    proxy.set(Faults {
+        throttle_writes: true,
+        ..Default::default()
+    });
+    let response = api.post_json(&token, "/audit/events", &batch(30)).await;
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string()),
+        Some("1".into())
+    );
+    let (status, answer) = json_of(response).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["summary"]["failed"], 30);
+    let response = api
+        .post_json(&token, "/audit/events", &event("single"))
+        .await;
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, answer) = json_of(response).await;
+    assert_eq!((status, error_code(&answer).as_str()), (503, "unavailable"));
+
+    // 3. Nothing ever processed beyond the first half of the first attempt,
+    //    and the deadline passes: a partial answer that says exactly what landed.
+    proxy.set(Faults {
+        batch_keep_share: Some(0.0),
+        ..Default::default()
+    });
+    let (status, answer) = json_of(api.post_json(&token, "/audit/events", &batch(60)).await).await;
+    assert_eq!(status, 503, "{answer}");
+    proxy.set(Faults::default());
+
+    // Count what is in the table against what was acknowledged.
+    let in_table: HashSet<String> = api
+        .env
+        .events_by_tenant()
+        .await
+        .remove("acme")
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    assert_eq!(in_table.len(), 100, "only the first batch was acknowledged");
+    let (_, again) = json_of(api.post_json(&token, "/audit/events", &batch(5)).await).await;
+    let acknowledged: Vec<String> = again["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cursor"].as_str().unwrap().to_string())
+        .collect();
+    let in_table: HashSet<String> = api
+        .env
+        .events_by_tenant()
+        .await
+        .remove("acme")
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    assert!(acknowledged.iter().all(|c| in_table.contains(c)));
+    assert_eq!(in_table.len(), 105);
+}
+
+/// A partly throttled table: some items of a batch land, some don't, and the
+/// per-item answer matches the table exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partly_throttled_batch_reports_exactly_what_landed() {
+    let env = TestEnv::start_with(EnvOptions {
+        with_proxy: true,
+        write_deadline: Some(std::time::Duration::from_millis(60)),
+        ..Default::default()
+    })
+    .await;
+    let api = Api::from_env(env).await;
+    let proxy = api.env.proxy.as_ref().unwrap();
+    let token = api.token("acme");
+    proxy.set(Faults {
+        batch_keep_share: Some(0.4),
+        ..Default::default()
+    });
+    let body = json!({"events": (0..200).map(|i| event(&format!("p{i}"))).collect::<Vec<_>>()});
+    let (status, answer) = json_of(api.post_json(&token, "/audit/events", &body).await).await;
+    let results = answer["results"].as_array().unwrap();
+    let stored: HashSet<String> = results
+        .iter()
+        .filter(|r| r["status"] == "stored")
+        .map(|r| r["cursor"].as_str().unwrap().to_string())
+        .collect();
+    let failed = results.iter().filter(|r| r["status"] == "failed").count();
+    assert_eq!(stored.len() + failed, 200);
+    assert!(!stored.is_empty());
+    assert_eq!(status, if failed > 0 { 503 } else { 200 });
+    let in_table: HashSet<String> = api
+        .env
+        .events_by_tenant()
+        .await
+        .remove("acme")
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        in_table, stored,
+        "the table holds exactly the acknowledged events"
+    );
+}
