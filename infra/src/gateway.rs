@@ -31,6 +31,28 @@ pub enum Route {
 }
 
 impl Route {
+    pub const ALL: &'static [Route] = &[Route::Ingest, Route::Cursor];
+
+    /// The scope API Gateway's authorizer demands for the route.
+    pub fn scope(self) -> &'static str {
+        match self {
+            Route::Ingest => "audit:write",
+            Route::Cursor => "audit:read",
+        }
+    }
+
+    /// The Lambda binary that serves it.
+    pub fn function(self) -> &'static str {
+        match self {
+            Route::Ingest => "ingest",
+            Route::Cursor => "cursor",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Route> {
+        Route::ALL.iter().copied().find(|r| r.key() == key)
+    }
+
     pub fn key(self) -> &'static str {
         match self {
             Route::Ingest => "POST /audit/events",

@@ -218,7 +218,8 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
     let huge_event = json!({"eventType": "a", "serviceName": "b", "data": {"blob": "x".repeat(MAX_EVENT_BYTES)}});
     let big_batch: Vec<Value> = (0..100).map(|_| json!({"eventType": "a", "serviceName": "b", "data": {"blob": "y".repeat(63 * 1024)}})).collect();
     let too_many: Vec<Value> = (0..1001).map(|_| event("a")).collect();
-    let raw_cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let raw_cases: Vec<Case> = vec![
         (
             "malformed JSON",
             Some("application/json"),

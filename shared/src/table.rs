@@ -5,6 +5,7 @@
 //! Item types (see docs/KEY-DESIGN.md):
 //! - event: `accountId` = tenant, `cursor` = ULID.
 //! - idempotency marker: `accountId` = `idem#<tenant>`, `cursor` = the key.
+//!
 //! Tenant ids never contain `#`, so no other item type shares a partition
 //! with a tenant's events.
 
@@ -57,6 +58,20 @@ pub fn pivot_key(tenant: &str, value: &str) -> String {
     format!("{tenant}#{value}")
 }
 
+/// (attribute name, HASH|RANGE) pairs.
+pub type KeySchema = Vec<(String, String)>;
+/// (index name, key schema, projection type)
+pub type IndexDefinition = (String, KeySchema, String);
+
+/// The table could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the table: {0}")]
+pub struct TableSetupError(String);
+
+fn setup_error<E: Into<aws_sdk_dynamodb::Error>>(err: E) -> TableSetupError {
+    TableSetupError(err.into().to_string())
+}
+
 /// The table as plain data, comparable with the template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableDefinition {
@@ -66,7 +81,7 @@ pub struct TableDefinition {
     /// (name, S|N|B)
     pub attributes: Vec<(String, String)>,
     /// (index name, key schema, projection type)
-    pub indexes: Vec<(String, Vec<(String, String)>, String)>,
+    pub indexes: Vec<IndexDefinition>,
     pub billing_mode: String,
     pub stream_view_type: String,
     pub ttl_attribute: String,
@@ -103,18 +118,19 @@ pub fn definition(table_name: &str) -> TableDefinition {
     }
 }
 
-fn key_element(name: &str, kind: &str) -> Result<KeySchemaElement, aws_sdk_dynamodb::Error> {
-    Ok(KeySchemaElement::builder()
+fn key_element(name: &str, kind: &str) -> Result<KeySchemaElement, TableSetupError> {
+    KeySchemaElement::builder()
         .attribute_name(name)
         .key_type(KeyType::from(kind))
-        .build()?)
+        .build()
+        .map_err(setup_error)
 }
 
 /// Creates the table (and turns on TTL) unless it exists.
 pub async fn ensure_table(
     client: &Client,
     table: &TableDefinition,
-) -> Result<bool, aws_sdk_dynamodb::Error> {
+) -> Result<bool, TableSetupError> {
     if client
         .describe_table()
         .table_name(&table.table_name)
@@ -132,7 +148,7 @@ pub async fn ensure_table(
             StreamSpecification::builder()
                 .stream_enabled(true)
                 .stream_view_type(StreamViewType::from(table.stream_view_type.as_str()))
-                .build()?,
+                .build().map_err(setup_error)?,
         );
     for (name, kind) in &table.key_schema {
         request = request.key_schema(key_element(name, kind)?);
@@ -142,7 +158,7 @@ pub async fn ensure_table(
             AttributeDefinition::builder()
                 .attribute_name(name)
                 .attribute_type(ScalarAttributeType::from(kind.as_str()))
-                .build()?,
+                .build().map_err(setup_error)?,
         );
     }
     for (name, keys, projection) in &table.indexes {
@@ -154,9 +170,9 @@ pub async fn ensure_table(
         for (key, kind) in keys {
             index = index.key_schema(key_element(key, kind)?);
         }
-        request = request.global_secondary_indexes(index.build()?);
+        request = request.global_secondary_indexes(index.build().map_err(setup_error)?);
     }
-    request.send().await?;
+    request.send().await.map_err(setup_error)?;
     client
         .update_time_to_live()
         .table_name(&table.table_name)
@@ -164,9 +180,10 @@ pub async fn ensure_table(
             TimeToLiveSpecification::builder()
                 .enabled(true)
                 .attribute_name(&table.ttl_attribute)
-                .build()?,
+                .build().map_err(setup_error)?,
         )
         .send()
-        .await?;
+        .await
+        .map_err(setup_error)?;
     Ok(true)
 }

