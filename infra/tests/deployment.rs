@@ -43,7 +43,12 @@ fn text(value: &Yaml) -> String {
 
 fn pairs(list: &Yaml, name: &str, value: &str) -> Vec<(String, String)> {
     list.as_sequence()
-        .map(|items| items.iter().map(|i| (text(&i[name]), text(&i[value]))).collect())
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| (text(&i[name]), text(&i[value])))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -65,7 +70,11 @@ fn the_template_declares_the_table_the_code_creates() {
             .map(|list| {
                 list.iter()
                     .map(|i| {
-                        (text(&i["IndexName"]), pairs(&i["KeySchema"], "AttributeName", "KeyType"), text(&i["Projection"]["ProjectionType"]))
+                        (
+                            text(&i["IndexName"]),
+                            pairs(&i["KeySchema"], "AttributeName", "KeyType"),
+                            text(&i["Projection"]["ProjectionType"]),
+                        )
                     })
                     .collect()
             })
@@ -77,10 +86,16 @@ fn the_template_declares_the_table_the_code_creates() {
     let mut code = table::definition("");
     declared.attributes.sort();
     code.attributes.sort();
-    assert_eq!(declared, code, "template.yaml and shared::table have drifted apart");
+    assert_eq!(
+        declared, code,
+        "template.yaml and shared::table have drifted apart"
+    );
     assert_eq!(p["TimeToLiveSpecification"]["Enabled"], Yaml::Bool(true));
     assert_eq!(table_resource["DeletionPolicy"], Yaml::from("Retain"));
-    assert_eq!(p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], Yaml::Bool(true));
+    assert_eq!(
+        p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        Yaml::Bool(true)
+    );
     assert_eq!(p["DeletionProtectionEnabled"], Yaml::Bool(true));
 }
 
@@ -95,9 +110,19 @@ fn routes_scopes_and_functions_match_the_gateway() {
             continue;
         }
         let binary = text(&resource["Metadata"]["BuildProperties"]["Binary"]);
-        assert_eq!(resource["Metadata"]["BuildMethod"], Yaml::from("rust-cargolambda"));
+        assert_eq!(
+            resource["Metadata"]["BuildMethod"],
+            Yaml::from("rust-cargolambda")
+        );
         assert_eq!(resource["Properties"]["CodeUri"], Yaml::from("."));
-        assert!(root().join("functions").join(&binary).join("src/main.rs").exists(), "no crate for {binary}");
+        assert!(
+            root()
+                .join("functions")
+                .join(&binary)
+                .join("src/main.rs")
+                .exists(),
+            "no crate for {binary}"
+        );
         if let Some(events) = resource["Properties"]["Events"].as_mapping() {
             for (_, event) in events {
                 if event["Type"] != "HttpApi" {
@@ -105,14 +130,25 @@ fn routes_scopes_and_functions_match_the_gateway() {
                 }
                 let props = &event["Properties"];
                 let key = format!("{} {}", text(&props["Method"]), text(&props["Path"]));
-                let scopes: Vec<String> = props["Auth"]["AuthorizationScopes"].as_sequence().map(|s| s.iter().map(text).collect()).unwrap_or_default();
+                let scopes: Vec<String> = props["Auth"]["AuthorizationScopes"]
+                    .as_sequence()
+                    .map(|s| s.iter().map(text).collect())
+                    .unwrap_or_default();
                 assert_eq!(scopes.len(), 1, "{key}: one scope");
                 declared.insert((key, scopes[0].clone(), binary.clone()));
             }
         }
     }
-    let served: BTreeSet<(String, String, String)> =
-        Route::ALL.iter().map(|r| (r.key().to_string(), r.scope().to_string(), r.function().to_string())).collect();
+    let served: BTreeSet<(String, String, String)> = Route::ALL
+        .iter()
+        .map(|r| {
+            (
+                r.key().to_string(),
+                r.scope().to_string(),
+                r.function().to_string(),
+            )
+        })
+        .collect();
     assert_eq!(declared, served);
 }
 
@@ -121,7 +157,15 @@ fn routes_scopes_and_functions_match_the_gateway() {
 fn policies_are_least_privilege() {
     let template = template();
     let allowed: HashMap<&str, &[&str]> = HashMap::from([
-        ("ingest", &["dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem", "dynamodb:GetItem"][..]),
+        (
+            "ingest",
+            &[
+                "dynamodb:PutItem",
+                "dynamodb:BatchWriteItem",
+                "dynamodb:ConditionCheckItem",
+                "dynamodb:GetItem",
+            ][..],
+        ),
         ("cursor", &["dynamodb:GetItem"][..]),
     ]);
     for (name, resource) in resources(&template) {
@@ -129,10 +173,16 @@ fn policies_are_least_privilege() {
             continue;
         }
         let binary = text(&resource["Metadata"]["BuildProperties"]["Binary"]);
-        let permitted = allowed.get(binary.as_str()).unwrap_or_else(|| panic!("no policy expectation for {binary}"));
-        let policies = resource["Properties"]["Policies"].as_sequence().expect("inline policies");
+        let permitted = allowed
+            .get(binary.as_str())
+            .unwrap_or_else(|| panic!("no policy expectation for {binary}"));
+        let policies = resource["Properties"]["Policies"]
+            .as_sequence()
+            .expect("inline policies");
         for policy in policies {
-            let statements = policy["Statement"].as_sequence().unwrap_or_else(|| panic!("{name}: only inline policy documents (no SAM policy templates)"));
+            let statements = policy["Statement"].as_sequence().unwrap_or_else(|| {
+                panic!("{name}: only inline policy documents (no SAM policy templates)")
+            });
             for statement in statements {
                 let actions: Vec<String> = match &statement["Action"] {
                     Yaml::Sequence(list) => list.iter().map(text).collect(),
@@ -140,10 +190,16 @@ fn policies_are_least_privilege() {
                 };
                 for action in &actions {
                     assert!(!action.contains('*'), "{name}: wildcard action {action}");
-                    assert!(permitted.contains(&action.as_str()), "{name} may not have {action}");
+                    assert!(
+                        permitted.contains(&action.as_str()),
+                        "{name} may not have {action}"
+                    );
                 }
                 let resource_text = format!("{:?}", statement["Resource"]);
-                assert!(!resource_text.contains("\"*\""), "{name}: wildcard resource");
+                assert!(
+                    !resource_text.contains("\"*\""),
+                    "{name}: wildcard resource"
+                );
             }
         }
     }
@@ -157,7 +213,8 @@ fn event_files() -> Vec<(String, Value)> {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .map(|p| {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             (name, value)
         })
         .collect();
@@ -171,8 +228,11 @@ async fn every_event_file_runs_through_its_handler() {
     let env = TestEnv::start().await;
     let mut covered = BTreeSet::new();
     for (name, event) in event_files() {
-        let Some(route_key) = event["routeKey"].as_str() else { continue };
-        let route = Route::from_key(route_key).unwrap_or_else(|| panic!("{name}: unknown route {route_key}"));
+        let Some(route_key) = event["routeKey"].as_str() else {
+            continue;
+        };
+        let route = Route::from_key(route_key)
+            .unwrap_or_else(|| panic!("{name}: unknown route {route_key}"));
         covered.insert(route.function());
         if route == Route::Cursor {
             // the file looks up this cursor in tenant acme: put it there first
@@ -181,15 +241,33 @@ async fn every_event_file_runs_through_its_handler() {
                 "cursor": cursor, "accountId": "acme", "timestamp": "2026-11-22T10:00:00.000Z",
                 "expiresAt": "2099-01-01T00:00:00.000Z", "serviceName": "identity", "eventType": "user.login"
             })).unwrap();
-            env.direct.put_item().table_name(&env.config.table_name).set_item(Some(event_to_item(&stored).unwrap())).send().await.unwrap();
+            env.direct
+                .put_item()
+                .table_name(&env.config.table_name)
+                .set_item(Some(event_to_item(&stored).unwrap()))
+                .send()
+                .await
+                .unwrap();
         }
         let response = env.gateway.invoke(route, &event).await;
         let status = response.status().as_u16();
         let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
         match route {
-            Route::Ingest if event["body"].as_str().unwrap_or_default().contains("\"events\"") => {
+            Route::Ingest
+                if event["body"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("\"events\"") =>
+            {
                 assert_eq!(status, 200, "{name}: {body}");
-                assert!(body["results"].as_array().unwrap().iter().all(|r| r["status"] == "stored"), "{name}: {body}");
+                assert!(
+                    body["results"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|r| r["status"] == "stored"),
+                    "{name}: {body}"
+                );
             }
             Route::Ingest => {
                 assert_eq!(status, 201, "{name}: {body}");
@@ -202,7 +280,11 @@ async fn every_event_file_runs_through_its_handler() {
         }
     }
     let events = env.events_by_tenant().await;
-    assert_eq!(events["acme"].len(), 1 + 3 + 1, "the ingest files stored 4 events beside the looked-up one");
+    assert_eq!(
+        events["acme"].len(),
+        1 + 3 + 1,
+        "the ingest files stored 4 events beside the looked-up one"
+    );
     let functions: BTreeSet<&str> = Route::ALL.iter().map(|r| r.function()).collect();
     assert_eq!(covered, functions, "every function has an events/ file");
 }

@@ -148,7 +148,8 @@ pub async fn ensure_table(
             StreamSpecification::builder()
                 .stream_enabled(true)
                 .stream_view_type(StreamViewType::from(table.stream_view_type.as_str()))
-                .build().map_err(setup_error)?,
+                .build()
+                .map_err(setup_error)?,
         );
     for (name, kind) in &table.key_schema {
         request = request.key_schema(key_element(name, kind)?);
@@ -158,7 +159,8 @@ pub async fn ensure_table(
             AttributeDefinition::builder()
                 .attribute_name(name)
                 .attribute_type(ScalarAttributeType::from(kind.as_str()))
-                .build().map_err(setup_error)?,
+                .build()
+                .map_err(setup_error)?,
         );
     }
     for (name, keys, projection) in &table.indexes {
@@ -180,7 +182,8 @@ pub async fn ensure_table(
             TimeToLiveSpecification::builder()
                 .enabled(true)
                 .attribute_name(&table.ttl_attribute)
-                .build().map_err(setup_error)?,
+                .build()
+                .map_err(setup_error)?,
         )
         .send()
         .await
