@@ -7,10 +7,12 @@ use audit_shared::Config;
 use aws_sdk_dynamodb::Client;
 use cursor::CursorHandler;
 use ingest::IngestHandler;
+use list::ListHandler;
 
 pub struct Functions {
     pub ingest: IngestHandler<DynamoStore>,
     pub cursor: CursorHandler<DynamoStore>,
+    pub list: ListHandler<DynamoStore>,
 }
 
 impl Functions {
@@ -19,6 +21,7 @@ impl Functions {
         Arc::new(Self {
             ingest: IngestHandler::new(Arc::clone(&store), config.clone()),
             cursor: CursorHandler::new(Arc::clone(&store), &config),
+            list: ListHandler::new(Arc::clone(&store), config.clone()),
         })
     }
 }

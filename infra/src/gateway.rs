@@ -28,16 +28,18 @@ pub struct Gateway {
 pub enum Route {
     Ingest,
     Cursor,
+    Tail,
+    Query,
 }
 
 impl Route {
-    pub const ALL: &'static [Route] = &[Route::Ingest, Route::Cursor];
+    pub const ALL: &'static [Route] = &[Route::Ingest, Route::Cursor, Route::Tail, Route::Query];
 
     /// The scope API Gateway's authorizer demands for the route.
     pub fn scope(self) -> &'static str {
         match self {
             Route::Ingest => "audit:write",
-            Route::Cursor => "audit:read",
+            Route::Cursor | Route::Tail | Route::Query => "audit:read",
         }
     }
 
@@ -46,6 +48,7 @@ impl Route {
         match self {
             Route::Ingest => "ingest",
             Route::Cursor => "cursor",
+            Route::Tail | Route::Query => "list",
         }
     }
 
@@ -57,6 +60,8 @@ impl Route {
         match self {
             Route::Ingest => "POST /audit/events",
             Route::Cursor => "GET /audit/events/{cursor}",
+            Route::Tail => "GET /audit",
+            Route::Query => "POST /audit/query",
         }
     }
 }
@@ -66,6 +71,8 @@ pub fn match_route(method: &str, path: &str) -> Option<(Route, HashMap<String, S
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match (method, segments.as_slice()) {
         ("POST", ["audit", "events"]) => Some((Route::Ingest, HashMap::new())),
+        ("GET", ["audit"]) => Some((Route::Tail, HashMap::new())),
+        ("POST", ["audit", "query"]) => Some((Route::Query, HashMap::new())),
         ("GET", ["audit", "events", cursor]) if !cursor.is_empty() => Some((
             Route::Cursor,
             HashMap::from([("cursor".to_string(), percent_decode(cursor))]),
@@ -180,6 +187,7 @@ impl Gateway {
         match route {
             Route::Ingest => self.functions.ingest.handle(request).await,
             Route::Cursor => self.functions.cursor.handle(request).await,
+            Route::Tail | Route::Query => self.functions.list.handle(request).await,
         }
     }
 }
@@ -209,6 +217,9 @@ async fn serve(
             })
             .or_insert(value);
     }
+    headers
+        .entry("x-forwarded-proto".into())
+        .or_insert_with(|| "http".into());
     let Some((route, path_parameters)) = match_route(&method, &path) else {
         return to_axum(plain_error(404, "not_found", "no such route"));
     };

@@ -19,7 +19,25 @@ pub struct Config {
     pub attempt_timeout: Duration,
     /// `DYNAMODB_OPERATION_TIMEOUT_MS`: one SDK operation with its retries (default 5000).
     pub operation_timeout: Duration,
+    /// `SETTLE_HORIZON_MS`: `GET /audit` serves only events whose cursor is
+    /// older than this. Must exceed the latest an assigned cursor can commit
+    /// (write deadline + one attempt); default that plus 2 s.
+    pub settle_horizon: Duration,
+    /// `QUERY_READ_BUDGET`: most items one query request reads (default 3000).
+    pub query_read_budget: usize,
+    /// `QUERY_TIME_BUDGET_MS`: most time one query request reads (default 8000).
+    pub query_time_budget: Duration,
+    /// `LIST_DATA_MAX_BYTES`: `data` beyond this is shortened in pages (default 8192).
+    pub list_data_max_bytes: usize,
+    /// `CURSOR_SIGNING_KEY`: HMAC key for query cursors.
+    pub cursor_signing_key: String,
+    /// `POLL_HINT_SECONDS`: `Retry-After` on a tail page that reached the horizon (default 5).
+    pub poll_hint_seconds: u64,
 }
+
+/// The key used when none is configured: fine locally, refused nowhere, but
+/// logged, because anyone could forge cursors with it.
+pub const DEVELOPMENT_SIGNING_KEY: &str = "audit-trail-development-cursor-key";
 
 impl Config {
     pub fn from_env() -> Self {
@@ -30,6 +48,12 @@ impl Config {
         let millis = |key: &str, default: u64| {
             Duration::from_millis(lookup(key).and_then(|v| v.parse().ok()).unwrap_or(default))
         };
+        let write_deadline = millis("WRITE_DEADLINE_MS", 6000);
+        let attempt_timeout = millis("DYNAMODB_ATTEMPT_TIMEOUT_MS", 2000);
+        let default_horizon =
+            (write_deadline + attempt_timeout + Duration::from_secs(2)).as_millis() as u64;
+        let number =
+            |key: &str, default: usize| lookup(key).and_then(|v| v.parse().ok()).unwrap_or(default);
         Config {
             table_name: lookup("TABLE_NAME").unwrap_or_else(|| "audit-trail".to_string()),
             tenant_claim: lookup("TENANT_CLAIM").unwrap_or_else(|| "tenant_id".to_string()),
@@ -38,9 +62,17 @@ impl Config {
                 .filter(|days| (1..=3650).contains(days))
                 .unwrap_or(90),
             dynamodb_endpoint: lookup("DYNAMODB_ENDPOINT").filter(|v| !v.is_empty()),
-            write_deadline: millis("WRITE_DEADLINE_MS", 6000),
-            attempt_timeout: millis("DYNAMODB_ATTEMPT_TIMEOUT_MS", 2000),
+            write_deadline,
+            attempt_timeout,
             operation_timeout: millis("DYNAMODB_OPERATION_TIMEOUT_MS", 5000),
+            settle_horizon: millis("SETTLE_HORIZON_MS", default_horizon),
+            query_read_budget: number("QUERY_READ_BUDGET", 3000).max(100),
+            query_time_budget: millis("QUERY_TIME_BUDGET_MS", 8000),
+            list_data_max_bytes: number("LIST_DATA_MAX_BYTES", 8192),
+            cursor_signing_key: lookup("CURSOR_SIGNING_KEY")
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| DEVELOPMENT_SIGNING_KEY.to_string()),
+            poll_hint_seconds: number("POLL_HINT_SECONDS", 5) as u64,
         }
     }
 

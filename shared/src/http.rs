@@ -91,3 +91,84 @@ pub fn require_json(request: &lambda_http::Request) -> Result<(), ApiError> {
         ))
     }
 }
+
+/// The request's own URL (scheme and host as the client saw them) with a
+/// new query string: links that work behind API Gateway and locally.
+pub fn link(request: &lambda_http::Request, query: &[(&str, String)]) -> String {
+    let uri = request.uri();
+    let scheme = request
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.scheme_str())
+        .unwrap_or("https");
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let query_string: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode_component(v)))
+        .collect();
+    let mut url = match host {
+        Some(host) => format!("{scheme}://{host}{}", uri.path()),
+        None => uri.path().to_string(),
+    };
+    if !query_string.is_empty() {
+        url.push('?');
+        url.push_str(&query_string.join("&"));
+    }
+    url
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+pub fn encode_component(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads query-string parameters, refusing any not in `known` (typos in a
+/// poller's URL should fail loudly, not silently read something else).
+pub fn query_parameters(
+    request: &lambda_http::Request,
+    known: &[&str],
+) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    use lambda_http::RequestExt;
+    let params = request.query_string_parameters();
+    let mut found = std::collections::HashMap::new();
+    for (key, value) in params.iter() {
+        if !known.contains(&key) {
+            return Err(ApiError::bad_request(
+                key,
+                format!(
+                    "unknown query parameter `{key}` (known: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+        found.insert(key.to_string(), value.to_string());
+    }
+    Ok(found)
+}
+
+/// A `limit` parameter: 1..=max, default when absent.
+pub fn parse_limit(value: Option<&String>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(
+                "limit",
+                format!("`limit` must be a whole number from 1 to {max}"),
+            )),
+        },
+    }
+}

@@ -10,6 +10,8 @@ pub mod error;
 pub mod event;
 pub mod http;
 pub mod ingest;
+pub mod query;
+pub mod read;
 pub mod store;
 pub mod table;
 pub mod telemetry;

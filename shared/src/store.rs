@@ -6,6 +6,33 @@ use async_trait::async_trait;
 
 use crate::error::StoreError;
 use crate::event::Event;
+use crate::table::PivotIndex;
+
+/// One `Query` over a cursor range of a tenant's events, on the base table
+/// or on a pivot index.
+#[derive(Debug, Clone)]
+pub struct RangeRead {
+    pub tenant: String,
+    /// The pivot index and the value to read (`None`: the tenant's partition).
+    pub pivot: Option<(&'static PivotIndex, String)>,
+    /// Inclusive cursor bounds.
+    pub lo: String,
+    pub hi: String,
+    pub newest_first: bool,
+    /// Most items to read (DynamoDB may return fewer: 1 MB per call).
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RangePage {
+    pub events: Vec<Event>,
+    /// The cursor of the last item read, returned or not.
+    pub last_cursor: Option<String>,
+    /// DynamoDB has more items in the range.
+    pub more: bool,
+    pub items_read: usize,
+    pub read_units: f64,
+}
 
 /// What an idempotent write found.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +63,9 @@ pub trait EventStore: Send + Sync {
     /// Writes up to 25 fresh events in one batch, retrying what DynamoDB
     /// leaves unprocessed until `deadline`; one result per event, in order.
     async fn put_events(&self, events: &[Event], deadline: Instant) -> Vec<Result<(), StoreError>>;
+
+    /// One page of a cursor range, in cursor order.
+    async fn read_range(&self, read: &RangeRead) -> Result<RangePage, StoreError>;
 
     /// One event of one tenant, expired or not.
     async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError>;

@@ -1,0 +1,176 @@
+//! `GET /audit` (the gap-free tail) and `POST /audit/query` (filtered
+//! queries): one Lambda binary, two routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use audit_shared::auth::{Caller, SCOPE_READ};
+use audit_shared::cursor::parse_cursor;
+use audit_shared::http::{
+    error_response, json_response, link, parse_limit, query_parameters, require_json,
+};
+use audit_shared::query::Query;
+use audit_shared::read::{Start, TrailReader, DEFAULT_QUERY_PAGE, DEFAULT_TAIL_PAGE, MAX_PAGE};
+use audit_shared::{ApiError, Config, EventStore};
+use chrono::Utc;
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+use serde_json::{json, Value};
+
+/// Longest `wait` a tail request may ask for: well inside API Gateway's 29 s.
+pub const MAX_WAIT_SECONDS: u64 = 20;
+
+pub struct ListHandler<S> {
+    reader: TrailReader<S>,
+    tenant_claim: String,
+}
+
+impl<S: EventStore> ListHandler<S> {
+    pub fn new(store: Arc<S>, config: Config) -> Self {
+        let tenant_claim = config.tenant_claim.clone();
+        Self {
+            reader: TrailReader::new(store, config),
+            tenant_claim,
+        }
+    }
+
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let result = match *request.method() {
+            Method::POST => self.query(&request).await,
+            _ => self.tail(&request).await,
+        };
+        result.unwrap_or_else(|err| error_response(&err))
+    }
+
+    async fn tail(&self, request: &Request) -> Result<Response<Body>, ApiError> {
+        let caller = Caller::from_request(request, &self.tenant_claim)?;
+        caller.require(SCOPE_READ)?;
+        let params = query_parameters(request, &["limit", "from", "after", "wait"])?;
+        let limit = parse_limit(params.get("limit"), DEFAULT_TAIL_PAGE, MAX_PAGE)?;
+        let start = match (params.get("from"), params.get("after")) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "after",
+                    "give `from` or `after`, not both",
+                ))
+            }
+            (Some(from), None) => Start::From(parse_cursor("from", from)?),
+            (None, Some(after)) => Start::After(parse_cursor("after", after)?),
+            (None, None) => Start::Beginning,
+        };
+        let wait = match params.get("wait") {
+            None => 0,
+            Some(text) => text
+                .parse::<u64>()
+                .ok()
+                .filter(|w| *w <= MAX_WAIT_SECONDS)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "wait",
+                        format!("`wait` must be whole seconds from 0 to {MAX_WAIT_SECONDS}"),
+                    )
+                })?,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+        let mut page = self
+            .reader
+            .tail(&caller.tenant, start, limit, Utc::now())
+            .await?;
+        // Long-poll: an empty, caught-up page waits (up to `wait`) for the
+        // horizon to pass new events, checking once a second.
+        while page.events.is_empty() && page.caught_up && tokio::time::Instant::now() < deadline {
+            let pause = Duration::from_secs(1).min(deadline - tokio::time::Instant::now());
+            tokio::time::sleep(pause).await;
+            page = self
+                .reader
+                .tail(&caller.tenant, start, limit, Utc::now())
+                .await?;
+        }
+        let mut self_query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+        match start {
+            Start::From(c) => self_query.push(("from", c.to_string())),
+            Start::After(c) => self_query.push(("after", c.to_string())),
+            Start::Beginning => {}
+        }
+        let mut next_query: Vec<(&str, String)> = vec![
+            ("limit", limit.to_string()),
+            ("from", page.next_from.to_string()),
+        ];
+        if wait > 0 {
+            self_query.push(("wait", wait.to_string()));
+            next_query.push(("wait", wait.to_string()));
+        }
+        let events: Vec<_> = page
+            .events
+            .into_iter()
+            .map(|e| self.reader.shorten(e))
+            .collect();
+        let body = json!({
+            "events": events,
+            "_links": {
+                "self": {"href": link(request, &self_query)},
+                "next": {"href": link(request, &next_query)},
+            },
+        });
+        let mut response = json_response(200, &body);
+        if page.caught_up {
+            // Nothing newer is settled yet: tell the poller when to come back.
+            if let Ok(value) = self.reader.config().poll_hint_seconds.to_string().parse() {
+                response.headers_mut().insert("retry-after", value);
+            }
+        }
+        Ok(response)
+    }
+
+    async fn query(&self, request: &Request) -> Result<Response<Body>, ApiError> {
+        let caller = Caller::from_request(request, &self.tenant_claim)?;
+        caller.require(SCOPE_READ)?;
+        let params = query_parameters(request, &["limit", "cursor"])?;
+        let limit = parse_limit(params.get("limit"), DEFAULT_QUERY_PAGE, MAX_PAGE)?;
+        require_json(request)?;
+        let body: &[u8] = request.body().as_ref();
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request(
+                "body",
+                "the body is empty; send a query such as {\"and\":[]}",
+            ));
+        }
+        let body: Value = serde_json::from_slice(body).map_err(|err| {
+            ApiError::bad_request(
+                "body",
+                format!(
+                    "the body is not valid JSON (line {}, column {})",
+                    err.line(),
+                    err.column()
+                ),
+            )
+        })?;
+        let query = Query::parse(&body, Utc::now())?;
+        let page = self
+            .reader
+            .query(
+                &caller.tenant,
+                &query,
+                params.get("cursor").map(String::as_str),
+                limit,
+            )
+            .await?;
+        let next = page
+            .next
+            .map(|token| link(request, &[("limit", limit.to_string()), ("cursor", token)]));
+        let data: Vec<_> = page
+            .events
+            .into_iter()
+            .map(|e| self.reader.shorten(e))
+            .collect();
+        Ok(json_response(
+            200,
+            &json!({
+                "data": data,
+                "next": next,
+                "from": audit_shared::event::format_time(page.from),
+                "to": audit_shared::event::format_time(page.to),
+            }),
+        ))
+    }
+}

@@ -1,0 +1,651 @@
+//! Reading the trail: the gap-free tail and bounded, indexed queries,
+//! through the local gateway over the real SDK.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use audit_infra::proxy::Faults;
+use audit_infra::testkit::{EnvOptions, TestEnv};
+use audit_shared::dynamo::event_to_item;
+use audit_shared::event::format_time;
+use audit_shared::{Config, Event};
+use chrono::Utc;
+use common::*;
+use serde_json::{json, Value};
+
+fn short_horizon(config: &mut Config) {
+    config.settle_horizon = Duration::from_millis(300);
+}
+
+async fn api_with(configure: fn(&mut Config)) -> Api {
+    Api::from_env(
+        TestEnv::start_with(EnvOptions {
+            configure: Some(configure),
+            ..Default::default()
+        })
+        .await,
+    )
+    .await
+}
+
+async fn ingest(api: &Api, token: &str, events: Vec<Value>) -> Vec<String> {
+    let (status, body) = json_of(
+        api.post_json(token, "/audit/events", &json!({"events": events}))
+            .await,
+    )
+    .await;
+    assert!(status == 200, "{status} {body}");
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cursor"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// GET a full URL (a `next` link) and return status, headers, body.
+async fn follow(api: &Api, token: &str, url: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = api.http.get(url).bearer_auth(token).send().await.unwrap();
+    let headers = response.headers().clone();
+    let (status, body) = json_of(response).await;
+    (status, headers, body)
+}
+
+fn cursors(page: &Value, key: &str) -> Vec<String> {
+    page[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["cursor"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_tail_pages_in_order_with_from_after_and_limit() {
+    let api = api_with(short_horizon).await;
+    let token = api.token("acme");
+    let written = ingest(
+        &api,
+        &token,
+        (0..25).map(|i| event(&format!("e{i}"))).collect(),
+    )
+    .await;
+    ingest(&api, &api.token("globex"), vec![event("other tenant")]).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let mut url = format!("{}/audit?limit=10", api.base);
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (status, headers, page) = follow(&api, &token, &url).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        let got = cursors(&page, "events");
+        let next = page["_links"]["next"]["href"]
+            .as_str()
+            .expect("next is always present")
+            .to_string();
+        assert!(page["_links"]["self"]["href"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"));
+        seen.extend(got.clone());
+        if got.len() < 10 {
+            assert!(
+                headers.contains_key("retry-after"),
+                "a caught-up page says when to come back"
+            );
+            // the next link of the last page gives an empty page, with a next link again
+            let (_, _, empty) = follow(&api, &token, &next).await;
+            assert!(empty["events"].as_array().unwrap().is_empty());
+            assert!(empty["_links"]["next"]["href"].is_string());
+            break;
+        }
+        assert!(!headers.contains_key("retry-after"));
+        url = next;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        seen, written,
+        "every event once, oldest first, only this tenant's"
+    );
+
+    let (_, _, from) = follow(
+        &api,
+        &token,
+        &format!("{}/audit?from={}&limit=3", api.base, written[5]),
+    )
+    .await;
+    assert_eq!(
+        cursors(&from, "events"),
+        written[5..8].to_vec(),
+        "from is inclusive"
+    );
+    let (_, _, after) = follow(
+        &api,
+        &token,
+        &format!("{}/audit?after={}&limit=3", api.base, written[5]),
+    )
+    .await;
+    assert_eq!(
+        cursors(&after, "events"),
+        written[6..9].to_vec(),
+        "after is exclusive"
+    );
+    let (_, _, last) = follow(
+        &api,
+        &token,
+        &format!("{}/audit?after={}", api.base, written[24]),
+    )
+    .await;
+    assert!(last["events"].as_array().unwrap().is_empty());
+    let (_, _, default) = follow(&api, &token, &format!("{}/audit", api.base)).await;
+    assert_eq!(cursors(&default, "events").len(), 25, "default limit 100");
+
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=ten",
+        "limit=-1",
+        "from=nope",
+        "after=81ARZ3NDEKTSV4RRFFQ69G5FAV",
+        "wait=21",
+        "colour=red",
+        &format!("from={0}&after={0}", written[0]),
+    ] {
+        let (status, _, body) = follow(&api, &token, &format!("{}/audit?{bad}", api.base)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(error_code(&body), "invalid_request");
+    }
+    let (status, _, _) = follow(
+        &api,
+        &api.env.token("acme", "audit:write"),
+        &format!("{}/audit", api.base),
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn the_tail_serves_nothing_newer_than_the_settle_horizon() {
+    fn horizon(config: &mut Config) {
+        config.settle_horizon = Duration::from_millis(1500);
+    }
+    let api = api_with(horizon).await;
+    let token = api.token("acme");
+    let written = ingest(&api, &token, vec![event("a"), event("b")]).await;
+    let (_, headers, page) = follow(&api, &token, &format!("{}/audit", api.base)).await;
+    assert!(
+        page["events"].as_array().unwrap().is_empty(),
+        "not settled yet"
+    );
+    assert!(headers.contains_key("retry-after"));
+    let next = page["_links"]["next"]["href"].as_str().unwrap().to_string();
+    // long-poll: waits until the events settle
+    let started = std::time::Instant::now();
+    let (_, _, page) = follow(&api, &token, &format!("{}/audit?wait=5", api.base)).await;
+    assert_eq!(cursors(&page, "events"), written);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // the next link handed out before they settled still finds them
+    let (_, _, page) = follow(&api, &token, &next).await;
+    assert_eq!(cursors(&page, "events"), written);
+}
+
+/// Concurrent writers whose commits land late and out of cursor order; a
+/// poller that only follows `next` sees every acknowledged event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poller_following_next_never_misses_or_repeats_an_event() {
+    fn timing(config: &mut Config) {
+        config.write_deadline = Duration::from_millis(300);
+        config.attempt_timeout = Duration::from_millis(400);
+        config.operation_timeout = Duration::from_millis(800);
+        // longer than any write can take: deadline + one attempt + margin
+        config.settle_horizon = Duration::from_millis(1200);
+    }
+    let env = TestEnv::start_with(EnvOptions {
+        with_proxy: true,
+        configure: Some(timing),
+        ..Default::default()
+    })
+    .await;
+    let api = Arc::new(Api::from_env(env).await);
+    api.env.proxy.as_ref().unwrap().set(Faults {
+        write_delay_ms: Some((0, 250)),
+        ..Default::default()
+    });
+    let token = api.token("acme");
+
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (api, token, done) = (Arc::clone(&api), token.clone(), Arc::clone(&done));
+        tokio::spawn(async move {
+            let mut url = format!("{}/audit?limit=7", api.base);
+            let mut seen: Vec<String> = Vec::new();
+            let mut quiet_since: Option<std::time::Instant> = None;
+            loop {
+                let (status, _, page) = follow(&api, &token, &url).await;
+                assert_eq!(status, 200, "{page}");
+                let got = cursors(&page, "events");
+                if got.is_empty() && done.load(Ordering::SeqCst) {
+                    // writers finished: stop once a full horizon has passed with nothing new
+                    let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > Duration::from_millis(1600) {
+                        break;
+                    }
+                } else if !got.is_empty() {
+                    quiet_since = None;
+                }
+                seen.extend(got);
+                url = page["_links"]["next"]["href"].as_str().unwrap().to_string();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            seen
+        })
+    };
+
+    let mut writers = Vec::new();
+    for writer in 0..6 {
+        let (api, token) = (Arc::clone(&api), token.clone());
+        writers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for round in 0..8 {
+                let n = 1 + (writer * 7 + round * 3) % 12;
+                let body = if n == 1 { event(&format!("w{writer}-{round}")) } else { json!({"events": (0..n).map(|i| event(&format!("w{writer}-{round}-{i}"))).collect::<Vec<_>>()}) };
+                let (status, answer) = json_of(api.post_json(&token, "/audit/events", &body).await).await;
+                if n == 1 {
+                    if status == 201 {
+                        acknowledged.push(answer["cursor"].as_str().unwrap().to_string());
+                    }
+                } else {
+                    for result in answer["results"].as_array().unwrap() {
+                        if result["status"] == "stored" {
+                            acknowledged.push(result["cursor"].as_str().unwrap().to_string());
+                        }
+                    }
+                }
+            }
+            acknowledged
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.unwrap());
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = poller.await.unwrap();
+
+    assert!(
+        acknowledged.len() > 100,
+        "the writers wrote ({})",
+        acknowledged.len()
+    );
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no event seen twice");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in cursor order");
+    let acknowledged: HashSet<String> = acknowledged.into_iter().collect();
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|c| !unique.contains(c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the poller missed {} acknowledged events",
+        missing.len()
+    );
+}
+
+async fn seed_query_data(api: &Api, token: &str) -> Vec<String> {
+    // 60 events: users u0..u5, two event types, nested data
+    let events: Vec<Value> = (0..60)
+        .map(|i| {
+            json!({"eventType": if i % 2 == 0 { "user.login" } else { "role.granted" }, "serviceName": "idp",
+                "userId": format!("u{}", i % 6), "traceId": format!("t{}", i % 20),
+                "indexedData": {"region": if i % 3 == 0 { "eu-west" } else { "us-east" }},
+                "data": {"n": i, "user": {"role": if i % 4 == 0 { "admin" } else { "viewer" }}, "tags": ["x", format!("k{}", i % 5)]}})
+        })
+        .collect();
+    ingest(api, token, events).await
+}
+
+async fn query_all(api: &Api, token: &str, body: &Value, limit: usize) -> (Vec<String>, usize) {
+    let mut url = format!("{}/audit/query?limit={limit}", api.base);
+    let mut found = Vec::new();
+    let mut pages = 0;
+    loop {
+        let response = api
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, page) = json_of(response).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        assert!(page["data"].as_array().unwrap().len() <= limit);
+        found.extend(cursors(&page, "data"));
+        match page["next"].as_str() {
+            Some(next) => url = next.to_string(),
+            None => break,
+        }
+        assert!(pages < 500, "the query never ended");
+    }
+    (found, pages)
+}
+
+#[tokio::test]
+async fn queries_filter_newest_first_and_page_with_signed_cursors() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let written = seed_query_data(&api, &token).await;
+    ingest(&api, &api.token("globex"), vec![event("other")]).await;
+    let expect = |pick: &dyn Fn(usize) -> bool| -> Vec<String> {
+        (0..60)
+            .rev()
+            .filter(|i| pick(*i))
+            .map(|i| written[i].clone())
+            .collect()
+    };
+
+    let cases: Vec<(Value, Vec<String>)> = vec![
+        (
+            json!([{"field": "userId", "operator": "eq", "value": "u1"}]),
+            expect(&|i| i % 6 == 1),
+        ),
+        (
+            json!([{"field": "userId", "operator": "in", "value": ["u1", "u2"]}]),
+            expect(&|i| i % 6 == 1 || i % 6 == 2),
+        ),
+        (
+            json!([{"field": "userId", "operator": "in", "value": ["u1", "u2"]}, {"field": "eventType", "operator": "eq", "value": "user.login"}]),
+            expect(&|i| (i % 6 == 1 || i % 6 == 2) && i % 2 == 0),
+        ),
+        (
+            json!([{"field": "traceId", "operator": "eq", "value": "t3"}]),
+            expect(&|i| i % 20 == 3),
+        ),
+        (
+            json!([{"field": "eventType", "operator": "ne", "value": "user.login"}]),
+            expect(&|i| i % 2 == 1),
+        ),
+        (
+            json!([{"field": "indexedData.region", "operator": "startsWith", "value": "eu"}]),
+            expect(&|i| i % 3 == 0),
+        ),
+        (
+            json!([{"field": "data.user.role", "operator": "eq", "value": "admin"}]),
+            expect(&|i| i % 4 == 0),
+        ),
+        (
+            json!([{"field": "data.tags", "operator": "contains", "value": "k2"}]),
+            expect(&|i| i % 5 == 2),
+        ),
+        (
+            json!([{"field": "data.n", "operator": "gte", "value": 50}]),
+            expect(&|i| i >= 50),
+        ),
+        (
+            json!([{"field": "data.n", "operator": "lt", "value": 3}]),
+            expect(&|i| i < 3),
+        ),
+        (
+            json!([{"field": "data.n", "operator": "gt", "value": 57}]),
+            expect(&|i| i > 57),
+        ),
+        (
+            json!([{"field": "data.n", "operator": "lte", "value": 0}]),
+            expect(&|i| i == 0),
+        ),
+        (
+            json!([{"field": "userEmail", "operator": "exists", "value": false}, {"field": "serviceName", "operator": "eq", "value": "idp"}]),
+            expect(&|_| true),
+        ),
+        (
+            json!([{"field": "message", "operator": "exists", "value": true}]),
+            vec![],
+        ),
+        (
+            json!([{"field": "eventType", "operator": "contains", "value": "grant"}]),
+            expect(&|i| i % 2 == 1),
+        ),
+        (json!([]), expect(&|_| true)),
+    ];
+    for (conditions, expected) in cases {
+        let (found, _) = query_all(&api, &token, &json!({"and": conditions}), 7).await;
+        assert_eq!(found, expected, "{conditions}");
+    }
+
+    // explicit window: nothing before the events were written
+    let (found, _) = query_all(&api, &token, &json!({"to": "2020-01-01T00:00:00Z"}), 100).await;
+    assert!(found.is_empty());
+    let (status, page) = json_of(api.post_json(&token, "/audit/query", &json!({})).await).await;
+    assert_eq!(status, 200);
+    let (from, to) = (page["from"].as_str().unwrap(), page["to"].as_str().unwrap());
+    let span = chrono::DateTime::parse_from_rfc3339(to).unwrap()
+        - chrono::DateTime::parse_from_rfc3339(from).unwrap();
+    assert_eq!(
+        span,
+        chrono::Duration::days(30),
+        "from defaults to 30 days before to"
+    );
+    assert_eq!(
+        page["data"].as_array().unwrap().len(),
+        60,
+        "default limit 1000; only this tenant"
+    );
+    assert!(page["next"].is_null());
+}
+
+#[tokio::test]
+async fn query_cursors_cannot_be_tampered_with_or_reused_elsewhere() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    seed_query_data(&api, &token).await;
+    let body = json!({"and": [{"field": "eventType", "operator": "eq", "value": "user.login"}]});
+    let response = api
+        .http
+        .post(format!("{}/audit/query?limit=5", api.base))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (_, page) = json_of(response).await;
+    let next = page["next"].as_str().unwrap().to_string();
+    let cursor = next.split("cursor=").nth(1).unwrap().to_string();
+    let post = |token: String, url: String, body: Value| {
+        let http = api.http.clone();
+        async move {
+            json_of(
+                http.post(url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let (status, _) = post(token.clone(), next.clone(), body.clone()).await;
+    assert_eq!(status, 200);
+    let mut tampered = cursor.clone().into_bytes();
+    tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let other_query =
+        json!({"and": [{"field": "eventType", "operator": "eq", "value": "role.granted"}]});
+    for (name, token, url, body) in [
+        (
+            "tampered",
+            token.clone(),
+            format!("{}/audit/query?limit=5&cursor={tampered}", api.base),
+            body.clone(),
+        ),
+        ("other query", token.clone(), next.clone(), other_query),
+        (
+            "other tenant",
+            api.token("globex"),
+            next.clone(),
+            body.clone(),
+        ),
+        (
+            "garbage",
+            token.clone(),
+            format!("{}/audit/query?cursor=abc", api.base),
+            body.clone(),
+        ),
+    ] {
+        let (status, answer) = post(token, url, body).await;
+        assert_eq!(status, 400, "{name}: {answer}");
+        assert_eq!(error_code(&answer), "invalid_request");
+        assert!(
+            answer.get("data").is_none(),
+            "{name}: no data with an error"
+        );
+    }
+    for (query, bad) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=x", "limit"),
+        ("page=2", "page"),
+    ] {
+        let (status, answer) = post(
+            token.clone(),
+            format!("{}/audit/query?{query}", api.base),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(answer["error"]["field"], bad);
+    }
+    for (bad_body, field) in [
+        (
+            json!({"and": [{"field": "colour", "operator": "eq", "value": "red"}]}),
+            "and[0]",
+        ),
+        (
+            json!({"and": [{"field": "userId", "operator": "like", "value": "u"}]}),
+            "and[0]",
+        ),
+        (json!({"and": {"field": "userId"}}), "and"),
+        (json!({"from": "last week"}), "from"),
+        (json!({"where": []}), "where"),
+    ] {
+        let (status, answer) = post(
+            token.clone(),
+            format!("{}/audit/query", api.base),
+            bad_body.clone(),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad_body}");
+        assert_eq!(answer["error"]["field"], field, "{bad_body}");
+    }
+    let response = api
+        .http
+        .post(format!("{}/audit/query", api.base))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 415);
+}
+
+/// Each request reads a bounded number of items and hands out `next`, even
+/// with 0 results; following `next` still finds every match.
+#[tokio::test]
+async fn queries_do_bounded_work_and_resume() {
+    fn budget(config: &mut Config) {
+        config.query_read_budget = 100;
+    }
+    let api = api_with(budget).await;
+    let token = api.token("acme");
+    let mut events: Vec<Value> = (0..450)
+        .map(|i| json!({"eventType": "noise", "serviceName": "s", "data": {"n": i}}))
+        .collect();
+    events[3] = json!({"eventType": "needle", "serviceName": "s", "data": {"needle": true}});
+    events[420] = json!({"eventType": "needle", "serviceName": "s", "data": {"needle": true}});
+    let mut written = Vec::new();
+    for chunk in events.chunks(150) {
+        written.extend(ingest(&api, &token, chunk.to_vec()).await);
+    }
+    let body = json!({"and": [{"field": "data.needle", "operator": "eq", "value": true}]});
+    let (found, pages) = query_all(&api, &token, &body, 1000).await;
+    assert_eq!(found, vec![written[420].clone(), written[3].clone()]);
+    assert!(
+        pages >= 5,
+        "450 items at 100 per request take at least 5 requests ({pages})"
+    );
+    // the index path reads only matching items
+    let (found, pages) = query_all(
+        &api,
+        &token,
+        &json!({"and": [{"field": "eventType", "operator": "eq", "value": "needle"}]}),
+        1000,
+    )
+    .await;
+    assert_eq!(found.len(), 2);
+    assert_eq!(pages, 1);
+}
+
+#[tokio::test]
+async fn expired_events_never_appear_and_large_data_is_shortened_in_pages() {
+    let api = api_with(short_horizon).await;
+    let token = api.token("acme");
+    let past = Utc::now() - chrono::Duration::days(1);
+    let expired: Event = serde_json::from_value(json!({
+        "cursor": ulid::Ulid::from_datetime((past - chrono::Duration::days(1)).into()).to_string(), "accountId": "acme",
+        "timestamp": format_time(past - chrono::Duration::days(1)), "expiresAt": format_time(past),
+        "serviceName": "s", "eventType": "old", "userId": "u-1"
+    })).unwrap();
+    api.env
+        .direct
+        .put_item()
+        .table_name(&api.env.config.table_name)
+        .set_item(Some(event_to_item(&expired).unwrap()))
+        .send()
+        .await
+        .unwrap();
+    let big = json!({"eventType": "big", "serviceName": "s", "userId": "u-1", "data": {"small": 1, "blob": "z".repeat(20_000), "after": "kept"}});
+    let written = ingest(&api, &token, vec![big, event("small")]).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let (_, _, page) = follow(&api, &token, &format!("{}/audit", api.base)).await;
+    assert_eq!(
+        cursors(&page, "events"),
+        written,
+        "the expired event is hidden from the tail"
+    );
+    let first = &page["events"][0];
+    assert_eq!(first["mayHaveMoreData"], true);
+    assert_eq!(first["data"], json!({"small": 1, "after": "kept"}));
+    assert!(page["events"][1].get("mayHaveMoreData").is_none());
+    let (_, whole) = json_of(
+        api.get(&token, &format!("/audit/events/{}", written[0]))
+            .await,
+    )
+    .await;
+    assert_eq!(whole["data"]["blob"].as_str().unwrap().len(), 20_000);
+    assert!(whole.get("mayHaveMoreData").is_none());
+
+    let (found, _) = query_all(
+        &api,
+        &token,
+        &json!({"and": [{"field": "userId", "operator": "eq", "value": "u-1"}]}),
+        10,
+    )
+    .await;
+    assert_eq!(
+        found,
+        vec![written[1].clone(), written[0].clone()],
+        "the expired event is hidden from queries"
+    );
+    let (found, _) = query_all(&api, &token, &json!({"and": [{"field": "eventType", "operator": "eq", "value": "old"}], "from": "2000-01-01T00:00:00Z"}), 10).await;
+    assert!(found.is_empty());
+}

@@ -1,0 +1,332 @@
+//! Reading the trail: the gap-free tail (`GET /audit`) and bounded, indexed
+//! queries (`POST /audit/query`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use ulid::Ulid;
+
+use crate::config::Config;
+use crate::error::{ApiError, StoreError};
+use crate::event::Event;
+use crate::query::{CursorSigner, Plan, Query, QueryCursor};
+use crate::store::{EventStore, RangeRead};
+
+pub const MAX_PAGE: usize = 1000;
+pub const DEFAULT_TAIL_PAGE: usize = 100;
+pub const DEFAULT_QUERY_PAGE: usize = 1000;
+
+/// Where a tail page starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Start {
+    Beginning,
+    /// Inclusive.
+    From(Ulid),
+    /// Exclusive.
+    After(Ulid),
+}
+
+#[derive(Debug, Clone)]
+pub struct TailPage {
+    pub events: Vec<Event>,
+    /// Where the next page starts (inclusive): `from=` of the `next` link.
+    pub next_from: Ulid,
+    /// The page stopped at the settle horizon: the poller is caught up.
+    pub caught_up: bool,
+    pub items_read: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryPage {
+    pub events: Vec<Event>,
+    /// The signed continuation, if anything is left.
+    pub next: Option<String>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub items_read: usize,
+    pub read_units: f64,
+}
+
+pub struct TrailReader<S> {
+    store: Arc<S>,
+    config: Config,
+    signer: CursorSigner,
+}
+
+fn smallest_at(ms: i64) -> Ulid {
+    Ulid::from_parts(ms.max(0) as u64, 0)
+}
+
+fn largest_at(ms: i64) -> Ulid {
+    Ulid::from_parts(ms.max(0) as u64, u128::MAX)
+}
+
+fn step_up(cursor: Ulid) -> Ulid {
+    Ulid(cursor.0.saturating_add(1))
+}
+
+fn step_down(cursor: Ulid) -> Ulid {
+    Ulid(cursor.0.saturating_sub(1))
+}
+
+fn parse_stored(cursor: &str) -> Result<Ulid, StoreError> {
+    Ulid::from_string(cursor).map_err(|_| StoreError::Corrupt(format!("stored cursor {cursor}")))
+}
+
+impl<S: EventStore> TrailReader<S> {
+    pub fn new(store: Arc<S>, config: Config) -> Self {
+        let signer = CursorSigner::new(config.cursor_signing_key.as_bytes());
+        Self {
+            store,
+            config,
+            signer,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The first cursor that is not yet settled: everything below it has
+    /// committed (or never will).
+    pub fn horizon(&self, now: DateTime<Utc>) -> Ulid {
+        smallest_at(now.timestamp_millis() - self.config.settle_horizon.as_millis() as i64)
+    }
+
+    /// One page of the tenant's trail, oldest first, up to the settle horizon.
+    pub async fn tail(
+        &self,
+        tenant: &str,
+        start: Start,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<TailPage, ApiError> {
+        let horizon = self.horizon(now);
+        let first = match start {
+            Start::Beginning => Ulid::nil(),
+            Start::From(cursor) => cursor,
+            Start::After(cursor) => step_up(cursor),
+        };
+        let mut page = TailPage {
+            events: Vec::with_capacity(limit + 1),
+            next_from: first.max(horizon),
+            caught_up: true,
+            items_read: 0,
+        };
+        if first >= horizon {
+            return Ok(page);
+        }
+        let mut lo = first;
+        let hi = step_down(horizon);
+        // Expired events are skipped, so a page may need more than one read;
+        // bound the work all the same.
+        let read_budget = limit * 4 + 1000;
+        loop {
+            let want = limit + 1 - page.events.len();
+            let read = RangeRead {
+                tenant: tenant.to_string(),
+                pivot: None,
+                lo: lo.to_string(),
+                hi: hi.to_string(),
+                newest_first: false,
+                limit: want.min(read_budget - page.items_read),
+            };
+            let chunk = self.store.read_range(&read).await?;
+            page.items_read += chunk.items_read;
+            page.events
+                .extend(chunk.events.into_iter().filter(|e| !e.is_expired(now)));
+            if page.events.len() > limit {
+                // One beyond the page: it starts the next one.
+                let next = page.events.split_off(limit);
+                page.next_from = parse_stored(&next[0].cursor)?;
+                page.caught_up = false;
+                return Ok(page);
+            }
+            let Some(last) = chunk.last_cursor else { break };
+            if !chunk.more {
+                break;
+            }
+            lo = step_up(parse_stored(&last)?);
+            if page.items_read >= read_budget {
+                page.next_from = lo;
+                page.caught_up = false;
+                return Ok(page);
+            }
+        }
+        Ok(page)
+    }
+
+    /// One page of a query, newest first, within the read budget.
+    pub async fn query(
+        &self,
+        tenant: &str,
+        query: &Query,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<QueryPage, ApiError> {
+        let started = Instant::now();
+        let now = Utc::now();
+        let (from, to, position) = match cursor {
+            Some(token) => {
+                let c: QueryCursor = self.signer.verify(token, tenant, &query.fingerprint)?;
+                let from = DateTime::from_timestamp_millis(c.from_ms).unwrap_or(query.from);
+                let to = DateTime::from_timestamp_millis(c.to_ms).unwrap_or(query.to);
+                let position = Ulid::from_string(&c.position)
+                    .map_err(|_| ApiError::bad_request("cursor", "`cursor` is malformed"))?;
+                (from, to, Some(position))
+            }
+            None => (query.from, query.to, None),
+        };
+        let lo = smallest_at(from.timestamp_millis());
+        let mut hi = largest_at(to.timestamp_millis());
+        if let Some(position) = position {
+            hi = hi.min(step_down(position));
+        }
+        let plan = Plan::for_query(query);
+        let pivots: Vec<Option<String>> = if plan.index.is_some() {
+            plan.values.iter().cloned().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let budget = self.config.query_read_budget;
+        let per_pivot_budget = (budget / pivots.len()).max(1);
+        let residual_filters = query.conditions.len() > usize::from(plan.index.is_some());
+
+        let mut matched: Vec<Event> = Vec::new();
+        let mut items_read = 0;
+        let mut read_units = 0.0;
+        // The lowest cursor read by a pivot that is not finished: below it, unknown.
+        let mut boundary: Option<Ulid> = None;
+        for pivot in pivots {
+            let mut upper = hi;
+            let mut read_here = 0;
+            let mut found_here = 0;
+            let finished = loop {
+                if upper < lo || found_here >= limit {
+                    break found_here < limit;
+                }
+                if read_here >= per_pivot_budget
+                    || started.elapsed() >= self.config.query_time_budget
+                {
+                    break false;
+                }
+                let wanted = limit - found_here;
+                let chunk_size = if residual_filters {
+                    (wanted * 2).clamp(100, MAX_PAGE)
+                } else {
+                    wanted
+                };
+                let read = RangeRead {
+                    tenant: tenant.to_string(),
+                    pivot: plan.index.zip(pivot.clone()),
+                    lo: lo.to_string(),
+                    hi: upper.to_string(),
+                    newest_first: true,
+                    limit: chunk_size.min(per_pivot_budget - read_here),
+                };
+                let chunk = self.store.read_range(&read).await?;
+                read_here += chunk.items_read;
+                read_units += chunk.read_units;
+                for event in chunk.events {
+                    if event.is_expired(now) {
+                        continue;
+                    }
+                    let as_json = serde_json::to_value(&event).unwrap_or(Value::Null);
+                    if query.matches(&as_json) {
+                        found_here += 1;
+                        matched.push(event);
+                    }
+                }
+                match chunk.last_cursor {
+                    Some(last) if chunk.more => upper = step_down(parse_stored(&last)?),
+                    Some(last) => {
+                        upper = step_down(parse_stored(&last)?);
+                        break true;
+                    }
+                    None => break true,
+                }
+            };
+            items_read += read_here;
+            if !finished {
+                // Everything above `upper` in this pivot has been considered.
+                let considered_down_to = step_up(upper);
+                boundary = Some(boundary.map_or(considered_down_to, |b| b.max(considered_down_to)));
+            }
+        }
+        matched.sort_by(|a, b| b.cursor.cmp(&a.cursor));
+        if let Some(boundary) = boundary {
+            let boundary = boundary.to_string();
+            matched.retain(|e| e.cursor >= boundary);
+        }
+        // More matches than fit: the next page starts below the last one
+        // returned. Otherwise it starts below what was considered.
+        let next_position = if matched.len() > limit {
+            matched.truncate(limit);
+            matched.last().map(|e| e.cursor.clone())
+        } else {
+            boundary.map(|b| b.to_string())
+        };
+        let next = next_position
+            .filter(|p| p.as_str() > lo.to_string().as_str())
+            .map(|position| {
+                self.signer.sign(&QueryCursor {
+                    tenant: tenant.to_string(),
+                    fingerprint: query.fingerprint.clone(),
+                    position,
+                    from_ms: from.timestamp_millis(),
+                    to_ms: to.timestamp_millis(),
+                })
+            });
+        tracing::info!(
+            items_read,
+            returned = matched.len(),
+            index = plan.index.map(|i| i.name).unwrap_or("table"),
+            "query page"
+        );
+        Ok(QueryPage {
+            events: matched,
+            next,
+            from,
+            to,
+            items_read,
+            read_units,
+        })
+    }
+
+    /// Shortens large `data` for a page; the cursor lookup returns it whole.
+    pub fn shorten(&self, mut event: Event) -> Event {
+        let max = self.config.list_data_max_bytes;
+        let Some(data) = &event.data else {
+            return event;
+        };
+        let size = serde_json::to_vec(data).map(|b| b.len()).unwrap_or(0);
+        if size <= max {
+            return event;
+        }
+        let shortened = match data {
+            // Keep the leading top-level entries that fit.
+            Value::Object(map) => {
+                let mut kept = Map::new();
+                let mut used = 2;
+                for (key, value) in map {
+                    let entry = key.len()
+                        + 4
+                        + serde_json::to_vec(value)
+                            .map(|b| b.len())
+                            .unwrap_or(usize::MAX / 2);
+                    if used + entry <= max {
+                        used += entry;
+                        kept.insert(key.clone(), value.clone());
+                    }
+                }
+                Some(Value::Object(kept))
+            }
+            _ => None,
+        };
+        event.data = shortened;
+        event.may_have_more_data = Some(true);
+        event
+    }
+}
