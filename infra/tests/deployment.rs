@@ -167,6 +167,7 @@ fn policies_are_least_privilege() {
             ][..],
         ),
         ("cursor", &["dynamodb:GetItem"][..]),
+        ("list", &["dynamodb:Query", "secretsmanager:GetSecretValue"][..]),
     ]);
     for (name, resource) in resources(&template) {
         if resource["Type"] != "AWS::Serverless::Function" {
@@ -276,6 +277,17 @@ async fn every_event_file_runs_through_its_handler() {
             Route::Cursor => {
                 assert_eq!(status, 200, "{name}: {body}");
                 assert_eq!(body["cursor"], event["pathParameters"]["cursor"]);
+            }
+            Route::Tail => {
+                assert_eq!(status, 200, "{name}: {body}");
+                assert!(body["events"].is_array() && body["_links"]["next"]["href"].is_string(), "{name}: {body}");
+            }
+            Route::Query => {
+                assert_eq!(status, 200, "{name}: {body}");
+                // the query file looks for the event the single-ingest file stored
+                let data = body["data"].as_array().unwrap();
+                assert_eq!(data.len(), 1, "{name}: {body}");
+                assert_eq!(data[0]["userId"], "u-1001");
             }
         }
     }
