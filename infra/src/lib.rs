@@ -3,6 +3,7 @@
 //! and a fault-injecting proxy for tests and benchmarks.
 
 pub mod app;
+pub mod bench;
 pub mod devauth;
 pub mod embedded;
 pub mod gateway;

@@ -167,7 +167,10 @@ fn policies_are_least_privilege() {
             ][..],
         ),
         ("cursor", &["dynamodb:GetItem"][..]),
-        ("list", &["dynamodb:Query", "secretsmanager:GetSecretValue"][..]),
+        (
+            "list",
+            &["dynamodb:Query", "secretsmanager:GetSecretValue"][..],
+        ),
     ]);
     for (name, resource) in resources(&template) {
         if resource["Type"] != "AWS::Serverless::Function" {
@@ -280,7 +283,10 @@ async fn every_event_file_runs_through_its_handler() {
             }
             Route::Tail => {
                 assert_eq!(status, 200, "{name}: {body}");
-                assert!(body["events"].is_array() && body["_links"]["next"]["href"].is_string(), "{name}: {body}");
+                assert!(
+                    body["events"].is_array() && body["_links"]["next"]["href"].is_string(),
+                    "{name}: {body}"
+                );
             }
             Route::Query => {
                 assert_eq!(status, 200, "{name}: {body}");

@@ -694,7 +694,11 @@ mod tests {
         assert!(check("data.n", "gte", json!(5)));
         assert!(!check("data.n", "lt", json!(5)));
         assert!(check("data.n", "lte", json!(5.0)));
-        assert!(!check("timestamp", "gt", json!("2026-01-01T23:00:00-02:00")));
+        assert!(!check(
+            "timestamp",
+            "gt",
+            json!("2026-01-01T23:00:00-02:00")
+        ));
         assert!(check("timestamp", "lt", json!("2026-01-02T01:00:00+00:00")));
         assert!(check("sandbox", "eq", json!(false)));
     }

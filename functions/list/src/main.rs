@@ -10,7 +10,11 @@ use list::ListHandler;
 async fn signing_key(secret_arn: &str) -> Result<String, lambda_http::Error> {
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let secrets = aws_sdk_secretsmanager::Client::new(&shared);
-    let secret = secrets.get_secret_value().secret_id(secret_arn).send().await?;
+    let secret = secrets
+        .get_secret_value()
+        .secret_id(secret_arn)
+        .send()
+        .await?;
     secret
         .secret_string
         .filter(|key| key.len() >= 32)

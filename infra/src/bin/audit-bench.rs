@@ -1,0 +1,53 @@
+//! `audit-bench`: measures the product on this machine and writes
+//! docs/BENCHMARKS.md. Ratios, counts and sizes are the results; absolute
+//! local times are shown for context only.
+
+use std::time::{Duration, Instant};
+
+use audit_infra::bench;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "audit-bench", about = "Benchmarks of the Audit Trail API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Where to write the report.
+    #[arg(long, default_value = "docs/BENCHMARKS.md", global = true)]
+    out: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write and read capacity units per event (ReturnConsumedCapacity).
+    Capacity,
+    /// Query selectivity and handler overhead over a loaded tenant.
+    Reads {
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
+    /// Everything, into --out.
+    All {
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<(), audit_infra::bench::BenchError> {
+    let cli = Cli::parse();
+    let started = Instant::now();
+    let sections = match cli.command.unwrap_or(Command::All { events: 100_000 }) {
+        Command::Capacity => vec![bench::capacity().await?],
+        Command::Reads { events } => vec![bench::reads(events).await?],
+        Command::All { events } => bench::all(events).await?,
+    };
+    let report = bench::report(&sections, started.elapsed().max(Duration::from_millis(1)));
+    if let Some(parent) = std::path::Path::new(&cli.out).parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&cli.out, &report)?;
+    println!("{report}");
+    eprintln!("written to {}", cli.out);
+    Ok(())
+}
