@@ -8,11 +8,13 @@ use aws_sdk_dynamodb::Client;
 use cursor::CursorHandler;
 use ingest::IngestHandler;
 use list::ListHandler;
+use metadata::MetadataHandler;
 
 pub struct Functions {
     pub ingest: IngestHandler<DynamoStore>,
     pub cursor: CursorHandler<DynamoStore>,
     pub list: ListHandler<DynamoStore>,
+    pub metadata: MetadataHandler<DynamoStore>,
 }
 
 impl Functions {
@@ -22,6 +24,7 @@ impl Functions {
             ingest: IngestHandler::new(Arc::clone(&store), config.clone()),
             cursor: CursorHandler::new(Arc::clone(&store), &config),
             list: ListHandler::new(Arc::clone(&store), config.clone()),
+            metadata: MetadataHandler::new(Arc::clone(&store), &config),
         })
     }
 }

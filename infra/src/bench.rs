@@ -430,9 +430,11 @@ pub async fn reads(events: usize) -> Result<Section, BenchError> {
             (0usize, 0usize, 0usize, 0usize, 0.0);
         let mut cursor: Option<String> = None;
         loop {
-            let page = reader
-                .query(tenant, &query, cursor.as_deref(), 1000)
-                .await?;
+            let verified = cursor
+                .as_deref()
+                .map(|t| reader.verify_cursor(t, tenant, &query))
+                .transpose()?;
+            let page = reader.query(tenant, &query, verified, 1000).await?;
             requests += 1;
             read += page.items_read;
             max_read = max_read.max(page.items_read);

@@ -30,16 +30,32 @@ pub enum Route {
     Cursor,
     Tail,
     Query,
+    Metadata,
+    Properties,
+    GetSettings,
+    PutSettings,
 }
 
 impl Route {
-    pub const ALL: &'static [Route] = &[Route::Ingest, Route::Cursor, Route::Tail, Route::Query];
+    pub const ALL: &'static [Route] = &[
+        Route::Ingest,
+        Route::Cursor,
+        Route::Tail,
+        Route::Query,
+        Route::Metadata,
+        Route::Properties,
+        Route::GetSettings,
+        Route::PutSettings,
+    ];
 
     /// The scope API Gateway's authorizer demands for the route.
     pub fn scope(self) -> &'static str {
         match self {
             Route::Ingest => "audit:write",
-            Route::Cursor | Route::Tail | Route::Query => "audit:read",
+            Route::Cursor | Route::Tail | Route::Query | Route::Metadata | Route::Properties => {
+                "audit:read"
+            }
+            Route::GetSettings | Route::PutSettings => "audit:admin",
         }
     }
 
@@ -49,6 +65,9 @@ impl Route {
             Route::Ingest => "ingest",
             Route::Cursor => "cursor",
             Route::Tail | Route::Query => "list",
+            Route::Metadata | Route::Properties | Route::GetSettings | Route::PutSettings => {
+                "metadata"
+            }
         }
     }
 
@@ -62,6 +81,10 @@ impl Route {
             Route::Cursor => "GET /audit/events/{cursor}",
             Route::Tail => "GET /audit",
             Route::Query => "POST /audit/query",
+            Route::Metadata => "GET /audit/metadata",
+            Route::Properties => "GET /audit/metadata/properties",
+            Route::GetSettings => "GET /audit/settings",
+            Route::PutSettings => "PUT /audit/settings",
         }
     }
 }
@@ -73,6 +96,10 @@ pub fn match_route(method: &str, path: &str) -> Option<(Route, HashMap<String, S
         ("POST", ["audit", "events"]) => Some((Route::Ingest, HashMap::new())),
         ("GET", ["audit"]) => Some((Route::Tail, HashMap::new())),
         ("POST", ["audit", "query"]) => Some((Route::Query, HashMap::new())),
+        ("GET", ["audit", "metadata"]) => Some((Route::Metadata, HashMap::new())),
+        ("GET", ["audit", "metadata", "properties"]) => Some((Route::Properties, HashMap::new())),
+        ("GET", ["audit", "settings"]) => Some((Route::GetSettings, HashMap::new())),
+        ("PUT", ["audit", "settings"]) => Some((Route::PutSettings, HashMap::new())),
         ("GET", ["audit", "events", cursor]) if !cursor.is_empty() => Some((
             Route::Cursor,
             HashMap::from([("cursor".to_string(), percent_decode(cursor))]),
@@ -188,6 +215,9 @@ impl Gateway {
             Route::Ingest => self.functions.ingest.handle(request).await,
             Route::Cursor => self.functions.cursor.handle(request).await,
             Route::Tail | Route::Query => self.functions.list.handle(request).await,
+            Route::Metadata | Route::Properties | Route::GetSettings | Route::PutSettings => {
+                self.functions.metadata.handle(request).await
+            }
         }
     }
 }

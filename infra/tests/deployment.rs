@@ -166,10 +166,19 @@ fn policies_are_least_privilege() {
                 "dynamodb:GetItem",
             ][..],
         ),
-        ("cursor", &["dynamodb:GetItem"][..]),
+        ("cursor", &["dynamodb:GetItem", "dynamodb:PutItem"][..]),
         (
             "list",
-            &["dynamodb:Query", "secretsmanager:GetSecretValue"][..],
+            &[
+                "dynamodb:Query",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "secretsmanager:GetSecretValue",
+            ][..],
+        ),
+        (
+            "metadata",
+            &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"][..],
         ),
     ]);
     for (name, resource) in resources(&template) {
@@ -222,7 +231,8 @@ fn event_files() -> Vec<(String, Value)> {
             (name, value)
         })
         .collect();
-    files.sort_by(|a, b| a.0.cmp(&b.0));
+    // ingest first, so the reads find what the ingest files stored
+    files.sort_by_key(|(name, _)| (!name.starts_with("post-audit-events"), name.clone()));
     files
 }
 
@@ -295,13 +305,56 @@ async fn every_event_file_runs_through_its_handler() {
                 assert_eq!(data.len(), 1, "{name}: {body}");
                 assert_eq!(data[0]["userId"], "u-1001");
             }
+            Route::Metadata => {
+                assert_eq!(status, 200, "{name}: {body}");
+                assert!(body["targets"].is_array(), "{name}: {body}");
+            }
+            Route::Properties => {
+                // sorted after the ingest files: the single event's data is known
+                assert_eq!(status, 200, "{name}: {body}");
+                assert!(
+                    body["properties"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["name"] == "data.method"),
+                    "{name}: {body}"
+                );
+            }
+            Route::GetSettings => {
+                assert_eq!(status, 200, "{name}: {body}");
+                assert!(body["retentionDays"].is_u64());
+            }
+            Route::PutSettings => {
+                assert_eq!(status, 200, "{name}: {body}");
+                assert_eq!(body["retentionDays"], 365);
+            }
         }
     }
-    let events = env.events_by_tenant().await;
+    let stored: Vec<Event> = env
+        .all_items()
+        .await
+        .into_iter()
+        .filter(|i| {
+            i.get(table::PARTITION_KEY)
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|t| t == "acme")
+        })
+        .map(|i| audit_shared::dynamo::item_to_event(i).unwrap())
+        .collect();
+    let (records, events): (Vec<&Event>, Vec<&Event>) =
+        stored.iter().partition(|e| e.service_name == "audit-api");
     assert_eq!(
-        events["acme"].len(),
+        events.len(),
         1 + 3 + 1,
         "the ingest files stored 4 events beside the looked-up one"
+    );
+    // lookup, list, query, metadata, properties, and the settings change
+    assert_eq!(
+        records.len(),
+        6,
+        "{:?}",
+        records.iter().map(|e| &e.event_type).collect::<Vec<_>>()
     );
     let functions: BTreeSet<&str> = Route::ALL.iter().map(|r| r.function()).collect();
     assert_eq!(covered, functions, "every function has an events/ file");

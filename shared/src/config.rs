@@ -33,6 +33,14 @@ pub struct Config {
     pub cursor_signing_key: String,
     /// `POLL_HINT_SECONDS`: `Retry-After` on a tail page that reached the horizon (default 5).
     pub poll_hint_seconds: u64,
+    /// `RETENTION_CACHE_SECONDS`: how long a process trusts a tenant's
+    /// retention setting before reading it again (default 60).
+    pub retention_cache: Duration,
+    /// `SELF_AUDIT_REQUIRED`: answer 503 when a read's own audit record
+    /// can't be written (default false: answer, log, count).
+    pub self_audit_required: bool,
+    /// `METADATA_EXTENDED`: record `data.*` properties for metadata (default true).
+    pub metadata_extended: bool,
 }
 
 /// The key used when none is configured: fine locally, refused nowhere, but
@@ -73,6 +81,11 @@ impl Config {
                 .filter(|k| !k.is_empty())
                 .unwrap_or_else(|| DEVELOPMENT_SIGNING_KEY.to_string()),
             poll_hint_seconds: number("POLL_HINT_SECONDS", 5) as u64,
+            retention_cache: Duration::from_secs(number("RETENTION_CACHE_SECONDS", 60) as u64),
+            self_audit_required: lookup("SELF_AUDIT_REQUIRED")
+                .is_some_and(|v| v == "true" || v == "1"),
+            metadata_extended: !lookup("METADATA_EXTENDED")
+                .is_some_and(|v| v == "false" || v == "0"),
         }
     }
 

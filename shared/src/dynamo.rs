@@ -16,9 +16,12 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::event::Event;
+use crate::metadata::ObservedProperty;
+use crate::settings::TenantSettings;
 use crate::store::{EventStore, IdempotentPut, RangePage, RangeRead};
 use crate::table::{
-    pivot_key, IDEMPOTENCY_PREFIX, PARTITION_KEY, PIVOT_INDEXES, SORT_KEY, TTL_ATTRIBUTE,
+    pivot_key, IDEMPOTENCY_PREFIX, METADATA_PREFIX, PARTITION_KEY, PIVOT_INDEXES, SETTINGS_PREFIX,
+    SETTINGS_SORT_KEY, SORT_KEY, TTL_ATTRIBUTE,
 };
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -409,6 +412,146 @@ impl EventStore for DynamoStore {
         Ok(page)
     }
 
+    async fn get_settings(&self, tenant: &str) -> Result<Option<TenantSettings>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(
+                PARTITION_KEY,
+                AttributeValue::S(format!("{SETTINGS_PREFIX}{tenant}")),
+            )
+            .key(SORT_KEY, AttributeValue::S(SETTINGS_SORT_KEY.into()))
+            .send()
+            .await
+            .map_err(classify)?;
+        output
+            .item
+            .map(|item| {
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .transpose()
+    }
+
+    async fn put_settings(
+        &self,
+        tenant: &str,
+        settings: &TenantSettings,
+    ) -> Result<(), StoreError> {
+        let mut item: Item =
+            serde_dynamo::to_item(settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        item.insert(
+            PARTITION_KEY.into(),
+            AttributeValue::S(format!("{SETTINGS_PREFIX}{tenant}")),
+        );
+        item.insert(SORT_KEY.into(), AttributeValue::S(SETTINGS_SORT_KEY.into()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn put_properties(
+        &self,
+        sightings: &[(String, ObservedProperty)],
+    ) -> Result<(), StoreError> {
+        for chunk in sightings.chunks(25) {
+            let mut requests = Vec::with_capacity(chunk.len());
+            let mut keys = std::collections::HashSet::new();
+            for (tenant, property) in chunk {
+                let key = property_key(property);
+                if !keys.insert((tenant.clone(), key.clone())) {
+                    continue; // BatchWriteItem refuses duplicate keys in one call
+                }
+                let mut item: Item = serde_dynamo::to_item(property)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                item.insert(
+                    PARTITION_KEY.into(),
+                    AttributeValue::S(format!("{METADATA_PREFIX}{tenant}")),
+                );
+                item.insert(SORT_KEY.into(), AttributeValue::S(key));
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| StoreError::Other(e.to_string()))?;
+                requests.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut attempt = 0;
+            while !requests.is_empty() {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                requests = output
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+                if !requests.is_empty() {
+                    if attempt >= 5 {
+                        return Err(StoreError::Throttled);
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_properties(
+        &self,
+        tenant: &str,
+        service_name: Option<&str>,
+        event_type: Option<&str>,
+    ) -> Result<Vec<ObservedProperty>, StoreError> {
+        let prefix = match (service_name, event_type) {
+            (Some(service), Some(kind)) => format!("[{},{},", json_text(service), json_text(kind)),
+            (Some(service), None) => format!("[{},", json_text(service)),
+            _ => "[".to_string(),
+        };
+        let mut properties = Vec::new();
+        let mut start: Option<Item> = None;
+        // Metadata is bounded per tenant; 20 pages of 1 MB is far beyond it.
+        for _ in 0..20 {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PARTITION_KEY)
+                .expression_attribute_names("#sk", SORT_KEY)
+                .expression_attribute_values(
+                    ":pk",
+                    AttributeValue::S(format!("{METADATA_PREFIX}{tenant}")),
+                )
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.clone()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in output.items.unwrap_or_default() {
+                match serde_dynamo::from_item::<_, ObservedProperty>(item) {
+                    Ok(property) => properties.push(property),
+                    Err(err) => {
+                        tracing::error!(error = %err, "skipping an unreadable metadata item")
+                    }
+                }
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(properties)
+    }
+
     async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError> {
         let output = self
             .client
@@ -444,6 +587,22 @@ impl DynamoStore {
             .and_then(duplicate_from_marker)
             .ok_or_else(|| StoreError::Corrupt("idempotency marker vanished".into()))
     }
+}
+
+fn json_text(value: &str) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// `[serviceName, eventType, property, type]` as JSON: unambiguous, and
+/// sorted so a service's or a kind's properties share a key prefix.
+fn property_key(property: &ObservedProperty) -> String {
+    format!(
+        "[{},{},{},{}]",
+        json_text(&property.service_name),
+        json_text(&property.event_type),
+        json_text(&property.name),
+        json_text(&property.json_type)
+    )
 }
 
 fn cursor_of(request: &WriteRequest) -> Option<String> {

@@ -17,6 +17,8 @@ use crate::error::{ApiError, StoreError};
 use crate::event::{
     Event, NewEvent, MAX_EVENTS_PER_REQUEST, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REQUEST_BYTES,
 };
+use crate::metadata::SeenProperties;
+use crate::settings::RetentionCache;
 use crate::store::{EventStore, IdempotentPut};
 
 /// BatchWriteItem's limit.
@@ -151,6 +153,8 @@ pub struct IngestService<S> {
     store: Arc<S>,
     cursors: CursorGenerator,
     config: Config,
+    retention: RetentionCache<S>,
+    seen: SeenProperties,
 }
 
 /// An event ready to write, with where its result goes.
@@ -162,10 +166,17 @@ struct Pending {
 
 impl<S: EventStore> IngestService<S> {
     pub fn new(store: Arc<S>, config: Config) -> Self {
+        let retention = RetentionCache::new(
+            Arc::clone(&store),
+            config.default_retention_days,
+            config.retention_cache,
+        );
         Self {
             store,
             cursors: CursorGenerator::default(),
             config,
+            retention,
+            seen: SeenProperties::default(),
         }
     }
 
@@ -224,7 +235,12 @@ impl<S: EventStore> IngestService<S> {
                 first_with_key.insert((tenant.clone(), key.clone()), index);
             }
             let cursor = self.cursors.next().to_string();
-            let retention = self.config.default_retention_days;
+            // Nothing is written before this loop ends, so failing here changes nothing.
+            let retention = self
+                .retention
+                .retention_days(&tenant)
+                .await
+                .map_err(ApiError::from)?;
             match event.into_event(cursor, tenant, recorded_at, retention) {
                 Ok(event) => pending.push(Pending { index, event, key }),
                 Err(err) => results[index] = Some(refused(&err)),
@@ -233,7 +249,18 @@ impl<S: EventStore> IngestService<S> {
 
         let (keyed, fresh): (Vec<Pending>, Vec<Pending>) =
             pending.into_iter().partition(|p| p.key.is_some());
+        let sightings = self.seen.first_sightings(
+            keyed.iter().chain(fresh.iter()).map(|p| &p.event),
+            self.config.metadata_extended,
+        );
         let outcomes = self.write(keyed, fresh, deadline).await;
+        if !sightings.is_empty() {
+            // First sightings only: steady-state ingest writes no metadata.
+            if let Err(err) = self.store.put_properties(&sightings).await {
+                tracing::warn!(error = %err, "metadata not recorded; a later event will retry");
+                self.seen.forget(&sightings);
+            }
+        }
         for (index, outcome) in outcomes {
             results[index] = Some(outcome);
         }

@@ -102,6 +102,7 @@ impl<S: EventStore> TrailReader<S> {
         start: Start,
         limit: usize,
         now: DateTime<Utc>,
+        keep: impl Fn(&Event) -> bool,
     ) -> Result<TailPage, ApiError> {
         let horizon = self.horizon(now);
         let first = match start {
@@ -135,8 +136,12 @@ impl<S: EventStore> TrailReader<S> {
             };
             let chunk = self.store.read_range(&read).await?;
             page.items_read += chunk.items_read;
-            page.events
-                .extend(chunk.events.into_iter().filter(|e| !e.is_expired(now)));
+            page.events.extend(
+                chunk
+                    .events
+                    .into_iter()
+                    .filter(|e| !e.is_expired(now) && keep(e)),
+            );
             if page.events.len() > limit {
                 // One beyond the page: it starts the next one.
                 let next = page.events.split_off(limit);
@@ -158,19 +163,28 @@ impl<S: EventStore> TrailReader<S> {
         Ok(page)
     }
 
+    /// Checks a continuation cursor from `next` against the tenant and query.
+    pub fn verify_cursor(
+        &self,
+        token: &str,
+        tenant: &str,
+        query: &Query,
+    ) -> Result<QueryCursor, ApiError> {
+        self.signer.verify(token, tenant, &query.fingerprint)
+    }
+
     /// One page of a query, newest first, within the read budget.
     pub async fn query(
         &self,
         tenant: &str,
         query: &Query,
-        cursor: Option<&str>,
+        cursor: Option<QueryCursor>,
         limit: usize,
     ) -> Result<QueryPage, ApiError> {
         let started = Instant::now();
         let now = Utc::now();
         let (from, to, position) = match cursor {
-            Some(token) => {
-                let c: QueryCursor = self.signer.verify(token, tenant, &query.fingerprint)?;
+            Some(c) => {
                 let from = DateTime::from_timestamp_millis(c.from_ms).unwrap_or(query.from);
                 let to = DateTime::from_timestamp_millis(c.to_ms).unwrap_or(query.to);
                 let position = Ulid::from_string(&c.position)

@@ -6,6 +6,8 @@ use async_trait::async_trait;
 
 use crate::error::StoreError;
 use crate::event::Event;
+use crate::metadata::ObservedProperty;
+use crate::settings::TenantSettings;
 use crate::table::PivotIndex;
 
 /// One `Query` over a cursor range of a tenant's events, on the base table
@@ -66,6 +68,26 @@ pub trait EventStore: Send + Sync {
 
     /// One page of a cursor range, in cursor order.
     async fn read_range(&self, read: &RangeRead) -> Result<RangePage, StoreError>;
+
+    /// The tenant's settings item, if it has one.
+    async fn get_settings(&self, tenant: &str) -> Result<Option<TenantSettings>, StoreError>;
+
+    async fn put_settings(&self, tenant: &str, settings: &TenantSettings)
+        -> Result<(), StoreError>;
+
+    /// Records observed properties (idempotent).
+    async fn put_properties(
+        &self,
+        sightings: &[(String, ObservedProperty)],
+    ) -> Result<(), StoreError>;
+
+    /// The tenant's observed properties, optionally of one service (and event type).
+    async fn read_properties(
+        &self,
+        tenant: &str,
+        service_name: Option<&str>,
+        event_type: Option<&str>,
+    ) -> Result<Vec<ObservedProperty>, StoreError>;
 
     /// One event of one tenant, expired or not.
     async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError>;

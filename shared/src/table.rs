@@ -5,6 +5,9 @@
 //! Item types (see docs/KEY-DESIGN.md):
 //! - event: `accountId` = tenant, `cursor` = ULID.
 //! - idempotency marker: `accountId` = `idem#<tenant>`, `cursor` = the key.
+//! - settings: `accountId` = `settings#<tenant>`, `cursor` = `settings`.
+//! - observed property: `accountId` = `meta#<tenant>`, `cursor` = the JSON
+//!   array `[serviceName, eventType, property, type]`.
 //!
 //! Tenant ids never contain `#`, so no other item type shares a partition
 //! with a tenant's events.
@@ -20,6 +23,9 @@ pub const PARTITION_KEY: &str = "accountId";
 pub const SORT_KEY: &str = "cursor";
 pub const TTL_ATTRIBUTE: &str = "ttl";
 pub const IDEMPOTENCY_PREFIX: &str = "idem#";
+pub const SETTINGS_PREFIX: &str = "settings#";
+pub const SETTINGS_SORT_KEY: &str = "settings";
+pub const METADATA_PREFIX: &str = "meta#";
 
 /// A secondary index: tenant + one pivot field, ordered by cursor.
 #[derive(Debug, Clone, Copy, PartialEq)]

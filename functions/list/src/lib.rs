@@ -9,8 +9,9 @@ use audit_shared::cursor::parse_cursor;
 use audit_shared::http::{
     error_response, json_response, link, parse_limit, query_parameters, require_json,
 };
-use audit_shared::query::Query;
+use audit_shared::query::{Query, QueryCursor};
 use audit_shared::read::{Start, TrailReader, DEFAULT_QUERY_PAGE, DEFAULT_TAIL_PAGE, MAX_PAGE};
+use audit_shared::selfaudit::{RequestFacts, SelfAuditFilter, SelfAuditor};
 use audit_shared::{ApiError, Config, EventStore};
 use chrono::Utc;
 use lambda_http::http::Method;
@@ -20,61 +21,125 @@ use serde_json::{json, Value};
 /// Longest `wait` a tail request may ask for: well inside API Gateway's 29 s.
 pub const MAX_WAIT_SECONDS: u64 = 20;
 
+pub struct TailParams {
+    limit: usize,
+    start: Start,
+    wait: u64,
+    filter: SelfAuditFilter,
+}
+
+pub struct QueryParams {
+    query: Query,
+    limit: usize,
+    cursor: Option<QueryCursor>,
+}
+
+/// Validates a tail request completely before anything runs.
+fn parse_tail(request: &Request) -> Result<TailParams, ApiError> {
+    let params = query_parameters(request, &["limit", "from", "after", "wait", "selfAudit"])?;
+    let filter = SelfAuditFilter::parse(params.get("selfAudit"))?;
+    let limit = parse_limit(params.get("limit"), DEFAULT_TAIL_PAGE, MAX_PAGE)?;
+    let start = match (params.get("from"), params.get("after")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "after",
+                "give `from` or `after`, not both",
+            ))
+        }
+        (Some(from), None) => Start::From(parse_cursor("from", from)?),
+        (None, Some(after)) => Start::After(parse_cursor("after", after)?),
+        (None, None) => Start::Beginning,
+    };
+    let wait = match params.get("wait") {
+        None => 0,
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|w| *w <= MAX_WAIT_SECONDS)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "wait",
+                    format!("`wait` must be whole seconds from 0 to {MAX_WAIT_SECONDS}"),
+                )
+            })?,
+    };
+    Ok(TailParams {
+        limit,
+        start,
+        wait,
+        filter,
+    })
+}
+
 pub struct ListHandler<S> {
     reader: TrailReader<S>,
     tenant_claim: String,
+    auditor: SelfAuditor<S>,
 }
 
 impl<S: EventStore> ListHandler<S> {
     pub fn new(store: Arc<S>, config: Config) -> Self {
         let tenant_claim = config.tenant_claim.clone();
+        let auditor = SelfAuditor::for_config(Arc::clone(&store), &config);
         Self {
             reader: TrailReader::new(store, config),
             tenant_claim,
+            auditor,
         }
     }
 
     pub async fn handle(&self, request: Request) -> Response<Body> {
+        let caller = match Caller::from_request(&request, &self.tenant_claim) {
+            Ok(caller) => caller,
+            Err(err) => return error_response(&err),
+        };
+        // Only authorised, well-formed reads are recorded: bad input changes nothing.
         let result = match *request.method() {
-            Method::POST => self.query(&request).await,
-            _ => self.tail(&request).await,
+            Method::POST => match caller
+                .require(SCOPE_READ)
+                .and_then(|_| self.parse_query(&request, &caller))
+            {
+                Ok(parsed) => {
+                    let facts = RequestFacts::from_request(&request, "audit.query");
+                    self.auditor
+                        .around(&caller, facts, self.query(&request, &caller, parsed))
+                        .await
+                }
+                Err(err) => Err(err),
+            },
+            _ => match caller
+                .require(SCOPE_READ)
+                .and_then(|_| parse_tail(&request))
+            {
+                Ok(parsed) => {
+                    let facts = RequestFacts::from_request(&request, "audit.list");
+                    self.auditor
+                        .around(&caller, facts, self.tail(&request, &caller, parsed))
+                        .await
+                }
+                Err(err) => Err(err),
+            },
         };
         result.unwrap_or_else(|err| error_response(&err))
     }
 
-    async fn tail(&self, request: &Request) -> Result<Response<Body>, ApiError> {
-        let caller = Caller::from_request(request, &self.tenant_claim)?;
-        caller.require(SCOPE_READ)?;
-        let params = query_parameters(request, &["limit", "from", "after", "wait"])?;
-        let limit = parse_limit(params.get("limit"), DEFAULT_TAIL_PAGE, MAX_PAGE)?;
-        let start = match (params.get("from"), params.get("after")) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "after",
-                    "give `from` or `after`, not both",
-                ))
-            }
-            (Some(from), None) => Start::From(parse_cursor("from", from)?),
-            (None, Some(after)) => Start::After(parse_cursor("after", after)?),
-            (None, None) => Start::Beginning,
-        };
-        let wait = match params.get("wait") {
-            None => 0,
-            Some(text) => text
-                .parse::<u64>()
-                .ok()
-                .filter(|w| *w <= MAX_WAIT_SECONDS)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "wait",
-                        format!("`wait` must be whole seconds from 0 to {MAX_WAIT_SECONDS}"),
-                    )
-                })?,
-        };
+    async fn tail(
+        &self,
+        request: &Request,
+        caller: &Caller,
+        parsed: TailParams,
+    ) -> Result<Response<Body>, ApiError> {
+        let TailParams {
+            limit,
+            start,
+            wait,
+            filter,
+        } = parsed;
+        let keep = |event: &audit_shared::Event| filter.keeps(event, caller);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
         let mut page = self
             .reader
-            .tail(&caller.tenant, start, limit, Utc::now())
+            .tail(&caller.tenant, start, limit, Utc::now(), keep)
             .await?;
         // Long-poll: an empty, caught-up page waits (up to `wait`) for the
         // horizon to pass new events, checking once a second.
@@ -83,7 +148,7 @@ impl<S: EventStore> ListHandler<S> {
             tokio::time::sleep(pause).await;
             page = self
                 .reader
-                .tail(&caller.tenant, start, limit, Utc::now())
+                .tail(&caller.tenant, start, limit, Utc::now(), keep)
                 .await?;
         }
         let mut self_query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
@@ -99,6 +164,10 @@ impl<S: EventStore> ListHandler<S> {
         if wait > 0 {
             self_query.push(("wait", wait.to_string()));
             next_query.push(("wait", wait.to_string()));
+        }
+        if filter != SelfAuditFilter::Include {
+            self_query.push(("selfAudit", filter.name().to_string()));
+            next_query.push(("selfAudit", filter.name().to_string()));
         }
         let events: Vec<_> = page
             .events
@@ -122,9 +191,8 @@ impl<S: EventStore> ListHandler<S> {
         Ok(response)
     }
 
-    async fn query(&self, request: &Request) -> Result<Response<Body>, ApiError> {
-        let caller = Caller::from_request(request, &self.tenant_claim)?;
-        caller.require(SCOPE_READ)?;
+    /// Validates a query request completely, cursor included, before anything runs.
+    fn parse_query(&self, request: &Request, caller: &Caller) -> Result<QueryParams, ApiError> {
         let params = query_parameters(request, &["limit", "cursor"])?;
         let limit = parse_limit(params.get("limit"), DEFAULT_QUERY_PAGE, MAX_PAGE)?;
         require_json(request)?;
@@ -146,14 +214,31 @@ impl<S: EventStore> ListHandler<S> {
             )
         })?;
         let query = Query::parse(&body, Utc::now())?;
+        let cursor = params
+            .get("cursor")
+            .map(|token| self.reader.verify_cursor(token, &caller.tenant, &query))
+            .transpose()?;
+        Ok(QueryParams {
+            query,
+            limit,
+            cursor,
+        })
+    }
+
+    async fn query(
+        &self,
+        request: &Request,
+        caller: &Caller,
+        parsed: QueryParams,
+    ) -> Result<Response<Body>, ApiError> {
+        let QueryParams {
+            query,
+            limit,
+            cursor,
+        } = parsed;
         let page = self
             .reader
-            .query(
-                &caller.tenant,
-                &query,
-                params.get("cursor").map(String::as_str),
-                limit,
-            )
+            .query(&caller.tenant, &query, cursor, limit)
             .await?;
         let next = page
             .next

@@ -1,0 +1,283 @@
+//! `GET /audit/metadata`, `GET /audit/metadata/properties` (what can be
+//! queried) and `GET`/`PUT /audit/settings` (the tenant's retention).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use audit_shared::auth::{Caller, SCOPE_ADMIN, SCOPE_READ};
+use audit_shared::event::format_time;
+use audit_shared::http::{error_response, json_response, query_parameters, require_json};
+use audit_shared::metadata::ObservedProperty;
+use audit_shared::query::{FieldType, TOP_LEVEL_FIELDS};
+use audit_shared::selfaudit::{
+    RequestFacts, SelfAuditor, SELF_AUDIT_EVENT_TYPES, SELF_AUDIT_SERVICE,
+};
+use audit_shared::settings::{validate_retention, TenantSettings};
+use audit_shared::table::PIVOT_INDEXES;
+use audit_shared::{ApiError, Config, EventStore};
+use chrono::Utc;
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+use serde_json::{json, Value};
+
+pub const TARGETS: &[&str] = &["event", "data", "indexedData"];
+
+pub struct PropertiesQuery {
+    target: String,
+    service: String,
+    event_type: Option<String>,
+}
+
+fn parse_properties(request: &Request) -> Result<PropertiesQuery, ApiError> {
+    let params = query_parameters(request, &["target", "serviceName", "eventType"])?;
+    let target = params
+        .get("target")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "target",
+                "`target` is required (event, data or indexedData)",
+            )
+        })?;
+    if !TARGETS.contains(&target.as_str()) {
+        return Err(ApiError::bad_request(
+            "target",
+            "`target` is event, data or indexedData",
+        ));
+    }
+    let service = params
+        .get("serviceName")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("serviceName", "`serviceName` is required"))?;
+    Ok(PropertiesQuery {
+        target: target.clone(),
+        service: service.clone(),
+        event_type: params.get("eventType").filter(|s| !s.is_empty()).cloned(),
+    })
+}
+
+pub struct MetadataHandler<S> {
+    store: Arc<S>,
+    auditor: SelfAuditor<S>,
+    tenant_claim: String,
+    default_retention_days: u32,
+    extended: bool,
+}
+
+fn operators(field_type: FieldType) -> Vec<&'static str> {
+    field_type.operators().iter().map(|o| o.name()).collect()
+}
+
+/// The operators that apply to an observed JSON type under `data.*`.
+fn operators_for_json(json_type: &str) -> Vec<&'static str> {
+    match json_type {
+        "boolean" => vec!["eq", "ne", "exists"],
+        "number" => vec!["eq", "ne", "in", "exists", "gt", "gte", "lt", "lte"],
+        "array" => vec!["contains", "exists"],
+        "object" => vec!["exists"],
+        _ => operators(FieldType::String),
+    }
+}
+
+fn describe(property: &ObservedProperty) -> Value {
+    let ops = if property.target() == "event" {
+        TOP_LEVEL_FIELDS
+            .iter()
+            .find(|(name, _)| *name == property.name)
+            .map(|(_, t)| operators(*t))
+            .unwrap_or_else(|| operators_for_json(&property.json_type))
+    } else {
+        operators_for_json(&property.json_type)
+    };
+    json!({"name": property.name, "type": property.json_type, "operators": ops})
+}
+
+impl<S: EventStore> MetadataHandler<S> {
+    pub fn new(store: Arc<S>, config: &Config) -> Self {
+        let auditor = SelfAuditor::for_config(Arc::clone(&store), config);
+        Self {
+            store,
+            auditor,
+            tenant_claim: config.tenant_claim.clone(),
+            default_retention_days: config.default_retention_days,
+            extended: config.metadata_extended,
+        }
+    }
+
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let caller = match Caller::from_request(&request, &self.tenant_claim) {
+            Ok(caller) => caller,
+            Err(err) => return error_response(&err),
+        };
+        // The stage prefix of the raw path varies; the route's tail doesn't.
+        let path = request.uri().path().trim_end_matches('/').to_string();
+        let result = if path.ends_with("/settings") {
+            match *request.method() {
+                Method::PUT => self.put_settings(&request, &caller).await,
+                _ => self.get_settings(&caller).await,
+            }
+        } else if path.ends_with("/properties") {
+            // Only authorised, well-formed reads are recorded: bad input changes nothing.
+            match caller
+                .require(SCOPE_READ)
+                .and_then(|_| parse_properties(&request))
+            {
+                Ok(wanted) => {
+                    let facts = RequestFacts::from_request(&request, "audit.metadata.properties");
+                    self.auditor
+                        .around(&caller, facts, self.properties(&caller, wanted))
+                        .await
+                }
+                Err(err) => Err(err),
+            }
+        } else {
+            match caller
+                .require(SCOPE_READ)
+                .and_then(|_| query_parameters(&request, &[]))
+            {
+                Ok(_) => {
+                    let facts = RequestFacts::from_request(&request, "audit.metadata");
+                    self.auditor
+                        .around(&caller, facts, self.metadata(&caller))
+                        .await
+                }
+                Err(err) => Err(err),
+            }
+        };
+        result.unwrap_or_else(|err| error_response(&err))
+    }
+
+    async fn metadata(&self, caller: &Caller) -> Result<Response<Body>, ApiError> {
+        let observed = self
+            .store
+            .read_properties(&caller.tenant, None, None)
+            .await?;
+        let mut services: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        // The API's own records are in every tenant's trail.
+        services.insert(
+            SELF_AUDIT_SERVICE,
+            SELF_AUDIT_EVENT_TYPES.iter().copied().collect(),
+        );
+        let mut by_target: BTreeMap<&str, BTreeMap<(String, String), Value>> = BTreeMap::new();
+        for property in &observed {
+            services
+                .entry(&property.service_name)
+                .or_default()
+                .insert(&property.event_type);
+            if property.target() != "event" {
+                by_target.entry(property.target()).or_default().insert(
+                    (property.name.clone(), property.json_type.clone()),
+                    describe(property),
+                );
+            }
+        }
+        let event_fields: Vec<Value> = TOP_LEVEL_FIELDS
+            .iter()
+            .map(|(name, field_type)| {
+                json!({"name": name, "type": field_type.name(), "operators": operators(*field_type), "indexed": PIVOT_INDEXES.iter().any(|i| i.field == *name)})
+            })
+            .collect();
+        let observed_fields = |target: &str| -> Vec<Value> {
+            by_target
+                .get(target)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default()
+        };
+        Ok(json_response(
+            200,
+            &json!({
+                "extended": self.extended,
+                "targets": [
+                    {"target": "event", "description": "top-level event fields", "fields": event_fields},
+                    {"target": "data", "description": "data.<path>: properties seen in this tenant's events", "fields": observed_fields("data")},
+                    {"target": "indexedData", "description": "indexedData.<key>: string properties seen in this tenant's events", "fields": observed_fields("indexedData")},
+                ],
+                "services": services.iter().map(|(service, types)| json!({"serviceName": service, "eventTypes": types})).collect::<Vec<_>>(),
+            }),
+        ))
+    }
+
+    async fn properties(
+        &self,
+        caller: &Caller,
+        wanted: PropertiesQuery,
+    ) -> Result<Response<Body>, ApiError> {
+        let PropertiesQuery {
+            target,
+            service,
+            event_type,
+        } = wanted;
+        let observed = self
+            .store
+            .read_properties(&caller.tenant, Some(&service), event_type.as_deref())
+            .await?;
+        let mut unique: BTreeMap<(String, String), Value> = BTreeMap::new();
+        for property in observed.iter().filter(|p| p.target() == target) {
+            unique
+                .entry((property.name.clone(), property.json_type.clone()))
+                .or_insert_with(|| describe(property));
+        }
+        Ok(json_response(
+            200,
+            &json!({"properties": unique.into_values().collect::<Vec<_>>()}),
+        ))
+    }
+
+    async fn current_settings(&self, tenant: &str) -> Result<(TenantSettings, bool), ApiError> {
+        Ok(match self.store.get_settings(tenant).await? {
+            Some(settings) => (settings, false),
+            None => (
+                TenantSettings {
+                    retention_days: self.default_retention_days,
+                    updated_at: None,
+                    updated_by: None,
+                },
+                true,
+            ),
+        })
+    }
+
+    async fn get_settings(&self, caller: &Caller) -> Result<Response<Body>, ApiError> {
+        caller.require(SCOPE_ADMIN)?;
+        let (settings, is_default) = self.current_settings(&caller.tenant).await?;
+        let mut body = serde_json::to_value(&settings).unwrap_or_default();
+        body["default"] = json!(is_default);
+        Ok(json_response(200, &body))
+    }
+
+    async fn put_settings(
+        &self,
+        request: &Request,
+        caller: &Caller,
+    ) -> Result<Response<Body>, ApiError> {
+        caller.require(SCOPE_ADMIN)?;
+        require_json(request)?;
+        let body: Value = serde_json::from_slice(request.body().as_ref()).map_err(|_| {
+            ApiError::bad_request(
+                "body",
+                "the body is not valid JSON; send {\"retentionDays\": n}",
+            )
+        })?;
+        let retention_days = validate_retention(&body)?;
+        let (before, _) = self.current_settings(&caller.tenant).await?;
+        let settings = TenantSettings {
+            retention_days,
+            updated_at: Some(format_time(Utc::now())),
+            updated_by: caller.subject.clone().or_else(|| caller.client_id.clone()),
+        };
+        self.store.put_settings(&caller.tenant, &settings).await?;
+        self.auditor.retention().forget(&caller.tenant);
+        // The change is itself an audit event; it must not go unrecorded.
+        let facts = RequestFacts::from_request(request, "audit.settings.updated");
+        self.auditor
+            .record_change(
+                caller,
+                &facts,
+                json!({"retentionDays": {"from": before.retention_days, "to": retention_days}}),
+            )
+            .await?;
+        let mut body = serde_json::to_value(&settings).unwrap_or_default();
+        body["default"] = json!(false);
+        Ok(json_response(200, &body))
+    }
+}

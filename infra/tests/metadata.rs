@@ -1,0 +1,500 @@
+//! Metadata for building queries, self-auditing of reads, per-tenant retention.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use audit_infra::proxy::Faults;
+use audit_infra::testkit::{EnvOptions, TestEnv};
+use audit_shared::dynamo::item_to_event;
+use audit_shared::{table, Config, Event};
+use common::*;
+use serde_json::{json, Value};
+
+fn no_retention_cache(config: &mut Config) {
+    config.retention_cache = Duration::ZERO;
+    config.settle_horizon = Duration::from_millis(200);
+}
+
+async fn api() -> Api {
+    Api::from_env(
+        TestEnv::start_with(EnvOptions {
+            configure: Some(no_retention_cache),
+            ..Default::default()
+        })
+        .await,
+    )
+    .await
+}
+
+/// The tenant's events straight from the table, oldest first.
+async fn stored_events(api: &Api, tenant: &str) -> Vec<Event> {
+    let mut events: Vec<Event> = api
+        .env
+        .all_items()
+        .await
+        .into_iter()
+        .filter(|item| {
+            item.get(table::PARTITION_KEY)
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|t| t == tenant)
+        })
+        .map(|item| item_to_event(item).unwrap())
+        .collect();
+    events.sort_by(|a, b| a.cursor.cmp(&b.cursor));
+    events
+}
+
+async fn seed(api: &Api, token: &str) {
+    let body = json!({"events": [
+        {"eventType": "user.login", "serviceName": "idp", "userId": "u-1", "data": {"user": {"role": "admin", "attempts": 2}, "mfa": true}},
+        {"eventType": "user.login", "serviceName": "idp", "data": {"user": {"role": "viewer"}, "methods": ["otp"]}},
+        {"eventType": "user.logout", "serviceName": "idp"},
+        {"eventType": "role.granted", "serviceName": "iam", "indexedData": {"region": "eu"}, "data": {"role": "admin"}},
+    ]});
+    let (status, answer) = json_of(api.post_json(token, "/audit/events", &body).await).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test]
+async fn metadata_lists_kinds_fields_and_nested_properties_per_tenant() {
+    let api = api().await;
+    let token = api.token("acme");
+    seed(&api, &token).await;
+    let (status, meta) = json_of(api.get(&token, "/audit/metadata").await).await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["extended"], true);
+    let services: Vec<(String, Vec<String>)> = meta["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["serviceName"].as_str().unwrap().to_string(),
+                s["eventTypes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert!(
+        services.contains(&(
+            "idp".into(),
+            vec!["user.login".into(), "user.logout".into()]
+        )),
+        "{services:?}"
+    );
+    assert!(services.contains(&("iam".into(), vec!["role.granted".into()])));
+    let target = |name: &str| {
+        meta["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let event_fields = target("event")["fields"].as_array().unwrap().clone();
+    let user_id = event_fields.iter().find(|f| f["name"] == "userId").unwrap();
+    assert_eq!(user_id["indexed"], true);
+    assert!(user_id["operators"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("eq")));
+    let data_fields: BTreeSet<String> = target("data")["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}:{}",
+                f["name"].as_str().unwrap(),
+                f["type"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        "data.user.role:string",
+        "data.user.attempts:number",
+        "data.mfa:boolean",
+        "data.methods:array",
+        "data.role:string",
+    ] {
+        assert!(
+            data_fields.contains(expected),
+            "{expected} in {data_fields:?}"
+        );
+    }
+    assert_eq!(
+        target("indexedData")["fields"][0]["name"],
+        "indexedData.region"
+    );
+
+    let (status, props) = json_of(
+        api.get(
+            &token,
+            "/audit/metadata/properties?target=data&serviceName=idp&eventType=user.login",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{props}");
+    let names: BTreeSet<String> = props["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "data.methods",
+            "data.mfa",
+            "data.user.attempts",
+            "data.user.role"
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
+    );
+    let (_, all_idp) = json_of(
+        api.get(
+            &token,
+            "/audit/metadata/properties?target=event&serviceName=idp",
+        )
+        .await,
+    )
+    .await;
+    assert!(all_idp["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "userId"));
+    let (status, none) = json_of(
+        api.get(
+            &token,
+            "/audit/metadata/properties?target=data&serviceName=nope&eventType=x",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, none["properties"].as_array().unwrap().len()),
+        (200, 0)
+    );
+    for (query, field) in [
+        ("serviceName=idp", "target"),
+        ("target=data", "serviceName"),
+        ("target=colour&serviceName=idp", "target"),
+    ] {
+        let (status, err) = json_of(
+            api.get(&token, &format!("/audit/metadata/properties?{query}"))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(err["error"]["field"], field);
+    }
+
+    // another tenant sees none of it
+    let (_, other) = json_of(api.get(&api.token("globex"), "/audit/metadata").await).await;
+    assert!(!other["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["serviceName"] == "idp"));
+    let (_, other_props) = json_of(
+        api.get(
+            &api.token("globex"),
+            "/audit/metadata/properties?target=data&serviceName=idp",
+        )
+        .await,
+    )
+    .await;
+    assert!(other_props["properties"].as_array().unwrap().is_empty());
+
+    // a query built from metadata alone works
+    let role = target("data")["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "data.user.role")
+        .unwrap()
+        .clone();
+    let query = json!({"and": [
+        {"field": "serviceName", "operator": "eq", "value": services.iter().find(|s| s.0 == "idp").unwrap().0},
+        {"field": role["name"], "operator": role["operators"][0], "value": "admin"}
+    ]});
+    let (status, found) = json_of(api.post_json(&token, "/audit/query", &query).await).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn every_read_route_records_itself_and_ingest_does_not() {
+    let api = api().await;
+    let token = api.token("acme");
+    seed(&api, &token).await;
+    assert!(
+        stored_events(&api, "acme")
+            .await
+            .iter()
+            .all(|e| e.service_name != "audit-api"),
+        "ingest records nothing about itself"
+    );
+    let cursor = stored_events(&api, "acme").await[0].cursor.clone();
+    let reads = [
+        ("GET", "/audit?limit=5".to_string(), "audit.list"),
+        ("POST", "/audit/query".to_string(), "audit.query"),
+        ("GET", format!("/audit/events/{cursor}"), "audit.lookup"),
+        ("GET", "/audit/metadata".to_string(), "audit.metadata"),
+        (
+            "GET",
+            "/audit/metadata/properties?target=data&serviceName=idp".to_string(),
+            "audit.metadata.properties",
+        ),
+    ];
+    for (method, path, _) in &reads {
+        let request = if *method == "GET" {
+            api.http.get(format!("{}{path}", api.base))
+        } else {
+            api.http
+                .post(format!("{}{path}", api.base))
+                .json(&json!({}))
+        };
+        let response = request
+            .bearer_auth(&token)
+            .header("user-agent", "siem-poller/1.0")
+            .header("referer", "https://siem.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+    }
+    let records: Vec<Event> = stored_events(&api, "acme")
+        .await
+        .into_iter()
+        .filter(|e| e.service_name == "audit-api")
+        .collect();
+    let kinds: Vec<&str> = records.iter().map(|e| e.event_type.as_str()).collect();
+    for (_, path, kind) in &reads {
+        let record = records
+            .iter()
+            .find(|e| e.event_type == *kind)
+            .unwrap_or_else(|| panic!("no {kind} record in {kinds:?}"));
+        let data = record.data.as_ref().unwrap();
+        let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
+        assert_eq!(data["path"], path_only);
+        assert_eq!(data["queryString"], query);
+        assert_eq!(data["userAgent"], "siem-poller/1.0");
+        assert_eq!(data["referer"], "https://siem.example");
+        assert_eq!(data["sourceIp"], "127.0.0.1");
+        assert_eq!(data["subject"], "dev-user@acme");
+        assert_eq!(data["clientId"], "audit-local-dev");
+        assert_eq!(record.account_id, "acme");
+    }
+    assert_eq!(records.len(), reads.len(), "one record per read: {kinds:?}");
+    // reading the records creates one record about that read, not more
+    let (_, page) = json_of(api.get(&token, "/audit?limit=1000").await).await;
+    let listed = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["serviceName"] == "audit-api")
+        .count();
+    assert!(listed <= reads.len());
+    let after: Vec<Event> = stored_events(&api, "acme")
+        .await
+        .into_iter()
+        .filter(|e| e.service_name == "audit-api")
+        .collect();
+    assert_eq!(after.len(), reads.len() + 1);
+}
+
+#[tokio::test]
+async fn a_poller_can_leave_out_self_audit_records() {
+    let api = api().await;
+    let poller = api.env.auth.mint_claims(json!({
+        "tenant_id": "acme", "scope": RW, "client_id": "siem", "sub": "siem-bot",
+        "iss": api.env.auth.issuer, "aud": api.env.auth.audience, "exp": chrono::Utc::now().timestamp() + 600
+    }));
+    let analyst = api.token("acme"); // client audit-local-dev
+    seed(&api, &analyst).await;
+    for token in [&poller, &poller, &analyst] {
+        json_of(api.get(token, "/audit/metadata").await).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let count = |page: &Value, client: Option<&str>| {
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["serviceName"] == "audit-api" && client.is_none_or(|c| e["clientId"] == c)
+            })
+            .count()
+    };
+    let (_, all) = json_of(api.get(&poller, "/audit?limit=1000").await).await;
+    assert_eq!(count(&all, None), 3, "included by default");
+    let (_, excluded) = json_of(
+        api.get(&poller, "/audit?limit=1000&selfAudit=exclude")
+            .await,
+    )
+    .await;
+    assert_eq!(count(&excluded, None), 0);
+    assert_eq!(excluded["events"].as_array().unwrap().len(), 4);
+    assert!(excluded["_links"]["next"]["href"]
+        .as_str()
+        .unwrap()
+        .contains("selfAudit=exclude"));
+    let (_, others) = json_of(api.get(&poller, "/audit?limit=1000&selfAudit=others").await).await;
+    assert_eq!(
+        (
+            count(&others, Some("siem")),
+            count(&others, Some("audit-local-dev"))
+        ),
+        (0, 1),
+        "only the poller's own records are left out"
+    );
+    let (status, _) = json_of(api.get(&poller, "/audit?selfAudit=maybe").await).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_self_audit_record_does_not_fail_the_read_unless_required() {
+    for required in [false, true] {
+        let env = TestEnv::start_with(EnvOptions {
+            with_proxy: true,
+            configure: Some(if required {
+                |c: &mut Config| c.self_audit_required = true
+            } else {
+                |_: &mut Config| {}
+            }),
+            ..Default::default()
+        })
+        .await;
+        let api = Api::from_env(env).await;
+        let token = api.token("acme");
+        api.env.proxy.as_ref().unwrap().set(Faults {
+            throttle_writes: true,
+            ..Default::default()
+        });
+        let response = api.get(&token, "/audit/metadata").await;
+        let status = response.status().as_u16();
+        if required {
+            assert_eq!(status, 503);
+            assert!(response.headers().contains_key("retry-after"));
+        } else {
+            assert_eq!(status, 200, "the read answers although its record failed");
+        }
+        assert!(api.env.all_items().await.is_empty(), "nothing was recorded");
+    }
+}
+
+#[tokio::test]
+async fn retention_is_per_tenant_bounded_admin_only_and_audited() {
+    let api = api().await;
+    let admin = api.env.token("acme", "audit:read audit:write audit:admin");
+    let (status, settings) = json_of(api.get(&admin, "/audit/settings").await).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            settings["retentionDays"].as_u64(),
+            settings["default"].as_bool()
+        ),
+        (Some(90), Some(true))
+    );
+    let (_, before) = json_of(
+        api.post_json(&admin, "/audit/events", &event("before"))
+            .await,
+    )
+    .await;
+
+    let put = |token: String, body: Value| {
+        let (http, url) = (api.http.clone(), format!("{}/audit/settings", api.base));
+        async move {
+            json_of(
+                http.put(url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    for bad in [
+        json!({"retentionDays": 0}),
+        json!({"retentionDays": 3651}),
+        json!({"retentionDays": "30"}),
+        json!({"retentionDays": 1.5}),
+        json!({"days": 30}),
+        json!({}),
+    ] {
+        let (status, answer) = put(admin.clone(), bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
+    let writer = api.token("acme");
+    let (status, _) = put(writer.clone(), json!({"retentionDays": 30})).await;
+    assert_eq!(status, 403, "settings need audit:admin");
+    let (status, _) = json_of(api.get(&writer, "/audit/settings").await).await;
+    assert_eq!(status, 403);
+
+    let (status, updated) = put(admin.clone(), json!({"retentionDays": 30})).await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["retentionDays"], 30);
+    let (_, after) = json_of(
+        api.post_json(&admin, "/audit/events", &event("after"))
+            .await,
+    )
+    .await;
+    let days = |answer: &Value| {
+        let t =
+            chrono::DateTime::parse_from_rfc3339(answer["timestamp"].as_str().unwrap()).unwrap();
+        let e =
+            chrono::DateTime::parse_from_rfc3339(answer["expiresAt"].as_str().unwrap()).unwrap();
+        (e - t).num_days()
+    };
+    assert_eq!(days(&before), 90);
+    assert_eq!(days(&after), 30, "new events get the tenant's retention");
+    // stored events are never rewritten
+    let (_, old) = json_of(
+        api.get(
+            &admin,
+            &format!("/audit/events/{}", before["cursor"].as_str().unwrap()),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(old["expiresAt"], before["expiresAt"]);
+    // other tenants keep the default
+    let (_, other) = json_of(
+        api.post_json(&api.token("globex"), "/audit/events", &event("x"))
+            .await,
+    )
+    .await;
+    assert_eq!(days(&other), 90);
+    // the change is itself an audit event
+    let change = stored_events(&api, "acme")
+        .await
+        .into_iter()
+        .find(|e| e.event_type == "audit.settings.updated")
+        .expect("a settings event");
+    assert_eq!(
+        change.data.unwrap()["retentionDays"],
+        json!({"from": 90, "to": 30})
+    );
+    let (_, settings) = json_of(api.get(&admin, "/audit/settings").await).await;
+    assert_eq!(
+        (
+            settings["retentionDays"].as_u64(),
+            settings["default"].as_bool()
+        ),
+        (Some(30), Some(false))
+    );
+}

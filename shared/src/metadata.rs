@@ -1,0 +1,150 @@
+//! What can be queried: the properties seen per tenant, service and event
+//! type. Recorded by ingest only when a process sees a combination for the
+//! first time, so steady-state ingest adds no writes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::Event;
+
+/// Most properties recorded per event (deep or wide `data` is cut off here).
+const MAX_PROPERTIES_PER_EVENT: usize = 64;
+const MAX_DEPTH: usize = 6;
+/// Most combinations one process remembers before it stops recording new
+/// ones (protects against `data` keyed by ids).
+const MAX_REMEMBERED: usize = 100_000;
+
+/// One observed property of one kind of event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedProperty {
+    pub service_name: String,
+    pub event_type: String,
+    /// As a query field: `userId`, `data.user.role`, `indexedData.region`.
+    pub name: String,
+    /// JSON type: string, number, boolean, object, array.
+    #[serde(rename = "type")]
+    pub json_type: String,
+}
+
+impl ObservedProperty {
+    pub fn target(&self) -> &str {
+        if self.name.starts_with("data.") {
+            "data"
+        } else if self.name.starts_with("indexedData.") {
+            "indexedData"
+        } else {
+            "event"
+        }
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "boolean",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+        Value::Null => "null",
+    }
+}
+
+/// The properties of one event: top-level fields, `indexedData` keys, and
+/// (when `extended`) the leaf paths of `data`.
+pub fn properties_of(event: &Event, extended: bool) -> Vec<ObservedProperty> {
+    let mut found: BTreeMap<String, &'static str> = BTreeMap::new();
+    let as_json = serde_json::to_value(event).unwrap_or(Value::Null);
+    if let Value::Object(map) = &as_json {
+        for (key, value) in map {
+            match key.as_str() {
+                "data" | "indexedData" | "mayHaveMoreData" => {}
+                _ => {
+                    found.insert(key.clone(), json_type(value));
+                }
+            }
+        }
+    }
+    if let Some(indexed) = &event.indexed_data {
+        for key in indexed.keys() {
+            found.insert(format!("indexedData.{key}"), "string");
+        }
+    }
+    if extended {
+        if let Some(data) = &event.data {
+            walk("data", data, 0, &mut found);
+        }
+    }
+    found
+        .into_iter()
+        .take(MAX_PROPERTIES_PER_EVENT)
+        .map(|(name, kind)| ObservedProperty {
+            service_name: event.service_name.clone(),
+            event_type: event.event_type.clone(),
+            name,
+            json_type: kind.to_string(),
+        })
+        .collect()
+}
+
+fn walk(path: &str, value: &Value, depth: usize, found: &mut BTreeMap<String, &'static str>) {
+    match value {
+        Value::Object(map) if depth < MAX_DEPTH && !map.is_empty() => {
+            for (key, child) in map {
+                if found.len() >= MAX_PROPERTIES_PER_EVENT * 2 {
+                    return;
+                }
+                walk(&format!("{path}.{key}"), child, depth + 1, found);
+            }
+        }
+        Value::Null => {}
+        other if path != "data" => {
+            found.insert(path.to_string(), json_type(other));
+        }
+        _ => {}
+    }
+}
+
+/// The combinations this process has already recorded.
+#[derive(Default)]
+pub struct SeenProperties {
+    seen: Mutex<HashSet<(String, ObservedProperty)>>,
+}
+
+impl SeenProperties {
+    /// The properties of `events` this process hasn't recorded yet; marks them seen.
+    pub fn first_sightings<'a>(
+        &self,
+        events: impl Iterator<Item = &'a Event>,
+        extended: bool,
+    ) -> Vec<(String, ObservedProperty)> {
+        let Ok(mut seen) = self.seen.lock() else {
+            return Vec::new();
+        };
+        let mut new = Vec::new();
+        for event in events {
+            for property in properties_of(event, extended) {
+                if seen.len() >= MAX_REMEMBERED {
+                    return new;
+                }
+                let key = (event.account_id.clone(), property);
+                if seen.insert(key.clone()) {
+                    new.push(key);
+                }
+            }
+        }
+        new
+    }
+
+    /// Forgets a sighting whose write failed, so a later event retries it.
+    pub fn forget(&self, sightings: &[(String, ObservedProperty)]) {
+        if let Ok(mut seen) = self.seen.lock() {
+            for sighting in sightings {
+                seen.remove(sighting);
+            }
+        }
+    }
+}

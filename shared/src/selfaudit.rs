@@ -1,0 +1,240 @@
+//! Reads of the audit trail are audit events too: every call of a read
+//! route records one in the caller's tenant, written concurrently with the
+//! read itself.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::Utc;
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::cursor::CursorGenerator;
+use crate::error::{ApiError, StoreError};
+use crate::event::{format_time, Event};
+use crate::settings::RetentionCache;
+use crate::store::EventStore;
+
+/// The `serviceName` of every self-audit record.
+pub const SELF_AUDIT_SERVICE: &str = "audit-api";
+/// The `eventType`s the API records about itself.
+pub const SELF_AUDIT_EVENT_TYPES: &[&str] = &[
+    "audit.list",
+    "audit.query",
+    "audit.lookup",
+    "audit.metadata",
+    "audit.metadata.properties",
+    "audit.settings.updated",
+];
+
+/// What a read request looked like, for its record.
+#[derive(Debug, Clone)]
+pub struct RequestFacts {
+    pub event_type: &'static str,
+    pub path: String,
+    pub method: String,
+    pub query_string: String,
+    pub user_agent: Option<String>,
+    pub referer: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+impl RequestFacts {
+    pub fn from_request(request: &Request, event_type: &'static str) -> Self {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let source_ip = match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(context)) => context.http.source_ip.clone(),
+            _ => None,
+        };
+        RequestFacts {
+            event_type,
+            path: request.uri().path().to_string(),
+            method: request.method().to_string(),
+            query_string: request.uri().query().unwrap_or_default().to_string(),
+            user_agent: header("user-agent"),
+            referer: header("referer"),
+            source_ip,
+        }
+    }
+}
+
+pub struct SelfAuditor<S> {
+    store: Arc<S>,
+    retention: Arc<RetentionCache<S>>,
+    cursors: CursorGenerator,
+    required: bool,
+}
+
+impl<S: EventStore> SelfAuditor<S> {
+    pub fn new(store: Arc<S>, retention: Arc<RetentionCache<S>>, required: bool) -> Self {
+        Self {
+            store,
+            retention,
+            cursors: CursorGenerator::default(),
+            required,
+        }
+    }
+
+    /// An auditor with its own retention cache, as a read function needs.
+    pub fn for_config(store: Arc<S>, config: &crate::config::Config) -> Self {
+        let retention = Arc::new(RetentionCache::new(
+            Arc::clone(&store),
+            config.default_retention_days,
+            config.retention_cache,
+        ));
+        Self::new(store, retention, config.self_audit_required)
+    }
+
+    pub fn retention(&self) -> &RetentionCache<S> {
+        &self.retention
+    }
+
+    /// Records a change made through the API (e.g. settings) as an event.
+    pub async fn record_change(
+        &self,
+        caller: &Caller,
+        facts: &RequestFacts,
+        data: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.write(caller, facts, data).await
+    }
+
+    /// Runs `read` and writes its record at the same time. A failed record
+    /// is logged and counted; it fails the read only when the deployment
+    /// requires records (then 503).
+    pub async fn around<T>(
+        &self,
+        caller: &Caller,
+        facts: RequestFacts,
+        read: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let (result, recorded) = tokio::join!(read, self.record(caller, &facts));
+        if let Err(err) = recorded {
+            tracing::error!(error = %err, route = facts.event_type, "self-audit record not written");
+            // CloudWatch embedded metric: one line of JSON on stdout.
+            println!(
+                "{}",
+                json!({
+                    "_aws": {"Timestamp": Utc::now().timestamp_millis(), "CloudWatchMetrics": [{
+                        "Namespace": "AuditTrail", "Dimensions": [["Route"]],
+                        "Metrics": [{"Name": "SelfAuditFailures", "Unit": "Count"}]}]},
+                    "Route": facts.event_type,
+                    "SelfAuditFailures": 1,
+                })
+            );
+            if self.required {
+                return Err(ApiError::Unavailable {
+                    retry_after_seconds: 1,
+                });
+            }
+        }
+        result
+    }
+
+    async fn record(&self, caller: &Caller, facts: &RequestFacts) -> Result<(), StoreError> {
+        let data = json!({
+            "path": facts.path,
+            "method": facts.method,
+            "queryString": facts.query_string,
+            "userAgent": facts.user_agent,
+            "referer": facts.referer,
+            "sourceIp": facts.source_ip,
+            "subject": caller.subject,
+            "clientId": caller.client_id,
+        });
+        self.write(caller, facts, data).await
+    }
+
+    async fn write(
+        &self,
+        caller: &Caller,
+        facts: &RequestFacts,
+        data: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let retention = self.retention.retention_days(&caller.tenant).await?;
+        let now = Utc::now();
+        let event = Event {
+            cursor: self.cursors.next().to_string(),
+            account_id: caller.tenant.clone(),
+            organization_id: None,
+            timestamp: format_time(now),
+            occurred_at: None,
+            expires_at: format_time(now + chrono::Duration::days(i64::from(retention))),
+            service_name: SELF_AUDIT_SERVICE.into(),
+            event_type: facts.event_type.into(),
+            message: Some(format!("{} {}", facts.method, facts.path)),
+            sandbox: None,
+            user_id: caller.subject.clone(),
+            user_email: None,
+            client_id: caller.client_id.clone(),
+            jwt_id: None,
+            message_id: None,
+            reference_id: None,
+            trace_id: None,
+            ip_address: facts.source_ip.clone(),
+            user_agent: facts.user_agent.clone(),
+            data: Some(data),
+            indexed_data: None,
+            may_have_more_data: None,
+        };
+        self.store.put_event(&event).await
+    }
+}
+
+/// Whether a tail page keeps an event, per the `selfAudit` parameter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SelfAuditFilter {
+    /// Every event (the default, as Pactflow does).
+    Include,
+    /// No `audit-api` records at all.
+    Exclude,
+    /// No `audit-api` records caused by this caller's client (or subject).
+    Others,
+}
+
+impl SelfAuditFilter {
+    pub fn parse(value: Option<&String>) -> Result<Self, ApiError> {
+        match value.map(String::as_str) {
+            None | Some("include") => Ok(Self::Include),
+            Some("exclude") => Ok(Self::Exclude),
+            Some("others") => Ok(Self::Others),
+            Some(_) => Err(ApiError::bad_request(
+                "selfAudit",
+                "`selfAudit` is include, exclude or others",
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Include => "include",
+            Self::Exclude => "exclude",
+            Self::Others => "others",
+        }
+    }
+
+    pub fn keeps(self, event: &Event, caller: &Caller) -> bool {
+        if event.service_name != SELF_AUDIT_SERVICE {
+            return true;
+        }
+        match self {
+            Self::Include => true,
+            Self::Exclude => false,
+            Self::Others => {
+                let same_client = caller.client_id.is_some() && event.client_id == caller.client_id;
+                let same_subject = caller.client_id.is_none()
+                    && caller.subject.is_some()
+                    && event.user_id == caller.subject;
+                !(same_client || same_subject)
+            }
+        }
+    }
+}
