@@ -8,4 +8,5 @@ pub mod devauth;
 pub mod embedded;
 pub mod gateway;
 pub mod proxy;
+pub mod relay;
 pub mod testkit;

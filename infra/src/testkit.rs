@@ -122,6 +122,33 @@ impl TestEnv {
         self.auth.mint(tenant, scopes, Duration::from_secs(600))
     }
 
+    /// Starts the stream relay feeding the `stream` handler, delivering to `subscribers`.
+    pub async fn start_relay(
+        &self,
+        subscribers: Vec<crate::relay::Subscriber>,
+    ) -> tokio::task::JoinHandle<()> {
+        let endpoint = self
+            .embedded
+            .as_ref()
+            .map(|e| e.endpoint.clone())
+            .or_else(|| std::env::var(ENDPOINT_VARIABLE).ok())
+            .unwrap_or_default();
+        let streams = crate::relay::streams_client(&endpoint).await;
+        let handler = Arc::new(stream::StreamHandler::new(
+            crate::relay::LocalPublisher::new(subscribers),
+            "audit-trail.local",
+        ));
+        crate::relay::Relay {
+            streams,
+            dynamo: self.direct.clone(),
+            table: self.config.table_name.clone(),
+            handler,
+            poll: Duration::from_millis(50),
+            from_start: true,
+        }
+        .spawn()
+    }
+
     /// Every item in the table, read straight from the store.
     pub async fn all_items(&self) -> Vec<Item> {
         let mut items = Vec::new();
@@ -167,5 +194,76 @@ impl TestEnv {
             cursors.sort();
         }
         by_tenant
+    }
+}
+
+/// An HTTP subscriber for the relay: records every delivery; can refuse the
+/// first delivery of events whose `eventType` it is told to.
+#[derive(Clone)]
+pub struct TestSubscriber {
+    pub url: String,
+    /// Accepted deliveries (the EventBridge envelopes).
+    pub accepted: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    /// Every delivery attempt's cursor.
+    pub attempts: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TestSubscriber {
+    pub async fn start(refuse_once: Option<&'static str>) -> Self {
+        use axum::extract::State;
+        use axum::http::StatusCode;
+        use axum::Json;
+        let subscriber = TestSubscriber {
+            url: String::new(),
+            accepted: Arc::default(),
+            attempts: Arc::default(),
+        };
+        let state = (subscriber.clone(), refuse_once);
+        async fn receive(
+            State((subscriber, refuse_once)): State<(TestSubscriber, Option<&'static str>)>,
+            Json(body): Json<serde_json::Value>,
+        ) -> StatusCode {
+            let cursor = body["detail"]["cursor"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let first_attempt = {
+                let mut attempts = subscriber.attempts.lock().expect("lock");
+                let first = !attempts.contains(&cursor);
+                attempts.push(cursor);
+                first
+            };
+            if first_attempt && refuse_once.is_some_and(|kind| body["detail"]["eventType"] == kind)
+            {
+                return StatusCode::SERVICE_UNAVAILABLE;
+            }
+            subscriber.accepted.lock().expect("lock").push(body);
+            StatusCode::OK
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/events", listener.local_addr().expect("address"));
+        let app = axum::Router::new()
+            .route("/events", axum::routing::post(receive))
+            .with_state(state);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestSubscriber { url, ..subscriber }
+    }
+
+    pub fn accepted_cursors(&self) -> Vec<String> {
+        self.accepted
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|b| {
+                b["detail"]["cursor"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
     }
 }

@@ -180,6 +180,7 @@ fn policies_are_least_privilege() {
             "metadata",
             &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"][..],
         ),
+        ("stream", &["events:PutEvents"][..]),
     ]);
     for (name, resource) in resources(&template) {
         if resource["Type"] != "AWS::Serverless::Function" {
@@ -358,4 +359,142 @@ async fn every_event_file_runs_through_its_handler() {
     );
     let functions: BTreeSet<&str> = Route::ALL.iter().map(|r| r.function()).collect();
     assert_eq!(covered, functions, "every function has an events/ file");
+}
+
+/// The stream files through the `stream` handler, delivering to a real HTTP
+/// subscriber, as `sam local invoke -e` would feed them.
+#[tokio::test]
+async fn every_stream_event_file_runs_through_the_stream_handler() {
+    use audit_infra::relay::{LocalPublisher, Subscriber};
+    use audit_infra::testkit::TestSubscriber;
+    let mut seen = 0;
+    for (name, event) in event_files() {
+        if event.get("Records").is_none() {
+            continue;
+        }
+        seen += 1;
+        let subscriber = TestSubscriber::start(None).await;
+        let handler = stream::StreamHandler::new(
+            LocalPublisher::new(vec![Subscriber::Http(subscriber.url.clone())]),
+            "audit-trail.test",
+        );
+        let records: aws_lambda_events::dynamodb::Event =
+            serde_json::from_value(event.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let response = handler.handle(records).await;
+        assert!(response.batch_item_failures.is_empty(), "{name}");
+        let delivered = subscriber.accepted_cursors();
+        let expected: Vec<String> = event["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["eventName"] == "INSERT"
+                    && !r["dynamodb"]["NewImage"]["accountId"]["S"]
+                        .as_str()
+                        .unwrap_or("#")
+                        .contains('#')
+            })
+            .map(|r| {
+                r["dynamodb"]["NewImage"]["cursor"]["S"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(delivered, expected, "{name}");
+        match name.as_str() {
+            "dynamodb-stream-insert.json" => assert_eq!(delivered.len(), 1),
+            "dynamodb-stream-batch.json" => assert_eq!(
+                delivered.len(),
+                3,
+                "the idempotency marker is not forwarded"
+            ),
+            "dynamodb-stream-ttl-remove.json" => {
+                assert!(delivered.is_empty(), "a TTL removal is not forwarded")
+            }
+            other => panic!("no expectation for {other}"),
+        }
+        let first = subscriber.accepted.lock().unwrap().first().cloned();
+        if let Some(first) = first {
+            assert_eq!(first["detail-type"], "AuditEvent");
+            assert_eq!(first["detail"]["data"]["mfa"], true);
+            assert!(
+                first["detail"].get("gsiUserId").is_none(),
+                "the detail is the API's JSON, not the item"
+            );
+        }
+    }
+    assert_eq!(seen, 3);
+}
+
+/// A subset of EventBridge/Lambda event filtering: exact values, `exists`,
+/// and nested objects, which is all the template's patterns use.
+fn pattern_matches(pattern: &Value, value: &Value) -> bool {
+    let Some(fields) = pattern.as_object() else {
+        return false;
+    };
+    fields.iter().all(|(key, rule)| {
+        let found = value.get(key);
+        match rule {
+            Value::Object(_) => found.is_some_and(|v| pattern_matches(rule, v)),
+            Value::Array(options) => options.iter().any(|option| match option {
+                Value::Object(o) if o.contains_key("exists") => {
+                    found.is_some() == o["exists"].as_bool().unwrap_or(true)
+                }
+                exact => found == Some(exact),
+            }),
+            _ => false,
+        }
+    })
+}
+
+#[test]
+fn the_stream_filter_passes_only_event_inserts() {
+    let template = template();
+    let function = resources(&template)
+        .into_iter()
+        .find(|(_, r)| text(&r["Metadata"]["BuildProperties"]["Binary"]) == "stream")
+        .expect("a stream function")
+        .1;
+    let source = function["Properties"]["Events"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .find(|e| e["Type"] == "DynamoDB")
+        .expect("a DynamoDB event source")
+        .clone();
+    let props = &source["Properties"];
+    assert_eq!(
+        props["FunctionResponseTypes"][0],
+        Yaml::from("ReportBatchItemFailures")
+    );
+    assert_eq!(props["BisectBatchOnFunctionError"], Yaml::Bool(true));
+    assert!(
+        props["MaximumRetryAttempts"].as_u64().is_some()
+            && props["MaximumRecordAgeInSeconds"].as_u64().is_some()
+    );
+    assert!(props["DestinationConfig"]["OnFailure"]["Destination"] != Yaml::Null);
+    let patterns: Vec<Value> = props["FilterCriteria"]["Filters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|f| serde_json::from_str(f["Pattern"].as_str().unwrap()).unwrap())
+        .collect();
+    let passes = |record: &Value| patterns.iter().any(|p| pattern_matches(p, record));
+    let files: HashMap<String, Value> = event_files().into_iter().collect();
+    let batch = files["dynamodb-stream-batch.json"]["Records"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let passed: Vec<bool> = batch.iter().map(passes).collect();
+    assert_eq!(
+        passed,
+        vec![true, false, true, true],
+        "the idempotency marker's insert is filtered out"
+    );
+    assert!(passes(&files["dynamodb-stream-insert.json"]["Records"][0]));
+    assert!(
+        !passes(&files["dynamodb-stream-ttl-remove.json"]["Records"][0]),
+        "TTL removals are filtered out"
+    );
 }

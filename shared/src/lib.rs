@@ -16,6 +16,7 @@ pub mod read;
 pub mod selfaudit;
 pub mod settings;
 pub mod store;
+pub mod stream;
 pub mod table;
 pub mod telemetry;
 

@@ -9,5 +9,7 @@ pub fn init() {
         .with_current_span(false)
         .with_target(false)
         .without_time() // Lambda stamps every line itself
+        // stdout stays free for output (the local relay prints events there)
+        .with_writer(std::io::stderr)
         .try_init();
 }

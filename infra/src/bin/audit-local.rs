@@ -36,6 +36,13 @@ enum Command {
         /// Use this DynamoDB endpoint (e.g. DynamoDB Local) instead of the embedded store.
         #[arg(long)]
         endpoint: Option<String>,
+        /// Where the stream relay delivers events: `stdout` (NDJSON) and/or
+        /// an http(s) URL that receives each as a POST. Repeatable.
+        #[arg(long = "subscriber", default_value = "stdout")]
+        subscribers: Vec<audit_infra::relay::Subscriber>,
+        /// Don't run the stream relay.
+        #[arg(long)]
+        no_relay: bool,
         /// Table name.
         #[arg(long, env = "TABLE_NAME", default_value = "audit-trail")]
         table: String,
@@ -69,6 +76,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             memory,
             endpoint,
             table: table_name,
+            subscribers,
+            no_relay,
         } => {
             audit_shared::telemetry::init();
             let mut config = Config::from_env();
@@ -96,17 +105,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "audit:read audit:write audit:admin",
                 Duration::from_secs(12 * 3600),
             );
+            if !no_relay {
+                let endpoint = config.dynamodb_endpoint.clone().unwrap_or_default();
+                let handler = std::sync::Arc::new(stream::StreamHandler::new(
+                    audit_infra::relay::LocalPublisher::new(subscribers.clone()),
+                    "audit-trail.local",
+                ));
+                audit_infra::relay::Relay {
+                    streams: audit_infra::relay::streams_client(&endpoint).await,
+                    dynamo: client.clone(),
+                    table: config.table_name.clone(),
+                    handler,
+                    poll: Duration::from_millis(200),
+                    from_start: false,
+                }
+                .spawn();
+                eprintln!("Stream relay: each new event is delivered to {subscribers:?} (NDJSON on stdout)");
+            }
             let gateway = Gateway {
                 functions: Functions::new(client, config.clone()),
                 auth: auth.into(),
             };
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
             let url = format!("http://127.0.0.1:{port}");
-            println!("Audit Trail API on {url} (table `{}`)", config.table_name);
-            println!("Development token for tenant `acme` (12 h):\n  export TOKEN={token}");
-            println!("Try:");
-            println!("  curl -s -X POST {url}/audit/events -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{{\"eventType\":\"user.login\",\"serviceName\":\"idp\",\"userId\":\"u-1\"}}'");
-            println!("  curl -s {url}/audit/events/<cursor> -H \"Authorization: Bearer $TOKEN\"");
+            eprintln!("Audit Trail API on {url} (table `{}`)", config.table_name);
+            eprintln!("Development token for tenant `acme` (12 h):\n  export TOKEN={token}");
+            eprintln!("Try:");
+            eprintln!("  curl -s -X POST {url}/audit/events -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{{\"eventType\":\"user.login\",\"serviceName\":\"idp\",\"userId\":\"u-1\"}}'");
+            eprintln!("  curl -s {url}/audit/events/<cursor> -H \"Authorization: Bearer $TOKEN\"");
             axum::serve(
                 listener,
                 gateway
