@@ -35,11 +35,43 @@ AUDIT_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$port" \
   cargo test -p audit-infra --quiet --tests
 kill $ddb_pid 2>/dev/null || true
 
-step "sam validate --lint"
-if [ ! -x .local/venv/bin/sam ]; then
+step "Python tools (SAM CLI, schemathesis, cargo-lambda with zig)"
+if [ ! -x .local/venv/bin/sam ] || [ ! -x .local/venv/bin/schemathesis ] || [ ! -x .local/venv/bin/cargo-lambda ]; then
   python3 -m venv .local/venv
-  .local/venv/bin/pip install --quiet --disable-pip-version-check aws-sam-cli
+  .local/venv/bin/pip install --quiet --disable-pip-version-check aws-sam-cli schemathesis cargo-lambda
 fi
+
+step "contract test: schemathesis against audit-local"
+cargo build --quiet --bin audit-local
+st_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+./target/debug/audit-local serve --memory --no-relay --port "$st_port" > .local/contract-serve.log 2>&1 &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 60); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$st_port") 2>/dev/null; then break; fi
+  sleep 0.5
+done
+token=$(./target/debug/audit-local token --tenant contract --scope "audit:read audit:write audit:admin")
+.local/venv/bin/schemathesis run openapi.yaml --url "http://127.0.0.1:$st_port" \
+  -H "Authorization: Bearer $token" \
+  --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
+  --max-examples 30 --seed 1 --report-json-path .local/schemathesis.json 2>&1 | tail -n 25
+kill $serve_pid 2>/dev/null || true
+
+step "sam validate --lint"
 .local/venv/bin/sam validate --lint --template template.yaml --region us-east-1
+
+
+step "release binaries answer a real Lambda Runtime API"
+cargo build --release --quiet -p ingest -p cursor -p list -p metadata -p stream
+cargo test --quiet -p audit-infra --test runtime -- --ignored
+
+step "sam build (cargo lambda build --release --arm64 for every function)"
+rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || true
+PATH="$root/.local/venv/bin:$PATH" .local/venv/bin/sam build --beta-features --region us-east-1 > .local/sam-build.log 2>&1 \
+  || { tail -n 40 .local/sam-build.log; exit 1; }
+for f in .aws-sam/build/*/bootstrap; do
+  printf '%-40s %8d bytes\n' "$f" "$(stat -c %s "$f")"
+done
 
 step "all tests passed"

@@ -9,4 +9,5 @@ pub mod embedded;
 pub mod gateway;
 pub mod proxy;
 pub mod relay;
+pub mod runtime_api;
 pub mod testkit;

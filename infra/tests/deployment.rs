@@ -498,3 +498,37 @@ fn the_stream_filter_passes_only_event_inserts() {
         "TTL removals are filtered out"
     );
 }
+
+/// openapi.yaml documents exactly the routes the gateway serves, with the
+/// same scopes (and the template is checked against the gateway above).
+#[test]
+fn the_openapi_document_matches_the_routes_and_scopes() {
+    let source = std::fs::read_to_string(root().join("openapi.yaml")).expect("openapi.yaml");
+    let doc: Yaml = serde_yaml::from_str(&source).expect("openapi parses");
+    assert_eq!(source.lines().next(), Some("openapi: 3.1.0"));
+    let mut documented = BTreeSet::new();
+    for (path, operations) in doc["paths"].as_mapping().unwrap() {
+        for (method, operation) in operations.as_mapping().unwrap() {
+            let scopes: Vec<String> = operation["security"][0]["jwt"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(text)
+                .collect();
+            assert_eq!(scopes.len(), 1);
+            assert!(
+                operation["responses"]["default"] != Yaml::Null,
+                "every operation documents its errors"
+            );
+            documented.insert((
+                format!("{} {}", text(method).to_uppercase(), text(path)),
+                scopes[0].clone(),
+            ));
+        }
+    }
+    let served: BTreeSet<(String, String)> = Route::ALL
+        .iter()
+        .map(|r| (r.key().to_string(), r.scope().to_string()))
+        .collect();
+    assert_eq!(documented, served);
+}

@@ -310,6 +310,9 @@ impl NewEvent {
         if let Some(Value::Null) = fields.get("data") {
             fields.remove("data");
         }
+        if let Some(data) = fields.get("data") {
+            check_numbers(&at("data"), data)?;
+        }
         let account_id = match fields.remove("accountId") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if crate::auth::is_valid_tenant(&s) => Some(s),
@@ -345,6 +348,28 @@ impl NewEvent {
             tracing::error!(error = %err, "validated event did not convert");
             ApiError::Internal
         })
+    }
+}
+
+/// DynamoDB stores numbers with magnitudes from 1e-130 to below 1e126;
+/// anything else in `data` would fail at the table, so it is refused here.
+fn check_numbers(path: &str, value: &Value) -> Result<(), ApiError> {
+    match value {
+        Value::Number(n) => {
+            let magnitude = n.as_f64().map(f64::abs).unwrap_or(0.0);
+            if magnitude != 0.0 && !(1e-130..1e126).contains(&magnitude) {
+                return Err(ApiError::bad_request(path, format!("`{path}` holds {n}, outside the storable range (1e-130 to 1e126); send it as a string")));
+            }
+            Ok(())
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| check_numbers(&format!("{path}[{i}]"), v)),
+        Value::Object(map) => map
+            .iter()
+            .try_for_each(|(k, v)| check_numbers(&format!("{path}.{k}"), v)),
+        _ => Ok(()),
     }
 }
 
@@ -427,6 +452,27 @@ mod tests {
             assert_eq!(err.status(), 400);
             assert_eq!(field_of(err), field);
         }
+    }
+
+    #[test]
+    fn unstorable_numbers_are_refused() {
+        let tiny = NewEvent::parse(
+            json!({"eventType": "a", "serviceName": "b", "data": {"x": [1, 5.7e-224]}}),
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(field_of(tiny), "data.x[1]");
+        let huge = NewEvent::parse(
+            json!({"eventType": "a", "serviceName": "b", "data": 1e200}),
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(field_of(huge), "data");
+        assert!(NewEvent::parse(
+            json!({"eventType": "a", "serviceName": "b", "data": {"x": 0.0, "y": -1.5e100}}),
+            ""
+        )
+        .is_ok());
     }
 
     #[test]

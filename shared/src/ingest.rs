@@ -138,7 +138,11 @@ pub enum ItemResult {
         http_status: u16,
     },
     /// The table could not take it in time; nothing was stored; retry it.
-    Failed { error: Value },
+    Failed {
+        error: Value,
+        #[serde(skip)]
+        http_status: u16,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -401,6 +405,7 @@ fn failed(err: &StoreError) -> ItemResult {
     };
     ItemResult::Failed {
         error: api.body()["error"].clone(),
+        http_status: api.status(),
     }
 }
 

@@ -72,8 +72,12 @@ fn single_response(result: Option<ItemResult>) -> Response<Body> {
         Some(ItemResult::Refused { error, http_status }) => {
             json_response(http_status, &json!({ "error": error }))
         }
-        Some(ItemResult::Failed { error }) => {
-            json_response_retry_after(503, &json!({ "error": error }), 1)
+        Some(ItemResult::Failed {
+            error,
+            http_status: 503,
+        }) => json_response_retry_after(503, &json!({ "error": error }), 1),
+        Some(ItemResult::Failed { error, http_status }) => {
+            json_response(http_status, &json!({ "error": error }))
         }
         None => error_response(&ApiError::Internal),
     }

@@ -1,0 +1,245 @@
+//! A small stand-in for the Lambda Runtime API, so a built `bootstrap`
+//! binary can be started as Lambda starts it and handed events: proves the
+//! `main.rs` wiring, and times cold starts (exec → first `next`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+
+#[derive(Default)]
+struct Shared {
+    queued: Vec<Value>,
+    first_next: Option<Instant>,
+    responses: Vec<(u16, Value)>,
+}
+
+#[derive(Clone)]
+pub struct RuntimeApi {
+    pub address: String,
+    shared: Arc<Mutex<Shared>>,
+}
+
+async fn next(State(api): State<RuntimeApi>) -> (StatusCode, HeaderMap, String) {
+    if let Ok(mut shared) = api.shared.lock() {
+        shared.first_next.get_or_insert_with(Instant::now);
+    }
+    loop {
+        let event = api
+            .shared
+            .lock()
+            .ok()
+            .and_then(|mut s| (!s.queued.is_empty()).then(|| s.queued.remove(0)));
+        if let Some(event) = event {
+            let mut headers = HeaderMap::new();
+            let id = ulid::Ulid::new().to_string();
+            let deadline = (chrono::Utc::now() + chrono::Duration::seconds(30))
+                .timestamp_millis()
+                .to_string();
+            for (name, value) in [
+                ("lambda-runtime-aws-request-id", id.as_str()),
+                ("lambda-runtime-deadline-ms", deadline.as_str()),
+                (
+                    "lambda-runtime-invoked-function-arn",
+                    "arn:aws:lambda:us-east-1:000000000000:function:local",
+                ),
+                (
+                    "lambda-runtime-trace-id",
+                    "Root=1-00000000-000000000000000000000000",
+                ),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(name, value);
+                }
+            }
+            return (StatusCode::OK, headers, event.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn respond(
+    State(api): State<RuntimeApi>,
+    UrlPath(_id): UrlPath<String>,
+    body: String,
+) -> StatusCode {
+    record(&api, 200, &body);
+    StatusCode::ACCEPTED
+}
+
+async fn fail(State(api): State<RuntimeApi>, body: String) -> StatusCode {
+    record(&api, 500, &body);
+    StatusCode::ACCEPTED
+}
+
+async fn fail_invocation(
+    State(api): State<RuntimeApi>,
+    UrlPath(_id): UrlPath<String>,
+    body: String,
+) -> StatusCode {
+    record(&api, 500, &body);
+    StatusCode::ACCEPTED
+}
+
+fn record(api: &RuntimeApi, status: u16, body: &str) {
+    let value = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+    if let Ok(mut shared) = api.shared.lock() {
+        shared.responses.push((status, value));
+    }
+}
+
+impl RuntimeApi {
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let api = RuntimeApi {
+            address: listener.local_addr()?.to_string(),
+            shared: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(respond),
+            )
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/error",
+                post(fail_invocation),
+            )
+            .route("/2018-06-01/runtime/init/error", post(fail))
+            .with_state(api.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(api)
+    }
+
+    pub fn queue(&self, event: Value) {
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.queued.push(event);
+        }
+    }
+
+    fn first_next(&self) -> Option<Instant> {
+        self.shared.lock().ok().and_then(|s| s.first_next)
+    }
+
+    fn take_response(&self) -> Option<(u16, Value)> {
+        self.shared
+            .lock()
+            .ok()
+            .and_then(|mut s| (!s.responses.is_empty()).then(|| s.responses.remove(0)))
+    }
+}
+
+/// The environment Lambda gives a function (plus the deployment's own).
+pub fn lambda_environment(
+    runtime_api: &str,
+    function: &str,
+    extra: &HashMap<String, String>,
+) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = [
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api),
+        ("AWS_LAMBDA_FUNCTION_NAME", function),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/local"),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "local"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "local"),
+        ("AWS_SECRET_ACCESS_KEY", "local"),
+        ("AWS_SESSION_TOKEN", "local"),
+        ("_HANDLER", "bootstrap"),
+        ("PATH", "/usr/bin:/bin"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    env.extend(extra.clone());
+    env
+}
+
+pub struct Invocation {
+    /// From exec to the binary's first `GET /next`: its init time.
+    pub init: Duration,
+    pub status: u16,
+    pub response: Value,
+    /// Peak resident memory of the process, kB (from /proc while it ran).
+    pub peak_rss_kb: u64,
+}
+
+/// Starts `binary` as Lambda would, hands it `events` one by one, and
+/// returns each response. The process is stopped afterwards.
+pub async fn run_binary(
+    binary: &Path,
+    env: HashMap<String, String>,
+    events: Vec<Value>,
+) -> Result<Vec<Invocation>, String> {
+    let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
+    let mut env = env;
+    env.insert("AWS_LAMBDA_RUNTIME_API".into(), api.address.clone());
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(binary)
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let pid = child.id().unwrap_or(0);
+    let mut results = Vec::new();
+    let mut peak = 0;
+    for event in events {
+        api.queue(event);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let answer = loop {
+            peak = peak.max(rss_kb(pid));
+            if let Some(answer) = api.take_response() {
+                break answer;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill().await;
+                return Err(format!("{} gave no response", binary.display()));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("{} exited: {status}", binary.display()));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        peak = peak.max(rss_kb(pid));
+        let init = api
+            .first_next()
+            .map(|t| t.duration_since(started))
+            .unwrap_or_default();
+        results.push(Invocation {
+            init,
+            status: answer.0,
+            response: answer.1,
+            peak_rss_kb: peak,
+        });
+    }
+    let _ = child.kill().await;
+    Ok(results)
+}
+
+/// VmHWM (peak resident set) of a process, kB; 0 when unknown.
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
