@@ -35,11 +35,17 @@ AUDIT_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$port" \
   cargo test -p audit-infra --quiet --tests
 kill $ddb_pid 2>/dev/null || true
 
-step "Python tools (SAM CLI, schemathesis, cargo-lambda with zig)"
-if [ ! -x .local/venv/bin/sam ] || [ ! -x .local/venv/bin/schemathesis ] || [ ! -x .local/venv/bin/cargo-lambda ]; then
-  python3 -m venv .local/venv
-  .local/venv/bin/pip install --quiet --disable-pip-version-check aws-sam-cli schemathesis cargo-lambda
-fi
+step "Python tools, each in its own venv (SAM CLI, schemathesis, cargo-lambda with zig)"
+tool() { # tool <venv> <executable> <pip packages...>
+  local venv=".local/$1" exe="$2"; shift 2
+  if [ ! -x "$venv/bin/$exe" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+  fi
+}
+tool sam-cli sam aws-sam-cli
+tool schemathesis schemathesis schemathesis
+tool cargo-lambda cargo-lambda cargo-lambda
 
 step "contract test: schemathesis against audit-local"
 cargo build --quiet --bin audit-local
@@ -52,14 +58,14 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 token=$(./target/debug/audit-local token --tenant contract --scope "audit:read audit:write audit:admin")
-.local/venv/bin/schemathesis run openapi.yaml --url "http://127.0.0.1:$st_port" \
+.local/schemathesis/bin/schemathesis run openapi.yaml --url "http://127.0.0.1:$st_port" \
   -H "Authorization: Bearer $token" \
   --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
   --max-examples 30 --seed 1 --report-json-path .local/schemathesis.json 2>&1 | tail -n 25
 kill $serve_pid 2>/dev/null || true
 
 step "sam validate --lint"
-.local/venv/bin/sam validate --lint --template template.yaml --region us-east-1
+.local/sam-cli/bin/sam validate --lint --template template.yaml --region us-east-1
 
 
 step "release binaries answer a real Lambda Runtime API"
@@ -68,7 +74,7 @@ cargo test --quiet -p audit-infra --test runtime -- --ignored
 
 step "sam build (cargo lambda build --release --arm64 for every function)"
 rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || true
-PATH="$root/.local/venv/bin:$PATH" .local/venv/bin/sam build --beta-features --region us-east-1 > .local/sam-build.log 2>&1 \
+PATH="$root/.local/cargo-lambda/bin:$PATH" .local/sam-cli/bin/sam build --beta-features --region us-east-1 > .local/sam-build.log 2>&1 \
   || { tail -n 40 .local/sam-build.log; exit 1; }
 for f in .aws-sam/build/*/bootstrap; do
   printf '%-40s %8d bytes\n' "$f" "$(stat -c %s "$f")"
