@@ -417,7 +417,10 @@ pub async fn capacity() -> Result<Section, BenchError> {
         let mut keyed_fields = fields.clone();
         keyed_fields["messageId"] = json!(format!("msg-{}", cursor()));
         let keyed = sized_event(cursor(), "acme", now, 1000, keyed_fields)?;
-        let marker = marker_for(&keyed);
+        let marker = audit_shared::dynamo::marker_item(
+            &keyed,
+            keyed.message_id.as_deref().unwrap_or_default(),
+        );
         let transact = client
             .transact_write_items()
             .transact_items(
@@ -500,28 +503,6 @@ pub async fn capacity() -> Result<Section, BenchError> {
         title: "Capacity units".into(),
         body,
     })
-}
-
-fn marker_for(event: &Event) -> Item {
-    let mut item = Item::new();
-    item.insert(
-        table::PARTITION_KEY.into(),
-        AttributeValue::S(format!("{}{}", table::IDEMPOTENCY_PREFIX, event.account_id)),
-    );
-    item.insert(
-        table::SORT_KEY.into(),
-        AttributeValue::S(event.message_id.clone().unwrap_or_default()),
-    );
-    item.insert("target".into(), AttributeValue::S(event.cursor.clone()));
-    item.insert(
-        "timestamp".into(),
-        AttributeValue::S(event.timestamp.clone()),
-    );
-    item.insert(
-        "expiresAt".into(),
-        AttributeValue::S(event.expires_at.clone()),
-    );
-    item
 }
 
 /// Raw BatchWriteItem, 25 per call, 8 calls at a time, retrying unprocessed items.

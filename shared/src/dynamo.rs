@@ -122,7 +122,8 @@ pub fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     }
 }
 
-fn marker_item(event: &Event, key: &str) -> Item {
+/// The idempotency marker of an event written under `key`.
+pub fn marker_item(event: &Event, key: &str) -> Item {
     let mut item = Item::new();
     item.insert(
         PARTITION_KEY.into(),

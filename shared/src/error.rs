@@ -125,3 +125,24 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+/// Parses a JSON request body: 400 naming the body when it is empty
+/// (`hint` says what to send) or not JSON (with line and column).
+pub fn parse_json_body(body: &[u8], hint: &str) -> Result<serde_json::Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "body",
+            format!("the body is empty; send {hint}"),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|err| {
+        ApiError::bad_request(
+            "body",
+            format!(
+                "the body is not valid JSON (line {}, column {})",
+                err.line(),
+                err.column()
+            ),
+        )
+    })
+}

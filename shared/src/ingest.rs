@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::auth::{Caller, SCOPE_PLATFORM, SCOPE_WRITE};
 use crate::config::Config;
 use crate::cursor::CursorGenerator;
-use crate::error::{ApiError, StoreError};
+use crate::error::{parse_json_body, ApiError, StoreError};
 use crate::event::{
     Event, NewEvent, MAX_EVENTS_PER_REQUEST, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REQUEST_BYTES,
 };
@@ -47,22 +47,7 @@ impl IngestRequest {
                 body.len()
             )));
         }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                "body",
-                "the request body is empty; send an event or {\"events\":[...]}",
-            ));
-        }
-        let value: Value = serde_json::from_slice(body).map_err(|err| {
-            ApiError::bad_request(
-                "body",
-                format!(
-                    "the body is not valid JSON (line {}, column {})",
-                    err.line(),
-                    err.column()
-                ),
-            )
-        })?;
+        let value = parse_json_body(body, "an event or {\"events\":[...]}")?;
         match value {
             Value::Object(mut map) if map.contains_key("events") => {
                 if map.len() > 1 {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use audit_shared::auth::{Caller, SCOPE_READ};
 use audit_shared::cursor::parse_cursor;
+use audit_shared::error::parse_json_body;
 use audit_shared::http::{
     error_response, json_response, link, parse_limit, query_parameters, require_json,
 };
@@ -16,7 +17,7 @@ use audit_shared::{ApiError, Config, EventStore};
 use chrono::Utc;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Longest `wait` a tail request may ask for: well inside API Gateway's 29 s.
 pub const MAX_WAIT_SECONDS: u64 = 20;
@@ -196,23 +197,7 @@ impl<S: EventStore> ListHandler<S> {
         let params = query_parameters(request, &["limit", "cursor"])?;
         let limit = parse_limit(params.get("limit"), DEFAULT_QUERY_PAGE, MAX_PAGE)?;
         require_json(request)?;
-        let body: &[u8] = request.body().as_ref();
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                "body",
-                "the body is empty; send a query such as {\"and\":[]}",
-            ));
-        }
-        let body: Value = serde_json::from_slice(body).map_err(|err| {
-            ApiError::bad_request(
-                "body",
-                format!(
-                    "the body is not valid JSON (line {}, column {})",
-                    err.line(),
-                    err.column()
-                ),
-            )
-        })?;
+        let body = parse_json_body(request.body().as_ref(), "a query such as {\"and\":[]}")?;
         let query = Query::parse(&body, Utc::now())?;
         let cursor = params
             .get("cursor")

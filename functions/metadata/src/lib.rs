@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use audit_shared::auth::{Caller, SCOPE_ADMIN, SCOPE_READ};
+use audit_shared::error::parse_json_body;
 use audit_shared::event::format_time;
 use audit_shared::http::{error_response, json_response, query_parameters, require_json};
 use audit_shared::metadata::ObservedProperty;
@@ -252,12 +253,7 @@ impl<S: EventStore> MetadataHandler<S> {
     ) -> Result<Response<Body>, ApiError> {
         caller.require(SCOPE_ADMIN)?;
         require_json(request)?;
-        let body: Value = serde_json::from_slice(request.body().as_ref()).map_err(|_| {
-            ApiError::bad_request(
-                "body",
-                "the body is not valid JSON; send {\"retentionDays\": n}",
-            )
-        })?;
+        let body = parse_json_body(request.body().as_ref(), "{\"retentionDays\": n}")?;
         let retention_days = validate_retention(&body)?;
         let (before, _) = self.current_settings(&caller.tenant).await?;
         let settings = TenantSettings {
