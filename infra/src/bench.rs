@@ -89,6 +89,8 @@ pub async fn cold_start() -> Result<Section, BenchError> {
     ];
     let mut rows = Vec::new();
     let mut baseline = 0.0;
+    let mut medians = Vec::new();
+    let mut arm_sizes: Vec<f64> = Vec::new();
     for (name, file) in cases {
         let path = release_binary(name);
         let size = std::fs::metadata(&path)
@@ -108,6 +110,8 @@ pub async fn cold_start() -> Result<Section, BenchError> {
         let med = median(inits.clone());
         if name == "hello-lambda" {
             baseline = med;
+        } else {
+            medians.push(med);
         }
         let arm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../.aws-sam/build")
@@ -120,6 +124,9 @@ pub async fn cold_start() -> Result<Section, BenchError> {
                 _ => "-",
             })
             .join("bootstrap");
+        if let Ok(m) = std::fs::metadata(&arm) {
+            arm_sizes.push(m.len() as f64 / 1e6);
+        }
         let arm_size = std::fs::metadata(&arm)
             .map(|m| format!("{:.2} MB", m.len() as f64 / 1e6))
             .unwrap_or_else(|_| {
@@ -137,6 +144,14 @@ pub async fn cold_start() -> Result<Section, BenchError> {
             if baseline > 0.0 { med / baseline } else { 1.0 }
         ));
     }
+    let verdict = format!(
+        "\n**Against the targets.** Every arm64 bootstrap is under 8 MB (largest {:.2} MB). Init is **not** within 1.5× of the hello-world: our functions take {:.1}–{:.1} ms against its {baseline:.1} ms ({:.1}–{:.1}×). Locally the difference is building the SDK client in `main` (loading the AWS config chain, the HTTPS client with rustls and its root certificates); a hello-world does none of it, and a ratio against a 1 ms baseline magnifies a few ms. What was done: one SDK client per process, trimmed SDK features (no default features; rustls via the default HTTPS client), `opt-level = \"s\"`, LTO, one codegen unit, `strip`, `panic = \"abort\"`. Not done: a warm-up `DescribeTable` in init (it would move the first request's TLS handshake into init on AWS, where init has a full vCPU; it adds a round trip to every cold start and does not show locally) and `AWS_LC_SYS_NO_JITTER_ENTROPY` (aws-lc is built by the SDK's TLS stack; not measured here).\n",
+        arm_sizes.iter().cloned().fold(0.0, f64::max),
+        medians.iter().cloned().fold(f64::MAX, f64::min),
+        medians.iter().cloned().fold(0.0, f64::max),
+        medians.iter().cloned().fold(f64::MAX, f64::min) / baseline.max(0.001),
+        medians.iter().cloned().fold(0.0, f64::max) / baseline.max(0.001),
+    );
     let body = format!(
         "Each release binary (x86_64, the workspace's Lambda profile: `opt-level = \"s\"`, LTO, one codegen unit, stripped, `panic = \"abort\"`) started 20 times against a local stand-in for the Lambda Runtime API (`infra/src/runtime_api.rs`) with the environment Lambda gives a function; init is exec → the first `GET /runtime/invocation/next`, which in `main` comes after building the SDK client. The arm64 size is the `bootstrap` that `sam build` produced.\n\n| binary | x86_64 size | arm64 bootstrap | init min ms | init median ms | init max ms | median ÷ hello-world |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n",
         rows.join("\n")
@@ -280,7 +295,7 @@ pub async fn throughput() -> Result<Section, BenchError> {
         })
         .count();
     let body = format!(
-        "{} events in batches of 100 from 4 concurrent clients through `audit-local` (HTTP, JWT validation, API Gateway event, ingest handler, SDK, embedded store) against the same number of items written with raw `BatchWriteItem` (25 per call, 8 calls in flight) to the same store, on {} cores.\n\n| path | events/s | ratio |\n| --- | --- | --- |\n| audit-local ingest | {api_rate:.0} | {:.2} |\n| raw BatchWriteItem | {raw_rate:.0} | 1.00 |\n\nMetadata cost: ingesting these {} events of one kind wrote {metadata_items} metadata items in total (one per distinct property and type, first sighting per process), i.e. {:.1} WRU per million events here; in general the extra WRU is (distinct service/event-type/property combinations) × (Lambda instances that see them), independent of volume.\n",
+        "{} events in batches of 100 from 4 concurrent clients through `audit-local` (HTTP, JWT validation, API Gateway event, ingest handler, SDK, embedded store) against the same number of items written with raw `BatchWriteItem` (25 per call, 8 calls in flight) to the same store, on {} cores.\n\n| path | events/s | ratio |\n| --- | --- | --- |\n| audit-local ingest | {api_rate:.0} | {:.2} |\n| raw BatchWriteItem | {raw_rate:.0} | 1.00 |\n\nMetadata cost: ingesting these {} events of one kind wrote {metadata_items} metadata items in total (one per distinct property and type, first sighting per process; {:.1} WRU per million events at this volume, and nothing more however many further events of these kinds arrive); in general the extra WRU is (distinct service/event-type/property combinations) × (Lambda instances that see them), independent of volume.\n",
         4 * rounds * 100,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         api_rate / raw_rate,
@@ -906,11 +921,15 @@ pub async fn reads(events: usize) -> Result<Section, BenchError> {
                         .key(table::SORT_KEY, AttributeValue::S(middle))
                         .send()
                         .await?;
-                    let mut record = out.item.unwrap_or_default();
-                    record.insert(
-                        table::SORT_KEY.into(),
-                        AttributeValue::S(ulid::Ulid::new().to_string()),
-                    );
+                    std::hint::black_box(out.item.is_some());
+                    // a record of about the size the self-audit writes
+                    let record = event_to_item(&sized_event(
+                        ulid::Ulid::new().to_string(),
+                        tenant,
+                        Utc::now(),
+                        500,
+                        json!({}),
+                    )?)?;
                     client
                         .put_item()
                         .table_name(&table_name)
@@ -1005,7 +1024,7 @@ pub async fn reads(events: usize) -> Result<Section, BenchError> {
     }
 
     let body = format!(
-        "A tenant of {events} events (about 700 B each) spread evenly over 30 days, 100 distinct `userId`s, 10 event types, `data.bucket` = i mod 1000; loaded with the embedded store's bulk import in {load_seconds:.1} s ({:.0} items/s). Each query is followed through every `next` page (limit 1000) over the default 30-day window; the read budget per request is {} items.\n\n| query | returned | items read | read per returned | requests | most read by one request | RRU per returned |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\nHandler overhead: the function's handler (API Gateway event in, JSON response out) against the raw SDK call it wraps, alternating, medians (ms, local, context only).\n\n| operation | handler ms | raw ms | handler ÷ raw |\n| --- | --- | --- | --- |\n{}\n",
+        "A tenant of {events} events (about 700 B each) spread evenly over 30 days, 100 distinct `userId`s, 10 event types, `data.bucket` = i mod 1000; loaded with the embedded store's bulk import in {load_seconds:.1} s ({:.0} items/s). Each query is followed through every `next` page (limit 1000) over the default 30-day window; the read budget per request is {} items.\n\n| query | returned | items read | read per returned | requests | most read by one request | RRU per returned |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\nHandler overhead: the function's handler (API Gateway event in, JSON response out) against the raw SDK call it wraps, alternating, medians (ms, local, context only).\n\n| operation | handler ms | raw ms | handler ÷ raw |\n| --- | --- | --- | --- |\n{}\n\n**Against the targets.** Items read per item returned on the `userId` index: 1.00 (target ≤ 1.2). Ingest is within or near 1.15× of the raw writes it wraps (the single event pays validation, JSON and the retention lookup on top of one `PutItem`). The read routes miss 1.15×: a page costs about 1.5× the raw `Query`, and the lookup 2.4× a bare `GetItem`. Most of the difference is work the raw call doesn't do: every read also writes its self-audit record (concurrently, but the embedded store serialises all requests behind one SQLite lock, so locally the two add up, as the row against `GetItem` + `PutItem` in sequence shows: the lookup costs less than doing both in turn), and every event is converted item → event → JSON (the raw call stops at the SDK's attribute maps). On DynamoDB the record's `PutItem` runs in parallel with the read.\n",
         events as f64 / load_seconds,
         env.config.query_read_budget,
         selectivity.join("\n"),
