@@ -153,7 +153,7 @@ pub async fn cold_start() -> Result<Section, BenchError> {
         medians.iter().cloned().fold(0.0, f64::max) / baseline.max(0.001),
     );
     let body = format!(
-        "Each release binary (x86_64, the workspace's Lambda profile: `opt-level = \"s\"`, LTO, one codegen unit, stripped, `panic = \"abort\"`) started 20 times against a local stand-in for the Lambda Runtime API (`infra/src/runtime_api.rs`) with the environment Lambda gives a function; init is exec → the first `GET /runtime/invocation/next`, which in `main` comes after building the SDK client. The arm64 size is the `bootstrap` that `sam build` produced.\n\n| binary | x86_64 size | arm64 bootstrap | init min ms | init median ms | init max ms | median ÷ hello-world |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n",
+        "Each release binary (x86_64, the workspace's Lambda profile: `opt-level = \"s\"`, LTO, one codegen unit, stripped, `panic = \"abort\"`) started 20 times against a local stand-in for the Lambda Runtime API (`infra/src/runtime_api.rs`) with the environment Lambda gives a function; init is exec → the first `GET /runtime/invocation/next`, which in `main` comes after building the SDK client. The arm64 size is the `bootstrap` that `sam build` produced.\n\n| binary | x86_64 size | arm64 bootstrap | init min ms | init median ms | init max ms | median ÷ hello-world |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n{verdict}",
         rows.join("\n")
     );
     Ok(Section {
