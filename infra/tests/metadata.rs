@@ -18,14 +18,7 @@ fn no_retention_cache(config: &mut Config) {
 }
 
 async fn api() -> Api {
-    Api::from_env(
-        TestEnv::start_with(EnvOptions {
-            configure: Some(no_retention_cache),
-            ..Default::default()
-        })
-        .await,
-    )
-    .await
+    Api::configured(no_retention_cache).await
 }
 
 /// The tenant's events straight from the table, oldest first.

@@ -21,17 +21,6 @@ fn short_horizon(config: &mut Config) {
     config.settle_horizon = Duration::from_millis(300);
 }
 
-async fn api_with(configure: fn(&mut Config)) -> Api {
-    Api::from_env(
-        TestEnv::start_with(EnvOptions {
-            configure: Some(configure),
-            ..Default::default()
-        })
-        .await,
-    )
-    .await
-}
-
 async fn ingest(api: &Api, token: &str, events: Vec<Value>) -> Vec<String> {
     let (status, body) = json_of(
         api.post_json(token, "/audit/events", &json!({"events": events}))
@@ -66,7 +55,7 @@ fn cursors(page: &Value, key: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_tail_pages_in_order_with_from_after_and_limit() {
-    let api = api_with(short_horizon).await;
+    let api = Api::configured(short_horizon).await;
     let token = api.token("acme");
     let written = ingest(
         &api,
@@ -186,7 +175,7 @@ async fn the_tail_serves_nothing_newer_than_the_settle_horizon() {
     fn horizon(config: &mut Config) {
         config.settle_horizon = Duration::from_millis(1500);
     }
-    let api = api_with(horizon).await;
+    let api = Api::configured(horizon).await;
     let token = api.token("acme");
     let written = ingest(&api, &token, vec![event("a"), event("b")]).await;
     let (_, headers, page) = follow(
@@ -598,7 +587,7 @@ async fn queries_do_bounded_work_and_resume() {
     fn budget(config: &mut Config) {
         config.query_read_budget = 100;
     }
-    let api = api_with(budget).await;
+    let api = Api::configured(budget).await;
     let token = api.token("acme");
     let mut events: Vec<Value> = (0..450)
         .map(|i| json!({"eventType": "noise", "serviceName": "s", "data": {"n": i}}))
@@ -630,7 +619,7 @@ async fn queries_do_bounded_work_and_resume() {
 
 #[tokio::test]
 async fn expired_events_never_appear_and_large_data_is_shortened_in_pages() {
-    let api = api_with(short_horizon).await;
+    let api = Api::configured(short_horizon).await;
     let token = api.token("acme");
     let past = Utc::now() - chrono::Duration::days(1);
     let expired: Event = serde_json::from_value(json!({

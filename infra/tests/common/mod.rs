@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 
-use audit_infra::testkit::TestEnv;
+use audit_infra::testkit::{EnvOptions, TestEnv};
+use audit_shared::Config;
 use reqwest::{Client, Response};
 use serde_json::Value;
 
@@ -15,6 +16,18 @@ pub struct Api {
 impl Api {
     pub async fn start() -> Self {
         Self::from_env(TestEnv::start().await).await
+    }
+
+    /// An API over a fresh table, with the configuration adjusted first.
+    pub async fn configured(configure: fn(&mut Config)) -> Self {
+        Self::from_env(
+            TestEnv::start_with(EnvOptions {
+                configure: Some(configure),
+                ..Default::default()
+            })
+            .await,
+        )
+        .await
     }
 
     pub async fn from_env(env: TestEnv) -> Self {
