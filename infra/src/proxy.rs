@@ -23,6 +23,10 @@ pub struct Faults {
     /// Hold each write this long (uniformly random in the range, ms) before
     /// forwarding it, so commits land out of cursor order.
     pub write_delay_ms: Option<(u64, u64)>,
+    /// Answer a write whose request holds this text with DynamoDB's
+    /// `ValidationException`, as DynamoDB does for a whole request when one
+    /// of its items breaks a limit.
+    pub refuse_writes_containing: Option<String>,
 }
 
 #[derive(Default)]
@@ -140,6 +144,27 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
         }
     }
 
+    if let Some(marker) = faults.refuse_writes_containing.as_deref() {
+        if is_write && !marker.is_empty() && contains(&body, marker.as_bytes()) {
+            let body = json!({
+                "__type": "com.amazon.coral.validate#ValidationException",
+                "message": "One or more parameter values were invalid (injected by the test proxy)"
+            });
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "content-type",
+                "application/x-amz-json-1.0"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable_header()),
+            );
+            return reply(
+                StatusCode::BAD_REQUEST,
+                headers,
+                body.to_string().into_bytes(),
+            );
+        }
+    }
+
     let mut held_back: Option<(String, Vec<Value>)> = None;
     let mut body = body.to_vec();
     if let (Some(share), "BatchWriteItem") = (faults.batch_keep_share, target.as_str()) {
@@ -235,6 +260,10 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
         headers,
         bytes,
     )
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn unreachable_header() -> axum::http::HeaderValue {

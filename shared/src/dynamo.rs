@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::error::StoreError;
-use crate::event::Event;
+use crate::event::{Event, MAX_SORT_KEY_BYTES};
 use crate::metadata::ObservedProperty;
 use crate::settings::TenantSettings;
 use crate::store::{EventStore, IdempotentPut, RangePage, RangeRead};
@@ -114,6 +114,10 @@ pub fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
             | "ThrottlingException"
             | "RequestLimitExceeded" => StoreError::Throttled,
             "ConditionalCheckFailedException" => StoreError::ConditionFailed,
+            // The request (for a write of one item: that item) is invalid.
+            "ValidationException" => {
+                StoreError::Rejected(err.message().unwrap_or_default().to_string())
+            }
             "InternalServerError" | "ServiceUnavailable" | "InternalFailure" => {
                 StoreError::Unavailable(code)
             }
@@ -243,6 +247,13 @@ impl EventStore for DynamoStore {
                         }
                         return self.read_marker(&event.account_id, key).await;
                     }
+                    if let Some(invalid) =
+                        reasons.iter().find(|r| r.code() == Some("ValidationError"))
+                    {
+                        return Err(StoreError::Rejected(
+                            invalid.message().unwrap_or_default().to_string(),
+                        ));
+                    }
                     // TransactionConflict (a concurrent retry with the same
                     // key) or throttling: go round again.
                     let throttled = reasons.iter().any(|r| {
@@ -292,68 +303,75 @@ impl EventStore for DynamoStore {
                 Err(err) => results[i] = Some(Err(err)),
             }
         }
+        let mut settle = |requests: &[WriteRequest],
+                          outcome: &dyn Fn() -> Result<(), StoreError>| {
+            for request in requests {
+                if let Some(i) = cursor_of(request).and_then(|c| pending.get(&c)) {
+                    results[*i] = Some(outcome());
+                }
+            }
+        };
+        // Groups still to write. A group DynamoDB refuses as invalid is split
+        // in halves until the one item it refuses is alone: its neighbours
+        // are stored, and only it is reported.
+        let mut groups: Vec<Vec<WriteRequest>> = vec![requests];
         let mut attempt = 0;
-        while !requests.is_empty() {
+        while let Some(group) = groups.pop() {
+            if group.is_empty() {
+                continue;
+            }
             let sent = self
                 .client
                 .batch_write_item()
-                .request_items(&self.table, requests.clone())
+                .request_items(&self.table, group.clone())
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await;
-            let unprocessed = match sent {
-                Ok(output) => output
-                    .unprocessed_items
-                    .and_then(|mut map| map.remove(&self.table))
-                    .unwrap_or_default(),
-                Err(err) => {
-                    let classified = classify(err);
-                    if !matches!(classified, StoreError::Throttled)
-                        || Instant::now() + backoff(attempt) >= deadline
-                    {
-                        // Nothing in this call is known to be stored.
-                        for request in &requests {
-                            if let Some(i) = cursor_of(request).and_then(|c| pending.get(&c)) {
-                                results[*i] = Some(Err(match &classified {
-                                    StoreError::Throttled => StoreError::Throttled,
-                                    StoreError::Unavailable(m) => {
-                                        StoreError::Unavailable(m.clone())
-                                    }
-                                    other => StoreError::Other(other.to_string()),
-                                }));
-                            }
-                        }
-                        break;
-                    }
-                    requests.clone()
+            let unprocessed = match sent.map_err(classify) {
+                Ok(output) => {
+                    let unprocessed = output
+                        .unprocessed_items
+                        .and_then(|mut map| map.remove(&self.table))
+                        .unwrap_or_default();
+                    let still: std::collections::HashSet<String> =
+                        unprocessed.iter().filter_map(cursor_of).collect();
+                    let done: Vec<WriteRequest> = group
+                        .into_iter()
+                        .filter(|r| cursor_of(r).is_some_and(|c| !still.contains(&c)))
+                        .collect();
+                    settle(&done, &|| Ok(()));
+                    unprocessed
+                }
+                Err(StoreError::Rejected(reason)) if group.len() == 1 => {
+                    settle(&group, &|| Err(StoreError::Rejected(reason.clone())));
+                    continue;
+                }
+                Err(StoreError::Rejected(_)) => {
+                    let mut first = group;
+                    let second = first.split_off(first.len() / 2);
+                    groups.push(second);
+                    groups.push(first);
+                    continue;
+                }
+                Err(StoreError::Throttled) => group,
+                // Nothing in this call is known to be stored; retrying is safe.
+                Err(other) => {
+                    let reason = other.to_string();
+                    settle(&group, &|| Err(StoreError::Unavailable(reason.clone())));
+                    continue;
                 }
             };
-            let still: std::collections::HashSet<String> =
-                unprocessed.iter().filter_map(cursor_of).collect();
-            for request in &requests {
-                if let Some(cursor) = cursor_of(request) {
-                    if !still.contains(&cursor) {
-                        if let Some(i) = pending.get(&cursor) {
-                            results[*i] = Some(Ok(()));
-                        }
-                    }
-                }
-            }
-            requests = unprocessed;
-            if requests.is_empty() {
-                break;
+            if unprocessed.is_empty() {
+                continue;
             }
             let pause = backoff(attempt);
             if Instant::now() + pause >= deadline {
-                for request in &requests {
-                    if let Some(i) = cursor_of(request).and_then(|c| pending.get(&c)) {
-                        results[*i] = Some(Err(StoreError::Throttled));
-                    }
-                }
-                break;
+                settle(&unprocessed, &|| Err(StoreError::Throttled));
+                continue;
             }
             tokio::time::sleep(pause).await;
             attempt += 1;
+            groups.push(unprocessed);
         }
         results
             .into_iter()
@@ -460,11 +478,46 @@ impl EventStore for DynamoStore {
         &self,
         sightings: &[(String, ObservedProperty)],
     ) -> Result<(), StoreError> {
+        let mut failure = None;
         for chunk in sightings.chunks(25) {
+            if let Err(err) = self.put_property_chunk(chunk).await {
+                failure = Some(err);
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    async fn read_properties(
+        &self,
+        tenant: &str,
+        service_name: Option<&str>,
+        event_type: Option<&str>,
+    ) -> Result<Vec<ObservedProperty>, StoreError> {
+        self.query_properties(tenant, service_name, event_type)
+            .await
+    }
+
+    async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError> {
+        self.get_event_item(tenant, cursor).await
+    }
+}
+
+impl DynamoStore {
+    /// Up to 25 property items in one batch; one that can't be a key is left out.
+    async fn put_property_chunk(
+        &self,
+        chunk: &[(String, ObservedProperty)],
+    ) -> Result<(), StoreError> {
+        {
             let mut requests = Vec::with_capacity(chunk.len());
             let mut keys = std::collections::HashSet::new();
             for (tenant, property) in chunk {
                 let key = property_key(property);
+                if key.len() > MAX_SORT_KEY_BYTES {
+                    // A name this long can't be a key; the other properties are kept.
+                    tracing::warn!(bytes = key.len(), "a property name too long to record");
+                    continue;
+                }
                 if !keys.insert((tenant.clone(), key.clone())) {
                     continue; // BatchWriteItem refuses duplicate keys in one call
                 }
@@ -506,7 +559,7 @@ impl EventStore for DynamoStore {
         Ok(())
     }
 
-    async fn read_properties(
+    async fn query_properties(
         &self,
         tenant: &str,
         service_name: Option<&str>,
@@ -553,7 +606,11 @@ impl EventStore for DynamoStore {
         Ok(properties)
     }
 
-    async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError> {
+    async fn get_event_item(
+        &self,
+        tenant: &str,
+        cursor: &str,
+    ) -> Result<Option<Event>, StoreError> {
         let output = self
             .client
             .get_item()

@@ -103,6 +103,10 @@ pub enum StoreError {
     /// A conditional write found the key taken.
     #[error("conditional check failed")]
     ConditionFailed,
+    /// DynamoDB refused the request as invalid (`ValidationException`): for a
+    /// write of one item, that item can never be stored as it is.
+    #[error("refused by DynamoDB: {0}")]
+    Rejected(String),
     #[error("stored item is malformed: {0}")]
     Corrupt(String),
     #[error("DynamoDB error: {0}")]
@@ -126,23 +130,47 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Parses a JSON request body: 400 naming the body when it is empty
-/// (`hint` says what to send) or not JSON (with line and column).
+/// Parses a JSON request body strictly (see [`crate::json`]): 400 naming
+/// the body when it is empty (`hint` says what to send) or not JSON (with
+/// line and column), and naming the place of a duplicate key or of a number
+/// that can't be kept exactly.
 pub fn parse_json_body(body: &[u8], hint: &str) -> Result<serde_json::Value, ApiError> {
+    let (value, defects) = parse_json_body_lenient(body, hint)?;
+    match defects.into_iter().next() {
+        Some(defect) => Err(defect_error(defect)),
+        None => Ok(value),
+    }
+}
+
+/// Like [`parse_json_body`], but hands back the defects with the value, so
+/// a batch can refuse only the events they sit in.
+pub fn parse_json_body_lenient(
+    body: &[u8],
+    hint: &str,
+) -> Result<(serde_json::Value, Vec<crate::json::Defect>), ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "body",
             format!("the body is empty; send {hint}"),
         ));
     }
-    serde_json::from_slice(body).map_err(|err| {
+    crate::json::parse(body).map_err(|err| {
         ApiError::bad_request(
             "body",
             format!(
                 "the body is not valid JSON (line {}, column {})",
-                err.line(),
-                err.column()
+                err.line, err.column
             ),
         )
     })
+}
+
+/// The 400 for a value that reads as JSON but can't be kept as sent.
+pub fn defect_error(defect: crate::json::Defect) -> ApiError {
+    let field = if defect.path.is_empty() {
+        "body".to_string()
+    } else {
+        defect.path
+    };
+    ApiError::bad_request(field, defect.message)
 }

@@ -6,6 +6,8 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use ulid::Ulid;
+
 use crate::error::ApiError;
 
 /// Most JSON one event may take, as sent.
@@ -65,6 +67,17 @@ pub struct Event {
 }
 
 impl Event {
+    /// A top-level string field by its JSON name (the pivot fields).
+    pub fn text_field(&self, name: &str) -> Option<&str> {
+        match name {
+            "userId" => self.user_id.as_deref(),
+            "traceId" => self.trace_id.as_deref(),
+            "eventType" => Some(self.event_type.as_str()),
+            "serviceName" => Some(self.service_name.as_str()),
+            _ => None,
+        }
+    }
+
     /// Past `expiresAt`: hidden from every read, even before TTL removes it.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         DateTime::parse_from_rfc3339(&self.expires_at)
@@ -311,7 +324,8 @@ impl NewEvent {
             fields.remove("data");
         }
         if let Some(data) = fields.get("data") {
-            check_numbers(&at("data"), data)?;
+            let mut data_path = at("data");
+            check_storable(&mut data_path, data, 1)?;
         }
         let account_id = match fields.remove("accountId") {
             None | Some(Value::Null) => None,
@@ -326,16 +340,20 @@ impl NewEvent {
         Ok(NewEvent { account_id, fields })
     }
 
-    /// The stored event, once the service has assigned its ids and times.
+    /// The stored event, once the service has assigned its cursor. The
+    /// event's `timestamp` is its cursor's time, so a window on `timestamp`
+    /// and a read of the cursor range mean exactly the same events. `path`
+    /// prefixes field names in errors.
     pub fn into_event(
         self,
-        cursor: String,
+        cursor: Ulid,
         account_id: String,
-        recorded_at: DateTime<Utc>,
         retention_days: u32,
+        path: &str,
     ) -> Result<Event, ApiError> {
+        let recorded_at = cursor_time(cursor);
         let mut fields = self.fields;
-        fields.insert("cursor".into(), Value::String(cursor));
+        fields.insert("cursor".into(), Value::String(cursor.to_string()));
         fields.insert("accountId".into(), Value::String(account_id));
         fields.insert("timestamp".into(), Value::String(format_time(recorded_at)));
         fields.insert(
@@ -344,33 +362,104 @@ impl NewEvent {
                 recorded_at + Duration::days(i64::from(retention_days)),
             )),
         );
-        serde_json::from_value(Value::Object(fields)).map_err(|err| {
+        let event: Event = serde_json::from_value(Value::Object(fields)).map_err(|err| {
             tracing::error!(error = %err, "validated event did not convert");
             ApiError::Internal
-        })
+        })?;
+        check_key_sizes(&event, path)?;
+        Ok(event)
     }
 }
 
-/// DynamoDB stores numbers with magnitudes from 1e-130 to below 1e126;
-/// anything else in `data` would fail at the table, so it is refused here.
-fn check_numbers(path: &str, value: &Value) -> Result<(), ApiError> {
+/// The time a cursor was drawn at (millisecond precision).
+pub fn cursor_time(cursor: Ulid) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(cursor.timestamp_ms() as i64).unwrap_or_default()
+}
+
+/// Deepest nesting of lists and maps DynamoDB stores in `data` (`data`
+/// itself is the first level). DynamoDB's limit is 32 levels, the item
+/// itself counting as the first: both DynamoDB Local and the embedded store
+/// refuse 32 nested lists in one attribute and store 31
+/// (`infra/tests/limits.rs`).
+pub const MAX_DATA_DEPTH: usize = 31;
+/// DynamoDB's key size limits, in UTF-8 bytes.
+pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
+pub const MAX_SORT_KEY_BYTES: usize = 1024;
+
+/// What DynamoDB would refuse in `data`, refused here with the path instead:
+/// nesting deeper than 32 levels, empty map keys, and numbers outside
+/// 1e-130..1e126 in magnitude. (Numbers that can't be kept exactly are
+/// refused by the strict JSON reader, which still sees their text.)
+fn check_storable(path: &mut String, value: &Value, depth: usize) -> Result<(), ApiError> {
+    let too_deep = || {
+        ApiError::bad_request(
+            path.clone(),
+            format!("`{path}` nests lists and objects deeper than {MAX_DATA_DEPTH} levels, the most the table can store"),
+        )
+    };
     match value {
         Value::Number(n) => {
             let magnitude = n.as_f64().map(f64::abs).unwrap_or(0.0);
             if magnitude != 0.0 && !(1e-130..1e126).contains(&magnitude) {
-                return Err(ApiError::bad_request(path, format!("`{path}` holds {n}, outside the storable range (1e-130 to 1e126); send it as a string")));
+                return Err(ApiError::bad_request(path.clone(), format!("`{path}` holds {n}, outside the storable range (1e-130 to 1e126); send it as a string")));
             }
             Ok(())
         }
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, v)| check_numbers(&format!("{path}[{i}]"), v)),
-        Value::Object(map) => map
-            .iter()
-            .try_for_each(|(k, v)| check_numbers(&format!("{path}.{k}"), v)),
+        Value::Array(items) => {
+            if depth > MAX_DATA_DEPTH {
+                return Err(too_deep());
+            }
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                check_storable(path, item, depth + 1)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Object(map) => {
+            if depth > MAX_DATA_DEPTH {
+                return Err(too_deep());
+            }
+            for (key, item) in map {
+                let len = path.len();
+                crate::json::push_key(path, key);
+                if key.is_empty() {
+                    return Err(ApiError::bad_request(
+                        path.clone(),
+                        format!("`{path}`: an object key may not be empty"),
+                    ));
+                }
+                check_storable(path, item, depth + 1)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
+}
+
+/// Pivot index keys are `<tenant>#<value>`: DynamoDB refuses one over 2048
+/// bytes, so such a value is refused here, naming the field.
+fn check_key_sizes(event: &Event, path: &str) -> Result<(), ApiError> {
+    for index in crate::table::PIVOT_INDEXES {
+        let Some(value) = event.text_field(index.field) else {
+            continue;
+        };
+        let bytes = crate::table::pivot_key(&event.account_id, value).len();
+        if bytes > MAX_PARTITION_KEY_BYTES {
+            let field = if path.is_empty() {
+                index.field.to_string()
+            } else {
+                format!("{path}.{}", index.field)
+            };
+            return Err(ApiError::bad_request(
+                field.clone(),
+                format!("`{field}` is too long to index: with the tenant id it takes {bytes} bytes of UTF-8, and an index key holds at most {MAX_PARTITION_KEY_BYTES}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_length(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
@@ -402,10 +491,10 @@ mod tests {
     fn a_minimal_event_is_accepted_and_ids_are_assigned() {
         let parsed =
             NewEvent::parse(json!({"eventType": "user.login", "serviceName": "idp"}), "").unwrap();
-        let now = Utc::now();
-        let event = parsed
-            .into_event("01ARZ3NDEKTSV4RRFFQ69G5FAV".into(), "acme".into(), now, 90)
-            .unwrap();
+        let cursor = Ulid::new();
+        let now = cursor_time(cursor);
+        let event = parsed.into_event(cursor, "acme".into(), 90, "").unwrap();
+        assert_eq!(event.timestamp, format_time(now));
         assert_eq!(event.account_id, "acme");
         assert_eq!(event.expires_at, format_time(now + Duration::days(90)));
         assert!(!event.is_expired(now));

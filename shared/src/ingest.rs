@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
@@ -13,7 +12,7 @@ use serde_json::Value;
 use crate::auth::{Caller, SCOPE_PLATFORM, SCOPE_WRITE};
 use crate::config::Config;
 use crate::cursor::CursorGenerator;
-use crate::error::{parse_json_body, ApiError, StoreError};
+use crate::error::{defect_error, parse_json_body_lenient, ApiError, StoreError};
 use crate::event::{
     Event, NewEvent, MAX_EVENTS_PER_REQUEST, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REQUEST_BYTES,
 };
@@ -33,8 +32,10 @@ pub enum IngestRequest {
         event: Value,
         idempotency_key: Option<String>,
     },
+    /// Each event, or why it was refused before validation (a duplicate
+    /// key or an inexact number inside it).
     Batch {
-        events: Vec<Value>,
+        events: Vec<Result<Value, ApiError>>,
     },
 }
 
@@ -47,7 +48,7 @@ impl IngestRequest {
                 body.len()
             )));
         }
-        let value = parse_json_body(body, "an event or {\"events\":[...]}")?;
+        let (value, defects) = parse_json_body_lenient(body, "an event or {\"events\":[...]}")?;
         match value {
             Value::Object(mut map) if map.contains_key("events") => {
                 if map.len() > 1 {
@@ -79,9 +80,30 @@ impl IngestRequest {
                         events.len()
                     )));
                 }
+                // A defect inside one event refuses that event alone.
+                let mut refused: HashMap<usize, ApiError> = HashMap::new();
+                for defect in defects {
+                    match batch_index(&defect.path) {
+                        Some(index) if index < events.len() => {
+                            refused.entry(index).or_insert_with(|| defect_error(defect));
+                        }
+                        _ => return Err(defect_error(defect)),
+                    }
+                }
+                let events = events
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, event)| match refused.remove(&index) {
+                        Some(err) => Err(err),
+                        None => Ok(event),
+                    })
+                    .collect();
                 Ok(IngestRequest::Batch { events })
             }
             Value::Object(_) => {
+                if let Some(defect) = defects.into_iter().next() {
+                    return Err(defect_error(defect));
+                }
                 if let Some(key) = &idempotency_key {
                     if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
                         return Err(ApiError::bad_request("Idempotency-Key", format!("the Idempotency-Key header must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters")));
@@ -98,6 +120,13 @@ impl IngestRequest {
             )),
         }
     }
+}
+
+/// The event a defect path such as `events[3].data.n` sits in.
+fn batch_index(path: &str) -> Option<usize> {
+    let rest = path.strip_prefix("events[")?;
+    let (digits, _) = rest.split_once(']')?;
+    digits.parse().ok()
 }
 
 /// The outcome for one event of a request.
@@ -149,6 +178,8 @@ pub struct IngestService<S> {
 /// An event ready to write, with where its result goes.
 struct Pending {
     index: usize,
+    /// Where the event sits in the request, for errors (`events[3]`, or `body`).
+    path: String,
     event: Event,
     key: Option<String>,
 }
@@ -173,13 +204,12 @@ impl<S: EventStore> IngestService<S> {
     pub async fn ingest(
         &self,
         caller: &Caller,
-        events: Vec<Value>,
+        events: Vec<Result<Value, ApiError>>,
         single_key: Option<String>,
     ) -> Result<Vec<ItemResult>, ApiError> {
         caller.require(SCOPE_WRITE)?;
         let started = Instant::now();
         let deadline = started + self.config.write_deadline;
-        let recorded_at = Utc::now();
         let batch = events.len() > 1;
         let mut results: Vec<Option<ItemResult>> = vec![None; events.len()];
         let mut pending = Vec::new();
@@ -193,10 +223,12 @@ impl<S: EventStore> IngestService<S> {
             } else {
                 String::new()
             };
-            let parsed = NewEvent::parse(value, &path).and_then(|event| {
-                let tenant = self.tenant_for(caller, event.account_id.as_deref(), &path)?;
-                Ok((event, tenant))
-            });
+            let parsed = value
+                .and_then(|value| NewEvent::parse(value, &path))
+                .and_then(|event| {
+                    let tenant = self.tenant_for(caller, event.account_id.as_deref(), &path)?;
+                    Ok((event, tenant))
+                });
             let (event, tenant) = match parsed {
                 Ok(ok) => ok,
                 Err(err) => {
@@ -223,26 +255,35 @@ impl<S: EventStore> IngestService<S> {
                 }
                 first_with_key.insert((tenant.clone(), key.clone()), index);
             }
-            let cursor = self.cursors.next().to_string();
+            let cursor = self.cursors.next();
             // Nothing is written before this loop ends, so failing here changes nothing.
             let retention = self
                 .retention
                 .retention_days(&tenant)
                 .await
                 .map_err(ApiError::from)?;
-            match event.into_event(cursor, tenant, recorded_at, retention) {
-                Ok(event) => pending.push(Pending { index, event, key }),
+            match event.into_event(cursor, tenant, retention, &path) {
+                Ok(event) => pending.push(Pending {
+                    index,
+                    path: if batch { path } else { "body".into() },
+                    event,
+                    key,
+                }),
                 Err(err) => results[index] = Some(refused(&err)),
             }
         }
 
         let (keyed, fresh): (Vec<Pending>, Vec<Pending>) =
             pending.into_iter().partition(|p| p.key.is_some());
+        let outcomes = self.write(keyed, fresh, deadline).await;
+        // Only what was stored is seen: a refused event names no property.
         let sightings = self.seen.first_sightings(
-            keyed.iter().chain(fresh.iter()).map(|p| &p.event),
+            outcomes
+                .iter()
+                .filter(|(_, outcome)| matches!(outcome, ItemResult::Stored { .. }))
+                .map(|(p, _)| &p.event),
             self.config.metadata_extended,
         );
-        let outcomes = self.write(keyed, fresh, deadline).await;
         if !sightings.is_empty() {
             // First sightings only: steady-state ingest writes no metadata.
             if let Err(err) = self.store.put_properties(&sightings).await {
@@ -250,8 +291,8 @@ impl<S: EventStore> IngestService<S> {
                 self.seen.forget(&sightings);
             }
         }
-        for (index, outcome) in outcomes {
-            results[index] = Some(outcome);
+        for (p, outcome) in outcomes {
+            results[p.index] = Some(outcome);
         }
         for (index, first) in repeats {
             results[index] = Some(match &results[first] {
@@ -284,12 +325,13 @@ impl<S: EventStore> IngestService<S> {
             .collect())
     }
 
+    /// Writes the events; hands each back with its outcome.
     async fn write(
         &self,
         keyed: Vec<Pending>,
         fresh: Vec<Pending>,
         deadline: Instant,
-    ) -> Vec<(usize, ItemResult)> {
+    ) -> Vec<(Pending, ItemResult)> {
         let store = &self.store;
         let single_fresh = fresh.len() == 1 && keyed.is_empty();
         let mut outcomes = Vec::new();
@@ -297,30 +339,34 @@ impl<S: EventStore> IngestService<S> {
             // One event: a conditional put, so even a colliding cursor can't overwrite.
             for p in fresh {
                 let result = store.put_event(&p.event).await;
-                outcomes.push((p.index, outcome_of(&p.event, result)));
+                let outcome = outcome_of(&p, result);
+                outcomes.push((p, outcome));
             }
         } else {
-            let chunks: Vec<Vec<Pending>> = chunk(fresh, BATCH_WRITE_SIZE);
-            let batch_outcomes: Vec<Vec<(usize, ItemResult)>> = stream::iter(chunks)
-                .map(|chunk| async move {
-                    let events: Vec<Event> = chunk.iter().map(|p| p.event.clone()).collect();
-                    let results = store.put_events(&events, deadline).await;
-                    chunk
-                        .iter()
-                        .zip(results)
-                        .map(|(p, r)| (p.index, outcome_of(&p.event, r)))
-                        .collect::<Vec<_>>()
-                })
-                .buffer_unordered(WRITE_CONCURRENCY)
-                .collect()
-                .await;
+            let batch_outcomes: Vec<Vec<(Pending, ItemResult)>> =
+                stream::iter(chunk(fresh, BATCH_WRITE_SIZE))
+                    .map(|chunk| async move {
+                        let events: Vec<Event> = chunk.iter().map(|p| p.event.clone()).collect();
+                        let results = store.put_events(&events, deadline).await;
+                        chunk
+                            .into_iter()
+                            .zip(results)
+                            .map(|(p, r)| {
+                                let outcome = outcome_of(&p, r);
+                                (p, outcome)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .buffer_unordered(WRITE_CONCURRENCY)
+                    .collect()
+                    .await;
             outcomes.extend(batch_outcomes.into_iter().flatten());
         }
-        let keyed_outcomes: Vec<(usize, ItemResult)> = stream::iter(keyed)
+        let keyed_outcomes: Vec<(Pending, ItemResult)> = stream::iter(keyed)
             .map(|p| async move {
                 let key = p.key.as_deref().unwrap_or_default();
                 let outcome = match store.put_event_once(&p.event, key, deadline).await {
-                    Ok(IdempotentPut::Stored) => outcome_of(&p.event, Ok(())),
+                    Ok(IdempotentPut::Stored) => outcome_of(&p, Ok(())),
                     Ok(IdempotentPut::Duplicate {
                         cursor,
                         timestamp,
@@ -330,9 +376,9 @@ impl<S: EventStore> IngestService<S> {
                         timestamp,
                         expires_at,
                     },
-                    Err(err) => outcome_of(&p.event, Err(err)),
+                    Err(err) => outcome_of(&p, Err(err)),
                 };
-                (p.index, outcome)
+                (p, outcome)
             })
             .buffer_unordered(WRITE_CONCURRENCY * 2)
             .collect()
@@ -360,13 +406,23 @@ impl<S: EventStore> IngestService<S> {
     }
 }
 
-fn outcome_of(event: &Event, result: Result<(), StoreError>) -> ItemResult {
+fn outcome_of(pending: &Pending, result: Result<(), StoreError>) -> ItemResult {
+    let event = &pending.event;
     match result {
         Ok(()) => ItemResult::Stored {
             cursor: event.cursor.clone(),
             timestamp: event.timestamp.clone(),
             expires_at: event.expires_at.clone(),
         },
+        // DynamoDB refused this item alone (the store isolates it): the
+        // producer's event can't be stored as it is, so retrying won't help.
+        Err(StoreError::Rejected(reason)) => {
+            tracing::warn!(%reason, cursor = %event.cursor, "the table refused an event");
+            refused(&ApiError::bad_request(
+                pending.path.clone(),
+                "the table refused this event as it is (a limit the validation does not know); change it before sending it again",
+            ))
+        }
         Err(err) => {
             tracing::warn!(error = %err, cursor = %event.cursor, "event not stored");
             failed(&err)
@@ -381,12 +437,10 @@ fn refused(err: &ApiError) -> ItemResult {
     }
 }
 
-fn failed(err: &StoreError) -> ItemResult {
-    let api: ApiError = match err {
-        StoreError::Throttled | StoreError::Unavailable(_) => ApiError::Unavailable {
-            retry_after_seconds: 1,
-        },
-        _ => ApiError::Internal,
+/// Not stored for a reason that is not the event's: retrying may succeed.
+fn failed(_err: &StoreError) -> ItemResult {
+    let api = ApiError::Unavailable {
+        retry_after_seconds: 1,
     };
     ItemResult::Failed {
         error: api.body()["error"].clone(),

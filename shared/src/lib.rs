@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod http;
 pub mod ingest;
+pub mod json;
 pub mod metadata;
 pub mod query;
 pub mod read;
@@ -24,3 +25,29 @@ pub use config::Config;
 pub use error::ApiError;
 pub use event::Event;
 pub use store::EventStore;
+
+/// Generators shared by the property tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// Any JSON value whose numbers are 64-bit integers or finite doubles.
+    pub fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e100f64..1e100).prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}

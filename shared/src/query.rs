@@ -394,6 +394,13 @@ fn check_value(
 impl Condition {
     pub fn matches(&self, event: &Value) -> bool {
         let found = self.field.lookup(event);
+        let time = self.field.field_type == FieldType::Time;
+        let equal = |a: &Value, b: &Value| compare(a, b, time) == Some(Ordering::Equal);
+        let ordered = |wanted: &[Ordering]| {
+            found
+                .and_then(|v| compare(v, &self.value, time))
+                .is_some_and(|o| wanted.contains(&o))
+        };
         match self.operator {
             Operator::Exists => found.is_some() == self.value.as_bool().unwrap_or(true),
             Operator::Eq => found.is_some_and(|v| equal(v, &self.value)),
@@ -413,51 +420,44 @@ impl Condition {
                 (Some(Value::Array(items)), wanted) => items.iter().any(|i| equal(i, wanted)),
                 _ => false,
             },
-            Operator::Gt => compare(found, &self.value) == Some(Ordering::Greater),
-            Operator::Gte => matches!(
-                compare(found, &self.value),
-                Some(Ordering::Greater | Ordering::Equal)
-            ),
-            Operator::Lt => compare(found, &self.value) == Some(Ordering::Less),
-            Operator::Lte => matches!(
-                compare(found, &self.value),
-                Some(Ordering::Less | Ordering::Equal)
-            ),
+            Operator::Gt => ordered(&[Ordering::Greater]),
+            Operator::Gte => ordered(&[Ordering::Greater, Ordering::Equal]),
+            Operator::Lt => ordered(&[Ordering::Less]),
+            Operator::Lte => ordered(&[Ordering::Less, Ordering::Equal]),
         }
     }
 }
 
-fn equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::String(x), Value::String(y)) => x == y || times_equal(x, y),
-        _ => a == b,
-    }
-}
-
-fn times_equal(x: &str, y: &str) -> bool {
-    match (
-        DateTime::parse_from_rfc3339(x),
-        DateTime::parse_from_rfc3339(y),
-    ) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
-/// Numbers numerically, times chronologically, other strings by code point.
-fn compare(found: Option<&Value>, wanted: &Value) -> Option<Ordering> {
-    match (found?, wanted) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
-        (Value::String(x), Value::String(y)) => match (
-            DateTime::parse_from_rfc3339(x),
-            DateTime::parse_from_rfc3339(y),
-        ) {
-            (Ok(a), Ok(b)) => Some(a.cmp(&b)),
-            _ => Some(x.as_str().cmp(y.as_str())),
-        },
+/// How a stored value compares with a condition's value; `None` when they
+/// don't compare (different JSON types, or a time field holding a non-time).
+/// Semantics by field type, the same on every plan:
+/// - time fields (`timestamp`, `occurredAt`, `expiresAt`): as instants;
+/// - strings everywhere else: exactly, by Unicode code point (an index
+///   read matches exact strings, so evaluation must too);
+/// - numbers: by value (integers exactly, others as doubles);
+/// - booleans: equal or not.
+fn compare(found: &Value, wanted: &Value, time: bool) -> Option<Ordering> {
+    match (found, wanted) {
+        (Value::String(x), Value::String(y)) if time => {
+            let x = DateTime::parse_from_rfc3339(x).ok()?;
+            let y = DateTime::parse_from_rfc3339(y).ok()?;
+            Some(x.cmp(&y))
+        }
+        (Value::String(x), Value::String(y)) => Some(x.as_str().cmp(y.as_str())),
+        (Value::Number(x), Value::Number(y)) => compare_numbers(x, y),
+        (Value::Bool(x), Value::Bool(y)) if x == y => Some(Ordering::Equal),
         _ => None,
     }
+}
+
+fn compare_numbers(x: &serde_json::Number, y: &serde_json::Number) -> Option<Ordering> {
+    if let (Some(a), Some(b)) = (x.as_i64(), y.as_i64()) {
+        return Some(a.cmp(&b));
+    }
+    if let (Some(a), Some(b)) = (x.as_u64(), y.as_u64()) {
+        return Some(a.cmp(&b));
+    }
+    x.as_f64()?.partial_cmp(&y.as_f64()?)
 }
 
 /// Which index a query reads, and with which key values.

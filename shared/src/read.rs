@@ -10,9 +10,10 @@ use ulid::Ulid;
 
 use crate::config::Config;
 use crate::error::{ApiError, StoreError};
-use crate::event::Event;
+use crate::event::{Event, MAX_PARTITION_KEY_BYTES};
 use crate::query::{CursorSigner, Plan, Query, QueryCursor};
 use crate::store::{EventStore, RangeRead};
+use crate::table::pivot_key;
 
 pub const MAX_PAGE: usize = 1000;
 pub const DEFAULT_TAIL_PAGE: usize = 100;
@@ -59,8 +60,14 @@ fn smallest_at(ms: i64) -> Ulid {
     Ulid::from_parts(ms.max(0) as u64, 0)
 }
 
-fn largest_at(ms: i64) -> Ulid {
-    Ulid::from_parts(ms.max(0) as u64, u128::MAX)
+/// The first whole millisecond at or after `at`.
+fn ceil_millis(at: DateTime<Utc>) -> i64 {
+    let ms = at.timestamp_millis();
+    if at.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+        ms
+    } else {
+        ms + 1
+    }
 }
 
 fn step_up(cursor: Ulid) -> Ulid {
@@ -193,19 +200,29 @@ impl<S: EventStore> TrailReader<S> {
             }
             None => (query.from, query.to, None),
         };
-        let lo = smallest_at(from.timestamp_millis());
-        let mut hi = largest_at(to.timestamp_millis());
+        // `timestamp` is the cursor's millisecond: `from` inclusive and `to`
+        // exclusive are exactly the cursors from the first of from's
+        // millisecond (rounded up) to just below the first of to's.
+        let lo = smallest_at(ceil_millis(from));
+        let mut hi = step_down(smallest_at(ceil_millis(to)));
         if let Some(position) = position {
             hi = hi.min(step_down(position));
         }
         let plan = Plan::for_query(query);
         let pivots: Vec<Option<String>> = if plan.index.is_some() {
-            plan.values.iter().cloned().map(Some).collect()
+            // A value too long to be an index key names no stored event
+            // (ingest refuses it), and DynamoDB would refuse the read.
+            plan.values
+                .iter()
+                .filter(|v| pivot_key(tenant, v).len() <= MAX_PARTITION_KEY_BYTES)
+                .cloned()
+                .map(Some)
+                .collect()
         } else {
             vec![None]
         };
         let budget = self.config.query_read_budget;
-        let per_pivot_budget = (budget / pivots.len()).max(1);
+        let per_pivot_budget = (budget / pivots.len().max(1)).max(1);
         let residual_filters = query.conditions.len() > usize::from(plan.index.is_some());
 
         let mut matched: Vec<Event> = Vec::new();

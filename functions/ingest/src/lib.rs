@@ -53,7 +53,7 @@ impl<S: EventStore> IngestHandler<S> {
             } => {
                 let mut results = self
                     .service
-                    .ingest(&caller, vec![event], idempotency_key)
+                    .ingest(&caller, vec![Ok(event)], idempotency_key)
                     .await?;
                 Ok(single_response(results.pop()))
             }
@@ -88,10 +88,13 @@ fn single_response(result: Option<ItemResult>) -> Response<Body> {
 /// when any could not be stored, so a caller retries exactly those.
 fn batch_response(results: Vec<ItemResult>) -> Response<Body> {
     let summary = summarize(&results);
-    let statuses: Vec<u16> = results
+    let refusals: Vec<(u16, &str)> = results
         .iter()
         .filter_map(|r| match r {
-            ItemResult::Refused { http_status, .. } => Some(*http_status),
+            ItemResult::Refused { http_status, error } => Some((
+                *http_status,
+                error["code"].as_str().unwrap_or("invalid_request"),
+            )),
             _ => None,
         })
         .collect();
@@ -105,13 +108,14 @@ fn batch_response(results: Vec<ItemResult>) -> Response<Body> {
         return json_response_retry_after(503, &body, 1);
     }
     if summary.refused == results.len() {
-        let status = if statuses.iter().all(|s| *s == statuses[0]) {
-            statuses[0]
-        } else {
-            400
+        // One status for all: its code; mixed refusals: a plain 400.
+        let (status, code) = match refusals.first() {
+            Some((first, code)) if refusals.iter().all(|(s, _)| s == first) => (*first, *code),
+            _ => (400, "invalid_request"),
         };
         let mut body = body;
-        body["error"] = json!({ "code": "invalid_request", "message": "every event of the batch was refused; see results" });
+        body["error"] =
+            json!({ "code": code, "message": "every event of the batch was refused; see results" });
         return json_response(status, &body);
     }
     json_response(if summary.refused > 0 { 207 } else { 200 }, &body)

@@ -1,0 +1,266 @@
+//! Strict JSON: every request body is read here, so that two readers of the
+//! same bytes can never see different values.
+//!
+//! `serde_json` alone keeps the last of two equal keys and rounds numbers
+//! beyond `f64` silently. This reader parses with `serde_json` all the same,
+//! but looks at each object's keys and each number's literal text (through
+//! `RawValue`) and reports every duplicate key and every number that would
+//! not be kept exactly, with the path where it sits.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Number, Value};
+
+/// A value that reads fine as JSON but can't be kept as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defect {
+    /// Where it sits, as a field path (`events[3].data["k8s.pod"]`).
+    pub path: String,
+    pub message: String,
+}
+
+/// The body is not JSON at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntaxError {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Parses `text`; returns the value and what in it can't be kept exactly.
+pub fn parse(text: &[u8]) -> Result<(Value, Vec<Defect>), SyntaxError> {
+    let raw: Box<RawValue> = serde_json::from_slice(text).map_err(|err| SyntaxError {
+        line: err.line(),
+        column: err.column(),
+    })?;
+    let mut defects = Vec::new();
+    let value = read(&raw, &mut String::new(), &mut defects).map_err(|err| SyntaxError {
+        line: err.line(),
+        column: err.column(),
+    })?;
+    Ok((value, defects))
+}
+
+/// An object's members in the order sent, duplicates included.
+struct Members(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+        impl<'de> Visitor<'de> for MembersVisitor {
+            type Value = Members;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Box<RawValue>>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+fn read(
+    raw: &RawValue,
+    path: &mut String,
+    defects: &mut Vec<Defect>,
+) -> Result<Value, serde_json::Error> {
+    let text = raw.get().trim_start();
+    match text.as_bytes().first() {
+        Some(b'{') => {
+            let Members(members) = serde_json::from_str(text)?;
+            let mut seen = HashSet::with_capacity(members.len());
+            let mut map = Map::new();
+            for (key, member) in members {
+                let len = path.len();
+                push_key(path, &key);
+                if !seen.insert(key.clone()) {
+                    defects.push(Defect {
+                        path: path.clone(),
+                        message: format!(
+                            "`{path}` is given twice; a key may appear only once in an object"
+                        ),
+                    });
+                } else {
+                    let value = read(&member, path, defects)?;
+                    map.insert(key, value);
+                }
+                path.truncate(len);
+            }
+            Ok(Value::Object(map))
+        }
+        Some(b'[') => {
+            let items: Vec<Box<RawValue>> = serde_json::from_str(text)?;
+            let mut values = Vec::with_capacity(items.len());
+            for (index, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{index}]"));
+                values.push(read(item, path, defects)?);
+                path.truncate(len);
+            }
+            Ok(Value::Array(values))
+        }
+        Some(b'-' | b'0'..=b'9') => {
+            let number: Number = serde_json::from_str(text)?;
+            if !same_decimal(text.trim_end(), &number.to_string()) {
+                let shown = if path.is_empty() {
+                    "the number".to_string()
+                } else {
+                    path.clone()
+                };
+                defects.push(Defect {
+                    path: path.clone(),
+                    message: format!(
+                        "`{shown}` holds {}, which can't be stored exactly (at most 17 significant digits unless it is a 64-bit integer); send it as a string",
+                        text.trim_end()
+                    ),
+                });
+            }
+            Ok(Value::Number(number))
+        }
+        _ => serde_json::from_str(text),
+    }
+}
+
+/// Appends an object key to a field path: `.key` for plain keys, `["key"]`
+/// (a JSON string) for keys that hold anything else.
+pub fn push_key(path: &mut String, key: &str) {
+    if is_plain_key(key) {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+    } else {
+        path.push('[');
+        path.push_str(&serde_json::to_string(key).unwrap_or_default());
+        path.push(']');
+    }
+}
+
+/// A key that can be written bare in a field path.
+pub fn is_plain_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.bytes().all(|b| b.is_ascii_digit())
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':' | '@' | '$'))
+}
+
+/// A decimal as sign, significant digits and exponent; zero has no digits.
+fn decimal(text: &str) -> Option<(bool, String, i64)> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if !whole
+        .bytes()
+        .chain(fraction.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}");
+    let mut exponent = exponent.checked_sub(fraction.len() as i64)?;
+    let significant = digits.trim_start_matches('0');
+    let trimmed = significant.trim_end_matches('0');
+    exponent = exponent.checked_add((significant.len() - trimmed.len()) as i64)?;
+    if trimmed.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    Some((negative, trimmed.to_string(), exponent))
+}
+
+/// Whether two number texts name the same decimal value.
+fn same_decimal(sent: &str, kept: &str) -> bool {
+    match (decimal(sent), decimal(kept)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn defects(text: &str) -> Vec<Defect> {
+        parse(text.as_bytes()).unwrap().1
+    }
+
+    #[test]
+    fn numbers_that_would_change_are_reported_with_their_path() {
+        let found = defects(r#"{"data":{"n":123456789012345678901234567890}}"#);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, "data.n");
+        assert_eq!(defects(r#"[0.10000000000000001]"#)[0].path, "[0]");
+        for exact in [
+            "0",
+            "-0",
+            "0.1",
+            "1e2",
+            "100.0",
+            "-1234567890123456789",
+            "18446744073709551615",
+            "1.5e-300",
+            "1E+20",
+            "0.000",
+        ] {
+            assert!(defects(exact).is_empty(), "{exact} is kept exactly");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_and_the_first_is_kept() {
+        let (value, found) =
+            parse(br#"{"eventType":"a","serviceName":"s","eventType":"b"}"#).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, "eventType");
+        assert_eq!(value["eventType"], "a");
+        let nested = defects(r#"{"events":[{"data":{"k8s.pod":1,"k8s.pod":2}}]}"#);
+        assert_eq!(nested[0].path, r#"events[0].data["k8s.pod"]"#);
+    }
+
+    #[test]
+    fn syntax_errors_say_where() {
+        let err = parse(b"{\n  \"a\": }").unwrap_err();
+        assert_eq!(err.line, 2);
+    }
+
+    proptest! {
+        /// Any bytes: no panic, and either a syntax error or a value.
+        #[test]
+        fn never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse(&bytes);
+        }
+
+        /// A value without duplicates and with f64-exact numbers reads back unchanged.
+        #[test]
+        fn plain_json_reads_back_unchanged(value in crate::testing::json_value()) {
+            let text = serde_json::to_vec(&value).unwrap();
+            let (read, found) = parse(&text).unwrap();
+            prop_assert!(found.is_empty(), "{:?}", found);
+            prop_assert_eq!(read, value);
+        }
+
+        /// Integers: exact when they fit 64 bits, reported when they don't.
+        #[test]
+        fn wide_integers_are_exact_or_reported(digits in "[1-9][0-9]{0,40}") {
+            let found = defects(&digits);
+            let fits = digits.parse::<u64>().is_ok();
+            let f64_exact = digits.parse::<f64>().map(|f| same_decimal(&digits, &Number::from_f64(f).unwrap().to_string())).unwrap_or(false);
+            prop_assert_eq!(found.is_empty(), fits || f64_exact);
+        }
+    }
+}
