@@ -32,9 +32,9 @@ pub struct ObservedProperty {
 
 impl ObservedProperty {
     pub fn target(&self) -> &str {
-        if self.name.starts_with("data.") {
+        if self.name.starts_with("data.") || self.name.starts_with("data[") {
             "data"
-        } else if self.name.starts_with("indexedData.") {
+        } else if self.name.starts_with("indexedData.") || self.name.starts_with("indexedData[") {
             "indexedData"
         } else {
             "event"
@@ -70,7 +70,9 @@ pub fn properties_of(event: &Event, extended: bool) -> Vec<ObservedProperty> {
     }
     if let Some(indexed) = &event.indexed_data {
         for key in indexed.keys() {
-            found.insert(format!("indexedData.{key}"), "string");
+            let mut name = "indexedData".to_string();
+            crate::json::push_key(&mut name, key);
+            found.insert(name, "string");
         }
     }
     if extended {
@@ -97,7 +99,9 @@ fn walk(path: &str, value: &Value, depth: usize, found: &mut BTreeMap<String, &'
                 if found.len() >= MAX_PROPERTIES_PER_EVENT * 2 {
                     return;
                 }
-                walk(&format!("{path}.{key}"), child, depth + 1, found);
+                let mut child_path = path.to_string();
+                crate::json::push_key(&mut child_path, key);
+                walk(&child_path, child, depth + 1, found);
             }
         }
         Value::Null => {}

@@ -122,6 +122,54 @@ pub const TOP_LEVEL_FIELDS: &[(&str, FieldType)] = &[
     ("userAgent", FieldType::String),
 ];
 
+/// Longest field name a condition may use.
+const MAX_FIELD_NAME_BYTES: usize = 2048;
+/// Most levels a `data` path may name (the table stores 31).
+const MAX_PATH_SEGMENTS: usize = 32;
+
+/// The keys of `.a["b c"][0]`; `None` if it is not such a path.
+fn parse_segments(mut rest: &str) -> Option<Vec<String>> {
+    let mut segments = Vec::new();
+    while !rest.is_empty() {
+        if segments.len() >= MAX_PATH_SEGMENTS {
+            return None;
+        }
+        if let Some(after) = rest.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            let key = &after[..end];
+            let plain = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':' | '@' | '$'));
+            if !plain {
+                return None;
+            }
+            segments.push(key.to_string());
+            rest = &after[end..];
+        } else if let Some(after) = rest.strip_prefix("[\"") {
+            // A JSON string up to its closing quote, then `]`.
+            let quoted = &rest[1..];
+            let mut stream = serde_json::Deserializer::from_str(quoted).into_iter::<String>();
+            let key = stream.next()?.ok()?;
+            let used = stream.byte_offset();
+            let _ = after;
+            rest = quoted.get(used..)?.strip_prefix(']')?;
+            segments.push(key);
+        } else if let Some(after) = rest.strip_prefix('[') {
+            let end = after.find(']')?;
+            let digits = &after[..end];
+            if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            segments.push(digits.to_string());
+            rest = &after[end + 1..];
+        } else {
+            return None;
+        }
+    }
+    Some(segments)
+}
+
 /// Where a field's value lives in an event's JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldPath {
@@ -131,6 +179,11 @@ pub struct FieldPath {
 }
 
 impl FieldPath {
+    /// A top-level field (`userId`), or a path into `data` or `indexedData`:
+    /// `.key` for keys of letters, digits and `_-:@$`, `["any key"]` (a JSON
+    /// string) for any other key, `[2]` for an array position
+    /// (`data.user.role`, `data["k8s.pod"]`, `data.tags[0]`,
+    /// `indexedData["display name"]`). Metadata lists names in this syntax.
     pub fn parse(name: &str) -> Option<FieldPath> {
         if let Some((_, field_type)) = TOP_LEVEL_FIELDS.iter().find(|(f, _)| *f == name) {
             return Some(FieldPath {
@@ -139,34 +192,33 @@ impl FieldPath {
                 field_type: *field_type,
             });
         }
-        let (root, rest) = name.split_once('.')?;
-        let valid_segment = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 128
-                && s.chars()
-                    .all(|c| c.is_alphanumeric() || "_-:@$".contains(c))
-        };
-        match root {
-            "data" => {
-                let segments: Vec<&str> = rest.split('.').collect();
-                if segments.len() > 16 || !segments.iter().all(|s| valid_segment(s)) {
-                    return None;
-                }
-                let mut path = vec!["data".to_string()];
-                path.extend(segments.iter().map(|s| s.to_string()));
-                Some(FieldPath {
-                    name: name.into(),
-                    segments: path,
-                    field_type: FieldType::Any,
-                })
-            }
-            "indexedData" if !rest.is_empty() && rest.len() <= 128 => Some(FieldPath {
-                name: name.into(),
-                segments: vec!["indexedData".into(), rest.into()],
-                field_type: FieldType::String,
-            }),
-            _ => None,
+        if name.len() > MAX_FIELD_NAME_BYTES {
+            return None;
         }
+        let (root, rest, field_type) = if let Some(rest) = name.strip_prefix("data") {
+            ("data", rest, FieldType::Any)
+        } else if let Some(rest) = name.strip_prefix("indexedData") {
+            ("indexedData", rest, FieldType::String)
+        } else {
+            return None;
+        };
+        let keys = match (root, rest.strip_prefix('.')) {
+            // An indexedData key is one level: `indexedData.k8s.pod` names "k8s.pod".
+            ("indexedData", Some(key)) if !key.is_empty() && !key.contains(['[', ']']) => {
+                vec![key.to_string()]
+            }
+            _ => parse_segments(rest)?,
+        };
+        if keys.is_empty() || (root == "indexedData" && keys.len() != 1) {
+            return None;
+        }
+        let mut segments = vec![root.to_string()];
+        segments.extend(keys);
+        Some(FieldPath {
+            name: name.into(),
+            segments,
+            field_type,
+        })
     }
 
     fn lookup<'a>(&self, event: &'a Value) -> Option<&'a Value> {
@@ -373,6 +425,8 @@ fn check_value(
             Value::Array(list) if list.iter().all(scalar_ok) => Ok(()),
             _ => wrong(&format!("an array of {expected} values")),
         },
+        // `contains` on a `data` array looks for an element of any scalar type.
+        Operator::Contains if field.field_type == FieldType::Any && scalar_ok(value) => Ok(()),
         Operator::StartsWith | Operator::Contains if !value.is_string() => wrong("a string value"),
         Operator::StartsWith | Operator::Contains => Ok(()),
         Operator::Gt | Operator::Gte | Operator::Lt | Operator::Lte => {
@@ -474,6 +528,14 @@ pub struct Plan {
 const PIVOT_PREFERENCE: &[&str] = &["traceId", "userId", "eventType", "serviceName"];
 
 impl Plan {
+    /// Read the tenant's time range and evaluate every condition.
+    pub fn whole_range() -> Plan {
+        Plan {
+            index: None,
+            values: Vec::new(),
+        }
+    }
+
     pub fn for_query(query: &Query) -> Plan {
         for field in PIVOT_PREFERENCE {
             let candidates = query

@@ -188,6 +188,20 @@ impl<S: EventStore> TrailReader<S> {
         cursor: Option<QueryCursor>,
         limit: usize,
     ) -> Result<QueryPage, ApiError> {
+        self.query_with_plan(tenant, query, cursor, limit, Plan::for_query(query))
+            .await
+    }
+
+    /// [`Self::query`] reading what `plan` says: the planner's choice, or
+    /// (to prove every plan means the same) the tenant's whole time range.
+    pub async fn query_with_plan(
+        &self,
+        tenant: &str,
+        query: &Query,
+        cursor: Option<QueryCursor>,
+        limit: usize,
+        plan: Plan,
+    ) -> Result<QueryPage, ApiError> {
         let started = Instant::now();
         let now = Utc::now();
         let (from, to, position) = match cursor {
@@ -203,12 +217,12 @@ impl<S: EventStore> TrailReader<S> {
         // `timestamp` is the cursor's millisecond: `from` inclusive and `to`
         // exclusive are exactly the cursors from the first of from's
         // millisecond (rounded up) to just below the first of to's.
-        let lo = smallest_at(ceil_millis(from));
-        let mut hi = step_down(smallest_at(ceil_millis(to)));
+        let (from_ms, to_ms) = (ceil_millis(from), ceil_millis(to));
+        let lo = smallest_at(from_ms);
+        let mut hi = step_down(smallest_at(to_ms));
         if let Some(position) = position {
             hi = hi.min(step_down(position));
         }
-        let plan = Plan::for_query(query);
         let pivots: Vec<Option<String>> = if plan.index.is_some() {
             // A value too long to be an index key names no stored event
             // (ingest refuses it), and DynamoDB would refuse the read.
@@ -306,8 +320,8 @@ impl<S: EventStore> TrailReader<S> {
                     tenant: tenant.to_string(),
                     fingerprint: query.fingerprint.clone(),
                     position,
-                    from_ms: from.timestamp_millis(),
-                    to_ms: to.timestamp_millis(),
+                    from_ms,
+                    to_ms,
                 })
             });
         tracing::info!(

@@ -71,6 +71,7 @@ pub struct SelfAuditor<S> {
     retention: Arc<RetentionCache<S>>,
     cursors: CursorGenerator,
     required: bool,
+    seen: crate::metadata::SeenProperties,
 }
 
 impl<S: EventStore> SelfAuditor<S> {
@@ -80,6 +81,7 @@ impl<S: EventStore> SelfAuditor<S> {
             retention,
             cursors: CursorGenerator::default(),
             required,
+            seen: Default::default(),
         }
     }
 
@@ -119,8 +121,10 @@ impl<S: EventStore> SelfAuditor<S> {
         let (result, recorded) = tokio::join!(read, self.record(caller, &facts));
         if let Err(err) = recorded {
             tracing::error!(error = %err, route = facts.event_type, "self-audit record not written");
-            // CloudWatch embedded metric: one line of JSON on stdout.
-            println!(
+            // CloudWatch embedded metric: one line of JSON. On stderr, which
+            // Lambda sends to CloudWatch Logs like stdout, so that stdout
+            // stays free for what a program streams (the local relay's events).
+            eprintln!(
                 "{}",
                 json!({
                     "_aws": {"Timestamp": Utc::now().timestamp_millis(), "CloudWatchMetrics": [{
@@ -160,9 +164,11 @@ impl<S: EventStore> SelfAuditor<S> {
         data: serde_json::Value,
     ) -> Result<(), StoreError> {
         let retention = self.retention.retention_days(&caller.tenant).await?;
-        let now = Utc::now();
+        // As for every event, the timestamp is the cursor's time.
+        let cursor = self.cursors.next();
+        let now = crate::event::cursor_time(cursor);
         let event = Event {
-            cursor: self.cursors.next().to_string(),
+            cursor: cursor.to_string(),
             account_id: caller.tenant.clone(),
             organization_id: None,
             timestamp: format_time(now),
@@ -185,7 +191,17 @@ impl<S: EventStore> SelfAuditor<S> {
             indexed_data: None,
             may_have_more_data: None,
         };
-        self.store.put_event(&event).await
+        self.store.put_event(&event).await?;
+        // The API's own records are queryable like any event: metadata lists
+        // their properties (first sighting per process only).
+        let sightings = self.seen.first_sightings(std::iter::once(&event), true);
+        if !sightings.is_empty() {
+            if let Err(err) = self.store.put_properties(&sightings).await {
+                tracing::warn!(error = %err, "self-audit metadata not recorded; a later record will retry");
+                self.seen.forget(&sightings);
+            }
+        }
+        Ok(())
     }
 }
 

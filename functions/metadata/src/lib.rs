@@ -9,7 +9,7 @@ use audit_shared::error::parse_json_body;
 use audit_shared::event::format_time;
 use audit_shared::http::{error_response, json_response, query_parameters, require_json};
 use audit_shared::metadata::ObservedProperty;
-use audit_shared::query::{FieldType, TOP_LEVEL_FIELDS};
+use audit_shared::query::{FieldPath, FieldType, TOP_LEVEL_FIELDS};
 use audit_shared::selfaudit::{
     RequestFacts, SelfAuditor, SELF_AUDIT_EVENT_TYPES, SELF_AUDIT_SERVICE,
 };
@@ -80,17 +80,22 @@ fn operators_for_json(json_type: &str) -> Vec<&'static str> {
     }
 }
 
-fn describe(property: &ObservedProperty) -> Value {
-    let ops = if property.target() == "event" {
-        TOP_LEVEL_FIELDS
-            .iter()
-            .find(|(name, _)| *name == property.name)
-            .map(|(_, t)| operators(*t))
-            .unwrap_or_else(|| operators_for_json(&property.json_type))
-    } else {
-        operators_for_json(&property.json_type)
+/// A property as both metadata routes list it: top-level fields with their
+/// field type (`time` for times), observed `data` and `indexedData` paths
+/// with their JSON type. `None` for a name no query could use.
+fn describe(property: &ObservedProperty) -> Option<Value> {
+    FieldPath::parse(&property.name)?;
+    let top_level = TOP_LEVEL_FIELDS
+        .iter()
+        .find(|(name, _)| *name == property.name);
+    let (type_name, ops) = match (property.target(), top_level) {
+        ("event", Some((_, field_type))) => (field_type.name(), operators(*field_type)),
+        _ => (
+            property.json_type.as_str(),
+            operators_for_json(&property.json_type),
+        ),
     };
-    json!({"name": property.name, "type": property.json_type, "operators": ops})
+    Some(json!({"name": property.name, "type": type_name, "operators": ops}))
 }
 
 impl<S: EventStore> MetadataHandler<S> {
@@ -166,10 +171,12 @@ impl<S: EventStore> MetadataHandler<S> {
                 .or_default()
                 .insert(&property.event_type);
             if property.target() != "event" {
-                by_target.entry(property.target()).or_default().insert(
-                    (property.name.clone(), property.json_type.clone()),
-                    describe(property),
-                );
+                if let Some(described) = describe(property) {
+                    by_target
+                        .entry(property.target())
+                        .or_default()
+                        .insert((property.name.clone(), property.json_type.clone()), described);
+                }
             }
         }
         let event_fields: Vec<Value> = TOP_LEVEL_FIELDS
@@ -214,9 +221,11 @@ impl<S: EventStore> MetadataHandler<S> {
             .await?;
         let mut unique: BTreeMap<(String, String), Value> = BTreeMap::new();
         for property in observed.iter().filter(|p| p.target() == target) {
-            unique
-                .entry((property.name.clone(), property.json_type.clone()))
-                .or_insert_with(|| describe(property));
+            if let Some(described) = describe(property) {
+                unique
+                    .entry((property.name.clone(), property.json_type.clone()))
+                    .or_insert(described);
+            }
         }
         Ok(json_response(
             200,
