@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use audit_shared::stream::{detail_json, BusEntry, Publisher};
+use audit_shared::stream::{BusEntry, Publisher};
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
 use base64::Engine;
@@ -51,19 +51,40 @@ impl LocalPublisher {
     }
 }
 
-/// The envelope EventBridge wraps a detail in.
-pub fn envelope(entry: &BusEntry) -> Value {
-    json!({
-        "version": "0",
-        "id": ulid::Ulid::new().to_string(),
-        "detail-type": entry.detail_type,
-        "source": entry.source,
-        "account": "000000000000",
-        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "region": "local",
-        "resources": [],
-        "detail": detail_json(entry),
+/// The envelope EventBridge wraps a detail in, as JSON text. The detail is
+/// embedded byte for byte as the stream function made it.
+pub fn envelope(entry: &BusEntry) -> String {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        version: &'a str,
+        id: String,
+        #[serde(rename = "detail-type")]
+        detail_type: &'a str,
+        source: &'a str,
+        account: &'a str,
+        time: String,
+        region: &'a str,
+        resources: [&'a str; 0],
+        detail: &'a serde_json::value::RawValue,
+    }
+    // The stream function always makes the detail from JSON; `null` if not.
+    let Ok(detail) = serde_json::value::RawValue::from_string(entry.detail.clone())
+        .or_else(|_| serde_json::value::RawValue::from_string("null".into()))
+    else {
+        return String::new();
+    };
+    serde_json::to_string(&Envelope {
+        version: "0",
+        id: ulid::Ulid::new().to_string(),
+        detail_type: &entry.detail_type,
+        source: &entry.source,
+        account: "000000000000",
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        region: "local",
+        resources: [],
+        detail: &detail,
     })
+    .unwrap_or_default()
 }
 
 #[async_trait]
@@ -77,7 +98,13 @@ impl Publisher for LocalPublisher {
                 match subscriber {
                     Subscriber::Stdout => println!("{body}"),
                     Subscriber::Http(url) => {
-                        let delivered = self.http.post(url).json(&body).send().await;
+                        let delivered = self
+                            .http
+                            .post(url)
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                            .send()
+                            .await;
                         ok &= delivered.is_ok_and(|r| r.status().is_success());
                     }
                 }
@@ -170,20 +197,45 @@ pub struct Relay {
     pub from_start: bool,
 }
 
-/// Attempts at one batch before the relay gives up on it (Lambda's
-/// MaximumRetryAttempts; in AWS the on-failure queue keeps it).
-const MAX_ATTEMPTS: u32 = 5;
+/// Longest pause between deliveries of a batch a subscriber keeps refusing.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
+/// Where the relay reads: the stream and a position in each shard.
+struct Positions {
+    arn: String,
+    iterators: HashMap<String, Option<String>>,
+}
 
 impl Relay {
+    /// Takes the stream position first, then relays in the background: an
+    /// event stored once this returns is delivered, so call it before the
+    /// API accepts requests.
+    pub async fn start(self) -> Result<tokio::task::JoinHandle<()>, String> {
+        let mut positions = self.positions().await?;
+        // Shards known now start where `from_start` says; shards that appear
+        // later start at their beginning, so nothing in them is missed.
+        self.discover_shards(&mut positions, self.from_start)
+            .await?;
+        Ok(tokio::spawn(async move {
+            if let Err(err) = self.run(positions).await {
+                tracing::error!(error = %err, "stream relay stopped");
+            }
+        }))
+    }
+
+    /// Starts in the background; errors are logged. Prefer [`Self::start`].
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            if let Err(err) = self.run().await {
-                tracing::error!(error = %err, "stream relay stopped");
+            match self.start().await {
+                Ok(handle) => {
+                    let _ = handle.await;
+                }
+                Err(err) => tracing::error!(error = %err, "stream relay stopped"),
             }
         })
     }
 
-    async fn run(self) -> Result<(), String> {
+    async fn positions(&self) -> Result<Positions, String> {
         let table = self
             .dynamo
             .describe_table()
@@ -196,50 +248,66 @@ impl Relay {
             .and_then(|t| t.latest_stream_arn())
             .ok_or("the table has no stream")?
             .to_string();
-        let mut iterators: HashMap<String, Option<String>> = HashMap::new();
-        let mut retry: Vec<Value> = Vec::new();
-        let mut attempts = 0;
-        loop {
-            // pick up new shards
-            let description = self
+        Ok(Positions {
+            arn,
+            iterators: HashMap::new(),
+        })
+    }
+
+    async fn discover_shards(
+        &self,
+        positions: &mut Positions,
+        from_start: bool,
+    ) -> Result<(), String> {
+        let description = self
+            .streams
+            .describe_stream()
+            .stream_arn(&positions.arn)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        for shard in description
+            .stream_description()
+            .map(|d| d.shards())
+            .unwrap_or_default()
+        {
+            let Some(id) = shard.shard_id() else { continue };
+            if positions.iterators.contains_key(id) {
+                continue;
+            }
+            let kind = if from_start {
+                ShardIteratorType::TrimHorizon
+            } else {
+                ShardIteratorType::Latest
+            };
+            let iterator = self
                 .streams
-                .describe_stream()
-                .stream_arn(&arn)
+                .get_shard_iterator()
+                .stream_arn(&positions.arn)
+                .shard_id(id)
+                .shard_iterator_type(kind)
                 .send()
                 .await
                 .map_err(|e| e.to_string())?;
-            for shard in description
-                .stream_description()
-                .map(|d| d.shards())
-                .unwrap_or_default()
-            {
-                let Some(id) = shard.shard_id() else { continue };
-                if iterators.contains_key(id) {
-                    continue;
-                }
-                let kind = if self.from_start {
-                    ShardIteratorType::TrimHorizon
-                } else {
-                    ShardIteratorType::Latest
-                };
-                let iterator = self
-                    .streams
-                    .get_shard_iterator()
-                    .stream_arn(&arn)
-                    .shard_id(id)
-                    .shard_iterator_type(kind)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                iterators.insert(
-                    id.to_string(),
-                    iterator.shard_iterator().map(str::to_string),
-                );
+            positions.iterators.insert(
+                id.to_string(),
+                iterator.shard_iterator().map(str::to_string),
+            );
+        }
+        Ok(())
+    }
+
+    async fn run(self, mut positions: Positions) -> Result<(), String> {
+        let mut retry: Vec<Value> = Vec::new();
+        let mut failures: u32 = 0;
+        loop {
+            if let Err(err) = self.discover_shards(&mut positions, true).await {
+                tracing::warn!(error = %err, "DescribeStream failed; retrying");
             }
+            let arn = positions.arn.clone();
             let mut batch = std::mem::take(&mut retry);
             if batch.is_empty() {
-                attempts = 0;
-                for (shard, iterator) in iterators.iter_mut() {
+                for (shard, iterator) in positions.iterators.iter_mut() {
                     let Some(current) = iterator.clone() else {
                         continue;
                     };
@@ -261,33 +329,40 @@ impl Relay {
                     }
                 }
             }
+            let mut pause = self.poll;
             if !batch.is_empty() {
                 let event: StreamEvent =
                     serde_json::from_value(json!({"Records": batch})).map_err(|e| e.to_string())?;
                 let response = self.handler.handle(event).await;
-                // As Lambda does: retry from the first failed record on.
+                // As Lambda does: retry from the first failed record on. Unlike
+                // Lambda's bounded retries, the relay never drops a record: it
+                // backs off and keeps its position until the subscriber takes it.
                 let failed: Vec<String> = response
                     .batch_item_failures
                     .iter()
                     .filter_map(|f| f.item_identifier.clone())
                     .collect();
-                if let Some(first) = batch.iter().position(|r| {
+                match batch.iter().position(|r| {
                     failed
                         .iter()
                         .any(|f| r["dynamodb"]["SequenceNumber"] == f.as_str())
                 }) {
-                    attempts += 1;
-                    if attempts < MAX_ATTEMPTS {
+                    Some(first) => {
+                        failures = failures.saturating_add(1);
                         retry = batch.split_off(first);
-                    } else {
-                        tracing::error!(
-                            records = batch.len() - first,
-                            "giving up on stream records after {MAX_ATTEMPTS} attempts"
+                        pause = (self.poll * 2u32.saturating_pow(failures.min(10)))
+                            .min(MAX_RETRY_PAUSE);
+                        tracing::warn!(
+                            records = retry.len(),
+                            failures,
+                            retry_in_ms = pause.as_millis() as u64,
+                            "a subscriber refused stream records; keeping them and retrying"
                         );
                     }
+                    None => failures = 0,
                 }
             }
-            tokio::time::sleep(self.poll).await;
+            tokio::time::sleep(pause).await;
         }
     }
 }

@@ -122,10 +122,27 @@ impl TestEnv {
         self.auth.mint(tenant, scopes, Duration::from_secs(600))
     }
 
-    /// Starts the stream relay feeding the `stream` handler, delivering to `subscribers`.
+    /// Starts the stream relay feeding the `stream` handler, delivering to
+    /// `subscribers`, from the oldest record the stream keeps.
     pub async fn start_relay(
         &self,
         subscribers: Vec<crate::relay::Subscriber>,
+    ) -> tokio::task::JoinHandle<()> {
+        self.start_relay_from(subscribers, true).await
+    }
+
+    /// As `audit-local serve` does: only records written after it returns.
+    pub async fn start_relay_at_latest(
+        &self,
+        subscribers: Vec<crate::relay::Subscriber>,
+    ) -> tokio::task::JoinHandle<()> {
+        self.start_relay_from(subscribers, false).await
+    }
+
+    async fn start_relay_from(
+        &self,
+        subscribers: Vec<crate::relay::Subscriber>,
+        from_start: bool,
     ) -> tokio::task::JoinHandle<()> {
         let endpoint = self
             .embedded
@@ -144,9 +161,11 @@ impl TestEnv {
             table: self.config.table_name.clone(),
             handler,
             poll: Duration::from_millis(50),
-            from_start: true,
+            from_start,
         }
-        .spawn()
+        .start()
+        .await
+        .expect("the relay starts")
     }
 
     /// Every item in the table, read straight from the store.
@@ -206,23 +225,31 @@ pub struct TestSubscriber {
     pub accepted: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
     /// Every delivery attempt's cursor.
     pub attempts: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Accepted deliveries as the bytes received.
+    pub accepted_raw: Arc<std::sync::Mutex<Vec<String>>>,
+    /// While set, every delivery is refused (503): a subscriber outage.
+    pub down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TestSubscriber {
     pub async fn start(refuse_once: Option<&'static str>) -> Self {
         use axum::extract::State;
         use axum::http::StatusCode;
-        use axum::Json;
         let subscriber = TestSubscriber {
             url: String::new(),
             accepted: Arc::default(),
             attempts: Arc::default(),
+            accepted_raw: Arc::default(),
+            down: Arc::default(),
         };
         let state = (subscriber.clone(), refuse_once);
         async fn receive(
             State((subscriber, refuse_once)): State<(TestSubscriber, Option<&'static str>)>,
-            Json(body): Json<serde_json::Value>,
+            raw: String,
         ) -> StatusCode {
+            let Ok(body) = serde_json::from_str::<serde_json::Value>(&raw) else {
+                return StatusCode::BAD_REQUEST;
+            };
             let cursor = body["detail"]["cursor"]
                 .as_str()
                 .unwrap_or_default()
@@ -233,11 +260,15 @@ impl TestSubscriber {
                 attempts.push(cursor);
                 first
             };
+            if subscriber.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return StatusCode::SERVICE_UNAVAILABLE;
+            }
             if first_attempt && refuse_once.is_some_and(|kind| body["detail"]["eventType"] == kind)
             {
                 return StatusCode::SERVICE_UNAVAILABLE;
             }
             subscriber.accepted.lock().expect("lock").push(body);
+            subscriber.accepted_raw.lock().expect("lock").push(raw);
             StatusCode::OK
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -26,7 +26,13 @@ const USER_IDS: &[&str] = &[
 const TYPES: &[&str] = &["login", "logout", "2026-03-01T10:00:00Z"];
 const SERVICES: &[&str] = &["idp", "iam"];
 const TRACES: &[&str] = &["t-1", "t-2", "t-3"];
-const WORDS: &[&str] = &["a", "b", "ab", "2026-03-01T10:00:00Z", "2026-03-01T10:00:00.000Z"];
+const WORDS: &[&str] = &[
+    "a",
+    "b",
+    "ab",
+    "2026-03-01T10:00:00Z",
+    "2026-03-01T10:00:00.000Z",
+];
 
 fn pick<'a>(rng: &mut StdRng, list: &[&'a str]) -> &'a str {
     list[rng.random_range(0..list.len())]
@@ -74,7 +80,16 @@ fn random_event(rng: &mut StdRng) -> Value {
 }
 
 fn random_condition(rng: &mut StdRng) -> Value {
-    let string_ops = ["eq", "ne", "in", "startsWith", "contains", "exists", "gt", "lt"];
+    let string_ops = [
+        "eq",
+        "ne",
+        "in",
+        "startsWith",
+        "contains",
+        "exists",
+        "gt",
+        "lt",
+    ];
     match rng.random_range(0..10) {
         0 | 1 => {
             let field = pick(rng, &["userId", "eventType", "serviceName", "traceId"]);
@@ -84,7 +99,11 @@ fn random_condition(rng: &mut StdRng) -> Value {
                 "serviceName" => SERVICES,
                 _ => TRACES,
             };
-            let op = if rng.random_bool(0.6) { "eq" } else { pick(rng, &string_ops) };
+            let op = if rng.random_bool(0.6) {
+                "eq"
+            } else {
+                pick(rng, &string_ops)
+            };
             let value = match op {
                 "in" => json!([pick(rng, list), pick(rng, list)]),
                 "exists" => json!(rng.random_bool(0.5)),
@@ -104,7 +123,10 @@ fn random_condition(rng: &mut StdRng) -> Value {
         3 | 4 => {
             let op = pick(rng, &["eq", "ne", "in", "gt", "gte", "lt", "lte", "exists"]);
             let value = match op {
-                "in" => json!([rng.random_range(-3..4), rng.random_range(-3..4) as f64 + 0.5]),
+                "in" => json!([
+                    rng.random_range(-3..4),
+                    rng.random_range(-3..4) as f64 + 0.5
+                ]),
                 "exists" => json!(rng.random_bool(0.5)),
                 _ => json!(rng.random_range(-3..4)),
             };
@@ -129,11 +151,19 @@ fn random_condition(rng: &mut StdRng) -> Value {
         }
         7 => {
             let op = pick(rng, &["eq", "startsWith", "exists"]);
-            let value = if op == "exists" { json!(rng.random_bool(0.5)) } else { json!(pick(rng, WORDS)) };
+            let value = if op == "exists" {
+                json!(rng.random_bool(0.5))
+            } else {
+                json!(pick(rng, WORDS))
+            };
             json!({"field": "data[\"k8s.pod\"]", "operator": op, "value": value})
         }
-        8 => json!({"field": "indexedData.region", "operator": pick(rng, &["eq", "ne", "startsWith"]), "value": pick(rng, WORDS)}),
-        _ => json!({"field": "timestamp", "operator": pick(rng, &["gte", "lt"]), "value": "2026-03-01T10:00:00Z"}),
+        8 => {
+            json!({"field": "indexedData.region", "operator": pick(rng, &["eq", "ne", "startsWith"]), "value": pick(rng, WORDS)})
+        }
+        _ => {
+            json!({"field": "timestamp", "operator": pick(rng, &["gte", "lt"]), "value": "2026-03-01T10:00:00Z"})
+        }
     }
 }
 
@@ -153,7 +183,9 @@ fn oracle_matches(condition: &Value, event: &Value) -> Option<bool> {
     let cmp = |a: &Value, b: &Value| -> Option<std::cmp::Ordering> {
         match (a, b) {
             (Value::String(x), Value::String(y)) if time => Some(
-                DateTime::parse_from_rfc3339(x).ok()?.cmp(&DateTime::parse_from_rfc3339(y).ok()?),
+                DateTime::parse_from_rfc3339(x)
+                    .ok()?
+                    .cmp(&DateTime::parse_from_rfc3339(y).ok()?),
             ),
             (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
             (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
@@ -167,8 +199,14 @@ fn oracle_matches(condition: &Value, event: &Value) -> Option<bool> {
         "exists" => found.is_some() == wanted.as_bool()?,
         "eq" => found.is_some_and(|v| eq(v, wanted)),
         "ne" => !found.is_some_and(|v| eq(v, wanted)),
-        "in" => found.is_some_and(|v| wanted.as_array().is_some_and(|l| l.iter().any(|w| eq(v, w)))),
-        "startsWith" => found.and_then(Value::as_str).is_some_and(|s| s.starts_with(wanted.as_str().unwrap_or("\u{0}"))),
+        "in" => found.is_some_and(|v| {
+            wanted
+                .as_array()
+                .is_some_and(|l| l.iter().any(|w| eq(v, w)))
+        }),
+        "startsWith" => found
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.starts_with(wanted.as_str().unwrap_or("\u{0}"))),
         "contains" => match found {
             Some(Value::String(s)) => wanted.as_str().is_some_and(|w| s.contains(w)),
             Some(Value::Array(items)) => items.iter().any(|i| eq(i, wanted)),
@@ -197,7 +235,9 @@ async fn all_pages(
             .expect("query page");
         cursors.extend(page.events.into_iter().map(|e| e.cursor));
         match page.next {
-            Some(token) => next = Some(reader.verify_cursor(&token, "acme", query).expect("cursor")),
+            Some(token) => {
+                next = Some(reader.verify_cursor(&token, "acme", query).expect("cursor"))
+            }
             None => return cursors,
         }
     }
@@ -217,11 +257,17 @@ async fn random_queries_mean_the_same_on_every_plan_and_match_the_oracle() {
     // Batches: many events share a millisecond, and batches span several.
     for _ in 0..4 {
         let events: Vec<Value> = (0..60).map(|_| random_event(&mut rng)).collect();
-        let (status, answer) =
-            json_of(api.post_json(&token, "/audit/events", &json!({ "events": events })).await).await;
+        let (status, answer) = json_of(
+            api.post_json(&token, "/audit/events", &json!({ "events": events }))
+                .await,
+        )
+        .await;
         assert_eq!(status, 200, "{answer}");
     }
-    let store = Arc::new(DynamoStore::new(api.env.client.clone(), api.env.config.table_name.clone()));
+    let store = Arc::new(DynamoStore::new(
+        api.env.client.clone(),
+        api.env.config.table_name.clone(),
+    ));
     let reader = TrailReader::new(Arc::clone(&store), api.env.config.clone());
     let everything = Query::parse(&json!({}), Utc::now() + Duration::seconds(1)).expect("query");
     let all = reader
@@ -240,7 +286,9 @@ async fn random_queries_mean_the_same_on_every_plan_and_match_the_oracle() {
         .collect();
 
     for case in 0..150 {
-        let conditions: Vec<Value> = (0..rng.random_range(1..3)).map(|_| random_condition(&mut rng)).collect();
+        let conditions: Vec<Value> = (0..rng.random_range(1..3))
+            .map(|_| random_condition(&mut rng))
+            .collect();
         let mut body = json!({ "and": conditions });
         // Windows on event timestamps, from == to included.
         let from = timestamps[rng.random_range(0..timestamps.len())].clone();
@@ -269,8 +317,14 @@ async fn random_queries_mean_the_same_on_every_plan_and_match_the_oracle() {
             })
             .map(|e| e["cursor"].as_str().unwrap_or_default().to_string())
             .collect();
-        assert_eq!(free, forced, "case {case} (seed {seed}): plans differ for {body}");
-        assert_eq!(free, expected, "case {case} (seed {seed}): not the documented result for {body}");
+        assert_eq!(
+            free, forced,
+            "case {case} (seed {seed}): plans differ for {body}"
+        );
+        assert_eq!(
+            free, expected,
+            "case {case} (seed {seed}): not the documented result for {body}"
+        );
     }
 }
 
@@ -280,9 +334,14 @@ async fn random_queries_mean_the_same_on_every_plan_and_match_the_oracle() {
 async fn the_window_is_on_timestamp_from_inclusive_to_exclusive() {
     let api = Api::start().await;
     let token = api.token("acme");
-    let events: Vec<Value> = (0..200).map(|i| json!({"eventType": "t", "serviceName": "s", "data": {"i": i}})).collect();
-    let (status, answer) =
-        json_of(api.post_json(&token, "/audit/events", &json!({ "events": events })).await).await;
+    let events: Vec<Value> = (0..200)
+        .map(|i| json!({"eventType": "t", "serviceName": "s", "data": {"i": i}}))
+        .collect();
+    let (status, answer) = json_of(
+        api.post_json(&token, "/audit/events", &json!({ "events": events }))
+            .await,
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     let results = answer["results"].as_array().cloned().unwrap_or_default();
     for result in results.iter().step_by(37) {
@@ -294,7 +353,8 @@ async fn the_window_is_on_timestamp_from_inclusive_to_exclusive() {
             let token = token.clone();
             async move {
                 let (status, page) = json_of(
-                    api.post_json(&token, "/audit/query", &json!({"from": from, "to": to})).await,
+                    api.post_json(&token, "/audit/query", &json!({"from": from, "to": to}))
+                        .await,
                 )
                 .await;
                 assert_eq!(status, 200, "{page}");
@@ -303,7 +363,11 @@ async fn the_window_is_on_timestamp_from_inclusive_to_exclusive() {
         };
         assert_eq!(query(ts.to_string(), ts.to_string()).await, 0);
         let next_ms = (at + Duration::milliseconds(1)).to_rfc3339();
-        assert_eq!(query(ts.to_string(), next_ms.clone()).await, same_ms, "{ts}");
+        assert_eq!(
+            query(ts.to_string(), next_ms.clone()).await,
+            same_ms,
+            "{ts}"
+        );
         // Sub-millisecond bounds: a `from` just after the millisecond excludes it.
         let just_after = (at + Duration::microseconds(1)).to_rfc3339();
         assert_eq!(query(just_after, next_ms).await, 0);

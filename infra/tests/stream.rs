@@ -188,3 +188,162 @@ async fn a_subscriber_failure_re_delivers_only_that_entry() {
         }
     }
 }
+
+/// The lookup, the tail, the query and the stream return byte for byte the
+/// same JSON for an event, numbers and unicode included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_tail_query_and_stream_return_the_same_bytes() {
+    let api = Api::configured(|c| c.settle_horizon = Duration::from_millis(1)).await;
+    let subscriber = TestSubscriber::start(None).await;
+    api.env
+        .start_relay(vec![Subscriber::Http(subscriber.url.clone())])
+        .await;
+    let token = api.token("acme");
+    let text = r#"{"eventType":"same.bytes","serviceName":"svc","userId":"ü-1","message":"line\nnext \"quoted\" \u2028",
+        "occurredAt":"2026-11-01T10:00:00.5+02:00","sandbox":true,"indexedData":{"z":"1","a":"2"},
+        "data":{"big":18446744073709551615,"neg":-9223372036854775808,"f":0.1,"e":1e20,"one":1.0,"k8s.pod":"p",
+                "nested":{"list":[1,"two",null,false,{"deep":[]}]},"emoji":"🦀","zero":0}}"#;
+    let response = api
+        .http
+        .post(format!("{}/audit/events", api.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(text)
+        .send()
+        .await
+        .expect("request");
+    let (status, stored) = json_of(response).await;
+    assert_eq!(status, 201, "{stored}");
+    let cursor = stored["cursor"].as_str().unwrap_or_default().to_string();
+
+    let lookup = api
+        .get(&token, &format!("/audit/events/{cursor}"))
+        .await
+        .text()
+        .await
+        .expect("lookup");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    #[derive(serde::Deserialize)]
+    struct Tail {
+        events: Vec<Box<serde_json::value::RawValue>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct QueryPage {
+        data: Vec<Box<serde_json::value::RawValue>>,
+    }
+    let tail_text = api
+        .get(&token, "/audit?selfAudit=exclude")
+        .await
+        .text()
+        .await
+        .expect("tail");
+    let tail: Tail = serde_json::from_str(&tail_text).expect("tail page");
+    let query_text = api
+        .post_json(
+            &token,
+            "/audit/query",
+            &json!({"and": [{"field": "eventType", "operator": "eq", "value": "same.bytes"}]}),
+        )
+        .await
+        .text()
+        .await
+        .expect("query");
+    let query: QueryPage = serde_json::from_str(&query_text).expect("query page");
+    wait_for(&subscriber, 1).await;
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        detail: Box<serde_json::value::RawValue>,
+    }
+    let delivered: Vec<String> = subscriber
+        .accepted_raw
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|raw| serde_json::from_str::<Envelope>(raw).ok())
+        .map(|e| e.detail.get().to_string())
+        .filter(|detail| detail.starts_with(&format!("{{\"cursor\":\"{cursor}\"")))
+        .collect();
+
+    assert_eq!(tail.events.len(), 1, "{tail_text}");
+    assert_eq!(tail.events[0].get(), lookup, "tail");
+    assert_eq!(query.data.len(), 1, "{query_text}");
+    assert_eq!(query.data[0].get(), lookup, "query");
+    assert_eq!(delivered, vec![lookup.clone()], "stream");
+    // And the numbers are the ones sent.
+    for kept in [
+        "18446744073709551615",
+        "-9223372036854775808",
+        "0.1",
+        "\"🦀\"",
+    ] {
+        assert!(lookup.contains(kept), "{kept} in {lookup}");
+    }
+}
+
+/// A subscriber outage far longer than Lambda's retry budget loses nothing:
+/// the relay backs off, keeps its position, and delivers once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_never_drops_a_record_while_a_subscriber_is_down() {
+    let api = Api::start().await;
+    let subscriber = TestSubscriber::start(None).await;
+    subscriber
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    api.env
+        .start_relay(vec![Subscriber::Http(subscriber.url.clone())])
+        .await;
+    let token = api.token("acme");
+    let (status, _) = json_of(
+        api.post_json(&token, "/audit/events", &event("outage"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201);
+    // Several times the old five attempts (about 3 s of outage).
+    let started = Instant::now();
+    while subscriber.attempts.lock().expect("lock").len() < 7
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(subscriber.attempts.lock().expect("lock").len() >= 7);
+    assert!(subscriber.accepted_cursors().is_empty());
+    subscriber
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let started = Instant::now();
+    while subscriber.accepted_cursors().is_empty() && started.elapsed() < Duration::from_secs(40) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(subscriber.accepted_cursors().len(), 1);
+}
+
+/// The relay of `audit-local serve` starts at the newest record, and takes
+/// that position before it returns: an event stored right after is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_takes_its_position_before_the_api_serves() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let (status, _) = json_of(
+        api.post_json(&token, "/audit/events", &event("before"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let subscriber = TestSubscriber::start(None).await;
+    api.env
+        .start_relay_at_latest(vec![Subscriber::Http(subscriber.url.clone())])
+        .await;
+    let (status, stored) = json_of(
+        api.post_json(&token, "/audit/events", &event("right-after"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201);
+    wait_for(&subscriber, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        subscriber.accepted_cursors(),
+        vec![stored["cursor"].as_str().unwrap_or_default().to_string()]
+    );
+}

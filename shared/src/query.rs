@@ -158,7 +158,8 @@ fn parse_segments(mut rest: &str) -> Option<Vec<String>> {
         } else if let Some(after) = rest.strip_prefix('[') {
             let end = after.find(']')?;
             let digits = &after[..end];
-            if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
                 return None;
             }
             segments.push(digits.to_string());

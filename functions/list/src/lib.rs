@@ -175,13 +175,13 @@ impl<S: EventStore> ListHandler<S> {
             .into_iter()
             .map(|e| self.reader.shorten(e))
             .collect();
-        let body = json!({
-            "events": events,
-            "_links": {
+        let body = TailBody {
+            events: &events,
+            links: json!({
                 "self": {"href": link(request, &self_query)},
                 "next": {"href": link(request, &next_query)},
-            },
-        });
+            }),
+        };
         let mut response = json_response(200, &body);
         if page.caught_up {
             // Nothing newer is settled yet: tell the poller when to come back.
@@ -235,12 +235,30 @@ impl<S: EventStore> ListHandler<S> {
             .collect();
         Ok(json_response(
             200,
-            &json!({
-                "data": data,
-                "next": next,
-                "from": audit_shared::event::format_time(page.from),
-                "to": audit_shared::event::format_time(page.to),
-            }),
+            &QueryBody {
+                data: &data,
+                next,
+                from: audit_shared::event::format_time(page.from),
+                to: audit_shared::event::format_time(page.to),
+            },
         ))
     }
+}
+
+// Pages are serialised from the events themselves (not through a
+// `serde_json::Value`, which would sort their fields), so each event reads
+// byte for byte as the lookup and the stream return it.
+#[derive(serde::Serialize)]
+struct TailBody<'a> {
+    events: &'a [audit_shared::Event],
+    #[serde(rename = "_links")]
+    links: serde_json::Value,
+}
+
+#[derive(serde::Serialize)]
+struct QueryBody<'a> {
+    data: &'a [audit_shared::Event],
+    next: Option<String>,
+    from: String,
+    to: String,
 }

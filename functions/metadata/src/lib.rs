@@ -172,10 +172,10 @@ impl<S: EventStore> MetadataHandler<S> {
                 .insert(&property.event_type);
             if property.target() != "event" {
                 if let Some(described) = describe(property) {
-                    by_target
-                        .entry(property.target())
-                        .or_default()
-                        .insert((property.name.clone(), property.json_type.clone()), described);
+                    by_target.entry(property.target()).or_default().insert(
+                        (property.name.clone(), property.json_type.clone()),
+                        described,
+                    );
                 }
             }
         }

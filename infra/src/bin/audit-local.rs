@@ -119,7 +119,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     poll: Duration::from_millis(200),
                     from_start: false,
                 }
-                .spawn();
+                // Positioned before the listener opens: no event stored
+                // after start-up is missed.
+                .start()
+                .await?;
                 eprintln!("Stream relay: each new event is delivered to {subscribers:?} (NDJSON on stdout)");
             }
             let gateway = Gateway {
