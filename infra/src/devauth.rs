@@ -75,12 +75,29 @@ impl DevAuth {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = 0;
+        // As API Gateway's authorizer: a token is not valid before `nbf`,
+        // nor before it was issued (`iat`).
+        validation.validate_nbf = true;
         let data = decode::<HashMap<String, Value>>(
             token,
             &DecodingKey::from_secret(self.secret.as_bytes()),
             &validation,
         )
         .map_err(|err| TokenRejected(format!("the bearer token was rejected: {err}")))?;
+        match data.claims.get("iat") {
+            None => {}
+            Some(Value::Number(iat)) if iat.as_f64().is_some_and(|t| t <= now() as f64) => {}
+            Some(Value::Number(_)) => {
+                return Err(TokenRejected(
+                    "the bearer token was rejected: it is issued in the future (`iat`)".into(),
+                ))
+            }
+            Some(_) => {
+                return Err(TokenRejected(
+                    "the bearer token was rejected: `iat` must be a number of seconds".into(),
+                ))
+            }
+        }
         Ok(data
             .claims
             .into_iter()
@@ -140,6 +157,19 @@ mod tests {
         assert_eq!(claims["tenant_id"], "acme");
         assert_eq!(claims["scope"], "audit:read audit:write");
         assert!(DevAuth::with_secret("s2").verify(&token).is_err());
+        for claim in ["nbf", "iat"] {
+            let mut claims = json!({"tenant_id":"acme","iss":auth.issuer,"aud":auth.audience,"exp": now() + 600});
+            claims[claim] = json!(now() + 120);
+            assert!(
+                auth.verify(&auth.mint_claims(claims.clone())).is_err(),
+                "future {claim}"
+            );
+            claims[claim] = json!(now() - 1);
+            assert!(
+                auth.verify(&auth.mint_claims(claims)).is_ok(),
+                "past {claim}"
+            );
+        }
         let expired = auth.mint_claims(
             json!({"tenant_id":"acme","iss":auth.issuer,"aud":auth.audience,"exp": now() - 10}),
         );

@@ -89,10 +89,18 @@ impl Route {
     }
 }
 
+/// The methods a route table knows, for `Allow` on a 405.
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
 /// Matches method and path to a route, as the HTTP API's route table does.
-pub fn match_route(method: &str, path: &str) -> Option<(Route, HashMap<String, String>)> {
+/// The path is as sent (percent-encoded); a path parameter that is not
+/// valid percent-encoded UTF-8 is a 400.
+pub fn match_route(
+    method: &str,
+    path: &str,
+) -> Result<Option<(Route, HashMap<String, String>)>, &'static str> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    match (method, segments.as_slice()) {
+    Ok(match (method, segments.as_slice()) {
         ("POST", ["audit", "events"]) => Some((Route::Ingest, HashMap::new())),
         ("GET", ["audit"]) => Some((Route::Tail, HashMap::new())),
         ("POST", ["audit", "query"]) => Some((Route::Query, HashMap::new())),
@@ -102,28 +110,59 @@ pub fn match_route(method: &str, path: &str) -> Option<(Route, HashMap<String, S
         ("PUT", ["audit", "settings"]) => Some((Route::PutSettings, HashMap::new())),
         ("GET", ["audit", "events", cursor]) if !cursor.is_empty() => Some((
             Route::Cursor,
-            HashMap::from([("cursor".to_string(), percent_decode(cursor))]),
+            HashMap::from([(
+                "cursor".to_string(),
+                percent_decode(cursor, false)
+                    .ok_or("the path is not valid percent-encoded UTF-8")?,
+            )]),
         )),
         _ => None,
-    }
+    })
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(byte);
-                i += 3;
-                continue;
+/// The methods the route table serves on `path` (empty: no such path).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    METHODS
+        .iter()
+        .copied()
+        .filter(|method| !matches!(match_route(method, path), Ok(None)))
+        .collect()
+}
+
+/// Percent-decodes a path segment or a query component (where `+` is a
+/// space); `None` when the bytes are not UTF-8.
+fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
+    let text = if plus_is_space {
+        std::borrow::Cow::Owned(text.replace('+', " "))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    percent_encoding::percent_decode_str(&text)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// The query string as API Gateway passes it: decoded pairs, a repeated
+/// name joined with commas. `Err` names what is not valid.
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, &'static str> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let invalid = "the query string is not valid percent-encoded UTF-8";
+        let (k, v) = (
+            percent_decode(k, true).ok_or(invalid)?,
+            percent_decode(v, true).ok_or(invalid)?,
+        );
+        match pairs.iter_mut().find(|(name, _)| *name == k) {
+            Some((_, existing)) => {
+                existing.push(',');
+                existing.push_str(&v);
             }
+            None => pairs.push((k, v)),
         }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(pairs)
 }
 
 /// Builds the API Gateway HTTP API (payload v2) event for a request.
@@ -140,18 +179,8 @@ pub fn apigw_event(
     source_ip: &str,
 ) -> Value {
     let mut query_parameters = Map::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k), percent_decode(v));
-        match query_parameters.get_mut(&k) {
-            Some(Value::String(existing)) => {
-                existing.push(',');
-                existing.push_str(&v);
-            }
-            _ => {
-                query_parameters.insert(k, Value::String(v));
-            }
-        }
+    for (k, v) in query_pairs(query).unwrap_or_default() {
+        query_parameters.insert(k, Value::String(v));
     }
     let (body_text, encoded) = match std::str::from_utf8(body) {
         Ok(text) => (text.to_string(), false),
@@ -250,9 +279,28 @@ async fn serve(
     headers
         .entry("x-forwarded-proto".into())
         .or_insert_with(|| "http".into());
-    let Some((route, path_parameters)) = match_route(&method, &path) else {
-        return to_axum(plain_error(404, "not_found", "no such route"));
+    let (route, path_parameters) = match match_route(&method, &path) {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            let allowed = allowed_methods(&path);
+            if allowed.is_empty() {
+                return to_axum(plain_error(404, "not_found", "no such route"));
+            }
+            let mut response = plain_error(
+                405,
+                "method_not_allowed",
+                &format!("{method} is not served here; use {}", allowed.join(", ")),
+            );
+            if let Ok(value) = allowed.join(", ").parse() {
+                response.headers_mut().insert("allow", value);
+            }
+            return to_axum(response);
+        }
+        Err(message) => return to_axum(plain_error(400, "invalid_request", message)),
     };
+    if let Err(message) = query_pairs(&query) {
+        return to_axum(plain_error(400, "invalid_request", message));
+    }
     // API Gateway's JWT authorizer answers 401 before the function runs.
     let token = headers
         .get("authorization")

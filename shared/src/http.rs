@@ -142,6 +142,19 @@ pub fn query_parameters(
     known: &[&str],
 ) -> Result<std::collections::HashMap<String, String>, ApiError> {
     use lambda_http::RequestExt;
+    // A parameter given twice (`limit=1000&limit=5`) is ambiguous: refused,
+    // never resolved by taking one of them. Counted on the raw query string,
+    // since API Gateway joins repeated values with commas.
+    let mut names = std::collections::HashSet::new();
+    for pair in request.uri().query().unwrap_or_default().split('&') {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        if !name.is_empty() && !names.insert(name) {
+            return Err(ApiError::bad_request(
+                name,
+                format!("the query parameter `{name}` is given more than once"),
+            ));
+        }
+    }
     let params = request.query_string_parameters();
     let mut found = std::collections::HashMap::new();
     for (key, value) in params.iter() {

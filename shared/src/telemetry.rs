@@ -2,7 +2,10 @@
 
 pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| // The SDK logs every error answer at WARN, expected ones too (a
+        // missing table at start-up, a duplicate's failed condition): the code
+        // classifies and logs what matters itself.
+        tracing_subscriber::EnvFilter::new("info,aws_smithy_runtime=error,aws_smithy_runtime_api=error"));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

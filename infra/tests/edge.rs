@@ -1,0 +1,183 @@
+//! The local runner is as strict as API Gateway and as safe as a server:
+//! no input panics it, methods and parameters are exact, tokens are checked
+//! like the JWT authorizer checks them.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+async fn raw(
+    api: &Api,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String, Option<String>) {
+    let mut request = api.http.request(
+        reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+        format!("{}{path}", api.base),
+    );
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let allow = response
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, response.text().await.unwrap_or_default(), allow)
+}
+
+/// One request written byte for byte on a socket (no client re-encodes it).
+async fn raw_bytes(api: &Api, target: &[u8], token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = api.base.trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let mut request = b"GET ".to_vec();
+    request.extend_from_slice(target);
+    request.extend_from_slice(
+        format!(" HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    socket.write_all(&request).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn raw_non_ascii_after_a_percent_does_not_panic_the_gateway() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    for target in [
+        b"/audit/events/%a\xc3\xa9".as_slice(),
+        b"/audit/events/%\xc3\xa9x",
+        b"/audit?limit=%a\xc3\xa9",
+        b"/audit/events/%ff",
+    ] {
+        let answer = raw_bytes(&api, target, &token).await;
+        let status_line = answer.lines().next().unwrap_or_default().to_string();
+        assert!(
+            status_line.contains(" 400 ") || status_line.contains(" 404 "),
+            "{}: {answer}",
+            String::from_utf8_lossy(target)
+        );
+        assert!(answer.contains("\"error\""), "{answer}");
+    }
+    let (status, _, _) = raw(&api, "GET", "/audit/metadata", Some(&token)).await;
+    assert_eq!(status, 200, "still serving");
+}
+
+#[tokio::test]
+async fn malformed_percent_encoding_is_a_400_and_the_server_lives_on() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    // Sent as raw bytes: a `%` before a multi-byte character, invalid UTF-8,
+    // a lone `%`, and the same in the query string.
+    for path in [
+        "/audit/events/%a\u{e9}",
+        "/audit/events/%ff%fe",
+        "/audit/events/%",
+        "/audit?limit=%a\u{e9}",
+        "/audit?from=%c3%28",
+    ] {
+        let url = format!("{}{}", api.base, path);
+        let response = api
+            .http
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.expect("a JSON error");
+        assert!(status == 400 || status == 404, "{path}: {status} {body}");
+        error_code(&body);
+    }
+    let (status, _, _) = raw(&api, "GET", "/audit/metadata", Some(&token)).await;
+    assert_eq!(status, 200, "still serving");
+}
+
+#[tokio::test]
+async fn an_undeclared_method_on_a_known_route_is_405_with_allow() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    for (method, path, allow) in [
+        ("PATCH", "/audit/events", "POST"),
+        ("DELETE", "/audit/settings", "GET, PUT"),
+        ("POST", "/audit", "GET"),
+        ("GET", "/audit/query", "POST"),
+        ("PUT", "/audit/events/01ARZ3NDEKTSV4RRFFQ69G5FAV", "GET"),
+    ] {
+        let (status, body, allowed) = raw(&api, method, path, Some(&token)).await;
+        assert_eq!(status, 405, "{method} {path}: {body}");
+        assert_eq!(allowed.as_deref(), Some(allow), "{method} {path}");
+        let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(error_code(&body), "method_not_allowed");
+    }
+    let (status, _, _) = raw(&api, "GET", "/audit/nothing", Some(&token)).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_repeated_query_parameter_is_refused() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    for path in [
+        "/audit?limit=1000&limit=5",
+        "/audit?selfAudit=include&selfAudit=exclude",
+        "/audit/metadata/properties?target=data&serviceName=a&serviceName=b",
+    ] {
+        let (status, body) = json_of(api.get(&token, path).await).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(error_code(&body), "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn tokens_not_yet_valid_are_refused_like_api_gateway_does() {
+    let api = Api::start().await;
+    let now = chrono::Utc::now().timestamp();
+    for claim in ["nbf", "iat"] {
+        let mut claims = json!({"tenant_id": "acme", "scope": "audit:read",
+            "iss": api.env.auth.issuer, "aud": api.env.auth.audience, "exp": now + 600});
+        claims[claim] = json!(now + 300);
+        let token = api.env.auth.mint_claims(claims);
+        let (status, body) = json_of(api.get(&token, "/audit/metadata").await).await;
+        assert_eq!(status, 401, "{claim}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn an_all_refused_batch_carries_the_code_of_its_status() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let (status, body) = json_of(
+        api.post_json(
+            &token,
+            "/audit/events",
+            &json!({"events": [
+                {"eventType": "a", "serviceName": "s", "accountId": "globex"},
+                {"eventType": "b", "serviceName": "s", "accountId": "initech"},
+            ]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(error_code(&body), "forbidden");
+    let (status, body) = json_of(
+        api.post_json(
+            &token,
+            "/audit/events",
+            &json!({"events": [{"eventType": "a"}, {"eventType": "b", "serviceName": "s", "accountId": "globex"}]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_code(&body), "invalid_request");
+}
