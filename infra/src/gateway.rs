@@ -89,6 +89,9 @@ impl Route {
     }
 }
 
+/// A matched route and its path parameters.
+pub type RouteMatch = (Route, HashMap<String, String>);
+
 /// The methods a route table knows, for `Allow` on a 405.
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
@@ -98,7 +101,7 @@ const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPT
 pub fn match_route(
     method: &str,
     path: &str,
-) -> Result<Option<(Route, HashMap<String, String>)>, &'static str> {
+) -> Result<Option<RouteMatch>, &'static str> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     Ok(match (method, segments.as_slice()) {
         ("POST", ["audit", "events"]) => Some((Route::Ingest, HashMap::new())),
