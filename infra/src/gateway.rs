@@ -98,10 +98,7 @@ const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPT
 /// Matches method and path to a route, as the HTTP API's route table does.
 /// The path is as sent (percent-encoded); a path parameter that is not
 /// valid percent-encoded UTF-8 is a 400.
-pub fn match_route(
-    method: &str,
-    path: &str,
-) -> Result<Option<RouteMatch>, &'static str> {
+pub fn match_route(method: &str, path: &str) -> Result<Option<RouteMatch>, &'static str> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     Ok(match (method, segments.as_slice()) {
         ("POST", ["audit", "events"]) => Some((Route::Ingest, HashMap::new())),

@@ -314,7 +314,7 @@ async fn every_limit_an_event_can_hit_is_refused_alone_naming_the_field() {
     // Just inside the limits, events are stored and read back exactly.
     let inside = format!(
         r#"{{"eventType":"a","serviceName":"s","userId":"{}","data":{{"deep":{},"big":18446744073709551615,"neg":-9223372036854775808,"f":0.1}}}}"#,
-        "u".repeat(1024),
+        "😀".repeat(audit_shared::event::MAX_PIVOT_CHARS),
         nested(deepest - 1)
     );
     let response = api

@@ -131,6 +131,24 @@ async fn the_tail_pages_in_order_with_from_after_and_limit() {
         written[6..9].to_vec(),
         "after is exclusive"
     );
+    // Both bounds given: the later one decides where the page starts.
+    for (from, after, first) in [(0, 5, 6), (8, 2, 8), (4, 4, 5)] {
+        let (status, _, both) = follow(
+            &api,
+            &token,
+            &format!(
+                "{}/audit?from={}&after={}&limit=2&selfAudit=exclude",
+                api.base, written[from], written[after]
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{both}");
+        assert_eq!(
+            cursors(&both, "events"),
+            written[first..first + 2].to_vec(),
+            "from={from} after={after}"
+        );
+    }
     let (_, _, last) = follow(
         &api,
         &token,
@@ -155,7 +173,6 @@ async fn the_tail_pages_in_order_with_from_after_and_limit() {
         "after=81ARZ3NDEKTSV4RRFFQ69G5FAV",
         "wait=21",
         "colour=red",
-        &format!("from={0}&after={0}", written[0]),
     ] {
         let (status, _, body) = follow(&api, &token, &format!("{}/audit?{bad}", api.base)).await;
         assert_eq!(status, 400, "{bad}: {body}");

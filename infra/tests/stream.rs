@@ -201,7 +201,7 @@ async fn lookup_tail_query_and_stream_return_the_same_bytes() {
     let token = api.token("acme");
     let text = r#"{"eventType":"same.bytes","serviceName":"svc","userId":"ü-1","message":"line\nnext \"quoted\" \u2028",
         "occurredAt":"2026-11-01T10:00:00.5+02:00","sandbox":true,"indexedData":{"z":"1","a":"2"},
-        "data":{"big":18446744073709551615,"neg":-9223372036854775808,"f":0.1,"e":1e20,"one":1.0,"k8s.pod":"p",
+        "data":{"big":18446744073709551615,"neg":-9223372036854775808,"f":0.1,"e":1e18,"one":1.0,"k8s.pod":"p",
                 "nested":{"list":[1,"two",null,false,{"deep":[]}]},"emoji":"🦀","zero":0}}"#;
     let response = api
         .http

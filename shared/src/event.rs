@@ -19,6 +19,10 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
 /// Longest accepted string field (ids, names, emails, messages have their own cap).
 const MAX_FIELD_CHARS: usize = 1024;
 const MAX_MESSAGE_CHARS: usize = 8192;
+/// Longest `userId` / `traceId`: they are pivot index keys, `<tenant>#<value>`
+/// of at most 2048 bytes. A tenant takes at most 128 bytes and a character at
+/// most 4, so any value of this many characters fits every tenant's key.
+pub const MAX_PIVOT_CHARS: usize = (MAX_PARTITION_KEY_BYTES - 128 - 1) / 4;
 /// Longest idempotency key: it becomes part of a DynamoDB key.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 256;
 
@@ -199,13 +203,15 @@ impl NewEvent {
         }
         for required in ["serviceName", "eventType"] {
             match fields.get(required) {
-                Some(Value::String(s)) if !s.trim().is_empty() => {
+                Some(Value::String(s)) if has_visible_text(s) => {
                     check_length(&at(required), s, 256)?
                 }
                 Some(Value::String(_)) => {
                     return Err(ApiError::bad_request(
                         at(required),
-                        format!("`{required}` may not be empty"),
+                        format!(
+                            "`{required}` may not be empty or only spaces, tabs and line breaks"
+                        ),
                     ))
                 }
                 Some(_) => {
@@ -231,6 +237,7 @@ impl NewEvent {
                     let max = match *field {
                         "message" => MAX_MESSAGE_CHARS,
                         "messageId" => MAX_IDEMPOTENCY_KEY_CHARS,
+                        "userId" | "traceId" => MAX_PIVOT_CHARS,
                         _ => MAX_FIELD_CHARS,
                     };
                     check_length(&at(field), s, max)?;
@@ -298,7 +305,7 @@ impl NewEvent {
                     ));
                 }
                 for (key, value) in map {
-                    if key.is_empty() || key.len() > 128 {
+                    if key.is_empty() || key.chars().count() > 128 {
                         return Err(ApiError::bad_request(
                             at("indexedData"),
                             "`indexedData` keys must be 1-128 characters",
@@ -460,6 +467,12 @@ fn check_key_sizes(event: &Event, path: &str) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Not empty and not only spaces, tabs and line breaks (the same rule as the
+/// OpenAPI document's pattern `[^ \t\n\r]`).
+fn has_visible_text(s: &str) -> bool {
+    s.chars().any(|c| !matches!(c, ' ' | '\t' | '\n' | '\r'))
 }
 
 fn check_length(field: &str, value: &str, max: usize) -> Result<(), ApiError> {

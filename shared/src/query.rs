@@ -123,7 +123,7 @@ pub const TOP_LEVEL_FIELDS: &[(&str, FieldType)] = &[
 ];
 
 /// Longest field name a condition may use.
-const MAX_FIELD_NAME_BYTES: usize = 2048;
+const MAX_FIELD_NAME_CHARS: usize = 2048;
 /// Most levels a `data` path may name (the table stores 31).
 const MAX_PATH_SEGMENTS: usize = 32;
 
@@ -140,7 +140,7 @@ fn parse_segments(mut rest: &str) -> Option<Vec<String>> {
             let plain = !key.is_empty()
                 && key
                     .chars()
-                    .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':' | '@' | '$'));
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '@' | '$'));
             if !plain {
                 return None;
             }
@@ -193,7 +193,7 @@ impl FieldPath {
                 field_type: *field_type,
             });
         }
-        if name.len() > MAX_FIELD_NAME_BYTES {
+        if name.chars().count() > MAX_FIELD_NAME_CHARS {
             return None;
         }
         let (root, rest, field_type) = if let Some(rest) = name.strip_prefix("data") {
@@ -292,12 +292,7 @@ impl Query {
         let to = parse_time("to", map.get("to").unwrap_or(&Value::Null))?.unwrap_or(now);
         let from = parse_time("from", map.get("from").unwrap_or(&Value::Null))?
             .unwrap_or(to - Duration::days(DEFAULT_WINDOW_DAYS));
-        if from > to {
-            return Err(ApiError::bad_request(
-                "from",
-                "`from` must not be after `to`",
-            ));
-        }
+        // `from` at or after `to` is an empty window, not an error.
         let raw_conditions = match map.get("and") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(list)) => list.clone(),
@@ -678,11 +673,9 @@ mod tests {
         assert_eq!(q.to - q.from, Duration::days(30));
         let q = query(json!({"to": "2026-01-31T00:00:00Z"})).unwrap();
         assert_eq!(q.from.to_rfc3339(), "2026-01-01T00:00:00+00:00");
-        assert_eq!(
-            query(json!({"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}))
-                .unwrap_err()
-                .status(),
-            400
+        // `from` after `to`: an empty window, as the OpenAPI document allows.
+        assert!(
+            query(json!({"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"})).is_ok()
         );
     }
 

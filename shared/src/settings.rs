@@ -32,7 +32,15 @@ pub fn validate_retention(value: &serde_json::Value) -> Result<u32, ApiError> {
             format!("unknown field `{unknown}`; settings take `retentionDays`"),
         ));
     }
-    match map.get("retentionDays").and_then(|v| v.as_u64()) {
+    // A whole number in any spelling (`30`, `30.0`), as JSON Schema's integer.
+    let whole = map.get("retentionDays").and_then(|v| {
+        v.as_u64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 1e6)
+                .map(|f| f as u64)
+        })
+    });
+    match whole {
         Some(days) if (u64::from(MIN_RETENTION_DAYS)..=u64::from(MAX_RETENTION_DAYS)).contains(&days) => Ok(days as u32),
         _ => Err(ApiError::bad_request(
             "retentionDays",

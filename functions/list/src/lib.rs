@@ -41,11 +41,14 @@ fn parse_tail(request: &Request) -> Result<TailParams, ApiError> {
     let filter = SelfAuditFilter::parse(params.get("selfAudit"))?;
     let limit = parse_limit(params.get("limit"), DEFAULT_TAIL_PAGE, MAX_PAGE)?;
     let start = match (params.get("from"), params.get("after")) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "after",
-                "give `from` or `after`, not both",
-            ))
+        // Both bounds apply: the page starts at the later of the two.
+        (Some(from), Some(after)) => {
+            let (from, after) = (parse_cursor("from", from)?, parse_cursor("after", after)?);
+            if after >= from {
+                Start::After(after)
+            } else {
+                Start::From(from)
+            }
         }
         (Some(from), None) => Start::From(parse_cursor("from", from)?),
         (None, Some(after)) => Start::After(parse_cursor("after", after)?),
