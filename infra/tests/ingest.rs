@@ -158,6 +158,45 @@ async fn concurrent_retries_of_one_key_store_one_event() {
     assert_eq!(status, 201);
 }
 
+/// The header and the body name one key: a request where they could mean two
+/// different keys is refused whole, and stores nothing.
+#[tokio::test]
+async fn the_idempotency_header_must_agree_with_the_body() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let url = format!("{}/audit/events", api.base);
+    for (body, field) in [
+        (
+            json!({"eventType": "a", "serviceName": "s", "messageId": "m-2"}),
+            "messageId",
+        ),
+        (
+            json!({"events": [{"eventType": "a", "serviceName": "s"}]}),
+            "Idempotency-Key",
+        ),
+    ] {
+        let request = api
+            .http
+            .post(&url)
+            .bearer_auth(&token)
+            .header("Idempotency-Key", "m-1")
+            .json(&body);
+        let (status, answer) = json_of(request.send().await.expect("send")).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+    }
+    assert!(api.env.events_by_tenant().await.get("acme").is_none());
+    // agreeing header and body are one key
+    let agreeing = api
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "m-1")
+        .json(&json!({"eventType": "a", "serviceName": "s", "messageId": "m-1"}));
+    let (status, answer) = json_of(agreeing.send().await.expect("send")).await;
+    assert_eq!(status, 201, "{answer}");
+}
+
 #[tokio::test]
 async fn a_platform_token_writes_for_any_tenant_a_tenant_token_only_for_its_own() {
     let api = Api::start().await;

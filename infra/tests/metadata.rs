@@ -183,6 +183,8 @@ async fn metadata_lists_kinds_fields_and_nested_properties_per_tenant() {
         ("serviceName=idp", "target"),
         ("target=data", "serviceName"),
         ("target=colour&serviceName=idp", "target"),
+        ("target=data&serviceName=", "serviceName"),
+        ("target=data&serviceName=idp&eventType=", "eventType"),
     ] {
         let (status, err) = json_of(
             api.get(&token, &format!("/audit/metadata/properties?{query}"))

@@ -33,6 +33,10 @@ pub struct Config {
     pub cursor_signing_key: String,
     /// `POLL_HINT_SECONDS`: `Retry-After` on a tail page that reached the horizon (default 5).
     pub poll_hint_seconds: u64,
+    /// `TAIL_MAX_WAIT_SECONDS`: the longest a long-poll (`wait`) is held,
+    /// whatever the request asks, 0..=20 (default 20). Lower it to pay for
+    /// less Lambda time per idle poller; a poller then just polls sooner.
+    pub tail_max_wait: Duration,
     /// `RETENTION_CACHE_SECONDS`: how long a process trusts a tenant's
     /// retention setting before reading it again (default 60).
     pub retention_cache: Duration,
@@ -81,6 +85,7 @@ impl Config {
                 .filter(|k| !k.is_empty())
                 .unwrap_or_else(|| DEVELOPMENT_SIGNING_KEY.to_string()),
             poll_hint_seconds: number("POLL_HINT_SECONDS", 5) as u64,
+            tail_max_wait: Duration::from_secs(number("TAIL_MAX_WAIT_SECONDS", 20).min(20) as u64),
             retention_cache: Duration::from_secs(number("RETENTION_CACHE_SECONDS", 60) as u64),
             self_audit_required: lookup("SELF_AUDIT_REQUIRED")
                 .is_some_and(|v| v == "true" || v == "1"),

@@ -140,7 +140,8 @@ impl<S: EventStore> ListHandler<S> {
             filter,
         } = parsed;
         let keep = |event: &audit_shared::Event| filter.keeps(event, caller);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+        let held = Duration::from_secs(wait).min(self.reader.config().tail_max_wait);
+        let deadline = tokio::time::Instant::now() + held;
         let mut page = self
             .reader
             .tail(&caller.tenant, start, limit, Utc::now(), keep)

@@ -53,7 +53,16 @@ fn parse_properties(request: &Request) -> Result<PropertiesQuery, ApiError> {
     Ok(PropertiesQuery {
         target: target.clone(),
         service: service.clone(),
-        event_type: params.get("eventType").filter(|s| !s.is_empty()).cloned(),
+        event_type: match params.get("eventType") {
+            // No event type is empty, so `eventType=` can only be a mistake.
+            Some(empty) if empty.is_empty() => {
+                return Err(ApiError::bad_request(
+                    "eventType",
+                    "`eventType` may not be empty; leave it out for every event type",
+                ))
+            }
+            other => other.cloned(),
+        },
     })
 }
 
