@@ -493,3 +493,143 @@ async fn retention_is_per_tenant_bounded_admin_only_and_audited() {
         (Some(30), Some(false))
     );
 }
+
+/// A value of the listed type for a condition with the listed operator.
+fn value_for(field_type: &str, operator: &str) -> Value {
+    let scalar = match field_type {
+        "number" => json!(1),
+        "boolean" => json!(true),
+        "time" => json!("2026-01-01T00:00:00Z"),
+        _ => json!("x"),
+    };
+    match operator {
+        "exists" => json!(true),
+        "in" => json!([scalar]),
+        _ => scalar,
+    }
+}
+
+/// Every property either metadata route lists is queryable with every
+/// operator it lists, under the same name and type in both routes: keys with
+/// dots, spaces, quotes and non-ASCII letters, arrays of mixed scalars, the
+/// API's own records, and the rest of an event whose one key is too long
+/// for the metadata item.
+#[tokio::test]
+async fn every_listed_property_is_queryable_with_every_listed_operator() {
+    let api = api().await;
+    let token = api.token("acme");
+    let long_key = "k".repeat(1100);
+    let body = json!({"events": [{
+        "eventType": "pod.started", "serviceName": "k8s", "userId": "2026-03-01T10:00:00Z",
+        "data": {
+            "k8s.pod": "p-1", "display name": "Ann", "tags": [1, true, "x"],
+            "quote\"key": "q", "ünï": "u", "nested": {"a.b": {"c d": 5}},
+            long_key.clone(): "long", "short": "kept"
+        },
+        "indexedData": {"display name": "x", "k.v": "y"}
+    }]});
+    let (status, answer) = json_of(api.post_json(&token, "/audit/events", &body).await).await;
+    assert_eq!(status, 200, "{answer}");
+    // a read, so that the API's own record lists its properties too
+    let (status, _) = json_of(api.get(&token, "/audit?limit=1").await).await;
+    assert_eq!(status, 200);
+
+    let (status, meta) = json_of(api.get(&token, "/audit/metadata").await).await;
+    assert_eq!(status, 200, "{meta}");
+    let mut listed: Vec<(String, String, Vec<String>)> = Vec::new();
+    let mut types: std::collections::BTreeMap<String, String> = Default::default();
+    let mut record = |field: &Value, listed: &mut Vec<(String, String, Vec<String>)>| {
+        let name = field["name"].as_str().unwrap().to_string();
+        let field_type = field["type"].as_str().unwrap().to_string();
+        if let Some(earlier) = types.insert(name.clone(), field_type.clone()) {
+            assert_eq!(earlier, field_type, "{name} has one type in both routes");
+        }
+        let operators = field["operators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap().to_string())
+            .collect();
+        listed.push((name, field_type, operators));
+    };
+    for target in meta["targets"].as_array().unwrap() {
+        for field in target["fields"].as_array().unwrap() {
+            record(field, &mut listed);
+        }
+    }
+    for service in meta["services"].as_array().unwrap() {
+        let service_name = service["serviceName"].as_str().unwrap();
+        for event_type in service["eventTypes"].as_array().unwrap() {
+            for target in ["event", "data", "indexedData"] {
+                let url = format!(
+                    "/audit/metadata/properties?target={target}&serviceName={service_name}&eventType={}",
+                    event_type.as_str().unwrap()
+                );
+                let (status, props) = json_of(api.get(&token, &url).await).await;
+                assert_eq!(status, 200, "{url}: {props}");
+                for field in props["properties"].as_array().unwrap() {
+                    record(field, &mut listed);
+                }
+            }
+        }
+    }
+    let names: BTreeSet<&str> = listed.iter().map(|(n, _, _)| n.as_str()).collect();
+    for expected in [
+        r#"data["k8s.pod"]"#,
+        r#"data["display name"]"#,
+        r#"data["quote\"key"]"#,
+        r#"data["ünï"]"#,
+        r#"data.nested["a.b"]["c d"]"#,
+        "data.tags",
+        "data.short",
+        r#"indexedData["display name"]"#,
+        r#"indexedData["k.v"]"#,
+        "timestamp",
+    ] {
+        assert!(names.contains(expected), "{expected} in {names:?}");
+    }
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("data.path") || n.starts_with("data.method")),
+        "the API's own records list their properties: {names:?}"
+    );
+    assert!(!names.iter().any(|n| n.contains(&long_key)));
+    assert_eq!(types["timestamp"], "time");
+
+    // each distinct (name, type, operator) once: both routes list the same fields
+    let distinct: BTreeSet<(String, String, String)> = listed
+        .iter()
+        .flat_map(|(name, field_type, operators)| {
+            operators
+                .iter()
+                .map(move |operator| (name.clone(), field_type.clone(), operator.clone()))
+        })
+        .collect();
+    for (name, field_type, operator) in &distinct {
+        let query = json!({"and": [{"field": name, "operator": operator,
+            "value": value_for(field_type, operator)}]});
+        let (status, found) = json_of(api.post_json(&token, "/audit/query", &query).await).await;
+        assert_eq!(status, 200, "{query}: {found}");
+    }
+    // and the names find what they name
+    for (field, operator, value) in [
+        (r#"data["k8s.pod"]"#, "eq", json!("p-1")),
+        (r#"data["display name"]"#, "eq", json!("Ann")),
+        (r#"data["quote\"key"]"#, "eq", json!("q")),
+        (r#"data["ünï"]"#, "startsWith", json!("u")),
+        (r#"data.nested["a.b"]["c d"]"#, "gte", json!(5)),
+        ("data.tags", "contains", json!(1)),
+        ("data.tags", "contains", json!(true)),
+        ("data.tags", "contains", json!("x")),
+        (r#"indexedData["k.v"]"#, "eq", json!("y")),
+        ("userId", "eq", json!("2026-03-01T10:00:00Z")),
+    ] {
+        let query = json!({"and": [{"field": field, "operator": operator, "value": value}]});
+        let (status, found) = json_of(api.post_json(&token, "/audit/query", &query).await).await;
+        assert_eq!(status, 200, "{found}");
+        let hits = found["data"].as_array().unwrap();
+        assert_eq!(hits.len(), 1, "{query}: {found}");
+        assert_eq!(hits[0]["eventType"], "pod.started");
+    }
+}
