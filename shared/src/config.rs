@@ -51,52 +51,217 @@ pub struct Config {
 /// logged, because anyone could forge cursors with it.
 pub const DEVELOPMENT_SIGNING_KEY: &str = "audit-trail-development-cursor-key";
 
-impl Config {
-    pub fn from_env() -> Self {
-        Self::from_lookup(|key| std::env::var(key).ok())
+/// A setting that is present but not valid: the process refuses to start
+/// rather than run on a default the operator didn't choose.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {variable}={value:?}: expected {expected}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+/// Reads settings from a lookup, remembering the first invalid one.
+struct Settings<F> {
+    lookup: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Settings<F> {
+    /// The value if set and not empty.
+    fn text(&self, variable: &str) -> Option<String> {
+        (self.lookup)(variable).filter(|v| !v.is_empty())
     }
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let millis = |key: &str, default: u64| {
-            Duration::from_millis(lookup(key).and_then(|v| v.parse().ok()).unwrap_or(default))
-        };
-        let write_deadline = millis("WRITE_DEADLINE_MS", 6000);
-        let attempt_timeout = millis("DYNAMODB_ATTEMPT_TIMEOUT_MS", 2000);
-        let default_horizon =
-            (write_deadline + attempt_timeout + Duration::from_secs(2)).as_millis() as u64;
-        let number =
-            |key: &str, default: usize| lookup(key).and_then(|v| v.parse().ok()).unwrap_or(default);
-        Config {
-            table_name: lookup("TABLE_NAME").unwrap_or_else(|| "audit-trail".to_string()),
-            tenant_claim: lookup("TENANT_CLAIM").unwrap_or_else(|| "tenant_id".to_string()),
-            default_retention_days: lookup("DEFAULT_RETENTION_DAYS")
-                .and_then(|v| v.parse().ok())
-                .filter(|days| (1..=3650).contains(days))
-                .unwrap_or(90),
-            dynamodb_endpoint: lookup("DYNAMODB_ENDPOINT").filter(|v| !v.is_empty()),
-            write_deadline,
-            attempt_timeout,
-            operation_timeout: millis("DYNAMODB_OPERATION_TIMEOUT_MS", 5000),
-            settle_horizon: millis("SETTLE_HORIZON_MS", default_horizon),
-            query_read_budget: number("QUERY_READ_BUDGET", 3000).max(100),
-            query_time_budget: millis("QUERY_TIME_BUDGET_MS", 8000),
-            list_data_max_bytes: number("LIST_DATA_MAX_BYTES", 8192),
-            cursor_signing_key: lookup("CURSOR_SIGNING_KEY")
-                .filter(|k| !k.is_empty())
-                .unwrap_or_else(|| DEVELOPMENT_SIGNING_KEY.to_string()),
-            poll_hint_seconds: number("POLL_HINT_SECONDS", 5) as u64,
-            tail_max_wait: Duration::from_secs(number("TAIL_MAX_WAIT_SECONDS", 20).min(20) as u64),
-            retention_cache: Duration::from_secs(number("RETENTION_CACHE_SECONDS", 60) as u64),
-            self_audit_required: lookup("SELF_AUDIT_REQUIRED")
-                .is_some_and(|v| v == "true" || v == "1"),
-            metadata_extended: !lookup("METADATA_EXTENDED")
-                .is_some_and(|v| v == "false" || v == "0"),
+    /// A number in `range`, or `default` when unset.
+    fn number(
+        &self,
+        variable: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+        expected: &'static str,
+    ) -> Result<u64, ConfigError> {
+        match self.text(variable) {
+            None => Ok(default),
+            Some(value) => value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or(ConfigError {
+                    variable,
+                    value,
+                    expected,
+                }),
         }
     }
 
+    fn millis(
+        &self,
+        variable: &'static str,
+        default: u64,
+        expected: &'static str,
+    ) -> Result<Duration, ConfigError> {
+        self.number(variable, default, 1..=3_600_000, expected)
+            .map(Duration::from_millis)
+    }
+
+    fn flag(&self, variable: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.text(variable).as_deref() {
+            None => Ok(default),
+            Some("true" | "1") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(other) => Err(ConfigError {
+                variable,
+                value: other.to_string(),
+                expected: "true or false",
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// The configuration from the process environment; `Err` names the
+    /// first variable whose value is invalid.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let settings = Settings { lookup };
+        const MS: &str = "milliseconds from 1 to 3600000";
+        let write_deadline = settings.millis("WRITE_DEADLINE_MS", 6000, MS)?;
+        let attempt_timeout = settings.millis("DYNAMODB_ATTEMPT_TIMEOUT_MS", 2000, MS)?;
+        let default_horizon =
+            (write_deadline + attempt_timeout + Duration::from_secs(2)).as_millis() as u64;
+        let settle_horizon = settings.millis("SETTLE_HORIZON_MS", default_horizon, MS)?;
+        Ok(Config {
+            table_name: settings
+                .text("TABLE_NAME")
+                .unwrap_or_else(|| "audit-trail".to_string()),
+            tenant_claim: settings
+                .text("TENANT_CLAIM")
+                .unwrap_or_else(|| "tenant_id".to_string()),
+            default_retention_days: settings.number(
+                "DEFAULT_RETENTION_DAYS",
+                90,
+                1..=3650,
+                "whole days from 1 to 3650",
+            )? as u32,
+            dynamodb_endpoint: settings.text("DYNAMODB_ENDPOINT"),
+            write_deadline,
+            attempt_timeout,
+            operation_timeout: settings.millis("DYNAMODB_OPERATION_TIMEOUT_MS", 5000, MS)?,
+            settle_horizon,
+            query_read_budget: settings.number(
+                "QUERY_READ_BUDGET",
+                3000,
+                100..=1_000_000,
+                "items from 100 to 1000000",
+            )? as usize,
+            query_time_budget: settings.millis("QUERY_TIME_BUDGET_MS", 8000, MS)?,
+            list_data_max_bytes: settings.number(
+                "LIST_DATA_MAX_BYTES",
+                8192,
+                0..=400_000,
+                "bytes from 0 to 400000",
+            )? as usize,
+            cursor_signing_key: settings
+                .text("CURSOR_SIGNING_KEY")
+                .unwrap_or_else(|| DEVELOPMENT_SIGNING_KEY.to_string()),
+            poll_hint_seconds: settings.number(
+                "POLL_HINT_SECONDS",
+                5,
+                0..=3600,
+                "seconds from 0 to 3600",
+            )?,
+            tail_max_wait: Duration::from_secs(settings.number(
+                "TAIL_MAX_WAIT_SECONDS",
+                20,
+                0..=20,
+                "seconds from 0 to 20",
+            )?),
+            retention_cache: Duration::from_secs(settings.number(
+                "RETENTION_CACHE_SECONDS",
+                60,
+                0..=86_400,
+                "seconds from 0 to 86400",
+            )?),
+            self_audit_required: settings.flag("SELF_AUDIT_REQUIRED", false)?,
+            metadata_extended: settings.flag("METADATA_EXTENDED", true)?,
+        })
+    }
+
+    /// The defaults, for one table (tests and tools).
     pub fn for_table(table_name: impl Into<String>) -> Self {
-        let mut config = Self::from_lookup(|_| None);
+        let mut config = Self::defaults();
         config.table_name = table_name.into();
         config
+    }
+
+    /// Every setting at its default.
+    pub fn defaults() -> Self {
+        match Self::from_lookup(|_| None) {
+            Ok(config) => config,
+            // Unreachable: every default is within its own range.
+            Err(err) => panic!("a default setting is invalid: {err}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|key| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_documented_values() {
+        let config = with(&[]).expect("defaults");
+        assert_eq!(config.default_retention_days, 90);
+        assert_eq!(config.settle_horizon, Duration::from_secs(10));
+        assert_eq!(config.tail_max_wait, Duration::from_secs(20));
+        assert!(!config.self_audit_required);
+        assert!(config.metadata_extended);
+    }
+
+    #[test]
+    fn an_invalid_value_is_refused_naming_its_variable() {
+        for (variable, value) in [
+            ("DEFAULT_RETENTION_DAYS", "0"),
+            ("DEFAULT_RETENTION_DAYS", "ninety"),
+            ("WRITE_DEADLINE_MS", "-5"),
+            ("SETTLE_HORIZON_MS", "10s"),
+            ("QUERY_READ_BUDGET", "50"),
+            ("TAIL_MAX_WAIT_SECONDS", "21"),
+            ("SELF_AUDIT_REQUIRED", "yes"),
+            ("METADATA_EXTENDED", "off"),
+        ] {
+            let err = with(&[(variable, value)]).expect_err(variable);
+            assert_eq!(err.variable, variable);
+            assert_eq!(err.value, value);
+            assert!(err.to_string().contains(variable), "{err}");
+        }
+    }
+
+    #[test]
+    fn valid_values_are_taken() {
+        let config = with(&[
+            ("DEFAULT_RETENTION_DAYS", "30"),
+            ("SETTLE_HORIZON_MS", "200"),
+            ("SELF_AUDIT_REQUIRED", "true"),
+            ("TABLE_NAME", "t"),
+        ])
+        .expect("valid");
+        assert_eq!(config.default_retention_days, 30);
+        assert_eq!(config.settle_horizon, Duration::from_millis(200));
+        assert!(config.self_audit_required);
+        assert_eq!(config.table_name, "t");
     }
 }

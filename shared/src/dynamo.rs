@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::error::StoreError;
 use crate::event::{Event, MAX_SORT_KEY_BYTES};
 use crate::metadata::ObservedProperty;
-use crate::settings::TenantSettings;
+use crate::store::TenantSettings;
 use crate::store::{EventStore, IdempotentPut, RangePage, RangeRead};
 use crate::table::{
     pivot_key, IDEMPOTENCY_PREFIX, METADATA_PREFIX, PARTITION_KEY, PIVOT_INDEXES, SETTINGS_PREFIX,

@@ -4,23 +4,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{ApiError, StoreError};
 use crate::store::EventStore;
+pub use crate::store::TenantSettings;
 
 pub const MIN_RETENTION_DAYS: u32 = 1;
 pub const MAX_RETENTION_DAYS: u32 = 3650;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TenantSettings {
-    pub retention_days: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_by: Option<String>,
-}
 
 pub fn validate_retention(value: &serde_json::Value) -> Result<u32, ApiError> {
     let Some(map) = value.as_object() else {

@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::event::Event;
 use crate::metadata::ObservedProperty;
-use crate::settings::TenantSettings;
 use crate::table::PivotIndex;
 
 /// One `Query` over a cursor range of a tenant's events, on the base table
@@ -91,4 +90,15 @@ pub trait EventStore: Send + Sync {
 
     /// One event of one tenant, expired or not.
     async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError>;
+}
+
+/// A tenant's own settings, as stored (see [`crate::settings`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSettings {
+    pub retention_days: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
 }

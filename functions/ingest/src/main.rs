@@ -9,7 +9,8 @@ use lambda_http::{service_fn, Request};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
-    let config = Config::from_env();
+    let config =
+        Config::from_env().inspect_err(|err| tracing::error!(%err, "refusing to start"))?;
     let client = dynamo::client(&config).await;
     let store = Arc::new(DynamoStore::new(client, &config.table_name));
     let handler = Arc::new(IngestHandler::new(store, config));

@@ -24,7 +24,8 @@ async fn signing_key(secret_arn: &str) -> Result<String, lambda_http::Error> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
-    let mut config = Config::from_env();
+    let mut config =
+        Config::from_env().inspect_err(|err| tracing::error!(%err, "refusing to start"))?;
     match std::env::var("CURSOR_SIGNING_KEY_SECRET_ARN") {
         Ok(arn) if !arn.is_empty() => config.cursor_signing_key = signing_key(&arn).await?,
         _ if config.cursor_signing_key == audit_shared::config::DEVELOPMENT_SIGNING_KEY => {

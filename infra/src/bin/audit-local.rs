@@ -80,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             no_relay,
         } => {
             audit_shared::telemetry::init();
-            let mut config = Config::from_env();
+            let mut config = Config::from_env()?;
             config.table_name = table_name;
             let _embedded = match endpoint {
                 Some(endpoint) => {
