@@ -204,6 +204,12 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 struct Positions {
     arn: String,
     iterators: HashMap<String, Option<String>>,
+    /// The last record read from each shard, to take a new iterator after it
+    /// when the current one fails (expired, or trimmed as DynamoDB Local
+    /// does under load).
+    last_read: HashMap<String, String>,
+    /// Where each shard was first read from, for a shard with nothing read yet.
+    from_start: HashMap<String, bool>,
 }
 
 impl Relay {
@@ -251,6 +257,8 @@ impl Relay {
         Ok(Positions {
             arn,
             iterators: HashMap::new(),
+            last_read: HashMap::new(),
+            from_start: HashMap::new(),
         })
     }
 
@@ -275,26 +283,35 @@ impl Relay {
             if positions.iterators.contains_key(id) {
                 continue;
             }
-            let kind = if from_start {
-                ShardIteratorType::TrimHorizon
-            } else {
-                ShardIteratorType::Latest
-            };
-            let iterator = self
-                .streams
-                .get_shard_iterator()
-                .stream_arn(&positions.arn)
-                .shard_id(id)
-                .shard_iterator_type(kind)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            positions.iterators.insert(
-                id.to_string(),
-                iterator.shard_iterator().map(str::to_string),
-            );
+            let iterator = self.iterator(&positions.arn, id, None, from_start).await?;
+            positions.iterators.insert(id.to_string(), iterator);
+            positions.from_start.insert(id.to_string(), from_start);
         }
         Ok(())
+    }
+
+    /// A shard iterator just after `after`, else at the shard's start or its end.
+    async fn iterator(
+        &self,
+        arn: &str,
+        shard: &str,
+        after: Option<&str>,
+        from_start: bool,
+    ) -> Result<Option<String>, String> {
+        let request = self
+            .streams
+            .get_shard_iterator()
+            .stream_arn(arn)
+            .shard_id(shard);
+        let request = match after {
+            Some(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(sequence),
+            None if from_start => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            None => request.shard_iterator_type(ShardIteratorType::Latest),
+        };
+        let output = request.send().await.map_err(|e| e.to_string())?;
+        Ok(output.shard_iterator().map(str::to_string))
     }
 
     async fn run(self, mut positions: Positions) -> Result<(), String> {
@@ -320,11 +337,32 @@ impl Relay {
                         .await
                     {
                         Ok(output) => {
+                            if let Some(sequence) = output
+                                .records()
+                                .last()
+                                .and_then(|r| r.dynamodb())
+                                .and_then(|d| d.sequence_number())
+                            {
+                                positions
+                                    .last_read
+                                    .insert(shard.clone(), sequence.to_string());
+                            }
                             batch.extend(output.records().iter().map(|r| lambda_record(r, &arn)));
                             *iterator = output.next_shard_iterator().map(str::to_string);
                         }
                         Err(err) => {
-                            tracing::warn!(shard = %shard, error = %err, "GetRecords failed")
+                            // An iterator that failed once fails forever:
+                            // take a new one just after the last record read.
+                            tracing::warn!(shard = %shard, error = %err, "GetRecords failed; taking a new iterator");
+                            let after = positions.last_read.get(shard).map(String::as_str);
+                            let from_start =
+                                positions.from_start.get(shard).copied().unwrap_or(true);
+                            match self.iterator(&arn, shard, after, from_start).await {
+                                Ok(fresh) => *iterator = fresh,
+                                Err(err) => {
+                                    tracing::warn!(shard = %shard, error = %err, "GetShardIterator failed")
+                                }
+                            }
                         }
                     }
                 }
