@@ -90,45 +90,113 @@ impl Event {
     }
 }
 
-/// Fields the service assigns; a producer that sets them gets a 400.
-const ASSIGNED_FIELDS: &[&str] = &["cursor", "timestamp", "expiresAt", "mayHaveMoreData"];
+/// How queries compare a field's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    String,
+    Time,
+    Boolean,
+    /// `data.*`: any JSON value.
+    Any,
+}
 
-/// Optional plain string fields a producer may set.
-const STRING_FIELDS: &[&str] = &[
-    "organizationId",
-    "message",
-    "userId",
-    "userEmail",
-    "clientId",
-    "jwtId",
-    "messageId",
-    "referenceId",
-    "traceId",
-    "ipAddress",
-    "userAgent",
+impl FieldType {
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Time => "time",
+            FieldType::Boolean => "boolean",
+            FieldType::Any => "any",
+        }
+    }
+}
+
+/// How a top-level field is sent and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldRule {
+    /// Assigned by the service; a producer that sends it gets a 400.
+    Assigned,
+    /// Required text with a visible character, at most `max` characters.
+    RequiredText { max: usize },
+    /// Optional text of at most `max` characters (`null` = absent).
+    OptionalText { max: usize },
+    /// Sent by producers and checked by its own rule in [`NewEvent::parse`].
+    Own,
+}
+
+/// One top-level event field.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub rule: FieldRule,
+    /// How queries compare it; `None` where only paths into it are queried
+    /// (`data`, `indexedData`) or it is never queried (`mayHaveMoreData`).
+    pub query_type: Option<FieldType>,
+}
+
+const fn field(name: &'static str, rule: FieldRule, query_type: Option<FieldType>) -> FieldSpec {
+    FieldSpec {
+        name,
+        rule,
+        query_type,
+    }
+}
+
+const fn text(name: &'static str, max: usize) -> FieldSpec {
+    field(
+        name,
+        FieldRule::OptionalText { max },
+        Some(FieldType::String),
+    )
+}
+
+/// The event's fields, in the order metadata lists them: the one table that
+/// parsing, the query's field list and metadata's `event` target read. (The
+/// stored and returned JSON is the [`Event`] struct, whose serde names are
+/// checked against this table by a test.)
+pub const EVENT_FIELDS: &[FieldSpec] = &[
+    field("cursor", FieldRule::Assigned, Some(FieldType::String)),
+    field("accountId", FieldRule::Own, Some(FieldType::String)),
+    text("organizationId", MAX_FIELD_CHARS),
+    field("timestamp", FieldRule::Assigned, Some(FieldType::Time)),
+    field("occurredAt", FieldRule::Own, Some(FieldType::Time)),
+    field("expiresAt", FieldRule::Assigned, Some(FieldType::Time)),
+    field(
+        "serviceName",
+        FieldRule::RequiredText { max: 256 },
+        Some(FieldType::String),
+    ),
+    field(
+        "eventType",
+        FieldRule::RequiredText { max: 256 },
+        Some(FieldType::String),
+    ),
+    text("message", MAX_MESSAGE_CHARS),
+    field("sandbox", FieldRule::Own, Some(FieldType::Boolean)),
+    text("userId", MAX_PIVOT_CHARS),
+    text("userEmail", MAX_FIELD_CHARS),
+    text("clientId", MAX_FIELD_CHARS),
+    text("jwtId", MAX_FIELD_CHARS),
+    text("messageId", MAX_IDEMPOTENCY_KEY_CHARS),
+    text("referenceId", MAX_FIELD_CHARS),
+    text("traceId", MAX_PIVOT_CHARS),
+    text("ipAddress", MAX_FIELD_CHARS),
+    text("userAgent", MAX_FIELD_CHARS),
+    field("data", FieldRule::Own, None),
+    field("indexedData", FieldRule::Own, None),
+    field("mayHaveMoreData", FieldRule::Assigned, None),
 ];
 
-/// Every field a producer may send.
-pub const PRODUCER_FIELDS: &[&str] = &[
-    "accountId",
-    "serviceName",
-    "eventType",
-    "occurredAt",
-    "sandbox",
-    "data",
-    "indexedData",
-    "organizationId",
-    "message",
-    "userId",
-    "userEmail",
-    "clientId",
-    "jwtId",
-    "messageId",
-    "referenceId",
-    "traceId",
-    "ipAddress",
-    "userAgent",
-];
+/// The top-level fields a query can name, with their types.
+pub fn queryable_fields() -> impl Iterator<Item = (&'static str, FieldType)> {
+    EVENT_FIELDS
+        .iter()
+        .filter_map(|f| f.query_type.map(|t| (f.name, t)))
+}
+
+fn is_assigned(spec: &FieldSpec) -> bool {
+    spec.rule == FieldRule::Assigned
+}
 
 /// A producer's event after validation, before the service assigns its ids.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,10 +236,10 @@ impl NewEvent {
                 if path.is_empty() { "the event" } else { path }
             )));
         }
-        let assigned: Vec<&str> = ASSIGNED_FIELDS
+        let assigned: Vec<&str> = EVENT_FIELDS
             .iter()
-            .copied()
-            .filter(|f| fields.contains_key(*f))
+            .filter(|f| is_assigned(f) && fields.contains_key(f.name))
+            .map(|f| f.name)
             .collect();
         if !assigned.is_empty() {
             return Err(ApiError::bad_request(
@@ -189,7 +257,11 @@ impl NewEvent {
         }
         let unknown: Vec<&String> = fields
             .keys()
-            .filter(|k| !PRODUCER_FIELDS.contains(&k.as_str()))
+            .filter(|k| {
+                !EVENT_FIELDS
+                    .iter()
+                    .any(|f| !is_assigned(f) && f.name == k.as_str())
+            })
             .collect();
         if !unknown.is_empty() {
             let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
@@ -201,10 +273,13 @@ impl NewEvent {
                 ),
             ));
         }
-        for required in ["serviceName", "eventType"] {
+        for (required, max) in EVENT_FIELDS.iter().filter_map(|f| match f.rule {
+            FieldRule::RequiredText { max } => Some((f.name, max)),
+            _ => None,
+        }) {
             match fields.get(required) {
                 Some(Value::String(s)) if has_visible_text(s) => {
-                    check_length(&at(required), s, 256)?
+                    check_length(&at(required), s, max)?
                 }
                 Some(Value::String(_)) => {
                     return Err(ApiError::bad_request(
@@ -228,20 +303,18 @@ impl NewEvent {
                 }
             }
         }
-        for field in STRING_FIELDS {
-            match fields.get(*field) {
+        for (field, max) in EVENT_FIELDS.iter().filter_map(|f| match f.rule {
+            FieldRule::OptionalText { max } => Some((f.name, max)),
+            _ => None,
+        }) {
+            match fields.get(field) {
                 None | Some(Value::Null) => {
-                    fields.remove(*field);
+                    fields.remove(field);
                 }
                 Some(Value::String(s)) => {
-                    let max = match *field {
-                        "message" => MAX_MESSAGE_CHARS,
-                        "messageId" => MAX_IDEMPOTENCY_KEY_CHARS,
-                        "userId" | "traceId" => MAX_PIVOT_CHARS,
-                        _ => MAX_FIELD_CHARS,
-                    };
                     check_length(&at(field), s, max)?;
-                    if *field == "messageId" && s.is_empty() {
+                    // An empty key would make every keyless retry a duplicate.
+                    if field == "messageId" && s.is_empty() {
                         return Err(ApiError::bad_request(
                             at(field),
                             "`messageId` may not be empty",
@@ -494,6 +567,46 @@ pub fn format_time(at: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The field table and the struct that is stored and returned name the
+    /// same fields.
+    #[test]
+    fn the_field_table_names_every_field_of_the_event() {
+        let text = Some(String::from("x"));
+        let event = Event {
+            cursor: "c".into(),
+            account_id: "a".into(),
+            organization_id: text.clone(),
+            timestamp: "t".into(),
+            occurred_at: text.clone(),
+            expires_at: "e".into(),
+            service_name: "s".into(),
+            event_type: "k".into(),
+            message: text.clone(),
+            sandbox: Some(true),
+            user_id: text.clone(),
+            user_email: text.clone(),
+            client_id: text.clone(),
+            jwt_id: text.clone(),
+            message_id: text.clone(),
+            reference_id: text.clone(),
+            trace_id: text.clone(),
+            ip_address: text.clone(),
+            user_agent: text,
+            data: Some(Value::Null),
+            indexed_data: Some(BTreeMap::new()),
+            may_have_more_data: Some(true),
+        };
+        let Ok(Value::Object(serialised)) = serde_json::to_value(&event) else {
+            panic!("an event serialises to an object");
+        };
+        let struct_names: std::collections::BTreeSet<&str> =
+            serialised.keys().map(String::as_str).collect();
+        let table_names: std::collections::BTreeSet<&str> =
+            EVENT_FIELDS.iter().map(|f| f.name).collect();
+        assert_eq!(table_names.len(), EVENT_FIELDS.len(), "no name twice");
+        assert_eq!(struct_names, table_names);
+    }
     use serde_json::json;
 
     fn field_of(err: ApiError) -> String {

@@ -14,6 +14,7 @@ pub mod json;
 pub mod metadata;
 pub mod query;
 pub mod read;
+pub mod runtime;
 pub mod selfaudit;
 pub mod settings;
 pub mod store;

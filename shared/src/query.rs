@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+use crate::event::queryable_fields;
 use crate::table::{PivotIndex, PIVOT_INDEXES};
 
 pub const MAX_CONDITIONS: usize = 20;
@@ -67,26 +68,9 @@ impl Operator {
     }
 }
 
-/// The JSON type of a queryable field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
-    String,
-    Time,
-    Boolean,
-    /// `data.*`: any JSON value.
-    Any,
-}
+pub use crate::event::FieldType;
 
 impl FieldType {
-    pub fn name(self) -> &'static str {
-        match self {
-            FieldType::String => "string",
-            FieldType::Time => "time",
-            FieldType::Boolean => "boolean",
-            FieldType::Any => "any",
-        }
-    }
-
     /// The operators that make sense for the type.
     pub fn operators(self) -> &'static [Operator] {
         use Operator::*;
@@ -98,29 +82,6 @@ impl FieldType {
         }
     }
 }
-
-/// Every top-level event field with its type.
-pub const TOP_LEVEL_FIELDS: &[(&str, FieldType)] = &[
-    ("cursor", FieldType::String),
-    ("accountId", FieldType::String),
-    ("organizationId", FieldType::String),
-    ("timestamp", FieldType::Time),
-    ("occurredAt", FieldType::Time),
-    ("expiresAt", FieldType::Time),
-    ("serviceName", FieldType::String),
-    ("eventType", FieldType::String),
-    ("message", FieldType::String),
-    ("sandbox", FieldType::Boolean),
-    ("userId", FieldType::String),
-    ("userEmail", FieldType::String),
-    ("clientId", FieldType::String),
-    ("jwtId", FieldType::String),
-    ("messageId", FieldType::String),
-    ("referenceId", FieldType::String),
-    ("traceId", FieldType::String),
-    ("ipAddress", FieldType::String),
-    ("userAgent", FieldType::String),
-];
 
 /// Longest field name a condition may use.
 const MAX_FIELD_NAME_CHARS: usize = 2048;
@@ -186,11 +147,11 @@ impl FieldPath {
     /// (`data.user.role`, `data["k8s.pod"]`, `data.tags[0]`,
     /// `indexedData["display name"]`). Metadata lists names in this syntax.
     pub fn parse(name: &str) -> Option<FieldPath> {
-        if let Some((_, field_type)) = TOP_LEVEL_FIELDS.iter().find(|(f, _)| *f == name) {
+        if let Some((_, field_type)) = queryable_fields().find(|(f, _)| *f == name) {
             return Some(FieldPath {
                 name: name.into(),
                 segments: vec![name.into()],
-                field_type: *field_type,
+                field_type,
             });
         }
         if name.chars().count() > MAX_FIELD_NAME_CHARS {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use audit_shared::auth::{Caller, SCOPE_READ};
 use audit_shared::cursor::parse_cursor;
 use audit_shared::http::{error_response, json_response};
+use audit_shared::runtime::HttpHandler;
 use audit_shared::selfaudit::{RequestFacts, SelfAuditor};
 use audit_shared::{ApiError, Config, EventStore};
 use chrono::Utc;
@@ -14,6 +15,13 @@ pub struct CursorHandler<S> {
     store: Arc<S>,
     tenant_claim: String,
     auditor: SelfAuditor<S>,
+}
+
+#[async_trait::async_trait]
+impl<S: EventStore + 'static> HttpHandler for CursorHandler<S> {
+    async fn handle(&self, request: Request) -> Response<Body> {
+        CursorHandler::handle(self, request).await
+    }
 }
 
 impl<S: EventStore> CursorHandler<S> {

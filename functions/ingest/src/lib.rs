@@ -6,6 +6,7 @@ use std::sync::Arc;
 use audit_shared::auth::{Caller, SCOPE_WRITE};
 use audit_shared::http::{error_response, json_response, json_response_retry_after, require_json};
 use audit_shared::ingest::{summarize, IngestRequest, IngestService, ItemResult};
+use audit_shared::runtime::HttpHandler;
 use audit_shared::{ApiError, Config, EventStore};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
@@ -13,6 +14,13 @@ use serde_json::json;
 pub struct IngestHandler<S> {
     service: IngestService<S>,
     tenant_claim: String,
+}
+
+#[async_trait::async_trait]
+impl<S: EventStore + 'static> HttpHandler for IngestHandler<S> {
+    async fn handle(&self, request: Request) -> Response<Body> {
+        IngestHandler::handle(self, request).await
+    }
 }
 
 impl<S: EventStore> IngestHandler<S> {

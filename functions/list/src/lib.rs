@@ -12,6 +12,7 @@ use audit_shared::http::{
 };
 use audit_shared::query::{Query, QueryCursor};
 use audit_shared::read::{Start, TrailReader, DEFAULT_QUERY_PAGE, DEFAULT_TAIL_PAGE, MAX_PAGE};
+use audit_shared::runtime::HttpHandler;
 use audit_shared::selfaudit::{RequestFacts, SelfAuditFilter, SelfAuditor};
 use audit_shared::{ApiError, Config, EventStore};
 use chrono::Utc;
@@ -79,6 +80,13 @@ pub struct ListHandler<S> {
     reader: TrailReader<S>,
     tenant_claim: String,
     auditor: SelfAuditor<S>,
+}
+
+#[async_trait::async_trait]
+impl<S: EventStore + 'static> HttpHandler for ListHandler<S> {
+    async fn handle(&self, request: Request) -> Response<Body> {
+        ListHandler::handle(self, request).await
+    }
 }
 
 impl<S: EventStore> ListHandler<S> {

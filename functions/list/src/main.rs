@@ -1,9 +1,5 @@
-use std::convert::Infallible;
-use std::sync::Arc;
-
-use audit_shared::dynamo::{self, DynamoStore};
-use audit_shared::{telemetry, Config};
-use lambda_http::{service_fn, Request};
+use audit_shared::config::DEVELOPMENT_SIGNING_KEY;
+use audit_shared::runtime;
 use list::ListHandler;
 
 /// Reads the cursor-signing key from Secrets Manager once per cold start.
@@ -23,22 +19,13 @@ async fn signing_key(secret_arn: &str) -> Result<String, lambda_http::Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    telemetry::init();
-    let mut config =
-        Config::from_env().inspect_err(|err| tracing::error!(%err, "refusing to start"))?;
+    let (mut config, store) = runtime::start().await?;
     match std::env::var("CURSOR_SIGNING_KEY_SECRET_ARN") {
         Ok(arn) if !arn.is_empty() => config.cursor_signing_key = signing_key(&arn).await?,
-        _ if config.cursor_signing_key == audit_shared::config::DEVELOPMENT_SIGNING_KEY => {
+        _ if config.cursor_signing_key == DEVELOPMENT_SIGNING_KEY => {
             tracing::warn!("no cursor-signing key configured: using the development key")
         }
         _ => {}
     }
-    let client = dynamo::client(&config).await;
-    let store = Arc::new(DynamoStore::new(client, &config.table_name));
-    let handler = Arc::new(ListHandler::new(store, config));
-    lambda_http::run(service_fn(move |request: Request| {
-        let handler = Arc::clone(&handler);
-        async move { Ok::<_, Infallible>(handler.handle(request).await) }
-    }))
-    .await
+    runtime::serve(ListHandler::new(store, config)).await
 }

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use audit_shared::auth::{Caller, SCOPE_ADMIN, SCOPE_READ};
 use audit_shared::error::parse_json_body;
 use audit_shared::event::format_time;
+use audit_shared::event::queryable_fields;
 use audit_shared::http::{error_response, json_response, query_parameters, require_json};
 use audit_shared::metadata::ObservedProperty;
-use audit_shared::query::{FieldPath, FieldType, TOP_LEVEL_FIELDS};
+use audit_shared::query::{FieldPath, FieldType};
+use audit_shared::runtime::HttpHandler;
 use audit_shared::selfaudit::{
     RequestFacts, SelfAuditor, SELF_AUDIT_EVENT_TYPES, SELF_AUDIT_SERVICE,
 };
@@ -94,17 +96,22 @@ fn operators_for_json(json_type: &str) -> Vec<&'static str> {
 /// with their JSON type. `None` for a name no query could use.
 fn describe(property: &ObservedProperty) -> Option<Value> {
     FieldPath::parse(&property.name)?;
-    let top_level = TOP_LEVEL_FIELDS
-        .iter()
-        .find(|(name, _)| *name == property.name);
+    let top_level = queryable_fields().find(|(name, _)| *name == property.name);
     let (type_name, ops) = match (property.target(), top_level) {
-        ("event", Some((_, field_type))) => (field_type.name(), operators(*field_type)),
+        ("event", Some((_, field_type))) => (field_type.name(), operators(field_type)),
         _ => (
             property.json_type.as_str(),
             operators_for_json(&property.json_type),
         ),
     };
     Some(json!({"name": property.name, "type": type_name, "operators": ops}))
+}
+
+#[async_trait::async_trait]
+impl<S: EventStore + 'static> HttpHandler for MetadataHandler<S> {
+    async fn handle(&self, request: Request) -> Response<Body> {
+        MetadataHandler::handle(self, request).await
+    }
 }
 
 impl<S: EventStore> MetadataHandler<S> {
@@ -188,10 +195,9 @@ impl<S: EventStore> MetadataHandler<S> {
                 }
             }
         }
-        let event_fields: Vec<Value> = TOP_LEVEL_FIELDS
-            .iter()
+        let event_fields: Vec<Value> = queryable_fields()
             .map(|(name, field_type)| {
-                json!({"name": name, "type": field_type.name(), "operators": operators(*field_type), "indexed": PIVOT_INDEXES.iter().any(|i| i.field == *name)})
+                json!({"name": name, "type": field_type.name(), "operators": operators(field_type), "indexed": PIVOT_INDEXES.iter().any(|i| i.field == name)})
             })
             .collect();
         let observed_fields = |target: &str| -> Vec<Value> {

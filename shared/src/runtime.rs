@@ -1,0 +1,40 @@
+//! What every HTTP function's `main` does, written once: JSON logs, the
+//! typed configuration, one DynamoDB client per process, then one handler
+//! serving every request.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lambda_http::{service_fn, Body, Request, Response};
+
+use crate::config::Config;
+use crate::dynamo::{self, DynamoStore};
+
+/// A function's request handler. It answers every request, errors included,
+/// so the runtime never sees a failed invocation for bad input.
+#[async_trait]
+pub trait HttpHandler: Send + Sync + 'static {
+    async fn handle(&self, request: Request) -> Response<Body>;
+}
+
+/// Logs, configuration and the store, once per cold start. An invalid
+/// setting stops the process here, with a message naming it.
+pub async fn start() -> Result<(Config, Arc<DynamoStore>), lambda_http::Error> {
+    crate::telemetry::init();
+    let config =
+        Config::from_env().inspect_err(|err| tracing::error!(%err, "refusing to start"))?;
+    let client = dynamo::client(&config).await;
+    let store = Arc::new(DynamoStore::new(client, &config.table_name));
+    Ok((config, store))
+}
+
+/// Serves Lambda invocations with `handler` until the runtime stops.
+pub async fn serve(handler: impl HttpHandler) -> Result<(), lambda_http::Error> {
+    let handler = Arc::new(handler);
+    lambda_http::run(service_fn(move |request: Request| {
+        let handler = Arc::clone(&handler);
+        async move { Ok::<_, Infallible>(handler.handle(request).await) }
+    }))
+    .await
+}
