@@ -3,9 +3,9 @@
 //! serving every request.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use lambda_http::{service_fn, Body, Request, Response};
 
 use crate::config::Config;
@@ -13,9 +13,9 @@ use crate::dynamo::{self, DynamoStore};
 
 /// A function's request handler. It answers every request, errors included,
 /// so the runtime never sees a failed invocation for bad input.
-#[async_trait]
+/// (A plain future, not a boxed one: nothing is allocated per request.)
 pub trait HttpHandler: Send + Sync + 'static {
-    async fn handle(&self, request: Request) -> Response<Body>;
+    fn handle(&self, request: Request) -> impl Future<Output = Response<Body>> + Send;
 }
 
 /// Logs, configuration and the store, once per cold start. An invalid

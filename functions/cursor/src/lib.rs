@@ -17,10 +17,9 @@ pub struct CursorHandler<S> {
     auditor: SelfAuditor<S>,
 }
 
-#[async_trait::async_trait]
 impl<S: EventStore + 'static> HttpHandler for CursorHandler<S> {
-    async fn handle(&self, request: Request) -> Response<Body> {
-        CursorHandler::handle(self, request).await
+    fn handle(&self, request: Request) -> impl std::future::Future<Output = Response<Body>> + Send {
+        CursorHandler::handle(self, request)
     }
 }
 

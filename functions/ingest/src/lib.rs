@@ -16,10 +16,9 @@ pub struct IngestHandler<S> {
     tenant_claim: String,
 }
 
-#[async_trait::async_trait]
 impl<S: EventStore + 'static> HttpHandler for IngestHandler<S> {
-    async fn handle(&self, request: Request) -> Response<Body> {
-        IngestHandler::handle(self, request).await
+    fn handle(&self, request: Request) -> impl std::future::Future<Output = Response<Body>> + Send {
+        IngestHandler::handle(self, request)
     }
 }
 

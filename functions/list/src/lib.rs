@@ -82,10 +82,9 @@ pub struct ListHandler<S> {
     auditor: SelfAuditor<S>,
 }
 
-#[async_trait::async_trait]
 impl<S: EventStore + 'static> HttpHandler for ListHandler<S> {
-    async fn handle(&self, request: Request) -> Response<Body> {
-        ListHandler::handle(self, request).await
+    fn handle(&self, request: Request) -> impl std::future::Future<Output = Response<Body>> + Send {
+        ListHandler::handle(self, request)
     }
 }
 

@@ -107,10 +107,9 @@ fn describe(property: &ObservedProperty) -> Option<Value> {
     Some(json!({"name": property.name, "type": type_name, "operators": ops}))
 }
 
-#[async_trait::async_trait]
 impl<S: EventStore + 'static> HttpHandler for MetadataHandler<S> {
-    async fn handle(&self, request: Request) -> Response<Body> {
-        MetadataHandler::handle(self, request).await
+    fn handle(&self, request: Request) -> impl std::future::Future<Output = Response<Body>> + Send {
+        MetadataHandler::handle(self, request)
     }
 }
 
