@@ -61,7 +61,7 @@ pub struct ConfigError {
     pub expected: &'static str,
 }
 
-/// Reads settings from a lookup, remembering the first invalid one.
+/// Reads settings from a lookup; each reader refuses an invalid value.
 struct Settings<F> {
     lookup: F,
 }
@@ -103,6 +103,17 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
     ) -> Result<Duration, ConfigError> {
         self.number(variable, default, 1..=3_600_000, expected)
             .map(Duration::from_millis)
+    }
+
+    fn seconds(
+        &self,
+        variable: &'static str,
+        default: u64,
+        max: u64,
+        expected: &'static str,
+    ) -> Result<Duration, ConfigError> {
+        self.number(variable, default, 0..=max, expected)
+            .map(Duration::from_secs)
     }
 
     fn flag(&self, variable: &'static str, default: bool) -> Result<bool, ConfigError> {
@@ -174,18 +185,18 @@ impl Config {
                 0..=3600,
                 "seconds from 0 to 3600",
             )?,
-            tail_max_wait: Duration::from_secs(settings.number(
+            tail_max_wait: settings.seconds(
                 "TAIL_MAX_WAIT_SECONDS",
                 20,
-                0..=20,
+                20,
                 "seconds from 0 to 20",
-            )?),
-            retention_cache: Duration::from_secs(settings.number(
+            )?,
+            retention_cache: settings.seconds(
                 "RETENTION_CACHE_SECONDS",
                 60,
-                0..=86_400,
+                86_400,
                 "seconds from 0 to 86400",
-            )?),
+            )?,
             self_audit_required: settings.flag("SELF_AUDIT_REQUIRED", false)?,
             metadata_extended: settings.flag("METADATA_EXTENDED", true)?,
         })

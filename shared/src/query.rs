@@ -107,13 +107,12 @@ fn parse_segments(mut rest: &str) -> Option<Vec<String>> {
             }
             segments.push(key.to_string());
             rest = &after[end..];
-        } else if let Some(after) = rest.strip_prefix("[\"") {
+        } else if rest.starts_with("[\"") {
             // A JSON string up to its closing quote, then `]`.
             let quoted = &rest[1..];
             let mut stream = serde_json::Deserializer::from_str(quoted).into_iter::<String>();
             let key = stream.next()?.ok()?;
             let used = stream.byte_offset();
-            let _ = after;
             rest = quoted.get(used..)?.strip_prefix(']')?;
             segments.push(key);
         } else if let Some(after) = rest.strip_prefix('[') {
