@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
-use audit_shared::dynamo::DynamoStore;
-use audit_shared::Config;
+use audit_core::routes::Route;
+use audit_core::Config;
+use audit_dynamo::DynamoStore;
 use aws_sdk_dynamodb::Client;
 use cursor::CursorHandler;
 use ingest::IngestHandler;
+use lambda_http::{Body, Request, Response};
 use list::ListHandler;
 use metadata::MetadataHandler;
 
@@ -26,5 +28,25 @@ impl Functions {
             list: ListHandler::new(Arc::clone(&store), config.clone()),
             metadata: MetadataHandler::new(Arc::clone(&store), &config),
         })
+    }
+
+    /// Hands a request to the function the route table names for `route`.
+    pub async fn handle(&self, route: Route, request: Request) -> Response<Body> {
+        match route.function() {
+            "ingest" => self.ingest.handle(request).await,
+            "cursor" => self.cursor.handle(request).await,
+            "list" => self.list.handle(request).await,
+            "metadata" => self.metadata.handle(request).await,
+            other => {
+                tracing::error!(
+                    function = other,
+                    "the route table names an unknown function"
+                );
+                Response::builder()
+                    .status(500)
+                    .body(Body::Empty)
+                    .unwrap_or_default()
+            }
+        }
     }
 }

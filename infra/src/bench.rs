@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use audit_shared::dynamo::{event_to_item, DynamoStore, Item};
-use audit_shared::event::format_time;
-use audit_shared::query::Query;
-use audit_shared::read::TrailReader;
-use audit_shared::{table, Event};
+use audit_core::event::format_time;
+use audit_core::query::Query;
+use audit_core::read::TrailReader;
+use audit_core::Event;
+use audit_dynamo::table;
+use audit_dynamo::{event_to_item, DynamoStore, Item};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnConsumedCapacity, WriteRequest};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
@@ -443,10 +444,8 @@ pub async fn capacity() -> Result<Section, BenchError> {
         let mut keyed_fields = fields.clone();
         keyed_fields["messageId"] = json!(format!("msg-{}", cursor()));
         let keyed = sized_event(cursor(), "acme", now, 1000, keyed_fields)?;
-        let marker = audit_shared::dynamo::marker_item(
-            &keyed,
-            keyed.message_id.as_deref().unwrap_or_default(),
-        );
+        let marker =
+            audit_dynamo::marker_item(&keyed, keyed.message_id.as_deref().unwrap_or_default());
         let transact = client
             .transact_write_items()
             .transact_items(
@@ -843,7 +842,7 @@ pub async fn reads(events: usize) -> Result<Section, BenchError> {
                         .expression_attribute_names("#pk", "gsiUserId")
                         .expression_attribute_values(
                             ":k",
-                            AttributeValue::S(table::pivot_key(tenant, "user-042")),
+                            AttributeValue::S(audit_core::store::pivot_key(tenant, "user-042")),
                         )
                         .scan_index_forward(false)
                         .limit(1000)
@@ -860,7 +859,7 @@ pub async fn reads(events: usize) -> Result<Section, BenchError> {
     {
         let params = HashMap::from([("cursor".to_string(), middle.clone())]);
         let event = invoke_event(
-            Route::Cursor,
+            Route::Lookup,
             "GET",
             &format!("/audit/events/{middle}"),
             "",
@@ -874,7 +873,7 @@ pub async fn reads(events: usize) -> Result<Section, BenchError> {
             || {
                 let (gateway, event) = (gateway.clone(), event.clone());
                 async move {
-                    let response = gateway.invoke(Route::Cursor, &event).await;
+                    let response = gateway.invoke(Route::Lookup, &event).await;
                     std::hint::black_box(response.status());
                     Ok(())
                 }
@@ -906,7 +905,7 @@ pub async fn reads(events: usize) -> Result<Section, BenchError> {
             || {
                 let (gateway, event) = (gateway.clone(), event.clone());
                 async move {
-                    std::hint::black_box(gateway.invoke(Route::Cursor, &event).await.status());
+                    std::hint::black_box(gateway.invoke(Route::Lookup, &event).await.status());
                     Ok(())
                 }
             },

@@ -23,110 +23,30 @@ pub struct Gateway {
     pub auth: Arc<DevAuth>,
 }
 
-/// Which function serves a request, and its path parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Route {
-    Ingest,
-    Cursor,
-    Tail,
-    Query,
-    Metadata,
-    Properties,
-    GetSettings,
-    PutSettings,
-}
-
-impl Route {
-    pub const ALL: &'static [Route] = &[
-        Route::Ingest,
-        Route::Cursor,
-        Route::Tail,
-        Route::Query,
-        Route::Metadata,
-        Route::Properties,
-        Route::GetSettings,
-        Route::PutSettings,
-    ];
-
-    /// The scope API Gateway's authorizer demands for the route.
-    pub fn scope(self) -> &'static str {
-        match self {
-            Route::Ingest => "audit:write",
-            Route::Cursor | Route::Tail | Route::Query | Route::Metadata | Route::Properties => {
-                "audit:read"
-            }
-            Route::GetSettings | Route::PutSettings => "audit:admin",
-        }
-    }
-
-    /// The Lambda binary that serves it.
-    pub fn function(self) -> &'static str {
-        match self {
-            Route::Ingest => "ingest",
-            Route::Cursor => "cursor",
-            Route::Tail | Route::Query => "list",
-            Route::Metadata | Route::Properties | Route::GetSettings | Route::PutSettings => {
-                "metadata"
-            }
-        }
-    }
-
-    pub fn from_key(key: &str) -> Option<Route> {
-        Route::ALL.iter().copied().find(|r| r.key() == key)
-    }
-
-    pub fn key(self) -> &'static str {
-        match self {
-            Route::Ingest => "POST /audit/events",
-            Route::Cursor => "GET /audit/events/{cursor}",
-            Route::Tail => "GET /audit",
-            Route::Query => "POST /audit/query",
-            Route::Metadata => "GET /audit/metadata",
-            Route::Properties => "GET /audit/metadata/properties",
-            Route::GetSettings => "GET /audit/settings",
-            Route::PutSettings => "PUT /audit/settings",
-        }
-    }
-}
+pub use audit_core::routes::Route;
 
 /// A matched route and its path parameters.
 pub type RouteMatch = (Route, HashMap<String, String>);
 
-/// The methods a route table knows, for `Allow` on a 405.
-const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
-
-/// Matches method and path to a route, as the HTTP API's route table does.
-/// The path is as sent (percent-encoded); a path parameter that is not
-/// valid percent-encoded UTF-8 is a 400.
+/// Matches method and path to a route from the route table, as the HTTP
+/// API's route table does. The path is as sent (percent-encoded); a path
+/// parameter that is not valid percent-encoded UTF-8 is a 400.
 pub fn match_route(method: &str, path: &str) -> Result<Option<RouteMatch>, &'static str> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    Ok(match (method, segments.as_slice()) {
-        ("POST", ["audit", "events"]) => Some((Route::Ingest, HashMap::new())),
-        ("GET", ["audit"]) => Some((Route::Tail, HashMap::new())),
-        ("POST", ["audit", "query"]) => Some((Route::Query, HashMap::new())),
-        ("GET", ["audit", "metadata"]) => Some((Route::Metadata, HashMap::new())),
-        ("GET", ["audit", "metadata", "properties"]) => Some((Route::Properties, HashMap::new())),
-        ("GET", ["audit", "settings"]) => Some((Route::GetSettings, HashMap::new())),
-        ("PUT", ["audit", "settings"]) => Some((Route::PutSettings, HashMap::new())),
-        ("GET", ["audit", "events", cursor]) if !cursor.is_empty() => Some((
-            Route::Cursor,
-            HashMap::from([(
-                "cursor".to_string(),
-                percent_decode(cursor, false)
-                    .ok_or("the path is not valid percent-encoded UTF-8")?,
-            )]),
-        )),
-        _ => None,
-    })
+    let Some((route, raw)) = Route::match_path(method, path) else {
+        return Ok(None);
+    };
+    let mut params = HashMap::new();
+    for (name, value) in raw {
+        let value =
+            percent_decode(&value, false).ok_or("the path is not valid percent-encoded UTF-8")?;
+        params.insert(name.to_string(), value);
+    }
+    Ok(Some((route, params)))
 }
 
 /// The methods the route table serves on `path` (empty: no such path).
 pub fn allowed_methods(path: &str) -> Vec<&'static str> {
-    METHODS
-        .iter()
-        .copied()
-        .filter(|method| !matches!(match_route(method, path), Ok(None)))
-        .collect()
+    Route::methods_for(path)
 }
 
 /// Percent-decodes a path segment or a query component (where `+` is a
@@ -240,14 +160,7 @@ impl Gateway {
                 return plain_error(500, "internal_error", "the local gateway built a bad event");
             }
         };
-        match route {
-            Route::Ingest => self.functions.ingest.handle(request).await,
-            Route::Cursor => self.functions.cursor.handle(request).await,
-            Route::Tail | Route::Query => self.functions.list.handle(request).await,
-            Route::Metadata | Route::Properties | Route::GetSettings | Route::PutSettings => {
-                self.functions.metadata.handle(request).await
-            }
-        }
+        self.functions.handle(route, request).await
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use audit_shared::stream::{BusEntry, Publisher};
+use audit_core::publish::{BusEntry, Publisher};
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
 use base64::Engine;

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use audit_shared::dynamo::{self, Item};
-use audit_shared::{table, Config};
+use audit_core::Config;
+use audit_dynamo::table;
+use audit_dynamo::Item;
 use aws_sdk_dynamodb::Client;
 
 use crate::app::Functions;
@@ -69,7 +70,7 @@ impl TestEnv {
         }
         let mut direct_config = config.clone();
         direct_config.dynamodb_endpoint = Some(endpoint.clone());
-        let direct = dynamo::client(&direct_config).await;
+        let direct = audit_dynamo::client(&direct_config).await;
         table::ensure_table(&direct, &table::definition(&table_name))
             .await
             .expect("table is created");
@@ -84,7 +85,7 @@ impl TestEnv {
                 .map(|p| p.endpoint.clone())
                 .unwrap_or(endpoint),
         );
-        let client = dynamo::client(&config).await;
+        let client = audit_dynamo::client(&config).await;
         let auth = DevAuth::with_secret("test-secret");
         let gateway = Gateway {
             functions: Functions::new(client.clone(), config.clone()),

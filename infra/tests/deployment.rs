@@ -6,11 +6,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+use audit_core::Event;
+use audit_dynamo::event_to_item;
+use audit_dynamo::table;
 use audit_infra::gateway::Route;
 use audit_infra::testkit::TestEnv;
-use audit_shared::dynamo::event_to_item;
-use audit_shared::table;
-use audit_shared::Event;
 use serde_json::{json, Value};
 use serde_yaml::Value as Yaml;
 
@@ -139,8 +139,7 @@ fn routes_scopes_and_functions_match_the_gateway() {
             }
         }
     }
-    let served: BTreeSet<(String, String, String)> = Route::ALL
-        .iter()
+    let served: BTreeSet<(String, String, String)> = Route::all()
         .map(|r| {
             (
                 r.key().to_string(),
@@ -249,7 +248,7 @@ async fn every_event_file_runs_through_its_handler() {
         let route = Route::from_key(route_key)
             .unwrap_or_else(|| panic!("{name}: unknown route {route_key}"));
         covered.insert(route.function());
-        if route == Route::Cursor {
+        if route == Route::Lookup {
             // the file looks up this cursor in tenant acme: put it there first
             let cursor = event["pathParameters"]["cursor"].as_str().unwrap();
             let stored: Event = serde_json::from_value(json!({
@@ -288,7 +287,7 @@ async fn every_event_file_runs_through_its_handler() {
                 assert_eq!(status, 201, "{name}: {body}");
                 assert_eq!(body["status"], "stored");
             }
-            Route::Cursor => {
+            Route::Lookup => {
                 assert_eq!(status, 200, "{name}: {body}");
                 assert_eq!(body["cursor"], event["pathParameters"]["cursor"]);
             }
@@ -341,7 +340,7 @@ async fn every_event_file_runs_through_its_handler() {
                 .and_then(|v| v.as_s().ok())
                 .is_some_and(|t| t == "acme")
         })
-        .map(|i| audit_shared::dynamo::item_to_event(i).unwrap())
+        .map(|i| audit_dynamo::item_to_event(i).unwrap())
         .collect();
     let (records, events): (Vec<&Event>, Vec<&Event>) =
         stored.iter().partition(|e| e.service_name == "audit-api");
@@ -357,7 +356,7 @@ async fn every_event_file_runs_through_its_handler() {
         "{:?}",
         records.iter().map(|e| &e.event_type).collect::<Vec<_>>()
     );
-    let functions: BTreeSet<&str> = Route::ALL.iter().map(|r| r.function()).collect();
+    let functions: BTreeSet<&str> = Route::all().map(|r| r.function()).collect();
     assert_eq!(covered, functions, "every function has an events/ file");
 }
 
@@ -526,8 +525,7 @@ fn the_openapi_document_matches_the_routes_and_scopes() {
             ));
         }
     }
-    let served: BTreeSet<(String, String)> = Route::ALL
-        .iter()
+    let served: BTreeSet<(String, String)> = Route::all()
         .map(|r| (r.key().to_string(), r.scope().to_string()))
         .collect();
     assert_eq!(documented, served);

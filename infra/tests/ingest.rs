@@ -6,11 +6,11 @@ mod common;
 
 use std::collections::HashSet;
 
+use audit_core::event::{format_time, MAX_EVENT_BYTES};
+use audit_core::Event;
+use audit_dynamo::event_to_item;
 use audit_infra::proxy::Faults;
 use audit_infra::testkit::{EnvOptions, TestEnv};
-use audit_shared::dynamo::event_to_item;
-use audit_shared::event::{format_time, MAX_EVENT_BYTES};
-use audit_shared::Event;
 use chrono::{Duration, Utc};
 use common::*;
 use serde_json::{json, Value};

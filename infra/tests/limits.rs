@@ -6,12 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use audit_core::error::StoreError;
+use audit_core::event::Event;
+use audit_core::EventStore;
+use audit_dynamo::DynamoStore;
 use audit_infra::proxy::Faults;
 use audit_infra::testkit::{EnvOptions, TestEnv};
-use audit_shared::dynamo::DynamoStore;
-use audit_shared::error::StoreError;
-use audit_shared::event::Event;
-use audit_shared::EventStore;
 use common::*;
 use serde_json::{json, Value};
 
@@ -66,7 +66,7 @@ fn store_of(env: &TestEnv) -> DynamoStore {
 async fn the_validation_limits_are_the_tables_limits() {
     let env = TestEnv::start().await;
     let store = store_of(&env);
-    let deepest = audit_shared::event::MAX_DATA_DEPTH;
+    let deepest = audit_core::event::MAX_DATA_DEPTH;
     assert_eq!(
         store
             .put_event(&raw_event("acme", nested(deepest)))
@@ -202,7 +202,7 @@ async fn a_batch_of_30_with_one_unstorable_event_stores_29_and_refuses_1() {
 async fn every_limit_an_event_can_hit_is_refused_alone_naming_the_field() {
     let api = Api::start().await;
     let token = api.token("acme");
-    let deepest = audit_shared::event::MAX_DATA_DEPTH;
+    let deepest = audit_core::event::MAX_DATA_DEPTH;
     let valid =
         |i: usize| format!(r#"{{"eventType":"ok","serviceName":"svc","data":{{"i":{i}}}}}"#);
     let long = |n: usize| "x".repeat(n);
@@ -314,7 +314,7 @@ async fn every_limit_an_event_can_hit_is_refused_alone_naming_the_field() {
     // Just inside the limits, events are stored and read back exactly.
     let inside = format!(
         r#"{{"eventType":"a","serviceName":"s","userId":"{}","data":{{"deep":{},"big":18446744073709551615,"neg":-9223372036854775808,"f":0.1}}}}"#,
-        "😀".repeat(audit_shared::event::MAX_PIVOT_CHARS),
+        "😀".repeat(audit_core::event::MAX_PIVOT_CHARS),
         nested(deepest - 1)
     );
     let response = api

@@ -5,10 +5,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use audit_core::{Config, Event};
+use audit_dynamo::item_to_event;
+use audit_dynamo::table;
 use audit_infra::proxy::Faults;
 use audit_infra::testkit::{EnvOptions, TestEnv};
-use audit_shared::dynamo::item_to_event;
-use audit_shared::{table, Config, Event};
 use common::*;
 use serde_json::{json, Value};
 

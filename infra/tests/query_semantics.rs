@@ -7,9 +7,9 @@ mod common;
 
 use std::sync::Arc;
 
-use audit_shared::dynamo::DynamoStore;
-use audit_shared::query::{Plan, Query};
-use audit_shared::read::TrailReader;
+use audit_core::query::{Plan, Query};
+use audit_core::read::TrailReader;
+use audit_dynamo::DynamoStore;
 use chrono::{DateTime, Duration, Utc};
 use common::*;
 use rand::rngs::StdRng;

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use audit_core::event::format_time;
+use audit_core::{Config, Event};
+use audit_dynamo::event_to_item;
 use audit_infra::proxy::Faults;
 use audit_infra::testkit::{EnvOptions, TestEnv};
-use audit_shared::dynamo::event_to_item;
-use audit_shared::event::format_time;
-use audit_shared::{Config, Event};
 use chrono::Utc;
 use common::*;
 use serde_json::{json, Value};

@@ -6,11 +6,11 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use audit_core::event::format_time;
+use audit_core::Event;
+use audit_dynamo::event_to_item;
 use audit_infra::relay::Subscriber;
 use audit_infra::testkit::{TestEnv, TestSubscriber};
-use audit_shared::dynamo::event_to_item;
-use audit_shared::event::format_time;
-use audit_shared::Event;
 use chrono::Utc;
 use common::*;
 use serde_json::json;

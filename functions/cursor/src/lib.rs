@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use audit_shared::auth::{Caller, SCOPE_READ};
-use audit_shared::cursor::parse_cursor;
-use audit_shared::http::{error_response, json_response};
-use audit_shared::runtime::HttpHandler;
-use audit_shared::selfaudit::{RequestFacts, SelfAuditor};
-use audit_shared::{ApiError, Config, EventStore};
+use audit_core::cursor::parse_cursor;
+use audit_core::selfaudit::SelfAuditor;
+use audit_core::{ApiError, Config, EventStore};
+use audit_http::request::{authorised, facts};
+use audit_http::response::{error_response, json_response};
+use audit_http::runtime::HttpHandler;
+use audit_http::telemetry::count_self_audit_failure;
 use chrono::Utc;
 use lambda_http::{Body, Request, RequestExt, Response};
 
@@ -25,7 +26,8 @@ impl<S: EventStore + 'static> HttpHandler for CursorHandler<S> {
 
 impl<S: EventStore> CursorHandler<S> {
     pub fn new(store: Arc<S>, config: &Config) -> Self {
-        let auditor = SelfAuditor::for_config(Arc::clone(&store), config);
+        let auditor = SelfAuditor::for_config(Arc::clone(&store), config)
+            .counting_failures_with(count_self_audit_failure);
         Self {
             store,
             tenant_claim: config.tenant_claim.clone(),
@@ -41,17 +43,19 @@ impl<S: EventStore> CursorHandler<S> {
     }
 
     async fn try_handle(&self, request: &Request) -> Result<Response<Body>, ApiError> {
-        let caller = Caller::from_request(request, &self.tenant_claim)?;
-        caller.require(SCOPE_READ)?;
+        let (route, caller) = authorised(request, &self.tenant_claim)?;
         let params = request.path_parameters();
         let raw = params
             .first("cursor")
             .ok_or_else(|| ApiError::bad_request("cursor", "the path must name a cursor"))?;
         let cursor = parse_cursor("cursor", raw)?.to_string();
         // Only an authorised, well-formed read is recorded (bad input changes nothing).
-        let facts = RequestFacts::from_request(request, "audit.lookup");
         self.auditor
-            .around(&caller, facts, self.lookup(&caller.tenant, cursor))
+            .around(
+                &caller,
+                facts(request, route),
+                self.lookup(&caller.tenant, cursor),
+            )
             .await
     }
 

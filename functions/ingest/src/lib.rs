@@ -1,13 +1,14 @@
 //! `POST /audit/events`: the HTTP edge of ingest. Parsing and storing live in
-//! `audit_shared::ingest`; this maps requests and results to HTTP.
+//! `audit_core::ingest`; this maps requests and results to HTTP.
 
 use std::sync::Arc;
 
-use audit_shared::auth::{Caller, SCOPE_WRITE};
-use audit_shared::http::{error_response, json_response, json_response_retry_after, require_json};
-use audit_shared::ingest::{summarize, IngestRequest, IngestService, ItemResult};
-use audit_shared::runtime::HttpHandler;
-use audit_shared::{ApiError, Config, EventStore};
+use audit_core::ingest::{summarize, IngestRequest, IngestService, ItemResult};
+use audit_core::routes::Route;
+use audit_core::{ApiError, Config, EventStore};
+use audit_http::request::{authorised, not_served, require_json};
+use audit_http::response::{error_response, json_response, json_response_retry_after, status_of};
+use audit_http::runtime::HttpHandler;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
@@ -39,8 +40,10 @@ impl<S: EventStore> IngestHandler<S> {
     }
 
     async fn try_handle(&self, request: Request) -> Result<Response<Body>, ApiError> {
-        let caller = Caller::from_request(&request, &self.tenant_claim)?;
-        caller.require(SCOPE_WRITE)?;
+        let (route, caller) = authorised(&request, &self.tenant_claim)?;
+        if route != Route::Ingest {
+            return Err(not_served(route));
+        }
         require_json(&request)?;
         let idempotency_key = request
             .headers()
@@ -76,16 +79,8 @@ fn single_response(result: Option<ItemResult>) -> Response<Body> {
     match result {
         Some(stored @ ItemResult::Stored { .. }) => json_response(201, &stored),
         Some(duplicate @ ItemResult::Duplicate { .. }) => json_response(200, &duplicate),
-        Some(ItemResult::Refused { error, http_status }) => {
-            json_response(http_status, &json!({ "error": error }))
-        }
-        Some(ItemResult::Failed {
-            error,
-            http_status: 503,
-        }) => json_response_retry_after(503, &json!({ "error": error }), 1),
-        Some(ItemResult::Failed { error, http_status }) => {
-            json_response(http_status, &json!({ "error": error }))
-        }
+        Some(ItemResult::Refused { error }) => error_response(&error),
+        Some(ItemResult::Failed { error }) => error_response(&error),
         None => error_response(&ApiError::Internal),
     }
 }
@@ -98,10 +93,7 @@ fn batch_response(results: Vec<ItemResult>) -> Response<Body> {
     let refusals: Vec<(u16, &str)> = results
         .iter()
         .filter_map(|r| match r {
-            ItemResult::Refused { http_status, error } => Some((
-                *http_status,
-                error["code"].as_str().unwrap_or("invalid_request"),
-            )),
+            ItemResult::Refused { error } => Some((status_of(error), error.code())),
             _ => None,
         })
         .collect();

@@ -4,19 +4,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use audit_shared::auth::{Caller, SCOPE_READ};
-use audit_shared::cursor::parse_cursor;
-use audit_shared::error::parse_json_body;
-use audit_shared::http::{
-    error_response, json_response, link, parse_limit, query_parameters, require_json,
+use audit_core::auth::Caller;
+use audit_core::cursor::parse_cursor;
+use audit_core::error::parse_json_body;
+use audit_core::query::{Query, QueryCursor};
+use audit_core::read::{Start, TrailReader, DEFAULT_QUERY_PAGE, DEFAULT_TAIL_PAGE, MAX_PAGE};
+use audit_core::routes::Route;
+use audit_core::selfaudit::{SelfAuditFilter, SelfAuditor};
+use audit_core::{ApiError, Config, EventStore};
+use audit_http::request::{
+    authorised, facts, link, not_served, parse_limit, query_parameters, require_json,
 };
-use audit_shared::query::{Query, QueryCursor};
-use audit_shared::read::{Start, TrailReader, DEFAULT_QUERY_PAGE, DEFAULT_TAIL_PAGE, MAX_PAGE};
-use audit_shared::runtime::HttpHandler;
-use audit_shared::selfaudit::{RequestFacts, SelfAuditFilter, SelfAuditor};
-use audit_shared::{ApiError, Config, EventStore};
+use audit_http::response::{error_response, json_response};
+use audit_http::runtime::HttpHandler;
+use audit_http::telemetry::count_self_audit_failure;
 use chrono::Utc;
-use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
@@ -91,7 +93,8 @@ impl<S: EventStore + 'static> HttpHandler for ListHandler<S> {
 impl<S: EventStore> ListHandler<S> {
     pub fn new(store: Arc<S>, config: Config) -> Self {
         let tenant_claim = config.tenant_claim.clone();
-        let auditor = SelfAuditor::for_config(Arc::clone(&store), &config);
+        let auditor = SelfAuditor::for_config(Arc::clone(&store), &config)
+            .counting_failures_with(count_self_audit_failure);
         Self {
             reader: TrailReader::new(store, config),
             tenant_claim,
@@ -100,38 +103,37 @@ impl<S: EventStore> ListHandler<S> {
     }
 
     pub async fn handle(&self, request: Request) -> Response<Body> {
-        let caller = match Caller::from_request(&request, &self.tenant_claim) {
-            Ok(caller) => caller,
-            Err(err) => return error_response(&err),
-        };
+        self.try_handle(&request)
+            .await
+            .unwrap_or_else(|err| error_response(&err))
+    }
+
+    async fn try_handle(&self, request: &Request) -> Result<Response<Body>, ApiError> {
+        let (route, caller) = authorised(request, &self.tenant_claim)?;
         // Only authorised, well-formed reads are recorded: bad input changes nothing.
-        let result = match *request.method() {
-            Method::POST => match caller
-                .require(SCOPE_READ)
-                .and_then(|_| self.parse_query(&request, &caller))
-            {
-                Ok(parsed) => {
-                    let facts = RequestFacts::from_request(&request, "audit.query");
-                    self.auditor
-                        .around(&caller, facts, self.query(&request, &caller, parsed))
-                        .await
-                }
-                Err(err) => Err(err),
-            },
-            _ => match caller
-                .require(SCOPE_READ)
-                .and_then(|_| parse_tail(&request))
-            {
-                Ok(parsed) => {
-                    let facts = RequestFacts::from_request(&request, "audit.list");
-                    self.auditor
-                        .around(&caller, facts, self.tail(&request, &caller, parsed))
-                        .await
-                }
-                Err(err) => Err(err),
-            },
-        };
-        result.unwrap_or_else(|err| error_response(&err))
+        match route {
+            Route::Query => {
+                let parsed = self.parse_query(request, &caller)?;
+                self.auditor
+                    .around(
+                        &caller,
+                        facts(request, route),
+                        self.query(request, &caller, parsed),
+                    )
+                    .await
+            }
+            Route::Tail => {
+                let parsed = parse_tail(request)?;
+                self.auditor
+                    .around(
+                        &caller,
+                        facts(request, route),
+                        self.tail(request, &caller, parsed),
+                    )
+                    .await
+            }
+            other => Err(not_served(other)),
+        }
     }
 
     async fn tail(
@@ -146,7 +148,7 @@ impl<S: EventStore> ListHandler<S> {
             wait,
             filter,
         } = parsed;
-        let keep = |event: &audit_shared::Event| filter.keeps(event, caller);
+        let keep = |event: &audit_core::Event| filter.keeps(event, caller);
         let held = Duration::from_secs(wait).min(self.reader.config().tail_max_wait);
         let deadline = tokio::time::Instant::now() + held;
         let mut page = self
@@ -249,8 +251,8 @@ impl<S: EventStore> ListHandler<S> {
             &QueryBody {
                 data: &data,
                 next,
-                from: audit_shared::event::format_time(page.from),
-                to: audit_shared::event::format_time(page.to),
+                from: audit_core::event::format_time(page.from),
+                to: audit_core::event::format_time(page.to),
             },
         ))
     }
@@ -261,14 +263,14 @@ impl<S: EventStore> ListHandler<S> {
 // byte for byte as the lookup and the stream return it.
 #[derive(serde::Serialize)]
 struct TailBody<'a> {
-    events: &'a [audit_shared::Event],
+    events: &'a [audit_core::Event],
     #[serde(rename = "_links")]
     links: serde_json::Value,
 }
 
 #[derive(serde::Serialize)]
 struct QueryBody<'a> {
-    data: &'a [audit_shared::Event],
+    data: &'a [audit_core::Event],
     next: Option<String>,
     from: String,
     to: String,

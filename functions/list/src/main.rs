@@ -1,5 +1,5 @@
-use audit_shared::config::DEVELOPMENT_SIGNING_KEY;
-use audit_shared::runtime;
+use audit_core::config::DEVELOPMENT_SIGNING_KEY;
+use audit_http::runtime;
 use list::ListHandler;
 
 /// Reads the cursor-signing key from Secrets Manager once per cold start.

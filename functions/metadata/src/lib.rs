@@ -4,22 +4,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use audit_shared::auth::{Caller, SCOPE_ADMIN, SCOPE_READ};
-use audit_shared::error::parse_json_body;
-use audit_shared::event::format_time;
-use audit_shared::event::queryable_fields;
-use audit_shared::http::{error_response, json_response, query_parameters, require_json};
-use audit_shared::metadata::ObservedProperty;
-use audit_shared::query::{FieldPath, FieldType};
-use audit_shared::runtime::HttpHandler;
-use audit_shared::selfaudit::{
-    RequestFacts, SelfAuditor, SELF_AUDIT_EVENT_TYPES, SELF_AUDIT_SERVICE,
-};
-use audit_shared::settings::{validate_retention, TenantSettings};
-use audit_shared::table::PIVOT_INDEXES;
-use audit_shared::{ApiError, Config, EventStore};
+use audit_core::auth::Caller;
+use audit_core::error::parse_json_body;
+use audit_core::event::format_time;
+use audit_core::event::queryable_fields;
+use audit_core::metadata::ObservedProperty;
+use audit_core::query::{FieldPath, FieldType};
+use audit_core::routes::{self_audit_event_types, Route};
+use audit_core::selfaudit::{SelfAuditor, SELF_AUDIT_SERVICE};
+use audit_core::settings::{validate_retention, TenantSettings};
+use audit_core::store::PIVOT_INDEXES;
+use audit_core::{ApiError, Config, EventStore};
+use audit_http::request::{authorised, facts, not_served, query_parameters, require_json};
+use audit_http::response::{error_response, json_response};
+use audit_http::runtime::HttpHandler;
+use audit_http::telemetry::count_self_audit_failure;
 use chrono::Utc;
-use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
@@ -115,7 +115,8 @@ impl<S: EventStore + 'static> HttpHandler for MetadataHandler<S> {
 
 impl<S: EventStore> MetadataHandler<S> {
     pub fn new(store: Arc<S>, config: &Config) -> Self {
-        let auditor = SelfAuditor::for_config(Arc::clone(&store), config);
+        let auditor = SelfAuditor::for_config(Arc::clone(&store), config)
+            .counting_failures_with(count_self_audit_failure);
         Self {
             store,
             auditor,
@@ -126,46 +127,35 @@ impl<S: EventStore> MetadataHandler<S> {
     }
 
     pub async fn handle(&self, request: Request) -> Response<Body> {
-        let caller = match Caller::from_request(&request, &self.tenant_claim) {
-            Ok(caller) => caller,
-            Err(err) => return error_response(&err),
-        };
-        // The stage prefix of the raw path varies; the route's tail doesn't.
-        let path = request.uri().path().trim_end_matches('/').to_string();
-        let result = if path.ends_with("/settings") {
-            match *request.method() {
-                Method::PUT => self.put_settings(&request, &caller).await,
-                _ => self.get_settings(&caller).await,
+        self.try_handle(&request)
+            .await
+            .unwrap_or_else(|err| error_response(&err))
+    }
+
+    async fn try_handle(&self, request: &Request) -> Result<Response<Body>, ApiError> {
+        let (route, caller) = authorised(request, &self.tenant_claim)?;
+        // Only authorised, well-formed reads are recorded: bad input changes nothing.
+        match route {
+            Route::Metadata => {
+                query_parameters(request, &[])?;
+                self.auditor
+                    .around(&caller, facts(request, route), self.metadata(&caller))
+                    .await
             }
-        } else if path.ends_with("/properties") {
-            // Only authorised, well-formed reads are recorded: bad input changes nothing.
-            match caller
-                .require(SCOPE_READ)
-                .and_then(|_| parse_properties(&request))
-            {
-                Ok(wanted) => {
-                    let facts = RequestFacts::from_request(&request, "audit.metadata.properties");
-                    self.auditor
-                        .around(&caller, facts, self.properties(&caller, wanted))
-                        .await
-                }
-                Err(err) => Err(err),
+            Route::Properties => {
+                let wanted = parse_properties(request)?;
+                self.auditor
+                    .around(
+                        &caller,
+                        facts(request, route),
+                        self.properties(&caller, wanted),
+                    )
+                    .await
             }
-        } else {
-            match caller
-                .require(SCOPE_READ)
-                .and_then(|_| query_parameters(&request, &[]))
-            {
-                Ok(_) => {
-                    let facts = RequestFacts::from_request(&request, "audit.metadata");
-                    self.auditor
-                        .around(&caller, facts, self.metadata(&caller))
-                        .await
-                }
-                Err(err) => Err(err),
-            }
-        };
-        result.unwrap_or_else(|err| error_response(&err))
+            Route::GetSettings => self.get_settings(&caller).await,
+            Route::PutSettings => self.put_settings(request, route, &caller).await,
+            other => Err(not_served(other)),
+        }
     }
 
     async fn metadata(&self, caller: &Caller) -> Result<Response<Body>, ApiError> {
@@ -175,10 +165,7 @@ impl<S: EventStore> MetadataHandler<S> {
             .await?;
         let mut services: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         // The API's own records are in every tenant's trail.
-        services.insert(
-            SELF_AUDIT_SERVICE,
-            SELF_AUDIT_EVENT_TYPES.iter().copied().collect(),
-        );
+        services.insert(SELF_AUDIT_SERVICE, self_audit_event_types().collect());
         let mut by_target: BTreeMap<&str, BTreeMap<(String, String), Value>> = BTreeMap::new();
         for property in &observed {
             services
@@ -262,7 +249,6 @@ impl<S: EventStore> MetadataHandler<S> {
     }
 
     async fn get_settings(&self, caller: &Caller) -> Result<Response<Body>, ApiError> {
-        caller.require(SCOPE_ADMIN)?;
         let (settings, is_default) = self.current_settings(&caller.tenant).await?;
         let mut body = serde_json::to_value(&settings).unwrap_or_default();
         body["default"] = json!(is_default);
@@ -272,9 +258,9 @@ impl<S: EventStore> MetadataHandler<S> {
     async fn put_settings(
         &self,
         request: &Request,
+        route: Route,
         caller: &Caller,
     ) -> Result<Response<Body>, ApiError> {
-        caller.require(SCOPE_ADMIN)?;
         require_json(request)?;
         let body = parse_json_body(request.body().as_ref(), "{\"retentionDays\": n}")?;
         let retention_days = validate_retention(&body)?;
@@ -287,11 +273,10 @@ impl<S: EventStore> MetadataHandler<S> {
         self.store.put_settings(&caller.tenant, &settings).await?;
         self.auditor.retention().forget(&caller.tenant);
         // The change is itself an audit event; it must not go unrecorded.
-        let facts = RequestFacts::from_request(request, "audit.settings.updated");
         self.auditor
             .record_change(
                 caller,
-                &facts,
+                &facts(request, route),
                 json!({"retentionDays": {"from": before.retention_days, "to": retention_days}}),
             )
             .await?;

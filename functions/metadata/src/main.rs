@@ -1,4 +1,4 @@
-use audit_shared::runtime;
+use audit_http::runtime;
 use metadata::MetadataHandler;
 
 #[tokio::main]

@@ -1,7 +1,7 @@
 //! [`Publisher`] over EventBridge `PutEvents`.
 
 use async_trait::async_trait;
-use audit_shared::stream::{BusEntry, Publisher};
+use audit_core::publish::{BusEntry, Publisher};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
 pub struct EventBridgePublisher {

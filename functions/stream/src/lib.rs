@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use audit_shared::stream::{
-    calls, entry_for, event_from_image, BusEntry, Publisher, MAX_ENTRY_BYTES, TTL_PRINCIPAL,
-};
+use audit_core::publish::{calls, entry_for, BusEntry, Publisher, MAX_ENTRY_BYTES};
+use audit_dynamo::stream::{event_from_image, TTL_PRINCIPAL};
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 

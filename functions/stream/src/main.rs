@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use audit_shared::telemetry;
+use audit_http::telemetry;
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
 use stream::eventbridge::EventBridgePublisher;

@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use audit_core::Config;
+use audit_dynamo::table;
 use audit_infra::app::Functions;
 use audit_infra::devauth::{parse_ttl, DevAuth};
 use audit_infra::embedded::EmbeddedStore;
 use audit_infra::gateway::Gateway;
-use audit_shared::{dynamo, table, Config};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -64,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Token { tenant, scope, ttl } => {
             let ttl = parse_ttl(&ttl)?;
-            if !audit_shared::auth::is_valid_tenant(&tenant) {
+            if !audit_core::auth::is_valid_tenant(&tenant) {
                 return Err("--tenant: letters, digits and - _ . : @ only".into());
             }
             println!("{}", DevAuth::default().mint(&tenant, &scope, ttl));
@@ -79,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             subscribers,
             no_relay,
         } => {
-            audit_shared::telemetry::init();
+            audit_http::telemetry::init();
             let mut config = Config::from_env()?;
             config.table_name = table_name;
             let _embedded = match endpoint {
@@ -97,7 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Some(store)
                 }
             };
-            let client = dynamo::client(&config).await;
+            let client = audit_dynamo::client(&config).await;
             table::ensure_table(&client, &table::definition(&config.table_name)).await?;
             let auth = DevAuth::default();
             let token = auth.mint(

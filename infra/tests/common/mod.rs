@@ -1,7 +1,7 @@
 #![allow(dead_code)]
 
+use audit_core::Config;
 use audit_infra::testkit::{EnvOptions, TestEnv};
-use audit_shared::Config;
 use reqwest::{Client, Response};
 use serde_json::Value;
 

@@ -5,9 +5,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use chrono::Utc;
-use lambda_http::request::RequestContext;
-use lambda_http::{Request, RequestExt};
 use serde_json::json;
 
 use crate::auth::Caller;
@@ -19,17 +16,11 @@ use crate::store::EventStore;
 
 /// The `serviceName` of every self-audit record.
 pub const SELF_AUDIT_SERVICE: &str = "audit-api";
-/// The `eventType`s the API records about itself.
-pub const SELF_AUDIT_EVENT_TYPES: &[&str] = &[
-    "audit.list",
-    "audit.query",
-    "audit.lookup",
-    "audit.metadata",
-    "audit.metadata.properties",
-    "audit.settings.updated",
-];
+// The `eventType`s it records are in the route table:
+// [`crate::routes::self_audit_event_types`].
 
-/// What a read request looked like, for its record.
+/// What a read request looked like, for its record (the edge reads them
+/// from the request: `audit_http::request::facts`).
 #[derive(Debug, Clone)]
 pub struct RequestFacts {
     pub event_type: &'static str,
@@ -41,37 +32,14 @@ pub struct RequestFacts {
     pub source_ip: Option<String>,
 }
 
-impl RequestFacts {
-    pub fn from_request(request: &Request, event_type: &'static str) -> Self {
-        let header = |name: &str| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let source_ip = match request.request_context_ref() {
-            Some(RequestContext::ApiGatewayV2(context)) => context.http.source_ip.clone(),
-            _ => None,
-        };
-        RequestFacts {
-            event_type,
-            path: request.uri().path().to_string(),
-            method: request.method().to_string(),
-            query_string: request.uri().query().unwrap_or_default().to_string(),
-            user_agent: header("user-agent"),
-            referer: header("referer"),
-            source_ip,
-        }
-    }
-}
-
 pub struct SelfAuditor<S> {
     store: Arc<S>,
     retention: Arc<RetentionCache<S>>,
     cursors: CursorGenerator,
     required: bool,
     seen: crate::metadata::SeenProperties,
+    /// Counts a record that could not be written (the edge's metric).
+    on_failure: fn(&'static str),
 }
 
 impl<S: EventStore> SelfAuditor<S> {
@@ -82,7 +50,14 @@ impl<S: EventStore> SelfAuditor<S> {
             cursors: CursorGenerator::default(),
             required,
             seen: Default::default(),
+            on_failure: |_| {},
         }
+    }
+
+    /// Counts each record that could not be written, by its `eventType`.
+    pub fn counting_failures_with(mut self, on_failure: fn(&'static str)) -> Self {
+        self.on_failure = on_failure;
+        self
     }
 
     /// An auditor with its own retention cache, as a read function needs.
@@ -118,22 +93,10 @@ impl<S: EventStore> SelfAuditor<S> {
         facts: RequestFacts,
         read: impl Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
-        let (result, recorded) = tokio::join!(read, self.record(caller, &facts));
+        let (result, recorded) = futures::join!(read, self.record(caller, &facts));
         if let Err(err) = recorded {
             tracing::error!(error = %err, route = facts.event_type, "self-audit record not written");
-            // CloudWatch embedded metric: one line of JSON. On stderr, which
-            // Lambda sends to CloudWatch Logs like stdout, so that stdout
-            // stays free for what a program streams (the local relay's events).
-            eprintln!(
-                "{}",
-                json!({
-                    "_aws": {"Timestamp": Utc::now().timestamp_millis(), "CloudWatchMetrics": [{
-                        "Namespace": "AuditTrail", "Dimensions": [["Route"]],
-                        "Metrics": [{"Name": "SelfAuditFailures", "Unit": "Count"}]}]},
-                    "Route": facts.event_type,
-                    "SelfAuditFailures": 1,
-                })
-            );
+            (self.on_failure)(facts.event_type);
             if self.required {
                 return Err(ApiError::Unavailable {
                     retry_after_seconds: 1,

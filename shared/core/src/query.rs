@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::event::queryable_fields;
-use crate::table::{PivotIndex, PIVOT_INDEXES};
+use crate::store::{PivotIndex, PIVOT_INDEXES};
 
 pub const MAX_CONDITIONS: usize = 20;
 pub const MAX_IN_VALUES: usize = 100;
@@ -669,7 +669,7 @@ mod tests {
         ];
         for (body, named) in cases {
             let err = query(body.clone()).unwrap_err();
-            assert_eq!(err.status(), 400, "{body}");
+            assert_eq!(err.code(), "invalid_request", "{body}");
             assert!(err.to_string().contains(named), "{err} should name {named}");
             assert_eq!(err.field(), Some("and[0]"));
         }

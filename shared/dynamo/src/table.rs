@@ -12,6 +12,7 @@
 //! Tenant ids never contain `#`, so no other item type shares a partition
 //! with a tenant's events.
 
+use audit_core::store::PIVOT_INDEXES;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
@@ -26,43 +27,6 @@ pub const IDEMPOTENCY_PREFIX: &str = "idem#";
 pub const SETTINGS_PREFIX: &str = "settings#";
 pub const SETTINGS_SORT_KEY: &str = "settings";
 pub const METADATA_PREFIX: &str = "meta#";
-
-/// A secondary index: tenant + one pivot field, ordered by cursor.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PivotIndex {
-    pub name: &'static str,
-    /// The event field it pivots on.
-    pub field: &'static str,
-    /// The attribute holding `<tenant>#<value>`.
-    pub key_attribute: &'static str,
-}
-
-pub const PIVOT_INDEXES: &[PivotIndex] = &[
-    PivotIndex {
-        name: "byUserId",
-        field: "userId",
-        key_attribute: "gsiUserId",
-    },
-    PivotIndex {
-        name: "byEventType",
-        field: "eventType",
-        key_attribute: "gsiEventType",
-    },
-    PivotIndex {
-        name: "byServiceName",
-        field: "serviceName",
-        key_attribute: "gsiServiceName",
-    },
-    PivotIndex {
-        name: "byTraceId",
-        field: "traceId",
-        key_attribute: "gsiTraceId",
-    },
-];
-
-pub fn pivot_key(tenant: &str, value: &str) -> String {
-    format!("{tenant}#{value}")
-}
 
 /// (attribute name, HASH|RANGE) pairs.
 pub type KeySchema = Vec<(String, String)>;

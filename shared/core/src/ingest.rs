@@ -146,17 +146,9 @@ pub enum ItemResult {
         expires_at: String,
     },
     /// The producer's fault; retrying the same event will fail again.
-    Refused {
-        error: Value,
-        #[serde(skip)]
-        http_status: u16,
-    },
+    Refused { error: ApiError },
     /// The table could not take it in time; nothing was stored; retry it.
-    Failed {
-        error: Value,
-        #[serde(skip)]
-        http_status: u16,
-    },
+    Failed { error: ApiError },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -431,20 +423,15 @@ fn outcome_of(pending: &Pending, result: Result<(), StoreError>) -> ItemResult {
 }
 
 fn refused(err: &ApiError) -> ItemResult {
-    ItemResult::Refused {
-        error: err.body()["error"].clone(),
-        http_status: err.status(),
-    }
+    ItemResult::Refused { error: err.clone() }
 }
 
 /// Not stored for a reason that is not the event's: retrying may succeed.
 fn failed(_err: &StoreError) -> ItemResult {
-    let api = ApiError::Unavailable {
-        retry_after_seconds: 1,
-    };
     ItemResult::Failed {
-        error: api.body()["error"].clone(),
-        http_status: api.status(),
+        error: ApiError::Unavailable {
+            retry_after_seconds: 1,
+        },
     }
 }
 

@@ -522,11 +522,11 @@ fn check_storable(path: &mut String, value: &Value, depth: usize) -> Result<(), 
 /// Pivot index keys are `<tenant>#<value>`: DynamoDB refuses one over 2048
 /// bytes, so such a value is refused here, naming the field.
 fn check_key_sizes(event: &Event, path: &str) -> Result<(), ApiError> {
-    for index in crate::table::PIVOT_INDEXES {
+    for index in crate::store::PIVOT_INDEXES {
         let Some(value) = event.text_field(index.field) else {
             continue;
         };
-        let bytes = crate::table::pivot_key(&event.account_id, value).len();
+        let bytes = crate::store::pivot_key(&event.account_id, value).len();
         if bytes > MAX_PARTITION_KEY_BYTES {
             let field = if path.is_empty() {
                 index.field.to_string()
@@ -664,7 +664,7 @@ mod tests {
             let mut body = json!({"eventType": "a", "serviceName": "b"});
             body[field] = json!("x");
             let err = NewEvent::parse(body, "").unwrap_err();
-            assert_eq!(err.status(), 400);
+            assert_eq!(err.code(), "invalid_request");
             assert_eq!(field_of(err), field);
         }
     }
@@ -693,6 +693,9 @@ mod tests {
     #[test]
     fn oversize_events_are_413() {
         let body = json!({"eventType": "a", "serviceName": "b", "data": {"blob": "x".repeat(MAX_EVENT_BYTES)}});
-        assert_eq!(NewEvent::parse(body, "").unwrap_err().status(), 413);
+        assert_eq!(
+            NewEvent::parse(body, "").unwrap_err().code(),
+            "payload_too_large"
+        );
     }
 }

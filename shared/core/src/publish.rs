@@ -1,18 +1,16 @@
-//! From the table's stream to subscribers: which records are user events,
-//! and the EventBridge entries they become.
+//! From the table's stream to subscribers: the EventBridge entries events
+//! become. (Which stream records are events is the adapter's business:
+//! `audit_dynamo::stream`.)
 
 use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::event::Event;
-use crate::table::{PARTITION_KEY, PIVOT_INDEXES};
 
 pub const DETAIL_TYPE: &str = "AuditEvent";
 /// EventBridge's limit for one entry and for one PutEvents call.
 pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
 pub const MAX_ENTRIES_PER_CALL: usize = 10;
-/// The principal of a TTL deletion in a stream record.
-pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
 
 /// One entry for the bus (or a local subscriber).
 #[derive(Debug, Clone, PartialEq)]
@@ -36,18 +34,6 @@ impl BusEntry {
 #[async_trait]
 pub trait Publisher: Send + Sync {
     async fn publish(&self, entries: &[BusEntry]) -> Result<Vec<bool>, String>;
-}
-
-/// The event in a stream record's new image, if the item is an event.
-/// Other item types (idempotency markers, settings, metadata) have a `#`
-/// in their partition key and none of the pivot-index attributes.
-pub fn event_from_image(image: serde_dynamo::Item) -> Option<Result<Event, String>> {
-    let is_event = matches!(image.get(PARTITION_KEY), Some(serde_dynamo::AttributeValue::S(tenant)) if !tenant.contains('#'))
-        && image.contains_key(PIVOT_INDEXES[2].key_attribute);
-    if !is_event {
-        return None;
-    }
-    Some(serde_dynamo::from_item(image).map_err(|e| e.to_string()))
 }
 
 /// The bus entry for an event, shortened (`data` dropped,

@@ -1,7 +1,10 @@
-//! One error type for every route, mapped once to an HTTP response in
-//! [`crate::http`]. Messages are written for API users: no SDK debug output,
-//! no internal names.
+//! One error type for every route: what went wrong, in domain terms, with a
+//! stable code. `audit-http` maps it once to a status and a response; no
+//! status code is known here. Messages are written for API users: no SDK
+//! debug output, no internal names.
 
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -45,20 +48,6 @@ impl ApiError {
         }
     }
 
-    pub fn status(&self) -> u16 {
-        match self {
-            ApiError::BadRequest { .. } => 400,
-            ApiError::Unauthorized(_) => 401,
-            ApiError::Forbidden(_) => 403,
-            ApiError::NotFound(_) => 404,
-            ApiError::PayloadTooLarge(_) => 413,
-            ApiError::UnsupportedMediaType(_) => 415,
-            ApiError::Throttled(_) => 429,
-            ApiError::Internal => 500,
-            ApiError::Unavailable { .. } => 503,
-        }
-    }
-
     /// The stable, machine-readable code in `{"error":{"code"}}`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -80,14 +69,20 @@ impl ApiError {
             _ => None,
         }
     }
+}
 
-    /// The `{"error":{...}}` body every error response carries.
-    pub fn body(&self) -> serde_json::Value {
-        let mut error = serde_json::json!({ "code": self.code(), "message": self.to_string() });
-        if let Some(field) = self.field() {
-            error["field"] = serde_json::Value::String(field.to_string());
+/// The error object of a response or of a batch item's result:
+/// `{"code", "message", "field"?}`.
+impl Serialize for ApiError {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let field = self.field();
+        let mut map = serializer.serialize_map(Some(2 + usize::from(field.is_some())))?;
+        map.serialize_entry("code", self.code())?;
+        map.serialize_entry("message", &self.to_string())?;
+        if let Some(field) = field {
+            map.serialize_entry("field", field)?;
         }
-        serde_json::json!({ "error": error })
+        map.end()
     }
 }
 

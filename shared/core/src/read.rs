@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::error::{ApiError, StoreError};
 use crate::event::{Event, MAX_PARTITION_KEY_BYTES};
 use crate::query::{CursorSigner, Plan, Query, QueryCursor};
+use crate::store::pivot_key;
 use crate::store::{EventStore, RangeRead};
-use crate::table::pivot_key;
 
 pub const MAX_PAGE: usize = 1000;
 pub const DEFAULT_TAIL_PAGE: usize = 100;

@@ -1,4 +1,5 @@
-//! The store the domain talks to. One real implementation: [`crate::dynamo::DynamoStore`].
+//! The store the domain talks to (the port). One real implementation:
+//! `audit_dynamo::DynamoStore`.
 
 use std::time::Instant;
 
@@ -7,7 +8,44 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::event::Event;
 use crate::metadata::ObservedProperty;
-use crate::table::PivotIndex;
+
+/// A secondary index the store keeps: tenant + one pivot field, ordered by
+/// cursor. Queries plan on these; the adapter creates them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PivotIndex {
+    pub name: &'static str,
+    /// The event field it pivots on.
+    pub field: &'static str,
+    /// The attribute holding `<tenant>#<value>`.
+    pub key_attribute: &'static str,
+}
+
+pub const PIVOT_INDEXES: &[PivotIndex] = &[
+    PivotIndex {
+        name: "byUserId",
+        field: "userId",
+        key_attribute: "gsiUserId",
+    },
+    PivotIndex {
+        name: "byEventType",
+        field: "eventType",
+        key_attribute: "gsiEventType",
+    },
+    PivotIndex {
+        name: "byServiceName",
+        field: "serviceName",
+        key_attribute: "gsiServiceName",
+    },
+    PivotIndex {
+        name: "byTraceId",
+        field: "traceId",
+        key_attribute: "gsiTraceId",
+    },
+];
+
+pub fn pivot_key(tenant: &str, value: &str) -> String {
+    format!("{tenant}#{value}")
+}
 
 /// One `Query` over a cursor range of a tenant's events, on the base table
 /// or on a pivot index.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use lambda_http::{service_fn, Body, Request, Response};
 
-use crate::config::Config;
-use crate::dynamo::{self, DynamoStore};
+use audit_core::config::Config;
+use audit_dynamo::DynamoStore;
 
 /// A function's request handler. It answers every request, errors included,
 /// so the runtime never sees a failed invocation for bad input.
@@ -24,7 +24,7 @@ pub async fn start() -> Result<(Config, Arc<DynamoStore>), lambda_http::Error> {
     crate::telemetry::init();
     let config =
         Config::from_env().inspect_err(|err| tracing::error!(%err, "refusing to start"))?;
-    let client = dynamo::client(&config).await;
+    let client = audit_dynamo::client(&config).await;
     let store = Arc::new(DynamoStore::new(client, &config.table_name));
     Ok((config, store))
 }

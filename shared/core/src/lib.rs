@@ -1,26 +1,23 @@
-//! The Audit Trail API domain. Nothing here knows about Lambda except the
-//! small `http` module that maps domain results to HTTP responses and the
-//! `auth` module that reads authorizer claims from a `lambda_http::Request`.
+//! The Audit Trail API domain: the event model and its field table, the
+//! route table, cursors, the ingest, read and query services, self-audit,
+//! and the store port. Nothing here knows Lambda, HTTP status codes or the
+//! AWS SDK: `audit-http` is the edge, `audit-dynamo` the store.
 
 pub mod auth;
 pub mod config;
 pub mod cursor;
-pub mod dynamo;
 pub mod error;
 pub mod event;
-pub mod http;
 pub mod ingest;
 pub mod json;
 pub mod metadata;
+pub mod publish;
 pub mod query;
 pub mod read;
-pub mod runtime;
+pub mod routes;
 pub mod selfaudit;
 pub mod settings;
 pub mod store;
-pub mod stream;
-pub mod table;
-pub mod telemetry;
 
 pub use config::Config;
 pub use error::ApiError;

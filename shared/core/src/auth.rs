@@ -1,12 +1,13 @@
-//! Who is calling: the tenant and scopes from the API Gateway HTTP API JWT
-//! authorizer claims in the request context, never from path, query or body.
+//! Who is calling: the tenant and scopes from the JWT authorizer's claims
+//! (which `audit-http` reads from the request context), never from path,
+//! query or body.
 
-use std::collections::HashSet;
-
-use lambda_http::request::RequestContext;
-use lambda_http::{Request, RequestExt};
+use std::collections::{HashMap, HashSet};
 
 use crate::error::ApiError;
+
+/// A JWT's claims, each as the authorizer passes it: a string.
+pub type Claims = HashMap<String, String>;
 
 pub const SCOPE_READ: &str = "audit:read";
 pub const SCOPE_WRITE: &str = "audit:write";
@@ -24,17 +25,13 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Reads the authorizer claims; 401 when there is no JWT context or no
-    /// usable tenant claim.
-    pub fn from_request(request: &Request, tenant_claim: &str) -> Result<Self, ApiError> {
-        let claims = match request.request_context_ref() {
-            Some(RequestContext::ApiGatewayV2(context)) => context
-                .authorizer
-                .as_ref()
-                .and_then(|authorizer| authorizer.jwt.as_ref())
-                .map(|jwt| (&jwt.claims, jwt.scopes.as_ref())),
-            _ => None,
-        };
+    /// The caller the authorizer vouched for: its claims (`None` when the
+    /// request carried no JWT context) and the scopes it granted. 401 when
+    /// there is no context or no usable tenant claim.
+    pub fn from_claims(
+        claims: Option<(&Claims, Option<&Vec<String>>)>,
+        tenant_claim: &str,
+    ) -> Result<Self, ApiError> {
         let Some((claims, authorizer_scopes)) = claims else {
             return Err(ApiError::Unauthorized(
                 "a valid bearer token is required".into(),

@@ -1,62 +1,34 @@
 //! [`EventStore`] over DynamoDB through `aws-sdk-dynamodb`.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::config::{Credentials, Region};
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use audit_core::error::StoreError;
+use audit_core::event::Event;
+use audit_core::metadata::ObservedProperty;
+use audit_core::store::{
+    pivot_key, EventStore, IdempotentPut, RangePage, RangeRead, TenantSettings,
+};
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, PutRequest, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
-use crate::config::Config;
-use crate::error::StoreError;
-use crate::event::{Event, MAX_SORT_KEY_BYTES};
-use crate::metadata::ObservedProperty;
-use crate::store::TenantSettings;
-use crate::store::{EventStore, IdempotentPut, RangePage, RangeRead};
-use crate::table::{
-    pivot_key, IDEMPOTENCY_PREFIX, METADATA_PREFIX, PARTITION_KEY, PIVOT_INDEXES, SETTINGS_PREFIX,
-    SETTINGS_SORT_KEY, SORT_KEY, TTL_ATTRIBUTE,
+use crate::items::{
+    cursor_of, duplicate_from_marker, event_to_item, item_to_event, marker_item, Item,
 };
-
-pub type Item = HashMap<String, AttributeValue>;
-
-/// Builds the process's one SDK client: explicit timeouts, standard retries
-/// (which handle throttling with backoff), optional endpoint override.
-pub async fn client(config: &Config) -> Client {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .operation_attempt_timeout(config.attempt_timeout)
-        .operation_timeout(config.operation_timeout)
-        .connect_timeout(Duration::from_secs(1))
-        .build();
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(4));
-    if let Some(endpoint) = &config.dynamodb_endpoint {
-        loader = loader.endpoint_url(endpoint);
-        // Local endpoints accept any credentials; don't go looking for real ones.
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-            loader = loader
-                .credentials_provider(Credentials::new("local", "local", None, None, "local"));
-        }
-        if std::env::var_os("AWS_REGION").is_none()
-            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-        {
-            loader = loader.region(Region::new("us-east-1"));
-        }
-    }
-    Client::new(&loader.load().await)
-}
+use crate::retry::{classify, RetryPolicy};
+use crate::table::{
+    IDEMPOTENCY_PREFIX, PARTITION_KEY, SETTINGS_PREFIX, SETTINGS_SORT_KEY, SORT_KEY, TTL_ATTRIBUTE,
+};
 
 #[derive(Clone)]
 pub struct DynamoStore {
-    client: Client,
-    table: String,
+    pub(crate) client: Client,
+    pub(crate) table: String,
 }
 
 impl DynamoStore {
@@ -74,100 +46,6 @@ impl DynamoStore {
     pub fn table(&self) -> &str {
         &self.table
     }
-}
-
-/// The stored item of an event: its fields, the TTL number and the keys of
-/// the pivot indexes.
-pub fn event_to_item(event: &Event) -> Result<Item, StoreError> {
-    let mut item: Item =
-        serde_dynamo::to_item(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    if let Ok(expires_at) = DateTime::parse_from_rfc3339(&event.expires_at) {
-        item.insert(
-            TTL_ATTRIBUTE.into(),
-            AttributeValue::N(expires_at.timestamp().to_string()),
-        );
-    }
-    for index in PIVOT_INDEXES {
-        if let Some(AttributeValue::S(value)) = item.get(index.field) {
-            let key = pivot_key(&event.account_id, value);
-            item.insert(index.key_attribute.into(), AttributeValue::S(key));
-        }
-    }
-    Ok(item)
-}
-
-pub fn item_to_event(item: Item) -> Result<Event, StoreError> {
-    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-/// Sorts SDK failures into what the domain must tell apart.
-pub fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-    err: SdkError<E, R>,
-) -> StoreError {
-    let code = err.code().unwrap_or_default().to_string();
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            StoreError::Unavailable(format!("{err:?}"))
-        }
-        _ => match code.as_str() {
-            "ProvisionedThroughputExceededException"
-            | "ThrottlingException"
-            | "RequestLimitExceeded" => StoreError::Throttled,
-            "ConditionalCheckFailedException" => StoreError::ConditionFailed,
-            // The request (for a write of one item: that item) is invalid.
-            "ValidationException" => {
-                StoreError::Rejected(err.message().unwrap_or_default().to_string())
-            }
-            "InternalServerError" | "ServiceUnavailable" | "InternalFailure" => {
-                StoreError::Unavailable(code)
-            }
-            _ => StoreError::Other(format!("{code}: {}", err.message().unwrap_or_default())),
-        },
-    }
-}
-
-/// The idempotency marker of an event written under `key`.
-pub fn marker_item(event: &Event, key: &str) -> Item {
-    let mut item = Item::new();
-    item.insert(
-        PARTITION_KEY.into(),
-        AttributeValue::S(format!("{IDEMPOTENCY_PREFIX}{}", event.account_id)),
-    );
-    item.insert(SORT_KEY.into(), AttributeValue::S(key.to_string()));
-    item.insert("target".into(), AttributeValue::S(event.cursor.clone()));
-    item.insert(
-        "timestamp".into(),
-        AttributeValue::S(event.timestamp.clone()),
-    );
-    item.insert(
-        "expiresAt".into(),
-        AttributeValue::S(event.expires_at.clone()),
-    );
-    if let Ok(expires_at) = DateTime::parse_from_rfc3339(&event.expires_at) {
-        item.insert(
-            TTL_ATTRIBUTE.into(),
-            AttributeValue::N(expires_at.timestamp().to_string()),
-        );
-    }
-    item
-}
-
-fn duplicate_from_marker(item: &Item) -> Option<IdempotentPut> {
-    let text = |name: &str| match item.get(name) {
-        Some(AttributeValue::S(s)) => Some(s.clone()),
-        _ => None,
-    };
-    Some(IdempotentPut::Duplicate {
-        cursor: text("target")?,
-        timestamp: text("timestamp")?,
-        expires_at: text("expiresAt")?,
-    })
-}
-
-/// Exponential backoff with full jitter: 25 ms, 50 ms, ... capped at 800 ms.
-pub fn backoff(attempt: u32) -> Duration {
-    let cap = 25u64.saturating_mul(1 << attempt.min(5));
-    Duration::from_millis(rand::random_range(cap / 2..=cap))
 }
 
 #[async_trait]
@@ -213,7 +91,7 @@ impl EventStore for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| StoreError::Other(e.to_string()))?;
-        let mut attempt = 0;
+        let mut retry = RetryPolicy::until(deadline);
         loop {
             let result = self
                 .client
@@ -262,7 +140,7 @@ impl EventStore for DynamoStore {
                             Some("ThrottlingError" | "ProvisionedThroughputExceeded")
                         )
                     });
-                    if Instant::now() + backoff(attempt) >= deadline {
+                    if !retry.pause().await {
                         return Err(if throttled {
                             StoreError::Throttled
                         } else {
@@ -272,15 +150,11 @@ impl EventStore for DynamoStore {
                 }
                 None => {
                     let classified = classify(err);
-                    if !matches!(classified, StoreError::Throttled)
-                        || Instant::now() + backoff(attempt) >= deadline
-                    {
+                    if !RetryPolicy::is_retryable(&classified) || !retry.pause().await {
                         return Err(classified);
                     }
                 }
             }
-            tokio::time::sleep(backoff(attempt)).await;
-            attempt += 1;
         }
     }
 
@@ -315,7 +189,7 @@ impl EventStore for DynamoStore {
         // in halves until the one item it refuses is alone: its neighbours
         // are stored, and only it is reported.
         let mut groups: Vec<Vec<WriteRequest>> = vec![requests];
-        let mut attempt = 0;
+        let mut retry = RetryPolicy::until(deadline);
         while let Some(group) = groups.pop() {
             if group.is_empty() {
                 continue;
@@ -333,8 +207,7 @@ impl EventStore for DynamoStore {
                         .unprocessed_items
                         .and_then(|mut map| map.remove(&self.table))
                         .unwrap_or_default();
-                    let still: std::collections::HashSet<String> =
-                        unprocessed.iter().filter_map(cursor_of).collect();
+                    let still: HashSet<String> = unprocessed.iter().filter_map(cursor_of).collect();
                     let done: Vec<WriteRequest> = group
                         .into_iter()
                         .filter(|r| cursor_of(r).is_some_and(|c| !still.contains(&c)))
@@ -364,13 +237,10 @@ impl EventStore for DynamoStore {
             if unprocessed.is_empty() {
                 continue;
             }
-            let pause = backoff(attempt);
-            if Instant::now() + pause >= deadline {
+            if !retry.pause().await {
                 settle(&unprocessed, &|| Err(StoreError::Throttled));
                 continue;
             }
-            tokio::time::sleep(pause).await;
-            attempt += 1;
             groups.push(unprocessed);
         }
         results
@@ -503,109 +373,6 @@ impl EventStore for DynamoStore {
 }
 
 impl DynamoStore {
-    /// Up to 25 property items in one batch; one that can't be a key is left out.
-    async fn put_property_chunk(
-        &self,
-        chunk: &[(String, ObservedProperty)],
-    ) -> Result<(), StoreError> {
-        {
-            let mut requests = Vec::with_capacity(chunk.len());
-            let mut keys = std::collections::HashSet::new();
-            for (tenant, property) in chunk {
-                let key = property_key(property);
-                if key.len() > MAX_SORT_KEY_BYTES {
-                    // A name this long can't be a key; the other properties are kept.
-                    tracing::warn!(bytes = key.len(), "a property name too long to record");
-                    continue;
-                }
-                if !keys.insert((tenant.clone(), key.clone())) {
-                    continue; // BatchWriteItem refuses duplicate keys in one call
-                }
-                let mut item: Item = serde_dynamo::to_item(property)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                item.insert(
-                    PARTITION_KEY.into(),
-                    AttributeValue::S(format!("{METADATA_PREFIX}{tenant}")),
-                );
-                item.insert(SORT_KEY.into(), AttributeValue::S(key));
-                let put = PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(|e| StoreError::Other(e.to_string()))?;
-                requests.push(WriteRequest::builder().put_request(put).build());
-            }
-            let mut attempt = 0;
-            while !requests.is_empty() {
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests)
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                requests = output
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
-                if !requests.is_empty() {
-                    if attempt >= 5 {
-                        return Err(StoreError::Throttled);
-                    }
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn query_properties(
-        &self,
-        tenant: &str,
-        service_name: Option<&str>,
-        event_type: Option<&str>,
-    ) -> Result<Vec<ObservedProperty>, StoreError> {
-        let prefix = match (service_name, event_type) {
-            (Some(service), Some(kind)) => format!("[{},{},", json_text(service), json_text(kind)),
-            (Some(service), None) => format!("[{},", json_text(service)),
-            _ => "[".to_string(),
-        };
-        let mut properties = Vec::new();
-        let mut start: Option<Item> = None;
-        // Metadata is bounded per tenant; 20 pages of 1 MB is far beyond it.
-        for _ in 0..20 {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", PARTITION_KEY)
-                .expression_attribute_names("#sk", SORT_KEY)
-                .expression_attribute_values(
-                    ":pk",
-                    AttributeValue::S(format!("{METADATA_PREFIX}{tenant}")),
-                )
-                .expression_attribute_values(":prefix", AttributeValue::S(prefix.clone()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            for item in output.items.unwrap_or_default() {
-                match serde_dynamo::from_item::<_, ObservedProperty>(item) {
-                    Ok(property) => properties.push(property),
-                    Err(err) => {
-                        tracing::error!(error = %err, "skipping an unreadable metadata item")
-                    }
-                }
-            }
-            match output.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
-        Ok(properties)
-    }
-
     async fn get_event_item(
         &self,
         tenant: &str,
@@ -644,28 +411,5 @@ impl DynamoStore {
             .as_ref()
             .and_then(duplicate_from_marker)
             .ok_or_else(|| StoreError::Corrupt("idempotency marker vanished".into()))
-    }
-}
-
-fn json_text(value: &str) -> String {
-    serde_json::to_string(value).unwrap_or_default()
-}
-
-/// `[serviceName, eventType, property, type]` as JSON: unambiguous, and
-/// sorted so a service's or a kind's properties share a key prefix.
-fn property_key(property: &ObservedProperty) -> String {
-    format!(
-        "[{},{},{},{}]",
-        json_text(&property.service_name),
-        json_text(&property.event_type),
-        json_text(&property.name),
-        json_text(&property.json_type)
-    )
-}
-
-fn cursor_of(request: &WriteRequest) -> Option<String> {
-    match request.put_request()?.item().get(SORT_KEY)? {
-        AttributeValue::S(cursor) => Some(cursor.clone()),
-        _ => None,
     }
 }

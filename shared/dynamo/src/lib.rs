@@ -1,0 +1,15 @@
+//! The DynamoDB adapter: the one real [`audit_core::store::EventStore`].
+//! Everything that knows the AWS SDK or the table's attribute names lives
+//! here; the domain sees only the store port.
+
+pub mod client;
+pub mod items;
+mod properties;
+pub mod retry;
+pub mod store;
+pub mod stream;
+pub mod table;
+
+pub use client::client;
+pub use items::{event_to_item, item_to_event, marker_item, Item};
+pub use store::DynamoStore;

@@ -1,0 +1,115 @@
+//! Observed properties (what metadata lists): one item per (service, event
+//! type, property, JSON type), under `meta#<tenant>`.
+
+use std::collections::HashSet;
+
+use audit_core::error::StoreError;
+use audit_core::event::MAX_SORT_KEY_BYTES;
+use audit_core::metadata::ObservedProperty;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+
+use crate::items::{json_text, property_key, Item};
+use crate::retry::{classify, RetryPolicy};
+use crate::store::DynamoStore;
+use crate::table::{METADATA_PREFIX, PARTITION_KEY, SORT_KEY};
+
+impl DynamoStore {
+    /// Up to 25 property items in one batch; one that can't be a key is left out.
+    pub(crate) async fn put_property_chunk(
+        &self,
+        chunk: &[(String, ObservedProperty)],
+    ) -> Result<(), StoreError> {
+        {
+            let mut requests = Vec::with_capacity(chunk.len());
+            let mut keys = HashSet::new();
+            for (tenant, property) in chunk {
+                let key = property_key(property);
+                if key.len() > MAX_SORT_KEY_BYTES {
+                    // A name this long can't be a key; the other properties are kept.
+                    tracing::warn!(bytes = key.len(), "a property name too long to record");
+                    continue;
+                }
+                if !keys.insert((tenant.clone(), key.clone())) {
+                    continue; // BatchWriteItem refuses duplicate keys in one call
+                }
+                let mut item: Item = serde_dynamo::to_item(property)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                item.insert(
+                    PARTITION_KEY.into(),
+                    AttributeValue::S(format!("{METADATA_PREFIX}{tenant}")),
+                );
+                item.insert(SORT_KEY.into(), AttributeValue::S(key));
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| StoreError::Other(e.to_string()))?;
+                requests.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut retry = RetryPolicy::for_background();
+            while !requests.is_empty() {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                requests = output
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+                if !requests.is_empty() && !retry.pause().await {
+                    return Err(StoreError::Throttled);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn query_properties(
+        &self,
+        tenant: &str,
+        service_name: Option<&str>,
+        event_type: Option<&str>,
+    ) -> Result<Vec<ObservedProperty>, StoreError> {
+        let prefix = match (service_name, event_type) {
+            (Some(service), Some(kind)) => format!("[{},{},", json_text(service), json_text(kind)),
+            (Some(service), None) => format!("[{},", json_text(service)),
+            _ => "[".to_string(),
+        };
+        let mut properties = Vec::new();
+        let mut start: Option<Item> = None;
+        // Metadata is bounded per tenant; 20 pages of 1 MB is far beyond it.
+        for _ in 0..20 {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PARTITION_KEY)
+                .expression_attribute_names("#sk", SORT_KEY)
+                .expression_attribute_values(
+                    ":pk",
+                    AttributeValue::S(format!("{METADATA_PREFIX}{tenant}")),
+                )
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.clone()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in output.items.unwrap_or_default() {
+                match serde_dynamo::from_item::<_, ObservedProperty>(item) {
+                    Ok(property) => properties.push(property),
+                    Err(err) => {
+                        tracing::error!(error = %err, "skipping an unreadable metadata item")
+                    }
+                }
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(properties)
+    }
+}

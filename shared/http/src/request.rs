@@ -1,0 +1,200 @@
+//! Reading API Gateway (payload v2) requests into domain inputs: the route,
+//! the caller, the request's facts for self-audit, parameters and links.
+
+use std::collections::{HashMap, HashSet};
+
+use audit_core::auth::Caller;
+use audit_core::error::ApiError;
+use audit_core::routes::Route;
+use audit_core::selfaudit::RequestFacts;
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::response::JSON;
+
+/// The route API Gateway matched (its `routeKey`), from the route table.
+/// 404 for a request no route of the table could have matched.
+pub fn route(request: &Request) -> Result<Route, ApiError> {
+    let key = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.route_key.as_deref(),
+        _ => None,
+    };
+    key.and_then(Route::from_key)
+        .ok_or_else(|| ApiError::NotFound("no such route".into()))
+}
+
+/// The caller from the JWT authorizer's claims; 401 without them.
+pub fn caller(request: &Request, tenant_claim: &str) -> Result<Caller, ApiError> {
+    let claims = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|authorizer| authorizer.jwt.as_ref())
+            .map(|jwt| (&jwt.claims, jwt.scopes.as_ref())),
+        _ => None,
+    };
+    Caller::from_claims(claims, tenant_claim)
+}
+
+/// The route and an authorised caller: what every handler checks first.
+/// The caller must hold the route's scope (from the route table).
+pub fn authorised(request: &Request, tenant_claim: &str) -> Result<(Route, Caller), ApiError> {
+    let caller = caller(request, tenant_claim)?;
+    let route = route(request)?;
+    caller.require(route.scope())?;
+    Ok((route, caller))
+}
+
+/// The error for a route of another function, sent to this one by a
+/// misconfigured integration: logged, and answered as API Gateway would
+/// answer an unknown route.
+pub fn not_served(route: Route) -> ApiError {
+    tracing::error!(route = route.key(), "a route this function does not serve");
+    ApiError::NotFound("no such route".into())
+}
+
+/// What the self-audit record of a call of `route` says about the request.
+pub fn facts(request: &Request, route: Route) -> RequestFacts {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let source_ip = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.http.source_ip.clone(),
+        _ => None,
+    };
+    RequestFacts {
+        event_type: route.self_audit().unwrap_or("audit.request"),
+        path: request.uri().path().to_string(),
+        method: request.method().to_string(),
+        query_string: request.uri().query().unwrap_or_default().to_string(),
+        user_agent: header("user-agent"),
+        referer: header("referer"),
+        source_ip,
+    }
+}
+
+/// True when the request declares a JSON body (`application/json`, any
+/// parameters, or a `+json` type).
+pub fn has_json_content_type(request: &Request) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let essence = v
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            essence == JSON || (essence.starts_with("application/") && essence.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+pub fn require_json(request: &Request) -> Result<(), ApiError> {
+    if has_json_content_type(request) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "send the body as JSON with `Content-Type: application/json`".into(),
+        ))
+    }
+}
+
+/// The request's own URL (scheme and host as the client saw them) with a
+/// new query string: links that work behind API Gateway and locally.
+pub fn link(request: &Request, query: &[(&str, String)]) -> String {
+    let uri = request.uri();
+    let scheme = request
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.scheme_str())
+        .unwrap_or("https");
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let query_string: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode_component(v)))
+        .collect();
+    let mut url = match host {
+        Some(host) => format!("{scheme}://{host}{}", uri.path()),
+        None => uri.path().to_string(),
+    };
+    if !query_string.is_empty() {
+        url.push('?');
+        url.push_str(&query_string.join("&"));
+    }
+    url
+}
+
+/// Everything but RFC 3986's unreserved characters.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a query component (RFC 3986).
+pub fn encode_component(value: &str) -> String {
+    utf8_percent_encode(value, COMPONENT).to_string()
+}
+
+/// Reads query-string parameters, refusing any not in `known` (typos in a
+/// poller's URL should fail loudly, not silently read something else).
+pub fn query_parameters(
+    request: &Request,
+    known: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    // A parameter given twice (`limit=1000&limit=5`) is ambiguous: refused,
+    // never resolved by taking one of them. Counted on the raw query string,
+    // since API Gateway joins repeated values with commas.
+    let mut names = HashSet::new();
+    for pair in request.uri().query().unwrap_or_default().split('&') {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        if !name.is_empty() && !names.insert(name) {
+            return Err(ApiError::bad_request(
+                name,
+                format!("the query parameter `{name}` is given more than once"),
+            ));
+        }
+    }
+    let params = request.query_string_parameters();
+    let mut found = HashMap::new();
+    for (key, value) in params.iter() {
+        if !known.contains(&key) {
+            return Err(ApiError::bad_request(
+                key,
+                format!(
+                    "unknown query parameter `{key}` (known: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+        found.insert(key.to_string(), value.to_string());
+    }
+    Ok(found)
+}
+
+/// A `limit` parameter: 1..=max, default when absent.
+pub fn parse_limit(value: Option<&String>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(
+                "limit",
+                format!("`limit` must be a whole number from 1 to {max}"),
+            )),
+        },
+    }
+}

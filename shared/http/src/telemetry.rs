@@ -1,0 +1,41 @@
+//! JSON logs for CloudWatch, one line per event; level from `RUST_LOG`.
+
+pub fn init() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| // The SDK logs every error answer at WARN, expected ones too (a
+        // missing table at start-up, a duplicate's failed condition): the code
+        // classifies and logs what matters itself.
+        tracing_subscriber::EnvFilter::new("info,aws_smithy_runtime=error,aws_smithy_runtime_api=error"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_target(false)
+        .without_time() // Lambda stamps every line itself
+        // stdout stays free for output (the local relay prints events there)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Counts a self-audit record that could not be written: a CloudWatch
+/// embedded-metric line (`AuditTrail/SelfAuditFailures` by `Route`). On
+/// stderr, which Lambda sends to CloudWatch Logs like stdout, so that stdout
+/// stays free for what a program streams (the local relay's events).
+pub fn count_self_audit_failure(route: &'static str) {
+    eprintln!(
+        "{}",
+        serde_json::json!({
+            "_aws": {"Timestamp": epoch_millis(), "CloudWatchMetrics": [{
+                "Namespace": "AuditTrail", "Dimensions": [["Route"]],
+                "Metrics": [{"Name": "SelfAuditFailures", "Unit": "Count"}]}]},
+            "Route": route,
+            "SelfAuditFailures": 1,
+        })
+    );
+}
+
+fn epoch_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
