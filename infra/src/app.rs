@@ -5,6 +5,7 @@ use std::sync::Arc;
 use audit_core::routes::Route;
 use audit_core::Config;
 use audit_dynamo::DynamoStore;
+use audit_http::runtime::HttpHandler;
 use aws_sdk_dynamodb::Client;
 use cursor::CursorHandler;
 use ingest::IngestHandler;

@@ -6,7 +6,7 @@ use audit_core::cursor::parse_cursor;
 use audit_core::selfaudit::SelfAuditor;
 use audit_core::{ApiError, Config, EventStore};
 use audit_http::request::{authorised, facts};
-use audit_http::response::{error_response, json_response};
+use audit_http::response::json_response;
 use audit_http::runtime::HttpHandler;
 use audit_http::telemetry::count_self_audit_failure;
 use chrono::Utc;
@@ -19,8 +19,8 @@ pub struct CursorHandler<S> {
 }
 
 impl<S: EventStore + 'static> HttpHandler for CursorHandler<S> {
-    fn handle(&self, request: Request) -> impl std::future::Future<Output = Response<Body>> + Send {
-        CursorHandler::handle(self, request)
+    async fn respond(&self, request: Request) -> Result<Response<Body>, ApiError> {
+        self.try_handle(&request).await
     }
 }
 
@@ -32,13 +32,6 @@ impl<S: EventStore> CursorHandler<S> {
             store,
             tenant_claim: config.tenant_claim.clone(),
             auditor,
-        }
-    }
-
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        match self.try_handle(&request).await {
-            Ok(response) => response,
-            Err(err) => error_response(&err),
         }
     }
 

@@ -18,8 +18,8 @@ pub struct IngestHandler<S> {
 }
 
 impl<S: EventStore + 'static> HttpHandler for IngestHandler<S> {
-    fn handle(&self, request: Request) -> impl std::future::Future<Output = Response<Body>> + Send {
-        IngestHandler::handle(self, request)
+    async fn respond(&self, request: Request) -> Result<Response<Body>, ApiError> {
+        self.try_handle(request).await
     }
 }
 
@@ -29,13 +29,6 @@ impl<S: EventStore> IngestHandler<S> {
         Self {
             service: IngestService::new(store, config),
             tenant_claim,
-        }
-    }
-
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        match self.try_handle(request).await {
-            Ok(response) => response,
-            Err(err) => error_response(&err),
         }
     }
 

@@ -15,7 +15,7 @@ use audit_core::{ApiError, Config, EventStore};
 use audit_http::request::{
     authorised, facts, link, not_served, parse_limit, query_parameters, require_json,
 };
-use audit_http::response::{error_response, json_response};
+use audit_http::response::json_response;
 use audit_http::runtime::HttpHandler;
 use audit_http::telemetry::count_self_audit_failure;
 use chrono::Utc;
@@ -85,8 +85,8 @@ pub struct ListHandler<S> {
 }
 
 impl<S: EventStore + 'static> HttpHandler for ListHandler<S> {
-    fn handle(&self, request: Request) -> impl std::future::Future<Output = Response<Body>> + Send {
-        ListHandler::handle(self, request)
+    async fn respond(&self, request: Request) -> Result<Response<Body>, ApiError> {
+        self.try_handle(&request).await
     }
 }
 
@@ -100,12 +100,6 @@ impl<S: EventStore> ListHandler<S> {
             tenant_claim,
             auditor,
         }
-    }
-
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        self.try_handle(&request)
-            .await
-            .unwrap_or_else(|err| error_response(&err))
     }
 
     async fn try_handle(&self, request: &Request) -> Result<Response<Body>, ApiError> {

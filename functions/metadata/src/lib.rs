@@ -9,14 +9,14 @@ use audit_core::error::parse_json_body;
 use audit_core::event::format_time;
 use audit_core::event::queryable_fields;
 use audit_core::metadata::ObservedProperty;
+use audit_core::pivot::PIVOT_INDEXES;
 use audit_core::query::{FieldPath, FieldType};
 use audit_core::routes::{self_audit_event_types, Route};
 use audit_core::selfaudit::{SelfAuditor, SELF_AUDIT_SERVICE};
 use audit_core::settings::{validate_retention, TenantSettings};
-use audit_core::store::PIVOT_INDEXES;
 use audit_core::{ApiError, Config, EventStore};
 use audit_http::request::{authorised, facts, not_served, query_parameters, require_json};
-use audit_http::response::{error_response, json_response};
+use audit_http::response::json_response;
 use audit_http::runtime::HttpHandler;
 use audit_http::telemetry::count_self_audit_failure;
 use chrono::Utc;
@@ -108,8 +108,8 @@ fn describe(property: &ObservedProperty) -> Option<Value> {
 }
 
 impl<S: EventStore + 'static> HttpHandler for MetadataHandler<S> {
-    fn handle(&self, request: Request) -> impl std::future::Future<Output = Response<Body>> + Send {
-        MetadataHandler::handle(self, request)
+    async fn respond(&self, request: Request) -> Result<Response<Body>, ApiError> {
+        self.try_handle(&request).await
     }
 }
 
@@ -124,12 +124,6 @@ impl<S: EventStore> MetadataHandler<S> {
             default_retention_days: config.default_retention_days,
             extended: config.metadata_extended,
         }
-    }
-
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        self.try_handle(&request)
-            .await
-            .unwrap_or_else(|err| error_response(&err))
     }
 
     async fn try_handle(&self, request: &Request) -> Result<Response<Body>, ApiError> {

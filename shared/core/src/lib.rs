@@ -11,6 +11,7 @@ pub mod event;
 pub mod ingest;
 pub mod json;
 pub mod metadata;
+pub mod pivot;
 pub mod publish;
 pub mod query;
 pub mod read;

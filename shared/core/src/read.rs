@@ -11,8 +11,8 @@ use ulid::Ulid;
 use crate::config::Config;
 use crate::error::{ApiError, StoreError};
 use crate::event::{Event, MAX_PARTITION_KEY_BYTES};
+use crate::pivot::pivot_key;
 use crate::query::{CursorSigner, Plan, Query, QueryCursor};
-use crate::store::pivot_key;
 use crate::store::{EventStore, RangeRead};
 
 pub const MAX_PAGE: usize = 1000;

@@ -8,44 +8,7 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::event::Event;
 use crate::metadata::ObservedProperty;
-
-/// A secondary index the store keeps: tenant + one pivot field, ordered by
-/// cursor. Queries plan on these; the adapter creates them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PivotIndex {
-    pub name: &'static str,
-    /// The event field it pivots on.
-    pub field: &'static str,
-    /// The attribute holding `<tenant>#<value>`.
-    pub key_attribute: &'static str,
-}
-
-pub const PIVOT_INDEXES: &[PivotIndex] = &[
-    PivotIndex {
-        name: "byUserId",
-        field: "userId",
-        key_attribute: "gsiUserId",
-    },
-    PivotIndex {
-        name: "byEventType",
-        field: "eventType",
-        key_attribute: "gsiEventType",
-    },
-    PivotIndex {
-        name: "byServiceName",
-        field: "serviceName",
-        key_attribute: "gsiServiceName",
-    },
-    PivotIndex {
-        name: "byTraceId",
-        field: "traceId",
-        key_attribute: "gsiTraceId",
-    },
-];
-
-pub fn pivot_key(tenant: &str, value: &str) -> String {
-    format!("{tenant}#{value}")
-}
+use crate::pivot::PivotIndex;
 
 /// One `Query` over a cursor range of a tenant's events, on the base table
 /// or on a pivot index.
@@ -130,7 +93,7 @@ pub trait EventStore: Send + Sync {
     async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError>;
 }
 
-/// A tenant's own settings, as stored (see [`crate::settings`]).
+/// A tenant's own settings, as stored (validated by the `settings` module).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSettings {

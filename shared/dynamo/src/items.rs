@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use audit_core::error::StoreError;
 use audit_core::event::Event;
 use audit_core::metadata::ObservedProperty;
-use audit_core::store::{pivot_key, IdempotentPut, PIVOT_INDEXES};
+use audit_core::pivot::{pivot_key, PIVOT_INDEXES};
+use audit_core::store::IdempotentPut;
 use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
 use chrono::DateTime;
 

@@ -7,9 +7,8 @@ use async_trait::async_trait;
 use audit_core::error::StoreError;
 use audit_core::event::Event;
 use audit_core::metadata::ObservedProperty;
-use audit_core::store::{
-    pivot_key, EventStore, IdempotentPut, RangePage, RangeRead, TenantSettings,
-};
+use audit_core::pivot::pivot_key;
+use audit_core::store::{EventStore, IdempotentPut, RangePage, RangeRead, TenantSettings};
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, PutRequest, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, WriteRequest,
@@ -302,20 +301,9 @@ impl EventStore for DynamoStore {
     }
 
     async fn get_settings(&self, tenant: &str) -> Result<Option<TenantSettings>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(
-                PARTITION_KEY,
-                AttributeValue::S(format!("{SETTINGS_PREFIX}{tenant}")),
-            )
-            .key(SORT_KEY, AttributeValue::S(SETTINGS_SORT_KEY.into()))
-            .send()
-            .await
-            .map_err(classify)?;
-        output
-            .item
+        let partition = format!("{SETTINGS_PREFIX}{tenant}");
+        self.get_item(&partition, SETTINGS_SORT_KEY, false)
+            .await?
             .map(|item| {
                 serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
             })
@@ -378,36 +366,38 @@ impl DynamoStore {
         tenant: &str,
         cursor: &str,
     ) -> Result<Option<Event>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, AttributeValue::S(tenant.to_string()))
-            .key(SORT_KEY, AttributeValue::S(cursor.to_string()))
-            .send()
-            .await
-            .map_err(classify)?;
-        output.item.map(item_to_event).transpose()
+        self.get_item(tenant, cursor, false)
+            .await?
+            .map(item_to_event)
+            .transpose()
     }
 }
 
 impl DynamoStore {
-    async fn read_marker(&self, tenant: &str, key: &str) -> Result<IdempotentPut, StoreError> {
+    /// One item by its keys.
+    pub(crate) async fn get_item(
+        &self,
+        partition: &str,
+        sort: &str,
+        consistent: bool,
+    ) -> Result<Option<Item>, StoreError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key(
-                PARTITION_KEY,
-                AttributeValue::S(format!("{IDEMPOTENCY_PREFIX}{tenant}")),
-            )
-            .key(SORT_KEY, AttributeValue::S(key.to_string()))
-            .consistent_read(true)
+            .key(PARTITION_KEY, AttributeValue::S(partition.to_string()))
+            .key(SORT_KEY, AttributeValue::S(sort.to_string()))
+            .consistent_read(consistent)
             .send()
             .await
             .map_err(classify)?;
-        output
-            .item
+        Ok(output.item)
+    }
+
+    async fn read_marker(&self, tenant: &str, key: &str) -> Result<IdempotentPut, StoreError> {
+        let partition = format!("{IDEMPOTENCY_PREFIX}{tenant}");
+        self.get_item(&partition, key, true)
+            .await?
             .as_ref()
             .and_then(duplicate_from_marker)
             .ok_or_else(|| StoreError::Corrupt("idempotency marker vanished".into()))

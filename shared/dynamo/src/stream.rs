@@ -1,7 +1,7 @@
 //! Decoding the table's stream images: which records are user events.
 
 use audit_core::event::Event;
-use audit_core::store::PIVOT_INDEXES;
+use audit_core::pivot::PIVOT_INDEXES;
 
 use crate::table::PARTITION_KEY;
 

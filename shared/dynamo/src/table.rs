@@ -12,7 +12,7 @@
 //! Tenant ids never contain `#`, so no other item type shares a partition
 //! with a tenant's events.
 
-use audit_core::store::PIVOT_INDEXES;
+use audit_core::pivot::PIVOT_INDEXES;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,

@@ -9,13 +9,26 @@ use std::sync::Arc;
 use lambda_http::{service_fn, Body, Request, Response};
 
 use audit_core::config::Config;
+use audit_core::error::ApiError;
 use audit_dynamo::DynamoStore;
+
+use crate::response::error_response;
 
 /// A function's request handler. It answers every request, errors included,
 /// so the runtime never sees a failed invocation for bad input.
-/// (A plain future, not a boxed one: nothing is allocated per request.)
+/// (Plain futures, not boxed ones: nothing is allocated per request.)
 pub trait HttpHandler: Send + Sync + 'static {
-    fn handle(&self, request: Request) -> impl Future<Output = Response<Body>> + Send;
+    /// The answer to one request, or the domain error that is its answer.
+    fn respond(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = Result<Response<Body>, ApiError>> + Send;
+
+    /// The response to one request: a domain error becomes its response here.
+    fn handle(&self, request: Request) -> impl Future<Output = Response<Body>> + Send {
+        let answer = self.respond(request);
+        async move { answer.await.unwrap_or_else(|err| error_response(&err)) }
+    }
 }
 
 /// Logs, configuration and the store, once per cold start. An invalid

@@ -1,0 +1,132 @@
+use super::*;
+
+/// The field table and the struct that is stored and returned name the
+/// same fields.
+#[test]
+fn the_field_table_names_every_field_of_the_event() {
+    let text = Some(String::from("x"));
+    let event = Event {
+        cursor: "c".into(),
+        account_id: "a".into(),
+        organization_id: text.clone(),
+        timestamp: "t".into(),
+        occurred_at: text.clone(),
+        expires_at: "e".into(),
+        service_name: "s".into(),
+        event_type: "k".into(),
+        message: text.clone(),
+        sandbox: Some(true),
+        user_id: text.clone(),
+        user_email: text.clone(),
+        client_id: text.clone(),
+        jwt_id: text.clone(),
+        message_id: text.clone(),
+        reference_id: text.clone(),
+        trace_id: text.clone(),
+        ip_address: text.clone(),
+        user_agent: text,
+        data: Some(Value::Null),
+        indexed_data: Some(BTreeMap::new()),
+        may_have_more_data: Some(true),
+    };
+    let Ok(Value::Object(serialised)) = serde_json::to_value(&event) else {
+        panic!("an event serialises to an object");
+    };
+    let struct_names: std::collections::BTreeSet<&str> =
+        serialised.keys().map(String::as_str).collect();
+    let table_names: std::collections::BTreeSet<&str> =
+        EVENT_FIELDS.iter().map(|f| f.name).collect();
+    assert_eq!(table_names.len(), EVENT_FIELDS.len(), "no name twice");
+    assert_eq!(struct_names, table_names);
+}
+use serde_json::json;
+
+fn field_of(err: ApiError) -> String {
+    err.field().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_minimal_event_is_accepted_and_ids_are_assigned() {
+    let parsed =
+        NewEvent::parse(json!({"eventType": "user.login", "serviceName": "idp"}), "").unwrap();
+    let cursor = Ulid::new();
+    let now = cursor_time(cursor);
+    let event = parsed.into_event(cursor, "acme".into(), 90, "").unwrap();
+    assert_eq!(event.timestamp, format_time(now));
+    assert_eq!(event.account_id, "acme");
+    assert_eq!(event.expires_at, format_time(now + Duration::days(90)));
+    assert!(!event.is_expired(now));
+    assert!(event.is_expired(now + Duration::days(91)));
+}
+
+#[test]
+fn required_fields_unknown_fields_and_types_are_named() {
+    let missing = NewEvent::parse(json!({"serviceName": "idp"}), "").unwrap_err();
+    assert_eq!(field_of(missing), "eventType");
+    let unknown = NewEvent::parse(
+        json!({"eventType": "a", "serviceName": "b", "colour": 1}),
+        "events[2]",
+    )
+    .unwrap_err();
+    assert_eq!(field_of(unknown.clone()), "events[2].colour");
+    assert!(unknown.to_string().contains("colour"));
+    let wrong = NewEvent::parse(
+        json!({"eventType": "a", "serviceName": "b", "sandbox": "yes"}),
+        "",
+    )
+    .unwrap_err();
+    assert_eq!(field_of(wrong), "sandbox");
+    let indexed = NewEvent::parse(
+        json!({"eventType": "a", "serviceName": "b", "indexedData": {"k": 1}}),
+        "",
+    )
+    .unwrap_err();
+    assert_eq!(field_of(indexed), "indexedData.k");
+    let time = NewEvent::parse(
+        json!({"eventType": "a", "serviceName": "b", "occurredAt": "yesterday"}),
+        "",
+    )
+    .unwrap_err();
+    assert_eq!(field_of(time), "occurredAt");
+}
+
+#[test]
+fn assigned_fields_are_refused() {
+    for field in ["cursor", "timestamp", "expiresAt"] {
+        let mut body = json!({"eventType": "a", "serviceName": "b"});
+        body[field] = json!("x");
+        let err = NewEvent::parse(body, "").unwrap_err();
+        assert_eq!(err.code(), "invalid_request");
+        assert_eq!(field_of(err), field);
+    }
+}
+
+#[test]
+fn unstorable_numbers_are_refused() {
+    let tiny = NewEvent::parse(
+        json!({"eventType": "a", "serviceName": "b", "data": {"x": [1, 5.7e-224]}}),
+        "",
+    )
+    .unwrap_err();
+    assert_eq!(field_of(tiny), "data.x[1]");
+    let huge = NewEvent::parse(
+        json!({"eventType": "a", "serviceName": "b", "data": 1e200}),
+        "",
+    )
+    .unwrap_err();
+    assert_eq!(field_of(huge), "data");
+    assert!(NewEvent::parse(
+        json!({"eventType": "a", "serviceName": "b", "data": {"x": 0.0, "y": -1.5e100}}),
+        ""
+    )
+    .is_ok());
+}
+
+#[test]
+fn oversize_events_are_413() {
+    let body = json!({"eventType": "a", "serviceName": "b", "data": {"blob": "x".repeat(MAX_EVENT_BYTES)}});
+    assert_eq!(
+        NewEvent::parse(body, "").unwrap_err().code(),
+        "payload_too_large"
+    );
+}

@@ -1,0 +1,135 @@
+use super::*;
+use serde_json::json;
+
+fn query(body: Value) -> Result<Query, ApiError> {
+    Query::parse(&body, Utc::now())
+}
+
+#[test]
+fn defaults_window_to_thirty_days_before_to() {
+    let q = query(json!({})).unwrap();
+    assert_eq!(q.to - q.from, Duration::days(30));
+    let q = query(json!({"to": "2026-01-31T00:00:00Z"})).unwrap();
+    assert_eq!(q.from.to_rfc3339(), "2026-01-01T00:00:00+00:00");
+    // `from` after `to`: an empty window, as the OpenAPI document allows.
+    assert!(query(json!({"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"})).is_ok());
+}
+
+#[test]
+fn bad_conditions_are_named() {
+    let cases = [
+        (
+            json!({"and": [{"field": "colour", "operator": "eq", "value": "x"}]}),
+            "colour",
+        ),
+        (
+            json!({"and": [{"field": "userId", "operator": "like", "value": "x"}]}),
+            "like",
+        ),
+        (
+            json!({"and": [{"field": "userId", "operator": "eq", "value": 5}]}),
+            "userId",
+        ),
+        (
+            json!({"and": [{"field": "sandbox", "operator": "startsWith", "value": "t"}]}),
+            "startsWith",
+        ),
+        (
+            json!({"and": [{"field": "userId", "operator": "in", "value": (0..101).map(|i| i.to_string()).collect::<Vec<_>>()}]}),
+            "100",
+        ),
+        (
+            json!({"and": [{"field": "timestamp", "operator": "gt", "value": "yesterday"}]}),
+            "timestamp",
+        ),
+    ];
+    for (body, named) in cases {
+        let err = query(body.clone()).unwrap_err();
+        assert_eq!(err.code(), "invalid_request", "{body}");
+        assert!(err.to_string().contains(named), "{err} should name {named}");
+        assert_eq!(err.field(), Some("and[0]"));
+    }
+    let many: Vec<Value> = (0..21)
+        .map(|_| json!({"field": "userId", "operator": "exists", "value": true}))
+        .collect();
+    assert_eq!(
+        query(json!({"and": many})).unwrap_err().field(),
+        Some("and")
+    );
+}
+
+#[test]
+fn every_operator_evaluates() {
+    let event = json!({"userId": "u-17", "sandbox": false, "timestamp": "2026-01-02T00:00:00.000Z",
+        "data": {"n": 5, "tags": ["a", "b"], "user": {"role": "admin"}}, "indexedData": {"region": "eu-west"}});
+    let check = |field: &str, op: &str, value: Value| {
+        query(json!({"and": [{"field": field, "operator": op, "value": value}]}))
+            .unwrap()
+            .matches(&event)
+    };
+    assert!(check("userId", "eq", json!("u-17")));
+    assert!(!check("userId", "eq", json!("u-1")));
+    assert!(check("userId", "ne", json!("u-1")));
+    assert!(
+        check("message", "ne", json!("x")),
+        "a missing field is not equal"
+    );
+    assert!(check("userId", "in", json!(["u-1", "u-17"])));
+    assert!(check("userId", "startsWith", json!("u-1")));
+    assert!(check("userId", "contains", json!("-1")));
+    assert!(check("data.tags", "contains", json!("b")));
+    assert!(check("data.user.role", "eq", json!("admin")));
+    assert!(check("data.tags.0", "eq", json!("a")));
+    assert!(check("indexedData.region", "startsWith", json!("eu")));
+    assert!(check("userEmail", "exists", json!(false)));
+    assert!(check("data.n", "gt", json!(4)));
+    assert!(check("data.n", "gte", json!(5)));
+    assert!(!check("data.n", "lt", json!(5)));
+    assert!(check("data.n", "lte", json!(5.0)));
+    assert!(!check(
+        "timestamp",
+        "gt",
+        json!("2026-01-01T23:00:00-02:00")
+    ));
+    assert!(check("timestamp", "lt", json!("2026-01-02T01:00:00+00:00")));
+    assert!(check("sandbox", "eq", json!(false)));
+}
+
+#[test]
+fn the_plan_picks_the_most_selective_pivot() {
+    let q = query(json!({"and": [
+        {"field": "eventType", "operator": "eq", "value": "login"},
+        {"field": "userId", "operator": "in", "value": ["b", "a"]},
+    ]}))
+    .unwrap();
+    let plan = Plan::for_query(&q);
+    assert_eq!(plan.index.map(|i| i.name), Some("byUserId"));
+    assert_eq!(plan.values, vec!["a", "b"]);
+    let unindexed =
+        query(json!({"and": [{"field": "data.x", "operator": "eq", "value": 1}]})).unwrap();
+    assert_eq!(Plan::for_query(&unindexed).index, None);
+}
+
+#[test]
+fn cursors_are_bound_to_tenant_and_query_and_tamper_proof() {
+    let signer = CursorSigner::new(b"key");
+    let cursor = QueryCursor {
+        tenant: "acme".into(),
+        fingerprint: "f1".into(),
+        position: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+        from_ms: 1,
+        to_ms: 2,
+    };
+    let token = signer.sign(&cursor);
+    assert_eq!(signer.verify(&token, "acme", "f1").unwrap(), cursor);
+    assert!(signer.verify(&token, "globex", "f1").is_err());
+    assert!(signer.verify(&token, "acme", "f2").is_err());
+    assert!(CursorSigner::new(b"other")
+        .verify(&token, "acme", "f1")
+        .is_err());
+    let mut tampered = token.clone().into_bytes();
+    tampered[3] ^= 1;
+    assert!(signer
+        .verify(&String::from_utf8_lossy(&tampered), "acme", "f1")
+        .is_err());
+}
