@@ -3,7 +3,7 @@
 //! policies are least-privilege, and every `events/` file runs through its
 //! function's handler as `sam local invoke -e` would feed it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use audit_core::Event;
@@ -165,7 +165,27 @@ fn policies_are_least_privilege() {
                 "dynamodb:GetItem",
             ][..],
         ),
-        ("cursor", &["dynamodb:GetItem", "dynamodb:PutItem"][..]),
+        (
+            "cursor",
+            &[
+                "dynamodb:GetItem",
+                "dynamodb:Query",
+                "dynamodb:BatchGetItem",
+                "dynamodb:PutItem",
+            ][..],
+        ),
+        (
+            "seal",
+            &[
+                "dynamodb:Query",
+                "dynamodb:GetItem",
+                "dynamodb:BatchGetItem",
+                "dynamodb:PutItem",
+                "dynamodb:BatchWriteItem",
+                "events:PutEvents",
+                "secretsmanager:GetSecretValue",
+            ][..],
+        ),
         (
             "list",
             &[
@@ -329,6 +349,13 @@ async fn every_event_file_runs_through_its_handler() {
                 assert_eq!(status, 200, "{name}: {body}");
                 assert_eq!(body["retentionDays"], 365);
             }
+            Route::VerifierKey => {
+                assert_eq!(status, 200, "{name}: {body}");
+                let key = body["verifierKey"].as_str().unwrap_or_default();
+                audit_core::integrity::note::NoteVerifier::parse(key)
+                    .unwrap_or_else(|e| panic!("{name}: {key}: {e}"));
+            }
+            other => panic!("{name}: no expectation for {other:?}"),
         }
     }
     let stored: Vec<Event> = env
@@ -349,15 +376,107 @@ async fn every_event_file_runs_through_its_handler() {
         1 + 3 + 1,
         "the ingest files stored 4 events beside the looked-up one"
     );
-    // lookup, list, query, metadata, properties, and the settings change
+    // lookup, list, query, metadata, properties, verifier key, and the
+    // settings change
     assert_eq!(
         records.len(),
-        6,
+        7,
         "{:?}",
         records.iter().map(|e| &e.event_type).collect::<Vec<_>>()
     );
     let functions: BTreeSet<&str> = Route::all().map(|r| r.function()).collect();
-    assert_eq!(covered, functions, "every function has an events/ file");
+    assert_eq!(covered, functions, "every HTTP function has an events/ file");
+}
+
+/// The seal function may write only the log's partitions: its write
+/// statements carry a `dynamodb:LeadingKeys` condition naming exactly the
+/// adapter's log key patterns, none of which a tenant's events can have.
+#[test]
+fn the_seal_function_can_never_write_an_event() {
+    let template = template();
+    let (_, seal) = resources(&template)
+        .into_iter()
+        .find(|(_, r)| r["Metadata"]["BuildProperties"]["Binary"] == Yaml::from("seal"))
+        .expect("a seal function");
+    let writes = ["dynamodb:PutItem", "dynamodb:BatchWriteItem"];
+    let mut conditioned = 0;
+    for policy in seal["Properties"]["Policies"].as_sequence().unwrap() {
+        for statement in policy["Statement"].as_sequence().unwrap() {
+            let actions: Vec<String> = match &statement["Action"] {
+                Yaml::Sequence(list) => list.iter().map(text).collect(),
+                single => vec![text(single)],
+            };
+            if !actions.iter().any(|a| writes.contains(&a.as_str())) {
+                continue;
+            }
+            let keys: Vec<String> = statement["Condition"]["ForAllValues:StringLike"]
+                ["dynamodb:LeadingKeys"]
+                .as_sequence()
+                .expect("every write statement is limited to leading keys")
+                .iter()
+                .map(text)
+                .collect();
+            assert_eq!(keys, table::SEAL_WRITABLE_KEYS);
+            conditioned += 1;
+        }
+    }
+    assert!(conditioned > 0, "the seal function writes the log");
+    // A tenant id never contains `#`, and every pattern does before its
+    // wildcard: no pattern matches a tenant's partition.
+    for pattern in table::SEAL_WRITABLE_KEYS {
+        let fixed = pattern.trim_end_matches('*');
+        assert!(fixed.contains('#'), "{pattern}");
+    }
+    assert!(!audit_core::auth::is_valid_tenant("log#acme"));
+}
+
+/// The seal function's `events/` files: the schedule runs a sealing pass,
+/// and the CloudFormation custom resource gets the verifier key PUT to its
+/// response URL.
+#[tokio::test]
+async fn the_seal_event_files_run_through_the_seal_handler() {
+    let env = TestEnv::start().await;
+    let files: BTreeMap<String, Value> = event_files().into_iter().collect();
+    let handler = seal::SealHandler::new(
+        std::sync::Arc::new(audit_dynamo::DynamoStore::new(
+            env.direct.clone(),
+            &env.config.table_name,
+        )),
+        &env.config,
+        audit_infra::relay::LocalPublisher::new(Vec::new()),
+        "audit-trail.test",
+    );
+    assert!(!seal::is_custom_resource(&files["seal-schedule.json"]));
+    handler.run(chrono::Utc::now()).await.expect("a sealing run");
+
+    // A one-request server stands in for CloudFormation's pre-signed URL.
+    let (sender, receiver) = tokio::sync::oneshot::channel::<String>();
+    let sender = std::sync::Arc::new(std::sync::Mutex::new(Some(sender)));
+    let app = axum::Router::new().route(
+        "/cloudformation-response",
+        axum::routing::put(move |body: String| {
+            let sender = std::sync::Arc::clone(&sender);
+            async move {
+                if let Some(sender) = sender.lock().unwrap().take() {
+                    let _ = sender.send(body);
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut request = files["seal-custom-resource.json"].clone();
+    assert!(seal::is_custom_resource(&request));
+    request["ResponseURL"] = json!(format!("http://127.0.0.1:{port}/cloudformation-response"));
+    handler.answer_custom_resource(&request).await.unwrap();
+    let answer: Value = serde_json::from_str(&receiver.await.unwrap()).unwrap();
+    assert_eq!(answer["Status"], "SUCCESS");
+    assert_eq!(answer["RequestId"], request["RequestId"]);
+    let key = answer["Data"]["VerifierKey"].as_str().unwrap();
+    assert_eq!(key, handler.verifier_key());
+    audit_core::integrity::note::NoteVerifier::parse(key).unwrap();
 }
 
 /// The stream files through the `stream` handler, delivering to a real HTTP

@@ -44,6 +44,13 @@ enum Command {
         /// Don't run the stream relay.
         #[arg(long)]
         no_relay: bool,
+        /// How often the sealer appends settled events to each tenant's
+        /// integrity log and signs a checkpoint (e.g. 5s, 1m).
+        #[arg(long, default_value = "5s")]
+        seal_every: String,
+        /// Don't run the sealer.
+        #[arg(long)]
+        no_seal: bool,
         /// Table name.
         #[arg(long, env = "TABLE_NAME", default_value = "audit-trail")]
         table: String,
@@ -79,7 +86,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             table: table_name,
             subscribers,
             no_relay,
+            seal_every,
+            no_seal,
         } => {
+            let seal_every = parse_ttl(&seal_every)?;
             audit_http::telemetry::init();
             let mut config = Config::from_env()?;
             config.table_name = table_name;
@@ -125,6 +135,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .start()
                 .await?;
                 eprintln!("Stream relay: each new event is delivered to {subscribers:?} (NDJSON on stdout)");
+            }
+            if !no_seal {
+                // The same sealer the seal function runs, on a timer; its
+                // checkpoints go where the relay's events go.
+                let store = std::sync::Arc::new(audit_dynamo::DynamoStore::new(
+                    client.clone(),
+                    &config.table_name,
+                ));
+                let publisher = audit_infra::relay::LocalPublisher::new(if no_relay {
+                    Vec::new()
+                } else {
+                    subscribers.clone()
+                });
+                let sealer = seal::SealHandler::new(store, &config, publisher, "audit-trail.local");
+                eprintln!(
+                    "Sealer: every {}s; verifier key {}",
+                    seal_every.as_secs(),
+                    sealer.verifier_key()
+                );
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(seal_every.max(Duration::from_secs(1)));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        if let Err(err) = sealer.run(chrono::Utc::now()).await {
+                            tracing::warn!(error = %err, "sealing run failed; the next one retries");
+                        }
+                    }
+                });
             }
             let gateway = Gateway {
                 functions: Functions::new(client, config.clone()),

@@ -45,7 +45,26 @@ pub struct Config {
     pub self_audit_required: bool,
     /// `METADATA_EXTENDED`: record `data.*` properties for metadata (default true).
     pub metadata_extended: bool,
+    /// `CHECKPOINT_ORIGIN`: the deployment's name in checkpoints; a tenant's
+    /// log is `<origin>/<tenant>`, and the key is named `<origin>`
+    /// (default `audit-trail.local`).
+    pub checkpoint_origin: String,
+    /// `CHECKPOINT_SIGNING_KEY`: secret text the Ed25519 checkpoint key is
+    /// derived from (the seal function reads it from Secrets Manager).
+    pub checkpoint_signing_key: String,
+    /// `CHECKPOINT_VERIFIER_KEY`: the C2SP verifier key the API publishes;
+    /// derived from the signing key when unset (locally).
+    pub checkpoint_verifier_key: Option<String>,
+    /// `SEAL_INTERVAL_SECONDS`: how often the sealer runs, 1..=3600 (default
+    /// 60); writers mark a tenant for sealing once per interval.
+    pub seal_interval: Duration,
+    /// `CHECKPOINT_HEARTBEAT_SECONDS`: the longest a tenant with events goes
+    /// without a new checkpoint, 60..=86400 (default 3600).
+    pub checkpoint_heartbeat: Duration,
 }
+
+/// The checkpoint key used when none is configured (locally).
+pub const DEVELOPMENT_CHECKPOINT_KEY: &str = "audit-trail-development-checkpoint-key";
 
 /// The key used when none is configured: fine locally, refused nowhere, but
 /// logged, because anyone could forge cursors with it.
@@ -199,6 +218,40 @@ impl Config {
             )?,
             self_audit_required: settings.flag("SELF_AUDIT_REQUIRED", false)?,
             metadata_extended: settings.flag("METADATA_EXTENDED", true)?,
+            checkpoint_origin: match settings.text("CHECKPOINT_ORIGIN") {
+                None => "audit-trail.local".to_string(),
+                // A note's first line and a key name: no spaces, no `+`.
+                Some(origin)
+                    if origin
+                        .chars()
+                        .all(|c| c.is_ascii_graphic() && c != '+') =>
+                {
+                    origin
+                }
+                Some(value) => {
+                    return Err(ConfigError {
+                        variable: "CHECKPOINT_ORIGIN",
+                        value,
+                        expected: "visible ASCII without spaces or `+`, e.g. audit.example.com",
+                    })
+                }
+            },
+            checkpoint_signing_key: settings
+                .text("CHECKPOINT_SIGNING_KEY")
+                .unwrap_or_else(|| DEVELOPMENT_CHECKPOINT_KEY.to_string()),
+            checkpoint_verifier_key: settings.text("CHECKPOINT_VERIFIER_KEY"),
+            seal_interval: Duration::from_secs(settings.number(
+                "SEAL_INTERVAL_SECONDS",
+                60,
+                1..=3600,
+                "seconds from 1 to 3600",
+            )?),
+            checkpoint_heartbeat: Duration::from_secs(settings.number(
+                "CHECKPOINT_HEARTBEAT_SECONDS",
+                3600,
+                60..=86_400,
+                "seconds from 60 to 86400",
+            )?),
         })
     }
 

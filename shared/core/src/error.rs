@@ -27,6 +27,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Throttled(String),
+    /// The event exists but is not in the integrity log yet.
+    #[error("the event is not sealed yet; it will be within {retry_after_seconds} s")]
+    NotSealedYet { retry_after_seconds: u64 },
     #[error("the audit trail is temporarily unavailable; retry after {retry_after_seconds} s")]
     Unavailable { retry_after_seconds: u64 },
     #[error("internal error")]
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Throttled(_) => "throttled",
+            ApiError::NotSealedYet { .. } => "not_sealed_yet",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal => "internal_error",
         }

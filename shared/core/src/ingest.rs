@@ -13,6 +13,7 @@ use crate::auth::{Caller, SCOPE_PLATFORM, SCOPE_WRITE};
 use crate::config::Config;
 use crate::cursor::CursorGenerator;
 use crate::error::{defect_error, parse_json_body_lenient, ApiError, StoreError};
+use crate::integrity::seal::DirtyMarks;
 use crate::event::{
     Event, NewEvent, MAX_EVENTS_PER_REQUEST, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REQUEST_BYTES,
 };
@@ -165,6 +166,7 @@ pub struct IngestService<S> {
     config: Config,
     retention: RetentionCache<S>,
     seen: SeenProperties,
+    marks: DirtyMarks,
 }
 
 /// An event ready to write, with where its result goes.
@@ -178,6 +180,7 @@ struct Pending {
 
 impl<S: EventStore> IngestService<S> {
     pub fn new(store: Arc<S>, config: Config) -> Self {
+        let config_interval = config.seal_interval;
         let retention = RetentionCache::new(
             Arc::clone(&store),
             config.default_retention_days,
@@ -189,6 +192,7 @@ impl<S: EventStore> IngestService<S> {
             config,
             retention,
             seen: SeenProperties::default(),
+            marks: DirtyMarks::new(config_interval),
         }
     }
 
@@ -265,6 +269,13 @@ impl<S: EventStore> IngestService<S> {
             }
         }
 
+        // Every tenant written to is marked for sealing first, so no stored
+        // event is left out of the log.
+        let tenants: std::collections::BTreeSet<&str> =
+            pending.iter().map(|p| p.event.account_id.as_str()).collect();
+        for tenant in tenants {
+            self.marks.before_write(&*self.store, tenant).await;
+        }
         let (keyed, fresh): (Vec<Pending>, Vec<Pending>) =
             pending.into_iter().partition(|p| p.key.is_some());
         let outcomes = self.write(keyed, fresh, deadline).await;

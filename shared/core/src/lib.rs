@@ -9,6 +9,7 @@ pub mod cursor;
 pub mod error;
 pub mod event;
 pub mod ingest;
+pub mod integrity;
 pub mod json;
 pub mod metadata;
 pub mod pivot;

@@ -15,6 +15,12 @@ pub enum Route {
     Properties,
     GetSettings,
     PutSettings,
+    Checkpoint,
+    Checkpoints,
+    Proof,
+    Consistency,
+    Entries,
+    VerifierKey,
 }
 
 /// What the deployment knows about a route.
@@ -88,6 +94,48 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_ADMIN,
         self_audit: Some("audit.settings.updated"),
         function: "metadata",
+    },
+    RouteSpec {
+        route: Route::Checkpoint,
+        key: "GET /audit/checkpoint",
+        scope: SCOPE_READ,
+        self_audit: Some("audit.checkpoint"),
+        function: "cursor",
+    },
+    RouteSpec {
+        route: Route::Checkpoints,
+        key: "GET /audit/checkpoints",
+        scope: SCOPE_READ,
+        self_audit: Some("audit.checkpoints"),
+        function: "cursor",
+    },
+    RouteSpec {
+        route: Route::Proof,
+        key: "GET /audit/events/{cursor}/proof",
+        scope: SCOPE_READ,
+        self_audit: Some("audit.proof"),
+        function: "cursor",
+    },
+    RouteSpec {
+        route: Route::Consistency,
+        key: "GET /audit/proofs/consistency",
+        scope: SCOPE_READ,
+        self_audit: Some("audit.consistency"),
+        function: "cursor",
+    },
+    RouteSpec {
+        route: Route::Entries,
+        key: "GET /audit/entries",
+        scope: SCOPE_READ,
+        self_audit: Some("audit.entries"),
+        function: "cursor",
+    },
+    RouteSpec {
+        route: Route::VerifierKey,
+        key: "GET /audit/verifier-key",
+        scope: SCOPE_READ,
+        self_audit: Some("audit.verifier-key"),
+        function: "cursor",
     },
 ];
 
@@ -196,6 +244,12 @@ mod tests {
             Route::Properties,
             Route::GetSettings,
             Route::PutSettings,
+            Route::Checkpoint,
+            Route::Checkpoints,
+            Route::Proof,
+            Route::Consistency,
+            Route::Entries,
+            Route::VerifierKey,
         ];
         assert_eq!(ROUTES.len(), variants.len());
         for route in variants {
@@ -216,6 +270,10 @@ mod tests {
             Some((Route::Tail, vec![]))
         );
         assert_eq!(Route::match_path("GET", "/audit/events/"), None);
+        assert_eq!(
+            Route::match_path("GET", "/audit/events/01ABC/proof"),
+            Some((Route::Proof, vec![("cursor", "01ABC".to_string())]))
+        );
         assert_eq!(Route::match_path("DELETE", "/audit"), None);
         assert_eq!(Route::match_path("GET", "/audit/events/a/b"), None);
         assert_eq!(Route::methods_for("/audit/settings"), vec!["GET", "PUT"]);

@@ -11,6 +11,7 @@ use crate::auth::Caller;
 use crate::cursor::CursorGenerator;
 use crate::error::{ApiError, StoreError};
 use crate::event::{format_time, Event};
+use crate::integrity::seal::DirtyMarks;
 use crate::settings::RetentionCache;
 use crate::store::EventStore;
 
@@ -40,16 +41,23 @@ pub struct SelfAuditor<S> {
     seen: crate::metadata::SeenProperties,
     /// Counts a record that could not be written (the edge's metric).
     on_failure: fn(&'static str),
+    marks: DirtyMarks,
 }
 
 impl<S: EventStore> SelfAuditor<S> {
-    pub fn new(store: Arc<S>, retention: Arc<RetentionCache<S>>, required: bool) -> Self {
+    pub fn new(
+        store: Arc<S>,
+        retention: Arc<RetentionCache<S>>,
+        required: bool,
+        seal_interval: std::time::Duration,
+    ) -> Self {
         Self {
             store,
             retention,
             cursors: CursorGenerator::default(),
             required,
             seen: Default::default(),
+            marks: DirtyMarks::new(seal_interval),
             on_failure: |_| {},
         }
     }
@@ -67,7 +75,12 @@ impl<S: EventStore> SelfAuditor<S> {
             config.default_retention_days,
             config.retention_cache,
         ));
-        Self::new(store, retention, config.self_audit_required)
+        Self::new(
+            store,
+            retention,
+            config.self_audit_required,
+            config.seal_interval,
+        )
     }
 
     pub fn retention(&self) -> &RetentionCache<S> {
@@ -154,6 +167,8 @@ impl<S: EventStore> SelfAuditor<S> {
             indexed_data: None,
             may_have_more_data: None,
         };
+        // Marked before it is written: a record is never left unsealed.
+        self.marks.before_write(&*self.store, &caller.tenant).await;
         self.store.put_event(&event).await?;
         // The API's own records are queryable like any event: metadata lists
         // their properties (first sighting per process only).

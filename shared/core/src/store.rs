@@ -91,6 +91,10 @@ pub trait EventStore: Send + Sync {
 
     /// One event of one tenant, expired or not.
     async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError>;
+
+    /// Puts the tenant in the sealing queue: it may have events written
+    /// until `until_ms` (epoch ms). A later mark never moves it back.
+    async fn mark_dirty(&self, tenant: &str, until_ms: i64) -> Result<(), StoreError>;
 }
 
 /// A tenant's own settings, as stored (validated by the `settings` module).

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod items;
+mod log;
 mod properties;
 pub mod retry;
 pub mod store;

@@ -355,6 +355,10 @@ impl EventStore for DynamoStore {
             .await
     }
 
+    async fn mark_dirty(&self, tenant: &str, until_ms: i64) -> Result<(), StoreError> {
+        self.put_dirty_mark(tenant, until_ms).await
+    }
+
     async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError> {
         self.get_event_item(tenant, cursor).await
     }

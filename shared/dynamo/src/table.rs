@@ -8,6 +8,10 @@
 //! - settings: `accountId` = `settings#<tenant>`, `cursor` = `settings`.
 //! - observed property: `accountId` = `meta#<tenant>`, `cursor` = the JSON
 //!   array `[serviceName, eventType, property, type]`.
+//! - integrity log: tiles (`log#<tenant>`, the C2SP tile path), the entry
+//!   tile index (`logidx#<tenant>`, a full entry tile's last cursor), tree
+//!   heads (`tree#<tenant>`, the size), checkpoints (`ckpt#<tenant>`,
+//!   `<size>#<timestamp>`) and the sealing queue (`sealq`, the tenant).
 //!
 //! Tenant ids never contain `#`, so no other item type shares a partition
 //! with a tenant's events.
@@ -27,6 +31,19 @@ pub const IDEMPOTENCY_PREFIX: &str = "idem#";
 pub const SETTINGS_PREFIX: &str = "settings#";
 pub const SETTINGS_SORT_KEY: &str = "settings";
 pub const METADATA_PREFIX: &str = "meta#";
+/// The integrity log (docs/INTEGRITY.md): tiles by C2SP path.
+pub const LOG_TILE_PREFIX: &str = "log#";
+/// Full entry tiles by their last cursor.
+pub const LOG_INDEX_PREFIX: &str = "logidx#";
+/// Tree heads by size: one root per size, ever.
+pub const TREE_HEAD_PREFIX: &str = "tree#";
+/// Checkpoints by `<size>#<timestamp>`.
+pub const CHECKPOINT_PREFIX: &str = "ckpt#";
+/// The sealing queue: one item per tenant with events.
+pub const SEAL_QUEUE_KEY: &str = "seal#queue";
+/// Every partition-key pattern the seal function may write (its IAM policy
+/// says the same; a test compares them).
+pub const SEAL_WRITABLE_KEYS: &[&str] = &["log#*", "logidx#*", "tree#*", "ckpt#*", "seal#queue"];
 
 /// (attribute name, HASH|RANGE) pairs.
 pub type KeySchema = Vec<(String, String)>;

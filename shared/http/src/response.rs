@@ -30,6 +30,7 @@ pub fn status_of(err: &ApiError) -> u16 {
         ApiError::NotFound(_) => 404,
         ApiError::PayloadTooLarge(_) => 413,
         ApiError::UnsupportedMediaType(_) => 415,
+        ApiError::NotSealedYet { .. } => 409,
         ApiError::Throttled(_) => 429,
         ApiError::Internal => 500,
         ApiError::Unavailable { .. } => 503,
@@ -50,6 +51,9 @@ pub fn error_response(err: &ApiError) -> Response<Body> {
         .status(status)
         .header("content-type", JSON);
     if let ApiError::Unavailable {
+        retry_after_seconds,
+    }
+    | ApiError::NotSealedYet {
         retry_after_seconds,
     } = err
     {

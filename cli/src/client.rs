@@ -1,0 +1,110 @@
+//! The API client: bearer token, JSON, retries on 429/503 and network
+//! errors, and the documented exit codes.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Exit codes (README "The `audit` CLI").
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_AUTH: i32 = 3;
+pub const EXIT_NOT_FOUND: i32 = 4;
+pub const EXIT_UNAVAILABLE: i32 = 5;
+
+/// A failure with the exit code it ends the program with.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// The message of an API error body, or the status.
+fn reason(status: u16, body: &Value) -> String {
+    body["error"]["message"]
+        .as_str()
+        .or_else(|| body["message"].as_str())
+        .map(|m| format!("{status}: {m}"))
+        .unwrap_or_else(|| format!("HTTP {status}"))
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    /// GET a path (or a full URL from a `next` link), with retries.
+    pub async fn get(&self, path_or_url: &str) -> Result<Value, Failure> {
+        let url = if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{path_or_url}", self.base)
+        };
+        let mut attempt = 0u32;
+        loop {
+            let mut request = self.http.get(&url);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let outcome = request.send().await;
+            let (status, retry_after, body) = match outcome {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    (status, retry_after, body)
+                }
+                Err(err) if attempt < 5 => {
+                    eprintln!("audit: {err}; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                    continue;
+                }
+                Err(err) => {
+                    return Err(Failure::new(
+                        EXIT_UNAVAILABLE,
+                        format!("cannot reach {url}: {err}"),
+                    ))
+                }
+            };
+            match status {
+                200..=299 => return Ok(body),
+                401 | 403 => return Err(Failure::new(EXIT_AUTH, reason(status, &body))),
+                404 => return Err(Failure::new(EXIT_NOT_FOUND, reason(status, &body))),
+                429 | 503 if attempt < 5 => {
+                    attempt += 1;
+                    let wait = retry_after.unwrap_or(1).min(30);
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+                429 | 503 => return Err(Failure::new(EXIT_UNAVAILABLE, reason(status, &body))),
+                400 | 409 | 413 | 415 => {
+                    return Err(Failure::new(EXIT_USAGE, reason(status, &body)))
+                }
+                _ => return Err(Failure::new(EXIT_UNAVAILABLE, reason(status, &body))),
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! `audit verify`: checks events against the integrity log, offline from a
+//! bundle of files or online through the API (docs/INTEGRITY.md).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use audit_core::integrity::note::NoteVerifier;
+use audit_core::integrity::verify::{verify, Evidence, Report};
+use audit_core::integrity::{CheckpointRecord, EntryView};
+use audit_core::Event;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::client::{Client, Failure, EXIT_FAILED, EXIT_USAGE};
+
+/// The files of a bundle: what `--online --save DIR` writes and the
+/// offline mode reads.
+pub const EVENTS_FILE: &str = "events.ndjson";
+pub const ENTRIES_FILE: &str = "entries.ndjson";
+pub const CHECKPOINTS_FILE: &str = "checkpoints.ndjson";
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure::new(EXIT_USAGE, message)
+}
+
+/// Reads NDJSON, one `T` per non-empty line, naming the line of a bad one.
+pub fn read_ndjson<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, Failure> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut items = Vec::new();
+    for (number, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| usage(format!("{}: {e}", path.display())))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        items.push(serde_json::from_str(&line).map_err(|e| {
+            usage(format!("{} line {}: {e}", path.display(), number + 1))
+        })?);
+    }
+    Ok(items)
+}
+
+fn write_ndjson<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<(), Failure> {
+    let write = || -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for item in items {
+            serde_json::to_writer(&mut out, item)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    };
+    write().map_err(|e| Failure::new(EXIT_FAILED, format!("cannot write {}: {e}", path.display())))
+}
+
+/// Checkpoints from a file of records (NDJSON, as the API and the bus
+/// give them), or one signed note as plain text.
+pub fn read_notes(path: &Path) -> Result<Vec<String>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut notes = Vec::new();
+    if text.trim_start().starts_with('{') {
+        for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let value: Value = serde_json::from_str(line).map_err(|e| {
+                usage(format!("{} line {}: {e}", path.display(), number + 1))
+            })?;
+            // A checkpoint record, or an EventBridge envelope holding one.
+            let note = value["note"]
+                .as_str()
+                .or_else(|| value["detail"]["note"].as_str())
+                .ok_or_else(|| usage(format!("{} line {}: no `note`", path.display(), number + 1)))?;
+            notes.push(note.to_string());
+        }
+    } else {
+        notes.push(text);
+    }
+    Ok(notes)
+}
+
+pub struct Options {
+    pub verifier_key: Option<String>,
+    pub bundle: Option<PathBuf>,
+    pub trusted: Vec<PathBuf>,
+    pub save: Option<PathBuf>,
+}
+
+/// Walks the API: checkpoints and entry records first, then the events (so
+/// every sealed event is old enough to be served).
+async fn fetch(client: &Client) -> Result<(Vec<CheckpointRecord>, Vec<EntryView>, Vec<Event>), Failure> {
+    let mut checkpoints: Vec<CheckpointRecord> = Vec::new();
+    let mut next = "/audit/checkpoints?limit=1000".to_string();
+    loop {
+        let page = client.get(&next).await?;
+        let batch: Vec<CheckpointRecord> =
+            serde_json::from_value(page["checkpoints"].clone()).unwrap_or_default();
+        if batch.is_empty() {
+            break;
+        }
+        checkpoints.extend(batch);
+        next = page["_links"]["next"]["href"].as_str().unwrap_or_default().to_string();
+    }
+    let mut entries: Vec<EntryView> = Vec::new();
+    if !checkpoints.is_empty() {
+        let mut next = Some("/audit/entries?limit=1000".to_string());
+        while let Some(url) = next {
+            let page = client.get(&url).await?;
+            let batch: Vec<EntryView> =
+                serde_json::from_value(page["entries"].clone()).unwrap_or_default();
+            entries.extend(batch);
+            next = page["_links"]["next"]["href"].as_str().map(str::to_string);
+        }
+    }
+    let mut events: Vec<Event> = Vec::new();
+    let mut next = "/audit?limit=1000".to_string();
+    loop {
+        let page = client.get(&next).await?;
+        let batch: Vec<Event> = serde_json::from_value(page["events"].clone())
+            .map_err(|e| Failure::new(EXIT_FAILED, format!("a page did not read as events: {e}")))?;
+        let count = batch.len();
+        for event in batch {
+            // Pages may shorten `data`; the leaf is of the whole event.
+            if event.may_have_more_data == Some(true) {
+                let whole = client.get(&format!("/audit/events/{}", event.cursor)).await?;
+                events.push(serde_json::from_value(whole).map_err(|e| {
+                    Failure::new(EXIT_FAILED, format!("event {}: {e}", event.cursor))
+                })?);
+            } else {
+                events.push(event);
+            }
+        }
+        next = page["_links"]["next"]["href"].as_str().unwrap_or_default().to_string();
+        if count < 1000 {
+            break;
+        }
+    }
+    Ok((checkpoints, entries, events))
+}
+
+pub async fn run(client: Option<&Client>, options: Options) -> Result<Report, Failure> {
+    let (checkpoints, entries, events) = match (&options.bundle, client) {
+        (Some(dir), _) => (
+            read_ndjson::<CheckpointRecord>(&dir.join(CHECKPOINTS_FILE))?,
+            read_ndjson::<EntryView>(&dir.join(ENTRIES_FILE))?,
+            read_ndjson::<Event>(&dir.join(EVENTS_FILE))?,
+        ),
+        (None, Some(client)) => fetch(client).await?,
+        (None, None) => return Err(usage("give --bundle DIR, or --online")),
+    };
+    if let Some(dir) = &options.save {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::new(EXIT_FAILED, format!("{}: {e}", dir.display())))?;
+        write_ndjson(&dir.join(CHECKPOINTS_FILE), &checkpoints)?;
+        write_ndjson(&dir.join(ENTRIES_FILE), &entries)?;
+        write_ndjson(&dir.join(EVENTS_FILE), &events)?;
+    }
+    let key_text = match (&options.verifier_key, client) {
+        (Some(key), _) => key.clone(),
+        (None, Some(client)) => {
+            eprintln!("audit: no --verifier-key given: trusting the key the API serves (keep your own copy from the stack output)");
+            client.get("/audit/verifier-key").await?["verifierKey"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }
+        (None, None) => return Err(usage("--verifier-key is required offline")),
+    };
+    let key = NoteVerifier::parse(&key_text).map_err(|e| usage(format!("--verifier-key: {e}")))?;
+    let notes: Vec<String> = checkpoints.iter().map(|c| c.note.clone()).collect();
+    let mut trusted = Vec::new();
+    for path in &options.trusted {
+        trusted.extend(read_notes(path)?);
+    }
+    let origin = checkpoints.first().map(|c| c.origin.clone());
+    let evidence = Evidence {
+        key: &key,
+        origin: origin.as_deref(),
+        entries: &entries,
+        checkpoints: &notes,
+        trusted: &trusted,
+        now_ms: chrono::Utc::now().timestamp_millis(),
+    };
+    Ok(verify(&evidence, events))
+}
+
+/// Prints the report: NDJSON findings (`--json`) or a summary; failures
+/// and log problems are always named.
+pub fn print(report: &Report, json: bool) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if json {
+        for finding in &report.log {
+            let _ = writeln!(out, "{}", serde_json::json!({"log": finding}));
+        }
+        for finding in &report.events {
+            let _ = writeln!(out, "{}", serde_json::to_string(finding).unwrap_or_default());
+        }
+        let _ = writeln!(out, "{}", serde_json::json!({"summary": report.counts, "verifiedTreeSize": report.verified_tree_size, "ok": report.ok()}));
+        return;
+    }
+    for finding in &report.log {
+        let _ = writeln!(out, "LOG {}: {}", finding.problem, finding.detail);
+    }
+    for finding in report.events.iter().filter(|f| f.status.is_failure()) {
+        let _ = writeln!(
+            out,
+            "{:?} {}{}",
+            finding.status,
+            finding.cursor,
+            finding.leaf_index.map(|i| format!(" (leaf {i})")).unwrap_or_default()
+        );
+    }
+    let counts: Vec<String> = report.counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let _ = writeln!(
+        out,
+        "{}: {} (checkpoints verified up to {} leaves)",
+        if report.ok() { "OK" } else { "FAILED" },
+        if counts.is_empty() { "no events".to_string() } else { counts.join(", ") },
+        report.verified_tree_size
+    );
+}

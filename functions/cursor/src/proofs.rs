@@ -1,0 +1,232 @@
+//! The integrity routes: checkpoints, inclusion and consistency proofs, and
+//! entry records, from the tenant's log (docs/INTEGRITY.md).
+
+use std::collections::HashMap;
+
+use audit_core::integrity::proofs::{seconds_until_sealed, Placement};
+use audit_core::integrity::{CheckpointRecord, LogStore};
+use audit_core::{ApiError, EventStore};
+use audit_http::request::{link, parse_limit, query_parameters};
+use audit_http::response::json_response;
+use chrono::Utc;
+use lambda_http::{Body, Request, Response};
+use serde_json::json;
+use ulid::Ulid;
+
+use crate::CursorHandler;
+
+/// Most checkpoints or entry records per page.
+const MAX_PAGE: usize = 1000;
+
+/// A tree size parameter: a whole number.
+pub fn optional_size(
+    params: &HashMap<String, String>,
+    name: &'static str,
+) -> Result<Option<u64>, ApiError> {
+    params
+        .get(name)
+        .map(|text| {
+            text.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(name, format!("`{name}` must be a whole number (a tree size)"))
+            })
+        })
+        .transpose()
+}
+
+pub struct CheckpointPage {
+    from_size: u64,
+    after: Option<String>,
+    limit: usize,
+}
+
+impl CheckpointPage {
+    pub fn parse(request: &Request) -> Result<Self, ApiError> {
+        let params = query_parameters(request, &["fromSize", "after", "limit"])?;
+        let after = match params.get("after") {
+            // The timestamp of the last checkpoint of the previous page.
+            Some(text) if chrono::DateTime::parse_from_rfc3339(text).is_err() => {
+                return Err(ApiError::bad_request(
+                    "after",
+                    "`after` is the timestamp of the last checkpoint of the previous page",
+                ))
+            }
+            other => other.cloned(),
+        };
+        Ok(Self {
+            from_size: optional_size(&params, "fromSize")?.unwrap_or(0),
+            after,
+            limit: parse_limit(params.get("limit"), 100, MAX_PAGE)?,
+        })
+    }
+}
+
+pub struct EntryPage {
+    start: u64,
+    limit: usize,
+}
+
+impl EntryPage {
+    pub fn parse(request: &Request) -> Result<Self, ApiError> {
+        let params = query_parameters(request, &["start", "limit"])?;
+        Ok(Self {
+            start: optional_size(&params, "start")?.unwrap_or(0),
+            limit: parse_limit(params.get("limit"), MAX_PAGE, MAX_PAGE)?,
+        })
+    }
+}
+
+fn no_checkpoint() -> ApiError {
+    ApiError::NotFound("no checkpoint yet: the log's first is published within a minute of its first settled event".into())
+}
+
+impl<S: EventStore + LogStore> CursorHandler<S> {
+    async fn latest(&self, tenant: &str) -> Result<CheckpointRecord, ApiError> {
+        self.proofs.latest(tenant).await?.ok_or_else(no_checkpoint)
+    }
+
+    fn not_sealed_yet(&self, cursor: Ulid) -> ApiError {
+        ApiError::NotSealedYet {
+            retry_after_seconds: seconds_until_sealed(
+                cursor,
+                Utc::now(),
+                self.config.settle_horizon,
+                self.config.seal_interval,
+            ),
+        }
+    }
+
+    pub(crate) async fn checkpoint(&self, tenant: &str) -> Result<Response<Body>, ApiError> {
+        Ok(json_response(200, &self.latest(tenant).await?))
+    }
+
+    pub(crate) async fn inclusion(
+        &self,
+        tenant: &str,
+        cursor: Ulid,
+        tree_size: Option<u64>,
+    ) -> Result<Response<Body>, ApiError> {
+        self.live_event(tenant, cursor).await?;
+        let Some(latest) = self.proofs.latest(tenant).await? else {
+            return Err(self.not_sealed_yet(cursor));
+        };
+        let index = match self.proofs.place(tenant, cursor, &latest).await? {
+            Placement::Leaf(index, _) => index,
+            Placement::NotSealedYet => return Err(self.not_sealed_yet(cursor)),
+            Placement::Absent => {
+                // The table holds an event the log never sealed: written
+                // behind the API. Said plainly, and logged for operators.
+                tracing::error!(%cursor, "an event within the sealed range is not in the log");
+                return Err(ApiError::NotFound(format!(
+                    "the event {cursor} is not in the integrity log although the log covers its time: it was not written through the API"
+                )));
+            }
+        };
+        let at = match tree_size {
+            None => latest.clone(),
+            Some(size) if size <= index || size > latest.tree_size => {
+                return Err(ApiError::bad_request(
+                    "treeSize",
+                    format!(
+                        "`treeSize` must be from {} (the leaf's index + 1) to {} (the latest tree)",
+                        index + 1,
+                        latest.tree_size
+                    ),
+                ))
+            }
+            Some(size) => self
+                .proofs
+                .checkpoint_of_size(tenant, size)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!("no checkpoint was published for a tree of {size}"))
+                })?,
+        };
+        let proof = self
+            .proofs
+            .inclusion(tenant, index, at, latest.tree_size)
+            .await?;
+        Ok(json_response(200, &proof))
+    }
+
+    pub(crate) async fn checkpoints(
+        &self,
+        request: &Request,
+        tenant: &str,
+        page: CheckpointPage,
+    ) -> Result<Response<Body>, ApiError> {
+        let checkpoints = self
+            .proofs
+            .checkpoints(tenant, page.from_size, page.after.as_deref(), page.limit)
+            .await?;
+        let mut next_query = vec![("limit", page.limit.to_string())];
+        match checkpoints.last() {
+            Some(last) => {
+                next_query.push(("fromSize", last.tree_size.to_string()));
+                next_query.push(("after", last.timestamp.clone()));
+            }
+            None => {
+                next_query.push(("fromSize", page.from_size.to_string()));
+                if let Some(after) = &page.after {
+                    next_query.push(("after", after.clone()));
+                }
+            }
+        }
+        // Like the tail, a page always names the next: new checkpoints come.
+        Ok(json_response(
+            200,
+            &json!({
+                "checkpoints": checkpoints,
+                "_links": {"next": {"href": link(request, &next_query)}},
+            }),
+        ))
+    }
+
+    pub(crate) async fn consistency(
+        &self,
+        tenant: &str,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<Response<Body>, ApiError> {
+        let latest = self.latest(tenant).await?;
+        let to = to.unwrap_or(latest.tree_size);
+        if to > latest.tree_size {
+            return Err(ApiError::bad_request(
+                "to",
+                format!("`to` may be at most {} (the latest tree)", latest.tree_size),
+            ));
+        }
+        if from > to {
+            return Err(ApiError::bad_request(
+                "from",
+                "`from` may not exceed `to`",
+            ));
+        }
+        let proof = self
+            .proofs
+            .consistency(tenant, from, to, latest.tree_size)
+            .await?;
+        Ok(json_response(200, &proof))
+    }
+
+    pub(crate) async fn entries(
+        &self,
+        request: &Request,
+        tenant: &str,
+        page: EntryPage,
+    ) -> Result<Response<Body>, ApiError> {
+        let latest = self.latest(tenant).await?;
+        let entries = self
+            .proofs
+            .entries(tenant, page.start, page.limit as u64, latest.tree_size)
+            .await?;
+        let next_start = page.start + entries.len() as u64;
+        let mut links = json!({});
+        if next_start < latest.tree_size {
+            links["next"] = json!({"href": link(request, &[("start", next_start.to_string()), ("limit", page.limit.to_string())])});
+        }
+        Ok(json_response(
+            200,
+            &json!({"treeSize": latest.tree_size, "entries": entries, "_links": links}),
+        ))
+    }
+}

@@ -1,0 +1,122 @@
+//! The sealer, run on a schedule: every tenant with new settled events gets
+//! them appended to its integrity log and a signed checkpoint, which is
+//! put on the bus (`AuditCheckpoint`) so subscribers hold copies the
+//! operator can't rewrite. It also answers the CloudFormation custom
+//! resource that publishes the verifier key at deploy.
+
+use std::sync::Arc;
+
+use audit_core::config::Config;
+use audit_core::integrity::seal::{SealReport, Sealer};
+use audit_core::integrity::{CheckpointRecord, LogStore};
+use audit_core::publish::{BusEntry, Publisher};
+use audit_core::EventStore;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+/// The bus detail type of a checkpoint.
+pub const CHECKPOINT_DETAIL_TYPE: &str = "AuditCheckpoint";
+
+pub struct SealHandler<S, P> {
+    sealer: Sealer<S>,
+    publisher: P,
+    source: String,
+}
+
+/// The bus entry of a checkpoint: the record as the API returns it.
+pub fn checkpoint_entry(checkpoint: &CheckpointRecord, source: &str) -> BusEntry {
+    let mut detail = serde_json::to_value(checkpoint).unwrap_or_default();
+    if let Some(map) = detail.as_object_mut() {
+        map.remove("lastCursor");
+    }
+    BusEntry {
+        source: source.to_string(),
+        detail_type: CHECKPOINT_DETAIL_TYPE.to_string(),
+        detail: detail.to_string(),
+        record_id: format!("{}#{}", checkpoint.origin, checkpoint.tree_size),
+    }
+}
+
+impl<S: EventStore + LogStore, P: Publisher> SealHandler<S, P> {
+    pub fn new(store: Arc<S>, config: &Config, publisher: P, source: impl Into<String>) -> Self {
+        Self {
+            sealer: Sealer::new(store, config),
+            publisher,
+            source: source.into(),
+        }
+    }
+
+    pub fn verifier_key(&self) -> String {
+        self.sealer.signer().verifier().vkey()
+    }
+
+    /// One run: seal, then publish every new checkpoint. `Err` when a
+    /// checkpoint could not be published (it is kept all the same).
+    pub async fn run(&self, now: DateTime<Utc>) -> Result<SealReport, String> {
+        let report = self.sealer.seal_all(now).await.map_err(|e| e.to_string())?;
+        let entries: Vec<BusEntry> = report
+            .checkpoints
+            .iter()
+            .map(|c| checkpoint_entry(c, &self.source))
+            .collect();
+        let mut unpublished = 0;
+        for call in entries.chunks(audit_core::publish::MAX_ENTRIES_PER_CALL) {
+            match self.publisher.publish(call).await {
+                Ok(accepted) => unpublished += accepted.iter().filter(|ok| !**ok).count(),
+                Err(err) => {
+                    tracing::error!(error = %err, "checkpoints not published");
+                    unpublished += call.len();
+                }
+            }
+        }
+        tracing::info!(
+            tenants = report.tenants_checked,
+            checkpoints = report.checkpoints.len(),
+            leaves = report.leaves_added,
+            failures = report.failures,
+            unpublished,
+            "sealing run finished"
+        );
+        if unpublished > 0 || report.failures > 0 {
+            return Err(format!(
+                "{unpublished} checkpoints unpublished, {} tenants failed",
+                report.failures
+            ));
+        }
+        Ok(report)
+    }
+
+    /// Answers a CloudFormation custom resource request (any `RequestType`)
+    /// with the verifier key, PUT to its `ResponseURL`.
+    pub async fn answer_custom_resource(&self, request: &Value) -> Result<(), String> {
+        let url = request["ResponseURL"]
+            .as_str()
+            .ok_or("the custom resource request has no ResponseURL")?;
+        let body = json!({
+            "Status": "SUCCESS",
+            "Reason": "verifier key derived from the checkpoint signing key",
+            "PhysicalResourceId": request["PhysicalResourceId"].as_str().unwrap_or("checkpoint-verifier-key"),
+            "StackId": request["StackId"],
+            "RequestId": request["RequestId"],
+            "LogicalResourceId": request["LogicalResourceId"],
+            "Data": {"VerifierKey": self.verifier_key()},
+        });
+        let response = reqwest::Client::new()
+            .put(url)
+            // The pre-signed URL is signed without a content type.
+            .header("content-type", "")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("CloudFormation answered {}", response.status()));
+        }
+        Ok(())
+    }
+}
+
+/// Whether an invocation is a CloudFormation custom resource request.
+pub fn is_custom_resource(payload: &Value) -> bool {
+    payload.get("RequestType").is_some() && payload.get("ResponseURL").is_some()
+}

@@ -1,0 +1,54 @@
+use std::sync::Arc;
+
+use audit_core::config::DEVELOPMENT_CHECKPOINT_KEY;
+use lambda_runtime::{service_fn, LambdaEvent};
+use seal::{is_custom_resource, SealHandler};
+use serde_json::Value;
+use stream::eventbridge::EventBridgePublisher;
+
+/// Reads the checkpoint-signing secret once per cold start.
+async fn signing_secret(
+    shared: &aws_config::SdkConfig,
+    arn: &str,
+) -> Result<String, lambda_runtime::Error> {
+    let secrets = aws_sdk_secretsmanager::Client::new(shared);
+    let secret = secrets.get_secret_value().secret_id(arn).send().await?;
+    secret
+        .secret_string
+        .filter(|key| key.len() >= 32)
+        .ok_or_else(|| "the checkpoint-signing secret is missing or shorter than 32 characters".into())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let (mut config, store) = audit_http::runtime::start().await?;
+    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    match std::env::var("CHECKPOINT_KEY_SECRET_ARN") {
+        Ok(arn) if !arn.is_empty() => {
+            config.checkpoint_signing_key = signing_secret(&shared, &arn).await?
+        }
+        _ if config.checkpoint_signing_key == DEVELOPMENT_CHECKPOINT_KEY => {
+            tracing::warn!("no checkpoint-signing key configured: using the development key")
+        }
+        _ => {}
+    }
+    let bus = std::env::var("EVENT_BUS_NAME").unwrap_or_else(|_| "default".into());
+    let source = std::env::var("EVENT_SOURCE").unwrap_or_else(|_| "audit-trail".into());
+    let publisher = EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&shared), bus);
+    let handler = Arc::new(SealHandler::new(store, &config, publisher, source));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let handler = Arc::clone(&handler);
+        async move {
+            if is_custom_resource(&event.payload) {
+                handler.answer_custom_resource(&event.payload).await?;
+                return Ok::<_, lambda_runtime::Error>(Value::Null);
+            }
+            let report = handler.run(chrono::Utc::now()).await?;
+            Ok(serde_json::json!({
+                "checkpoints": report.checkpoints.len(),
+                "leaves": report.leaves_added,
+            }))
+        }
+    }))
+    .await
+}

@@ -1,0 +1,308 @@
+//! Sealing: appending each tenant's newly settled events to its log and
+//! publishing a signed checkpoint; and the dirty marks that tell the sealer
+//! which tenants have new events.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ulid::Ulid;
+
+use super::merkle::{self, Hash};
+use super::note::{Checkpoint, NoteSigner};
+use super::tiles::{decode_hashes, frontier_tiles, EntryRecord, Frontier, TileId};
+use super::{encode_hash, event_leaf_hash, CheckpointRecord, LogStore};
+use crate::config::Config;
+use crate::error::StoreError;
+use crate::event::format_time;
+use crate::store::{EventStore, RangeRead};
+
+/// Most leaves one tenant gains in one run; the rest wait for the next.
+const MAX_LEAVES_PER_RUN: usize = 200_000;
+/// Events read per `Query` while sealing.
+const READ_PAGE: usize = 1000;
+
+/// Writers mark a tenant for sealing at most once per interval per process.
+pub struct DirtyMarks {
+    interval: Duration,
+    marked: Mutex<HashMap<String, Instant>>,
+}
+
+impl DirtyMarks {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            marked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Before events of `tenant` are written: the mark says events may be
+    /// written until two intervals from now, so a write between marks is
+    /// always covered. A failed mark is logged and retried by the next write.
+    pub async fn before_write<S: EventStore + ?Sized>(&self, store: &S, tenant: &str) {
+        let due = {
+            let Ok(mut marked) = self.marked.lock() else {
+                return;
+            };
+            match marked.get(tenant) {
+                Some(at) if at.elapsed() < self.interval => false,
+                _ => {
+                    marked.insert(tenant.to_string(), Instant::now());
+                    true
+                }
+            }
+        };
+        if !due {
+            return;
+        }
+        let until = Utc::now() + chrono::Duration::from_std(self.interval * 2).unwrap_or_default();
+        if let Err(err) = store.mark_dirty(tenant, until.timestamp_millis()).await {
+            tracing::warn!(error = %err, "the sealing mark was not written; the next write retries");
+            if let Ok(mut marked) = self.marked.lock() {
+                marked.remove(tenant);
+            }
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SealReport {
+    pub tenants_checked: usize,
+    pub checkpoints: Vec<CheckpointRecord>,
+    pub leaves_added: u64,
+    pub failures: usize,
+}
+
+pub struct Sealer<S> {
+    store: Arc<S>,
+    signer: NoteSigner,
+    origin: String,
+    settle_horizon: Duration,
+    heartbeat: Duration,
+}
+
+/// The first cursor not yet settled at `now`.
+fn horizon(now: DateTime<Utc>, settle: Duration) -> Ulid {
+    let ms = now.timestamp_millis() - settle.as_millis() as i64;
+    Ulid::from_parts(ms.max(0) as u64, 0)
+}
+
+impl<S: EventStore + LogStore> Sealer<S> {
+    pub fn new(store: Arc<S>, config: &Config) -> Self {
+        Self {
+            store,
+            signer: NoteSigner::from_secret(
+                &config.checkpoint_origin,
+                &config.checkpoint_signing_key,
+            ),
+            origin: config.checkpoint_origin.clone(),
+            settle_horizon: config.settle_horizon,
+            heartbeat: config.checkpoint_heartbeat,
+        }
+    }
+
+    pub fn signer(&self) -> &NoteSigner {
+        &self.signer
+    }
+
+    /// Seals every tenant that has new settled events, and gives a fresh
+    /// checkpoint to every tenant whose last one is a heartbeat old.
+    pub async fn seal_all(&self, now: DateTime<Utc>) -> Result<SealReport, StoreError> {
+        let mut report = SealReport::default();
+        let horizon_ms = now.timestamp_millis() - self.settle_horizon.as_millis() as i64;
+        for mark in self.store.seal_queue().await? {
+            let dirty = mark.dirty_until_ms > mark.sealed_through_ms;
+            let due = now.timestamp_millis() - mark.checkpoint_at_ms
+                >= self.heartbeat.as_millis() as i64;
+            if !dirty && !due {
+                continue;
+            }
+            report.tenants_checked += 1;
+            match self.seal_tenant(&mark.tenant, now, due).await {
+                Ok((checkpoint, added)) => {
+                    report.leaves_added += added;
+                    let mut sealed = mark.clone();
+                    sealed.sealed_through_ms = horizon_ms;
+                    if let Some(checkpoint) = checkpoint {
+                        sealed.checkpoint_at_ms = now.timestamp_millis();
+                        report.checkpoints.push(checkpoint);
+                    }
+                    // Only a complete run may say the tenant is sealed this far.
+                    if added < MAX_LEAVES_PER_RUN as u64 {
+                        self.store.put_sealed(&sealed).await?;
+                    }
+                }
+                Err(err) => {
+                    // One tenant's failure never stops the others.
+                    tracing::error!(error = %err, tenant = %mark.tenant, "sealing failed");
+                    report.failures += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Appends the tenant's settled events after its last leaf. Returns the
+    /// new checkpoint (when there are new leaves, or `heartbeat` asks for
+    /// one) and the number of leaves added.
+    pub async fn seal_tenant(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+        heartbeat: bool,
+    ) -> Result<(Option<CheckpointRecord>, u64), StoreError> {
+        let latest = self.store.latest_checkpoint(tenant).await?;
+        let size = latest.as_ref().map_or(0, |c| c.tree_size);
+        let mut frontier = self.load_frontier(tenant, size).await?;
+        if let Some(latest) = &latest {
+            // Never extend a log whose stored tiles disagree with its checkpoint.
+            let root = merkle::root(&frontier.tile_set(), size);
+            if encode_hash(&root) != latest.root_hash {
+                return Err(StoreError::Corrupt(format!(
+                    "the tiles of {tenant}'s log do not give its checkpoint's root at size {size}"
+                )));
+            }
+        }
+        let mut last_cursor = latest.as_ref().and_then(|c| c.last_cursor.clone());
+        let leaves = self.settled_leaves(tenant, last_cursor.as_deref(), now).await?;
+        if leaves.is_empty() && (!heartbeat || latest.is_none()) {
+            return Ok((None, 0));
+        }
+        if let Some((_, entry, _)) = leaves.last() {
+            last_cursor = Some(entry.cursor.to_string());
+        }
+        let added = leaves.len() as u64;
+        let pairs: Vec<(Hash, EntryRecord)> = leaves.iter().map(|(h, e, _)| (*h, *e)).collect();
+        let writes = frontier.append(&pairs);
+        self.store.put_tiles(tenant, &writes).await?;
+        let root = merkle::root(&frontier.tile_set(), frontier.size);
+        let root_text = encode_hash(&root);
+        self.store
+            .put_tree_head(tenant, frontier.size, &root_text)
+            .await?;
+        let checkpoint = Checkpoint {
+            origin: format!("{}/{tenant}", self.origin),
+            size: frontier.size,
+            root,
+            timestamp: format_time(now),
+        };
+        let record = CheckpointRecord {
+            note: self.signer.sign(&checkpoint),
+            tree_size: checkpoint.size,
+            root_hash: root_text,
+            origin: checkpoint.origin.clone(),
+            timestamp: checkpoint.timestamp.clone(),
+            last_cursor,
+        };
+        self.store.put_checkpoint(tenant, &record).await?;
+        Ok((Some(record), added))
+    }
+
+    /// The right edge of the tenant's tree of `size` leaves, from its tiles.
+    async fn load_frontier(&self, tenant: &str, size: u64) -> Result<Frontier, StoreError> {
+        let wanted: Vec<(TileId, u64)> = frontier_tiles(size)
+            .into_iter()
+            .map(|id| (id, id.width_at(size)))
+            .collect();
+        let found = self.store.get_tiles(tenant, &wanted).await?;
+        let mut frontier = Frontier {
+            size,
+            ..Frontier::default()
+        };
+        for (id, _) in &wanted {
+            let bytes = found
+                .iter()
+                .find(|(f, _)| f == id)
+                .map(|(_, b)| b.as_slice())
+                .ok_or_else(|| StoreError::Corrupt(format!("{tenant}'s log lacks a tile")))?;
+            let corrupt = || StoreError::Corrupt(format!("{tenant}'s log has a malformed tile"));
+            match id.level {
+                Some(level) => {
+                    let hashes = decode_hashes(bytes).ok_or_else(corrupt)?;
+                    let level = usize::from(level);
+                    if frontier.partial.len() <= level {
+                        frontier.partial.resize(level + 1, Vec::new());
+                    }
+                    frontier.partial[level] = hashes;
+                }
+                None => frontier.partial_entries = EntryRecord::decode_all(bytes).ok_or_else(corrupt)?,
+            }
+        }
+        Ok(frontier)
+    }
+
+    /// The tenant's events after `after`, up to the settle horizon, as leaves.
+    async fn settled_leaves(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Hash, EntryRecord, String)>, StoreError> {
+        let top = horizon(now, self.settle_horizon);
+        if top == Ulid::nil() {
+            return Ok(Vec::new());
+        }
+        let mut lo = match after {
+            Some(cursor) => {
+                let last = Ulid::from_string(cursor)
+                    .map_err(|_| StoreError::Corrupt(format!("stored cursor {cursor}")))?;
+                Ulid(last.0.saturating_add(1))
+            }
+            None => Ulid::nil(),
+        };
+        let hi = Ulid(top.0 - 1);
+        let mut leaves = Vec::new();
+        while lo <= hi && leaves.len() < MAX_LEAVES_PER_RUN {
+            let page = self
+                .store
+                .read_range(&RangeRead {
+                    tenant: tenant.to_string(),
+                    pivot: None,
+                    lo: lo.to_string(),
+                    hi: hi.to_string(),
+                    newest_first: false,
+                    limit: READ_PAGE.min(MAX_LEAVES_PER_RUN - leaves.len()),
+                })
+                .await?;
+            for event in &page.events {
+                let cursor = Ulid::from_string(&event.cursor)
+                    .map_err(|_| StoreError::Corrupt(format!("stored cursor {}", event.cursor)))?;
+                let expires_at_ms = DateTime::parse_from_rfc3339(&event.expires_at)
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or(i64::MAX);
+                leaves.push((
+                    event_leaf_hash(event),
+                    EntryRecord {
+                        cursor,
+                        expires_at_ms,
+                    },
+                    event.cursor.clone(),
+                ));
+            }
+            let Some(last) = page.last_cursor else { break };
+            if !page.more {
+                break;
+            }
+            let last = Ulid::from_string(&last)
+                .map_err(|_| StoreError::Corrupt(format!("stored cursor {last}")))?;
+            lo = Ulid(last.0.saturating_add(1));
+        }
+        Ok(leaves)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_horizon_is_settle_before_now() {
+        let now = DateTime::from_timestamp_millis(1_000_000).unwrap_or_default();
+        assert_eq!(
+            horizon(now, Duration::from_secs(10)),
+            Ulid::from_parts(990_000, 0)
+        );
+    }
+}
