@@ -33,9 +33,10 @@ pub fn read_ndjson<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, Failure> 
         if line.trim().is_empty() {
             continue;
         }
-        items.push(serde_json::from_str(&line).map_err(|e| {
-            usage(format!("{} line {}: {e}", path.display(), number + 1))
-        })?);
+        items.push(
+            serde_json::from_str(&line)
+                .map_err(|e| usage(format!("{} line {}: {e}", path.display(), number + 1)))?,
+        );
     }
     Ok(items)
 }
@@ -59,15 +60,20 @@ pub fn read_notes(path: &Path) -> Result<Vec<String>, Failure> {
         .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
     let mut notes = Vec::new();
     if text.trim_start().starts_with('{') {
-        for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let value: Value = serde_json::from_str(line).map_err(|e| {
-                usage(format!("{} line {}: {e}", path.display(), number + 1))
-            })?;
+        for (number, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let value: Value = serde_json::from_str(line)
+                .map_err(|e| usage(format!("{} line {}: {e}", path.display(), number + 1)))?;
             // A checkpoint record, or an EventBridge envelope holding one.
             let note = value["note"]
                 .as_str()
                 .or_else(|| value["detail"]["note"].as_str())
-                .ok_or_else(|| usage(format!("{} line {}: no `note`", path.display(), number + 1)))?;
+                .ok_or_else(|| {
+                    usage(format!("{} line {}: no `note`", path.display(), number + 1))
+                })?;
             notes.push(note.to_string());
         }
     } else {
@@ -85,7 +91,9 @@ pub struct Options {
 
 /// Walks the API: checkpoints and entry records first, then the events (so
 /// every sealed event is old enough to be served).
-async fn fetch(client: &Client) -> Result<(Vec<CheckpointRecord>, Vec<EntryView>, Vec<Event>), Failure> {
+async fn fetch(
+    client: &Client,
+) -> Result<(Vec<CheckpointRecord>, Vec<EntryView>, Vec<Event>), Failure> {
     let mut checkpoints: Vec<CheckpointRecord> = Vec::new();
     let mut next = "/audit/checkpoints?limit=1000".to_string();
     loop {
@@ -96,7 +104,10 @@ async fn fetch(client: &Client) -> Result<(Vec<CheckpointRecord>, Vec<EntryView>
             break;
         }
         checkpoints.extend(batch);
-        next = page["_links"]["next"]["href"].as_str().unwrap_or_default().to_string();
+        next = page["_links"]["next"]["href"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
     }
     let mut entries: Vec<EntryView> = Vec::new();
     if !checkpoints.is_empty() {
@@ -113,13 +124,16 @@ async fn fetch(client: &Client) -> Result<(Vec<CheckpointRecord>, Vec<EntryView>
     let mut next = "/audit?limit=1000".to_string();
     loop {
         let page = client.get(&next).await?;
-        let batch: Vec<Event> = serde_json::from_value(page["events"].clone())
-            .map_err(|e| Failure::new(EXIT_FAILED, format!("a page did not read as events: {e}")))?;
+        let batch: Vec<Event> = serde_json::from_value(page["events"].clone()).map_err(|e| {
+            Failure::new(EXIT_FAILED, format!("a page did not read as events: {e}"))
+        })?;
         let count = batch.len();
         for event in batch {
             // Pages may shorten `data`; the leaf is of the whole event.
             if event.may_have_more_data == Some(true) {
-                let whole = client.get(&format!("/audit/events/{}", event.cursor)).await?;
+                let whole = client
+                    .get(&format!("/audit/events/{}", event.cursor))
+                    .await?;
                 events.push(serde_json::from_value(whole).map_err(|e| {
                     Failure::new(EXIT_FAILED, format!("event {}: {e}", event.cursor))
                 })?);
@@ -127,7 +141,10 @@ async fn fetch(client: &Client) -> Result<(Vec<CheckpointRecord>, Vec<EntryView>
                 events.push(event);
             }
         }
-        next = page["_links"]["next"]["href"].as_str().unwrap_or_default().to_string();
+        next = page["_links"]["next"]["href"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if count < 1000 {
             break;
         }
@@ -191,9 +208,17 @@ pub fn print(report: &Report, json: bool) {
             let _ = writeln!(out, "{}", serde_json::json!({"log": finding}));
         }
         for finding in &report.events {
-            let _ = writeln!(out, "{}", serde_json::to_string(finding).unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string(finding).unwrap_or_default()
+            );
         }
-        let _ = writeln!(out, "{}", serde_json::json!({"summary": report.counts, "verifiedTreeSize": report.verified_tree_size, "ok": report.ok()}));
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::json!({"summary": report.counts, "verifiedTreeSize": report.verified_tree_size, "ok": report.ok()})
+        );
         return;
     }
     for finding in &report.log {
@@ -205,15 +230,26 @@ pub fn print(report: &Report, json: bool) {
             "{:?} {}{}",
             finding.status,
             finding.cursor,
-            finding.leaf_index.map(|i| format!(" (leaf {i})")).unwrap_or_default()
+            finding
+                .leaf_index
+                .map(|i| format!(" (leaf {i})"))
+                .unwrap_or_default()
         );
     }
-    let counts: Vec<String> = report.counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let counts: Vec<String> = report
+        .counts
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
     let _ = writeln!(
         out,
         "{}: {} (checkpoints verified up to {} leaves)",
         if report.ok() { "OK" } else { "FAILED" },
-        if counts.is_empty() { "no events".to_string() } else { counts.join(", ") },
+        if counts.is_empty() {
+            "no events".to_string()
+        } else {
+            counts.join(", ")
+        },
         report.verified_tree_size
     );
 }

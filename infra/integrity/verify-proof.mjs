@@ -49,7 +49,9 @@ if (sn !== 0n || lines[2] !== hash.toString("base64")) throw new Error("the incl
 if (lines[1] !== String(proof.treeSize)) throw new Error("the checkpoint is of another size");
 
 // C2SP signed-note, Ed25519: "— <name> base64(key id ‖ signature)"
-const [name, id, key] = verifierKey.split("+");
+// <name>+<hex id>+<base64>: the name has no "+", the base64 may.
+const first = verifierKey.indexOf("+"), second = verifierKey.indexOf("+", first + 1);
+const [name, id, key] = [verifierKey.slice(0, first), verifierKey.slice(first + 1, second), verifierKey.slice(second + 1)];
 const publicKey = Buffer.from(key, "base64");
 if (publicKey[0] !== 1) throw new Error("not an Ed25519 verifier key");
 const keyId = sha256(Buffer.from(name + "\n"), Buffer.from([1]), publicKey.subarray(1)).subarray(0, 4);

@@ -385,7 +385,10 @@ async fn every_event_file_runs_through_its_handler() {
         records.iter().map(|e| &e.event_type).collect::<Vec<_>>()
     );
     let functions: BTreeSet<&str> = Route::all().map(|r| r.function()).collect();
-    assert_eq!(covered, functions, "every HTTP function has an events/ file");
+    assert_eq!(
+        covered, functions,
+        "every HTTP function has an events/ file"
+    );
 }
 
 /// The seal function may write only the log's partitions: its write
@@ -396,7 +399,7 @@ fn the_seal_function_can_never_write_an_event() {
     let template = template();
     let (_, seal) = resources(&template)
         .into_iter()
-        .find(|(_, r)| r["Metadata"]["BuildProperties"]["Binary"] == Yaml::from("seal"))
+        .find(|(_, r)| r["Metadata"]["BuildProperties"]["Binary"] == "seal")
         .expect("a seal function");
     let writes = ["dynamodb:PutItem", "dynamodb:BatchWriteItem"];
     let mut conditioned = 0;
@@ -447,7 +450,10 @@ async fn the_seal_event_files_run_through_the_seal_handler() {
         "audit-trail.test",
     );
     assert!(!seal::is_custom_resource(&files["seal-schedule.json"]));
-    handler.run(chrono::Utc::now()).await.expect("a sealing run");
+    handler
+        .run(chrono::Utc::now())
+        .await
+        .expect("a sealing run");
 
     // A one-request server stands in for CloudFormation's pre-signed URL.
     let (sender, receiver) = tokio::sync::oneshot::channel::<String>();

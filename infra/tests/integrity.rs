@@ -72,7 +72,8 @@ async fn evidence(api: &Api, token: &str) -> (Vec<CheckpointRecord>, Vec<EntryVi
     let mut next = "/audit/checkpoints?limit=1000".to_string();
     loop {
         let page = get_ok(api, token, &next).await;
-        let batch: Vec<CheckpointRecord> = serde_json::from_value(page["checkpoints"].clone()).unwrap();
+        let batch: Vec<CheckpointRecord> =
+            serde_json::from_value(page["checkpoints"].clone()).unwrap();
         if batch.is_empty() {
             break;
         }
@@ -83,7 +84,11 @@ async fn evidence(api: &Api, token: &str) -> (Vec<CheckpointRecord>, Vec<EntryVi
     let mut entries = Vec::new();
     let mut start = 0;
     loop {
-        let (status, page) = json_of(api.get(token, &format!("/audit/entries?start={start}")).await).await;
+        let (status, page) = json_of(
+            api.get(token, &format!("/audit/entries?start={start}"))
+                .await,
+        )
+        .await;
         if status == 404 {
             break;
         }
@@ -162,9 +167,14 @@ async fn an_events_proof_verifies_by_rfc_6962_and_ed25519_alone() {
     let key = verifier_key(&api, &token).await;
     let checkpoint: CheckpointRecord =
         serde_json::from_value(get_ok(&api, &token, "/audit/checkpoint").await).unwrap();
-    let signed = key.open(&checkpoint.note).expect("the checkpoint's signature verifies");
+    let signed = key
+        .open(&checkpoint.note)
+        .expect("the checkpoint's signature verifies");
     assert_eq!(signed.size, checkpoint.tree_size);
-    assert!(checkpoint.tree_size >= 600, "every event and the reads' own records are leaves");
+    assert!(
+        checkpoint.tree_size >= 600,
+        "every event and the reads' own records are leaves"
+    );
     for cursor in [&cursors[0], &cursors[299], &cursors[599]] {
         let proof = get_ok(&api, &token, &format!("/audit/events/{cursor}/proof")).await;
         // The leaf from the event as the lookup returns it.
@@ -182,12 +192,24 @@ async fn an_events_proof_verifies_by_rfc_6962_and_ed25519_alone() {
         assert!(path.len() <= 32);
         let index = proof["leafIndex"].as_u64().unwrap();
         let size = proof["treeSize"].as_u64().unwrap();
-        let root = key.open(proof["checkpoint"]["note"].as_str().unwrap()).unwrap().root;
-        assert!(verify_inclusion(index, size, &leaf, &path, &root), "{cursor}");
+        let root = key
+            .open(proof["checkpoint"]["note"].as_str().unwrap())
+            .unwrap()
+            .root;
+        assert!(
+            verify_inclusion(index, size, &leaf, &path, &root),
+            "{cursor}"
+        );
         // One other leaf, or one changed field, does not verify.
         let mut changed = event.clone();
         changed.message = Some("changed".into());
-        assert!(!verify_inclusion(index, size, &event_leaf_hash(&changed), &path, &root));
+        assert!(!verify_inclusion(
+            index,
+            size,
+            &event_leaf_hash(&changed),
+            &path,
+            &root
+        ));
     }
     // Against the first checkpoint too, and the two are consistent.
     let first: CheckpointRecord = serde_json::from_value(
@@ -197,14 +219,20 @@ async fn an_events_proof_verifies_by_rfc_6962_and_ed25519_alone() {
     let early = get_ok(
         &api,
         &token,
-        &format!("/audit/events/{}/proof?treeSize={}", cursors[5], first.tree_size),
+        &format!(
+            "/audit/events/{}/proof?treeSize={}",
+            cursors[5], first.tree_size
+        ),
     )
     .await;
     assert_eq!(early["treeSize"].as_u64(), Some(first.tree_size));
     let consistency = get_ok(
         &api,
         &token,
-        &format!("/audit/proofs/consistency?from={}&to={}", first.tree_size, checkpoint.tree_size),
+        &format!(
+            "/audit/proofs/consistency?from={}&to={}",
+            first.tree_size, checkpoint.tree_size
+        ),
     )
     .await;
     let proof: Vec<[u8; 32]> = consistency["proof"]
@@ -214,12 +242,19 @@ async fn an_events_proof_verifies_by_rfc_6962_and_ed25519_alone() {
         .map(|h| decode_hash(h.as_str().unwrap()).unwrap())
         .collect();
     let (old, new) = (key.open(&first.note).unwrap(), signed);
-    assert!(verify_consistency(old.size, new.size, &old.root, &new.root, &proof));
-    assert!(!verify_consistency(old.size, new.size, &new.root, &new.root, &proof));
+    assert!(verify_consistency(
+        old.size, new.size, &old.root, &new.root, &proof
+    ));
+    assert!(!verify_consistency(
+        old.size, new.size, &new.root, &new.root, &proof
+    ));
     // The whole log verifies.
     let report = run_verifier(&api, &token, &[], Utc::now().timestamp_millis()).await;
     assert!(report.ok(), "{:?}", report.log);
-    assert_eq!(report.counts.get("verified").copied(), Some(checkpoint.tree_size));
+    assert_eq!(
+        report.counts.get("verified").copied(),
+        Some(checkpoint.tree_size)
+    );
 }
 
 #[tokio::test]
@@ -232,15 +267,27 @@ async fn an_event_not_sealed_yet_answers_409_with_retry_after_and_others_404() {
         .await;
     assert!(response.headers().get("retry-after").is_some());
     let (status, body) = json_of(response).await;
-    assert_eq!((status, common::error_code(&body).as_str()), (409, "not_sealed_yet"));
+    assert_eq!(
+        (status, common::error_code(&body).as_str()),
+        (409, "not_sealed_yet")
+    );
     seal_now(&api).await;
     assert_eq!(
-        json_of(api.get(&token, &format!("/audit/events/{cursor}/proof")).await).await.0,
+        json_of(
+            api.get(&token, &format!("/audit/events/{cursor}/proof"))
+                .await
+        )
+        .await
+        .0,
         200
     );
     // Another tenant's cursor is unknown to this one.
     let other = api.token("other");
-    let (status, _) = json_of(api.get(&other, &format!("/audit/events/{cursor}/proof")).await).await;
+    let (status, _) = json_of(
+        api.get(&other, &format!("/audit/events/{cursor}/proof"))
+            .await,
+    )
+    .await;
     assert_eq!(status, 404);
     let (status, _) = json_of(api.get(&other, "/audit/checkpoint").await).await;
     assert_eq!(status, 404, "a tenant without events has no checkpoint");
@@ -265,10 +312,16 @@ async fn concurrent_sealers_publish_one_tree_per_size() {
         .all_items()
         .await
         .into_iter()
-        .filter(|i| i.get(PARTITION_KEY).and_then(|v| v.as_s().ok()).is_some_and(|p| p == "tree#acme"))
+        .filter(|i| {
+            i.get(PARTITION_KEY)
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|p| p == "tree#acme")
+        })
         .fold(HashMap::new(), |mut map, item| {
             let size = item[SORT_KEY].as_s().unwrap().clone();
-            map.entry(size).or_default().push(item["root"].as_s().unwrap().clone());
+            map.entry(size)
+                .or_default()
+                .push(item["root"].as_s().unwrap().clone());
             map
         });
     assert!(!heads.is_empty());
@@ -322,7 +375,11 @@ async fn partition(api: &Api, key: &str) -> Vec<audit_dynamo::Item> {
         .all_items()
         .await
         .into_iter()
-        .filter(|i| i.get(PARTITION_KEY).and_then(|v| v.as_s().ok()).is_some_and(|p| p == key))
+        .filter(|i| {
+            i.get(PARTITION_KEY)
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|p| p == key)
+        })
         .collect()
 }
 
@@ -339,24 +396,41 @@ async fn a_changed_deleted_or_inserted_event_is_named() {
     put_event_item(&api, &event).await;
 
     let deleted = &cursors[20];
-    delete_key(&api, &AttributeValue::S("acme".into()), &AttributeValue::S(deleted.clone())).await;
+    delete_key(
+        &api,
+        &AttributeValue::S("acme".into()),
+        &AttributeValue::S(deleted.clone()),
+    )
+    .await;
 
-    // A forged event with an old cursor, between two sealed ones.
+    // A forged event with an old cursor, between two sealed ones (cursors
+    // of one batch are consecutive; this is far from all of them).
     let mut forged = stored_event(&api, &cursors[30]).await;
     let below: ulid::Ulid = cursors[30].parse().unwrap();
-    forged.cursor = ulid::Ulid(below.0 + 1).to_string();
+    forged.cursor = ulid::Ulid(below.0 + (1 << 40)).to_string();
+    assert!(!cursors.contains(&forged.cursor) && forged.cursor < cursors[299]);
     forged.user_id = Some("u-forged".into());
     put_event_item(&api, &forged).await;
 
     let report = run_verifier(&api, &token, &[], now).await;
     assert_eq!(status_of(&report, altered), Some(EventStatus::Altered));
     assert_eq!(status_of(&report, deleted), Some(EventStatus::Missing));
-    assert_eq!(status_of(&report, &forged.cursor), Some(EventStatus::Forged));
-    assert_eq!(status_of(&report, &cursors[11]), Some(EventStatus::Verified));
+    assert_eq!(
+        status_of(&report, &forged.cursor),
+        Some(EventStatus::Forged)
+    );
+    assert_eq!(
+        status_of(&report, &cursors[11]),
+        Some(EventStatus::Verified)
+    );
     assert!(!report.ok());
     assert!(report.log.is_empty(), "{:?}", report.log);
     // The forged event has no proof, and says why.
-    let (status, body) = json_of(api.get(&token, &format!("/audit/events/{}/proof", forged.cursor)).await).await;
+    let (status, body) = json_of(
+        api.get(&token, &format!("/audit/events/{}/proof", forged.cursor))
+            .await,
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
 
     // After its `expiresAt`, the deleted event is expired, not missing.
@@ -375,7 +449,10 @@ async fn a_rewritten_checkpoint_is_named() {
     let note = rewritten["note"].as_s().unwrap().clone();
     let root = rewritten["rootHash"].as_s().unwrap().clone();
     let other_root = audit_core::integrity::encode_hash(&[9u8; 32]);
-    rewritten.insert("note".into(), AttributeValue::S(note.replace(&root, &other_root)));
+    rewritten.insert(
+        "note".into(),
+        AttributeValue::S(note.replace(&root, &other_root)),
+    );
     rewritten.insert("rootHash".into(), AttributeValue::S(other_root));
     api.env
         .direct
@@ -388,7 +465,10 @@ async fn a_rewritten_checkpoint_is_named() {
     let report = run_verifier(&api, &token, &[], Utc::now().timestamp_millis()).await;
     let size: u64 = rewritten["treeSize"].as_n().unwrap().parse().unwrap();
     assert!(
-        report.log.iter().any(|f| f.problem == "bad_signature" && f.tree_size == Some(size)),
+        report
+            .log
+            .iter()
+            .any(|f| f.problem == "bad_signature" && f.tree_size == Some(size)),
         "{:?}",
         report.log
     );
@@ -410,9 +490,18 @@ async fn a_rolled_back_tree_is_named_against_a_checkpoint_seen_earlier() {
     let served: CheckpointRecord =
         serde_json::from_value(get_ok(&api, &token, "/audit/checkpoint").await).unwrap();
     assert!(served.tree_size < held.tree_size);
-    let report = run_verifier(&api, &token, &[held.note.clone()], Utc::now().timestamp_millis()).await;
+    let report = run_verifier(
+        &api,
+        &token,
+        std::slice::from_ref(&held.note),
+        Utc::now().timestamp_millis(),
+    )
+    .await;
     assert!(
-        report.log.iter().any(|f| f.problem == "rolled_back" && f.tree_size == Some(held.tree_size)),
+        report
+            .log
+            .iter()
+            .any(|f| f.problem == "rolled_back" && f.tree_size == Some(held.tree_size)),
         "{:?}",
         report.log
     );
@@ -472,9 +561,18 @@ async fn truncated_newest_leaves_are_named_against_a_checkpoint_seen_earlier() {
     assert!(report.ok(), "{:?}", report.log);
     assert_eq!(report.verified_tree_size, size);
     // ...and with it, the truncation is named.
-    let report = run_verifier(&api, &token, &[held.note.clone()], Utc::now().timestamp_millis()).await;
+    let report = run_verifier(
+        &api,
+        &token,
+        std::slice::from_ref(&held.note),
+        Utc::now().timestamp_millis(),
+    )
+    .await;
     assert!(
-        report.log.iter().any(|f| f.problem == "truncated" && f.tree_size == Some(held.tree_size)),
+        report
+            .log
+            .iter()
+            .any(|f| f.problem == "truncated" && f.tree_size == Some(held.tree_size)),
         "{:?}",
         report.log
     );

@@ -75,32 +75,45 @@ impl<S: EventStore + LogStore> CursorHandler<S> {
             Route::Lookup => {
                 let cursor = path_cursor(request)?;
                 query_parameters(request, &[])?;
-                self.auditor.around(&caller, facts, self.lookup(tenant, cursor)).await
+                self.auditor
+                    .around(&caller, facts, self.lookup(tenant, cursor))
+                    .await
             }
             Route::Proof => {
                 let cursor = path_cursor(request)?;
                 let params = query_parameters(request, &["treeSize"])?;
                 let size = proofs::optional_size(&params, "treeSize")?;
-                self.auditor.around(&caller, facts, self.inclusion(tenant, cursor, size)).await
+                self.auditor
+                    .around(&caller, facts, self.inclusion(tenant, cursor, size))
+                    .await
             }
             Route::Checkpoint => {
                 query_parameters(request, &[])?;
-                self.auditor.around(&caller, facts, self.checkpoint(tenant)).await
+                self.auditor
+                    .around(&caller, facts, self.checkpoint(tenant))
+                    .await
             }
             Route::Checkpoints => {
                 let page = proofs::CheckpointPage::parse(request)?;
-                self.auditor.around(&caller, facts, self.checkpoints(request, tenant, page)).await
+                self.auditor
+                    .around(&caller, facts, self.checkpoints(request, tenant, page))
+                    .await
             }
             Route::Consistency => {
                 let params = query_parameters(request, &["from", "to"])?;
-                let from = proofs::optional_size(&params, "from")?
-                    .ok_or_else(|| ApiError::bad_request("from", "`from` (a tree size) is required"))?;
+                let from = proofs::optional_size(&params, "from")?.ok_or_else(|| {
+                    ApiError::bad_request("from", "`from` (a tree size) is required")
+                })?;
                 let to = proofs::optional_size(&params, "to")?;
-                self.auditor.around(&caller, facts, self.consistency(tenant, from, to)).await
+                self.auditor
+                    .around(&caller, facts, self.consistency(tenant, from, to))
+                    .await
             }
             Route::Entries => {
                 let page = proofs::EntryPage::parse(request)?;
-                self.auditor.around(&caller, facts, self.entries(request, tenant, page)).await
+                self.auditor
+                    .around(&caller, facts, self.entries(request, tenant, page))
+                    .await
             }
             Route::VerifierKey => {
                 query_parameters(request, &[])?;
@@ -120,11 +133,7 @@ impl<S: EventStore + LogStore> CursorHandler<S> {
 
     /// The tenant's event, unexpired; another tenant's cursor looks exactly
     /// like an unknown one.
-    async fn live_event(
-        &self,
-        tenant: &str,
-        cursor: Ulid,
-    ) -> Result<audit_core::Event, ApiError> {
+    async fn live_event(&self, tenant: &str, cursor: Ulid) -> Result<audit_core::Event, ApiError> {
         self.store
             .get_event(tenant, &cursor.to_string())
             .await?

@@ -27,7 +27,10 @@ pub fn optional_size(
         .get(name)
         .map(|text| {
             text.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(name, format!("`{name}` must be a whole number (a tree size)"))
+                ApiError::bad_request(
+                    name,
+                    format!("`{name}` must be a whole number (a tree size)"),
+                )
             })
         })
         .transpose()
@@ -196,10 +199,7 @@ impl<S: EventStore + LogStore> CursorHandler<S> {
             ));
         }
         if from > to {
-            return Err(ApiError::bad_request(
-                "from",
-                "`from` may not exceed `to`",
-            ));
+            return Err(ApiError::bad_request("from", "`from` may not exceed `to`"));
         }
         let proof = self
             .proofs

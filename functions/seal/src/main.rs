@@ -16,7 +16,9 @@ async fn signing_secret(
     secret
         .secret_string
         .filter(|key| key.len() >= 32)
-        .ok_or_else(|| "the checkpoint-signing secret is missing or shorter than 32 characters".into())
+        .ok_or_else(|| {
+            "the checkpoint-signing secret is missing or shorter than 32 characters".into()
+        })
 }
 
 #[tokio::main]

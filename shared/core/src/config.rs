@@ -221,13 +221,7 @@ impl Config {
             checkpoint_origin: match settings.text("CHECKPOINT_ORIGIN") {
                 None => "audit-trail.local".to_string(),
                 // A note's first line and a key name: no spaces, no `+`.
-                Some(origin)
-                    if origin
-                        .chars()
-                        .all(|c| c.is_ascii_graphic() && c != '+') =>
-                {
-                    origin
-                }
+                Some(origin) if origin.chars().all(|c| c.is_ascii_graphic() && c != '+') => origin,
                 Some(value) => {
                     return Err(ConfigError {
                         variable: "CHECKPOINT_ORIGIN",

@@ -13,10 +13,10 @@ use crate::auth::{Caller, SCOPE_PLATFORM, SCOPE_WRITE};
 use crate::config::Config;
 use crate::cursor::CursorGenerator;
 use crate::error::{defect_error, parse_json_body_lenient, ApiError, StoreError};
-use crate::integrity::seal::DirtyMarks;
 use crate::event::{
     Event, NewEvent, MAX_EVENTS_PER_REQUEST, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REQUEST_BYTES,
 };
+use crate::integrity::seal::DirtyMarks;
 use crate::metadata::SeenProperties;
 use crate::settings::RetentionCache;
 use crate::store::{EventStore, IdempotentPut};
@@ -271,8 +271,10 @@ impl<S: EventStore> IngestService<S> {
 
         // Every tenant written to is marked for sealing first, so no stored
         // event is left out of the log.
-        let tenants: std::collections::BTreeSet<&str> =
-            pending.iter().map(|p| p.event.account_id.as_str()).collect();
+        let tenants: std::collections::BTreeSet<&str> = pending
+            .iter()
+            .map(|p| p.event.account_id.as_str())
+            .collect();
         for tenant in tenants {
             self.marks.before_write(&*self.store, tenant).await;
         }

@@ -131,9 +131,6 @@ pub trait LogStore: Send + Sync {
         size: u64,
     ) -> Result<Option<CheckpointRecord>, StoreError>;
 
-    /// Notes that the tenant may have events written until `until_ms`.
-    async fn mark_dirty(&self, tenant: &str, until_ms: i64) -> Result<(), StoreError>;
-
     /// Every tenant with events: the sealing queue.
     async fn seal_queue(&self) -> Result<Vec<SealMark>, StoreError>;
 

@@ -14,8 +14,8 @@ use crate::items::Item;
 use crate::retry::{classify, RetryPolicy};
 use crate::store::DynamoStore;
 use crate::table::{
-    CHECKPOINT_PREFIX, LOG_INDEX_PREFIX, LOG_TILE_PREFIX, PARTITION_KEY, SEAL_QUEUE_KEY,
-    SORT_KEY, TREE_HEAD_PREFIX,
+    CHECKPOINT_PREFIX, LOG_INDEX_PREFIX, LOG_TILE_PREFIX, PARTITION_KEY, SEAL_QUEUE_KEY, SORT_KEY,
+    TREE_HEAD_PREFIX,
 };
 
 const BYTES: &str = "bytes";
@@ -266,7 +266,11 @@ impl LogStore for DynamoStore {
         let mut item: Item = serde_dynamo::to_item(checkpoint).map_err(corrupt)?;
         item.extend(key(
             format!("{CHECKPOINT_PREFIX}{tenant}"),
-            format!("{}#{}", size_key(checkpoint.tree_size), checkpoint.timestamp),
+            format!(
+                "{}#{}",
+                size_key(checkpoint.tree_size),
+                checkpoint.timestamp
+            ),
         ));
         self.client
             .put_item()
@@ -388,7 +392,11 @@ impl LogStore for DynamoStore {
 
 impl DynamoStore {
     /// Moves the tenant's `dirtyUntil` forward (never back).
-    pub(crate) async fn put_dirty_mark(&self, tenant: &str, until_ms: i64) -> Result<(), StoreError> {
+    pub(crate) async fn put_dirty_mark(
+        &self,
+        tenant: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError> {
         let mut item = key(SEAL_QUEUE_KEY.into(), tenant.to_string());
         item.insert(
             DIRTY_UNTIL.to_string(),

@@ -90,7 +90,7 @@ pub fn complete_root(hashes: &[Hash]) -> Hash {
 /// MTH(D[lo:hi]) for hi > lo.
 pub fn subtree(source: &impl NodeSource, lo: u64, hi: u64) -> Hash {
     let n = hi - lo;
-    if n.is_power_of_two() && lo % n == 0 {
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
         return source.node(n.trailing_zeros(), lo / n);
     }
     let k = split(n);

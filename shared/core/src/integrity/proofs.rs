@@ -142,7 +142,8 @@ impl<S: LogStore> ProofReader<S> {
                 .find(|(f, _)| f == id)
                 .map(|(_, b)| b.as_slice())
                 .ok_or_else(|| corrupt("the log lacks an entry tile"))?;
-            let tile = EntryRecord::decode_all(bytes).ok_or_else(|| corrupt("malformed entry tile"))?;
+            let tile =
+                EntryRecord::decode_all(bytes).ok_or_else(|| corrupt("malformed entry tile"))?;
             let base = id.index * TILE_WIDTH;
             records.extend(
                 tile.into_iter()
@@ -179,9 +180,7 @@ impl<S: LogStore> ProofReader<S> {
             None => size / TILE_WIDTH,
         };
         let start = tile * TILE_WIDTH;
-        let records = self
-            .entry_records(tenant, size, start, TILE_WIDTH)
-            .await?;
+        let records = self.entry_records(tenant, size, start, TILE_WIDTH).await?;
         Ok(match records.binary_search_by(|r| r.cursor.cmp(&cursor)) {
             Ok(i) => Placement::Leaf(start + i as u64, records[i]),
             Err(_) => Placement::Absent,

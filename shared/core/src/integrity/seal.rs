@@ -114,8 +114,8 @@ impl<S: EventStore + LogStore> Sealer<S> {
         let horizon_ms = now.timestamp_millis() - self.settle_horizon.as_millis() as i64;
         for mark in self.store.seal_queue().await? {
             let dirty = mark.dirty_until_ms > mark.sealed_through_ms;
-            let due = now.timestamp_millis() - mark.checkpoint_at_ms
-                >= self.heartbeat.as_millis() as i64;
+            let due =
+                now.timestamp_millis() - mark.checkpoint_at_ms >= self.heartbeat.as_millis() as i64;
             if !dirty && !due {
                 continue;
             }
@@ -166,7 +166,9 @@ impl<S: EventStore + LogStore> Sealer<S> {
             }
         }
         let mut last_cursor = latest.as_ref().and_then(|c| c.last_cursor.clone());
-        let leaves = self.settled_leaves(tenant, last_cursor.as_deref(), now).await?;
+        let leaves = self
+            .settled_leaves(tenant, last_cursor.as_deref(), now)
+            .await?;
         if leaves.is_empty() && (!heartbeat || latest.is_none()) {
             return Ok((None, 0));
         }
@@ -227,7 +229,9 @@ impl<S: EventStore + LogStore> Sealer<S> {
                     }
                     frontier.partial[level] = hashes;
                 }
-                None => frontier.partial_entries = EntryRecord::decode_all(bytes).ok_or_else(corrupt)?,
+                None => {
+                    frontier.partial_entries = EntryRecord::decode_all(bytes).ok_or_else(corrupt)?
+                }
             }
         }
         Ok(frontier)

@@ -74,7 +74,13 @@ pub fn index_path(index: u64) -> String {
     groups
         .iter()
         .enumerate()
-        .map(|(i, g)| if i == last { g.to_string() } else { format!("x{g}") })
+        .map(|(i, g)| {
+            if i == last {
+                g.to_string()
+            } else {
+                format!("x{g}")
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -94,7 +100,7 @@ impl EntryRecord {
     }
 
     pub fn decode_all(bytes: &[u8]) -> Option<Vec<EntryRecord>> {
-        if bytes.len() % ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(ENTRY_BYTES) {
             return None;
         }
         bytes
@@ -117,7 +123,7 @@ pub fn encode_hashes(hashes: &[Hash]) -> Vec<u8> {
 }
 
 pub fn decode_hashes(bytes: &[u8]) -> Option<Vec<Hash>> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return None;
     }
     bytes
@@ -214,12 +220,12 @@ pub fn frontier_tiles(size: u64) -> Vec<TileId> {
         if at_level == 0 {
             break;
         }
-        if at_level % TILE_WIDTH != 0 {
+        if !at_level.is_multiple_of(TILE_WIDTH) {
             ids.push(TileId::hashes(level, at_level / TILE_WIDTH));
         }
         level += 1;
     }
-    if size % TILE_WIDTH != 0 {
+    if !size.is_multiple_of(TILE_WIDTH) {
         ids.push(TileId::entries(size / TILE_WIDTH));
     }
     ids

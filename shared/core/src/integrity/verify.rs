@@ -150,7 +150,10 @@ pub fn verify(evidence: &Evidence, events: impl IntoIterator<Item = Event>) -> R
             }
             Err(err) => report.log.push(LogFinding {
                 problem: "bad_signature",
-                detail: format!("{err}: {}", note.lines().take(2).collect::<Vec<_>>().join(" ")),
+                detail: format!(
+                    "{err}: {}",
+                    note.lines().take(2).collect::<Vec<_>>().join(" ")
+                ),
                 tree_size: note.lines().nth(1).and_then(|l| l.parse().ok()),
             }),
         }
