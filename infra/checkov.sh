@@ -29,6 +29,7 @@ text = open(src).read()
 overrides = {
     "EnableSiemForwarding": '"true"',
     "EnableArchive": '"true"',
+    "CheckpointObjectLockDays": "365",
     "KmsKeyArn": '"arn:aws:kms:us-east-1:111122223333:key/00000000-0000-0000-0000-000000000000"',
 }
 for name, value in overrides.items():
