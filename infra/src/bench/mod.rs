@@ -3,11 +3,13 @@
 //! they share.
 
 mod capacity;
+mod integrity;
 mod reads;
 mod startup;
 mod throughput;
 
 pub use capacity::{capacity, cost};
+pub use integrity::integrity;
 pub use reads::reads;
 pub use startup::{cold_start, memory};
 pub use throughput::throughput;
@@ -63,7 +65,17 @@ pub async fn all(events: usize) -> Result<Vec<Section>, BenchError> {
     let reads = reads(events).await?;
     eprintln!("throughput");
     let throughput = throughput().await?;
-    Ok(vec![cold, memory, capacity, reads, throughput, cost()])
+    eprintln!("integrity");
+    let integrity = integrity().await?;
+    Ok(vec![
+        cold,
+        memory,
+        capacity,
+        reads,
+        throughput,
+        integrity,
+        cost(),
+    ])
 }
 
 fn release_binary(name: &str) -> std::path::PathBuf {

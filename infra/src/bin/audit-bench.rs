@@ -26,6 +26,8 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         events: usize,
     },
+    /// The integrity log: sealing cost, proofs, the verifier.
+    Integrity,
     /// Everything, into --out.
     All {
         #[arg(long, default_value_t = 100_000)]
@@ -40,6 +42,7 @@ async fn main() -> Result<(), audit_infra::bench::BenchError> {
     let sections = match cli.command.unwrap_or(Command::All { events: 100_000 }) {
         Command::Capacity => vec![bench::capacity().await?],
         Command::Reads { events } => vec![bench::reads(events).await?],
+        Command::Integrity => vec![bench::integrity().await?],
         Command::All { events } => bench::all(events).await?,
     };
     let report = bench::report(&sections, started.elapsed().max(Duration::from_millis(1)));

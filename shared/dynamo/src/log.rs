@@ -8,14 +8,16 @@ use audit_core::error::StoreError;
 use audit_core::integrity::tiles::{EntryRecord, TileId, TileWrite, TILE_WIDTH};
 use audit_core::integrity::{CheckpointRecord, LogStore, SealMark};
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, PutRequest, ReturnConsumedCapacity, WriteRequest,
+};
 
 use crate::items::Item;
 use crate::retry::{classify, RetryPolicy};
 use crate::store::DynamoStore;
 use crate::table::{
     CHECKPOINT_PREFIX, LOG_INDEX_PREFIX, LOG_TILE_PREFIX, PARTITION_KEY, SEAL_QUEUE_KEY, SORT_KEY,
-    TREE_HEAD_PREFIX,
+    TREE_HEAD_PREFIX, TTL_ATTRIBUTE,
 };
 
 const BYTES: &str = "bytes";
@@ -24,6 +26,9 @@ const ROOT: &str = "root";
 const DIRTY_UNTIL: &str = "dirtyUntil";
 const SEALED_THROUGH: &str = "sealedThrough";
 const CHECKPOINT_AT: &str = "checkpointAt";
+/// How long a partial tile lives unless written again (heartbeats rewrite
+/// the newest at least hourly).
+const PARTIAL_TILE_SECONDS: i64 = 7 * 86_400;
 /// The sealer's own item for a tenant in the queue.
 const SEALED_SUFFIX: &str = "#sealed";
 
@@ -73,9 +78,11 @@ impl DynamoStore {
                     .client
                     .batch_write_item()
                     .request_items(&self.table, requests)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await
                     .map_err(classify)?;
+                self.count_log_writes(output.consumed_capacity());
                 requests = output
                     .unprocessed_items
                     .and_then(|mut m| m.remove(&self.table))
@@ -190,12 +197,23 @@ impl LogStore for DynamoStore {
 
     async fn put_tiles(&self, tenant: &str, tiles: &[TileWrite]) -> Result<(), StoreError> {
         let mut items = Vec::with_capacity(tiles.len());
+        let partial_expiry = chrono::Utc::now().timestamp() + PARTIAL_TILE_SECONDS;
         for tile in tiles {
             let mut item = key(format!("{LOG_TILE_PREFIX}{tenant}"), tile.path());
             item.insert(
                 BYTES.to_string(),
                 AttributeValue::B(Blob::new(tile.bytes.clone())),
             );
+            // A partial tile is read only while it is the newest of its
+            // tile (proofs read tiles as of the latest tree, where the full
+            // tile replaces it); TTL drops the superseded ones for free.
+            // Every sealing run and heartbeat writes the newest again.
+            if tile.width < TILE_WIDTH {
+                item.insert(
+                    TTL_ATTRIBUTE.to_string(),
+                    AttributeValue::N(partial_expiry.to_string()),
+                );
+            }
             items.push(item);
             // A full entry tile is found by its last cursor.
             if tile.id.level.is_none() && tile.width == TILE_WIDTH {
@@ -244,7 +262,8 @@ impl LogStore for DynamoStore {
         let mut item = key(format!("{TREE_HEAD_PREFIX}{tenant}"), size_key(size));
         item.insert(ROOT.to_string(), AttributeValue::S(root.to_string()));
         // The same root again is fine (a sealer retrying); another is a fork.
-        self.client
+        let output = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -252,9 +271,11 @@ impl LogStore for DynamoStore {
             .expression_attribute_names("#sk", SORT_KEY)
             .expression_attribute_names("#root", ROOT)
             .expression_attribute_values(":root", AttributeValue::S(root.to_string()))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(classify)?;
+        self.count_log_writes(output.consumed_capacity.as_slice());
         Ok(())
     }
 
@@ -272,15 +293,18 @@ impl LogStore for DynamoStore {
                 checkpoint.timestamp
             ),
         ));
-        self.client
+        let output = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#sk)")
             .expression_attribute_names("#sk", SORT_KEY)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(classify)?;
+        self.count_log_writes(output.consumed_capacity.as_slice());
         Ok(())
     }
 
@@ -379,13 +403,16 @@ impl LogStore for DynamoStore {
             CHECKPOINT_AT.to_string(),
             AttributeValue::N(mark.checkpoint_at_ms.to_string()),
         );
-        self.client
+        let output = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(classify)?;
+        self.count_log_writes(output.consumed_capacity.as_slice());
         Ok(())
     }
 }

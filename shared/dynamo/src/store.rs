@@ -28,6 +28,9 @@ use crate::table::{
 pub struct DynamoStore {
     pub(crate) client: Client,
     pub(crate) table: String,
+    /// Write units the integrity log's writes consumed, in thousandths (as
+    /// DynamoDB reports them): what a sealing run costs.
+    pub(crate) log_write_milliunits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DynamoStore {
@@ -35,7 +38,23 @@ impl DynamoStore {
         Self {
             client,
             table: table.into(),
+            log_write_milliunits: Default::default(),
         }
+    }
+
+    /// Write units consumed by the integrity log's writes so far.
+    pub fn log_write_units(&self) -> f64 {
+        self.log_write_milliunits
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1000.0
+    }
+
+    pub(crate) fn count_log_writes(&self, consumed: &[aws_sdk_dynamodb::types::ConsumedCapacity]) {
+        let units: f64 = consumed.iter().filter_map(|c| c.capacity_units).sum();
+        self.log_write_milliunits.fetch_add(
+            (units * 1000.0).round() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     pub fn client(&self) -> &Client {

@@ -225,7 +225,8 @@ mod tests {
     fn every_verifier_key_reads_back() {
         // Base64 keys often hold `+`: the name never does.
         for i in 0..200 {
-            let verifier = NoteSigner::from_secret("audit.example.com", &format!("s{i}")).verifier();
+            let verifier =
+                NoteSigner::from_secret("audit.example.com", &format!("s{i}")).verifier();
             assert_eq!(NoteVerifier::parse(&verifier.vkey()), Ok(verifier));
         }
     }

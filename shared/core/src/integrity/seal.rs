@@ -177,7 +177,13 @@ impl<S: EventStore + LogStore> Sealer<S> {
         }
         let added = leaves.len() as u64;
         let pairs: Vec<(Hash, EntryRecord)> = leaves.iter().map(|(h, e, _)| (*h, *e)).collect();
-        let writes = frontier.append(&pairs);
+        let writes = if pairs.is_empty() {
+            // A heartbeat: the partial tiles are written again, so they
+            // outlive their TTL while they are the newest.
+            frontier.partial_tiles()
+        } else {
+            frontier.append(&pairs)
+        };
         self.store.put_tiles(tenant, &writes).await?;
         let root = merkle::root(&frontier.tile_set(), frontier.size);
         let root_text = encode_hash(&root);

@@ -313,6 +313,35 @@ impl Frontier {
         }
     }
 
+    /// The partial tiles of the frontier as writes (to keep them alive: a
+    /// partial tile is dropped by TTL unless written again, see
+    /// `audit_dynamo`'s log items).
+    pub fn partial_tiles(&self) -> Vec<TileWrite> {
+        let mut writes = Vec::new();
+        if !self.partial_entries.is_empty() {
+            let mut bytes = Vec::with_capacity(ENTRY_BYTES * self.partial_entries.len());
+            for entry in &self.partial_entries {
+                entry.encode(&mut bytes);
+            }
+            writes.push(TileWrite {
+                id: TileId::entries(self.size / TILE_WIDTH),
+                width: self.partial_entries.len() as u64,
+                bytes,
+            });
+        }
+        for (level, hashes) in self.partial.iter().enumerate() {
+            if !hashes.is_empty() {
+                let at_level = self.size >> (TILE_HEIGHT * level as u32);
+                writes.push(TileWrite {
+                    id: TileId::hashes(level as u8, at_level / TILE_WIDTH),
+                    width: hashes.len() as u64,
+                    bytes: encode_hashes(hashes),
+                });
+            }
+        }
+        writes
+    }
+
     /// The tree's tiles as a node source: the partial tiles of the frontier
     /// (all a root needs).
     pub fn tile_set(&self) -> TileSet {
