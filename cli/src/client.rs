@@ -28,6 +28,33 @@ impl Failure {
     }
 }
 
+/// A response body and its `Retry-After`.
+pub struct Page {
+    pub body: Value,
+    pub retry_after: Option<u64>,
+}
+
+/// The exit code of an unexpected answer.
+pub fn status_failure(status: u16, body: &Value) -> Failure {
+    let code = match status {
+        401 | 403 => EXIT_AUTH,
+        404 => EXIT_NOT_FOUND,
+        400..=499 => EXIT_USAGE,
+        _ => EXIT_UNAVAILABLE,
+    };
+    Failure::new(code, reason(status, body))
+}
+
+/// 401/403 with what to do about it.
+fn auth_failure(status: u16, body: &Value) -> Failure {
+    let hint = if status == 401 {
+        "the token was refused (expired, or not for this API): get a new one and set AUDIT_TOKEN"
+    } else {
+        "the token lacks the scope this needs"
+    };
+    Failure::new(EXIT_AUTH, format!("{} ({hint})", reason(status, body)))
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -52,13 +79,60 @@ impl Client {
         }
     }
 
-    /// GET a path (or a full URL from a `next` link), with retries.
-    pub async fn get(&self, path_or_url: &str) -> Result<Value, Failure> {
-        let url = if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
+    fn url(&self, path_or_url: &str) -> String {
+        if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
             path_or_url.to_string()
         } else {
             format!("{}{path_or_url}", self.base)
-        };
+        }
+    }
+
+    /// GET a path (or a full URL from a `next` link), with retries.
+    pub async fn get(&self, path_or_url: &str) -> Result<Value, Failure> {
+        Ok(self.get_page(path_or_url).await?.body)
+    }
+
+    /// POST JSON; the status and body as they are (the caller reads
+    /// per-item results), with retries only for network errors and 429.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value), Failure> {
+        let url = self.url(path);
+        let mut attempt = 0u32;
+        loop {
+            let mut request = self.http.post(&url).json(body);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    match status {
+                        401 | 403 => return Err(auth_failure(status, &body)),
+                        429 if attempt < 8 => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(250 << attempt.min(6))).await;
+                        }
+                        _ => return Ok((status, body)),
+                    }
+                }
+                Err(err) if attempt < 8 => {
+                    eprintln!("audit: {err}; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(250 << attempt.min(6))).await;
+                }
+                Err(err) => {
+                    return Err(Failure::new(
+                        EXIT_UNAVAILABLE,
+                        format!("cannot reach {url}: {err}"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// GET with the `Retry-After` it came with.
+    pub async fn get_page(&self, path_or_url: &str) -> Result<Page, Failure> {
+        let url = self.url(path_or_url);
         let mut attempt = 0u32;
         loop {
             let mut request = self.http.get(&url);
@@ -91,8 +165,8 @@ impl Client {
                 }
             };
             match status {
-                200..=299 => return Ok(body),
-                401 | 403 => return Err(Failure::new(EXIT_AUTH, reason(status, &body))),
+                200..=299 => return Ok(Page { body, retry_after }),
+                401 | 403 => return Err(auth_failure(status, &body)),
                 404 => return Err(Failure::new(EXIT_NOT_FOUND, reason(status, &body))),
                 429 | 503 if attempt < 5 => {
                     attempt += 1;

@@ -1,28 +1,24 @@
 //! `audit`: the command-line client of the Audit Trail API. Output goes to
-//! stdout; logs and progress to stderr. Exit codes: 0 ok, 1 verification
-//! failed, 2 usage, 3 auth, 4 not found, 5 unavailable.
+//! stdout; logs and progress to stderr. Exit codes: 0 ok; 1 failed (a
+//! verification found tampering, events were refused); 2 usage (including a
+//! request the API refused as invalid); 3 auth (401/403); 4 not found;
+//! 5 unavailable after retries.
 
-mod client;
-mod verify;
-
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-
-use client::{Client, Failure, EXIT_FAILED};
+use audit_cli::client::{Client, Failure, EXIT_FAILED};
+use audit_cli::format::Format;
+use audit_cli::{export, ingest, metadata_tree, query, tail, verify};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "audit", version, about = "The Audit Trail API from a terminal")]
 struct Cli {
     /// The API's base URL.
-    #[arg(
-        long,
-        env = "AUDIT_URL",
-        default_value = "http://127.0.0.1:3000",
-        global = true
-    )]
+    #[arg(long, env = "AUDIT_URL", default_value = "http://127.0.0.1:3000", global = true)]
     url: String,
-    /// A bearer token (scope audit:read for reading).
+    /// A bearer token.
     #[arg(long, env = "AUDIT_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
     #[command(subcommand)]
@@ -31,6 +27,68 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The gap-free trail, oldest first; with --follow, forever.
+    Tail {
+        /// Keep going: long-poll for new events, never stop.
+        #[arg(long)]
+        follow: bool,
+        /// Resume from (and record to) this file, atomically after each page.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// The API's own records: include, exclude, or others (not caused by this token).
+        #[arg(long, default_value = "include", value_parser = ["include", "exclude", "others"])]
+        self_audit: String,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Start at this cursor (inclusive).
+        #[arg(long, conflicts_with = "after")]
+        from: Option<String>,
+        /// Start after this cursor.
+        #[arg(long)]
+        after: Option<String>,
+        /// Events per page (1-1000).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// Events matching conditions: `field op value`, e.g. `userId = u-1`,
+    /// `data.mfa = false`, `eventType in a,b`, `message contains denied`,
+    /// `data.score >= 10`, `traceId exists`. Operators: = != in ^= contains
+    /// exists > >= < <=.
+    Query {
+        conditions: Vec<String>,
+        /// A duration ago (7d, 12h) or an RFC 3339 time. Default: 30 days ago.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many results.
+        #[arg(long, conflicts_with = "all", default_value_t = 100)]
+        limit: usize,
+        /// Every result.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// One event, whole, as pretty JSON.
+    Get { cursor: String },
+    /// The services, their event types and the queryable properties, as a tree.
+    Metadata,
+    /// A time range into a file: streaming, resumable, with progress.
+    Export {
+        /// A duration ago (7d) or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// Default: now.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value = "ndjson")]
+        format: Format,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Store events from NDJSON (a file or `-`); safe to rerun.
+    Ingest { source: String },
     /// Verify events against the integrity log: every leaf recomputed,
     /// every checkpoint's signature and root checked. Exit 1 when anything
     /// is altered, missing or forged, or a checkpoint fails.
@@ -56,10 +114,108 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Shell completions (bash, zsh, fish, ...) on stdout.
+    Completions { shell: clap_complete::Shell },
+}
+
+/// A table on a terminal, NDJSON when piped.
+fn default_format(chosen: Option<Format>) -> Format {
+    chosen.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Ndjson
+    })
 }
 
 async fn run(cli: Cli) -> Result<i32, Failure> {
+    let client = Client::new(&cli.url, cli.token.clone());
+    let print = |text: &str| {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())
+            .and_then(|_| out.flush())
+            .map_err(|e| Failure::new(EXIT_FAILED, format!("stdout: {e}")))
+    };
     match cli.command {
+        Command::Tail {
+            follow,
+            state,
+            self_audit,
+            format,
+            from,
+            after,
+            limit,
+        } => {
+            tail::run(
+                &client,
+                tail::Options {
+                    follow,
+                    state,
+                    self_audit,
+                    format: format.unwrap_or(Format::Ndjson),
+                    from,
+                    after,
+                    limit: limit.clamp(1, 1000),
+                },
+            )
+            .await?;
+            Ok(0)
+        }
+        Command::Query {
+            conditions,
+            from,
+            to,
+            limit,
+            all,
+            format,
+        } => {
+            query::run(
+                &client,
+                query::Options {
+                    conditions,
+                    from,
+                    to,
+                    limit: (!all).then_some(limit),
+                    format: default_format(format),
+                },
+            )
+            .await?;
+            Ok(0)
+        }
+        Command::Get { cursor } => {
+            let event = client.get(&format!("/audit/events/{cursor}")).await?;
+            print(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&event).unwrap_or_default()
+            ))?;
+            Ok(0)
+        }
+        Command::Metadata => {
+            let metadata = client.get("/audit/metadata").await?;
+            print(&metadata_tree(&metadata))?;
+            Ok(0)
+        }
+        Command::Export {
+            from,
+            to,
+            format,
+            out,
+        } => {
+            export::run(
+                &client,
+                export::Options {
+                    from,
+                    to,
+                    format,
+                    out,
+                },
+            )
+            .await?;
+            Ok(0)
+        }
+        Command::Ingest { source } => {
+            let outcome = ingest::run(&client, &source).await?;
+            Ok(if outcome.refused > 0 { EXIT_FAILED } else { 0 })
+        }
         Command::Verify {
             online,
             bundle,
@@ -68,9 +224,9 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             save,
             json,
         } => {
-            let client = online.then(|| Client::new(&cli.url, cli.token.clone()));
+            let api = online.then_some(&client);
             let report = verify::run(
-                client.as_ref(),
+                api,
                 verify::Options {
                     verifier_key,
                     bundle,
@@ -82,12 +238,23 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             verify::print(&report, json);
             Ok(if report.ok() { 0 } else { EXIT_FAILED })
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "audit", &mut std::io::stdout());
+            Ok(0)
+        }
     }
 }
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            // clap's own codes: 0 for --help/--version, 2 for usage.
+            std::process::exit(err.exit_code());
+        }
+    };
     let code = match run(cli).await {
         Ok(code) => code,
         Err(failure) => {

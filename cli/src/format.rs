@@ -1,0 +1,292 @@
+//! How events are printed: NDJSON, a JSON array, a table, CSV, or OCSF
+//! (docs/OCSF.md).
+
+use std::io::Write;
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Ndjson,
+    Json,
+    Table,
+    Csv,
+    Ocsf,
+}
+
+/// The OCSF version the mapping follows.
+pub const OCSF_VERSION: &str = "1.4.0";
+
+/// OCSF API Activity `activity_id` from an event type's last word:
+/// 1 Create, 2 Read, 3 Update, 4 Delete, 99 Other.
+pub fn activity_id(event_type: &str) -> u64 {
+    let verb = event_type
+        .rsplit(['.', ':', '/', '_', '-'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match verb.as_str() {
+        "create" | "created" | "add" | "added" | "insert" | "inserted" | "register"
+        | "registered" | "invite" | "invited" => 1,
+        "read" | "get" | "list" | "listed" | "view" | "viewed" | "query" | "queried"
+        | "lookup" | "search" | "export" | "exported" | "download" | "downloaded" => 2,
+        "update" | "updated" | "change" | "changed" | "modify" | "modified" | "edit"
+        | "edited" | "set" | "grant" | "granted" | "enable" | "enabled" | "disable"
+        | "disabled" | "rename" | "renamed" | "rotate" | "rotated" => 3,
+        "delete" | "deleted" | "remove" | "removed" | "revoke" | "revoked" | "destroy"
+        | "destroyed" | "purge" | "purged" => 4,
+        _ => 99,
+    }
+}
+
+fn activity_name(id: u64) -> &'static str {
+    match id {
+        1 => "Create",
+        2 => "Read",
+        3 => "Update",
+        4 => "Delete",
+        _ => "Other",
+    }
+}
+
+/// An event as an OCSF API Activity (class 6003) record.
+pub fn ocsf(event: &Value) -> Value {
+    let text = |name: &str| event.get(name).and_then(Value::as_str);
+    let event_type = text("eventType").unwrap_or_default();
+    let id = activity_id(event_type);
+    let time = text("timestamp")
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| t.timestamp_millis());
+    let mut user = Map::new();
+    if let Some(uid) = text("userId") {
+        user.insert("uid".into(), json!(uid));
+    }
+    if let Some(email) = text("userEmail") {
+        user.insert("email_addr".into(), json!(email));
+    }
+    let mut actor = json!({ "app_name": text("serviceName") });
+    if !user.is_empty() {
+        actor["user"] = Value::Object(user);
+    }
+    let mut src_endpoint = Map::new();
+    if let Some(ip) = text("ipAddress") {
+        src_endpoint.insert("ip".into(), json!(ip));
+    }
+    let mut record = json!({
+        "class_uid": 6003,
+        "class_name": "API Activity",
+        "category_uid": 6,
+        "category_name": "Application Activity",
+        "activity_id": id,
+        "activity_name": activity_name(id),
+        "type_uid": 600300 + id,
+        "type_name": format!("API Activity: {}", activity_name(id)),
+        "time": time,
+        "severity_id": 1,
+        "severity": "Informational",
+        "metadata": {
+            "version": OCSF_VERSION,
+            "uid": text("cursor"),
+            "product": {"name": "Audit Trail API", "vendor_name": "Audit Trail API"},
+            "tenant_uid": text("accountId"),
+            "log_name": text("serviceName"),
+        },
+        "actor": actor,
+        "api": {
+            "operation": event_type,
+            "service": {"name": text("serviceName")},
+        },
+        "src_endpoint": Value::Object(src_endpoint),
+    });
+    if let Some(trace) = text("traceId") {
+        record["api"]["request"] = json!({ "uid": trace });
+    }
+    if let Some(agent) = text("userAgent") {
+        record["http_request"] = json!({ "user_agent": agent });
+    }
+    if let Some(message) = text("message") {
+        record["message"] = json!(message);
+    }
+    // Everything without an OCSF home keeps its name under `unmapped`.
+    let mapped = [
+        "eventType", "timestamp", "userId", "userEmail", "serviceName", "ipAddress", "cursor",
+        "accountId", "traceId", "userAgent", "message",
+    ];
+    let mut unmapped = Map::new();
+    if let Some(fields) = event.as_object() {
+        for (name, value) in fields {
+            if !mapped.contains(&name.as_str()) && !value.is_null() {
+                unmapped.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    if !unmapped.is_empty() {
+        record["unmapped"] = Value::Object(unmapped);
+    }
+    // OCSF leaves out what is unknown rather than writing null.
+    strip_nulls(&mut record);
+    record
+}
+
+fn strip_nulls(value: &mut Value) {
+    if let Value::Object(map) = value {
+        map.retain(|_, v| !v.is_null());
+        for v in map.values_mut() {
+            strip_nulls(v);
+        }
+    }
+}
+
+/// The top-level columns of tables and CSV, in order.
+pub const COLUMNS: &[&str] = &[
+    "cursor", "timestamp", "serviceName", "eventType", "userId", "userEmail", "message",
+    "ipAddress", "userAgent", "traceId", "occurredAt", "clientId", "messageId", "referenceId",
+    "organizationId", "sandbox", "jwtId", "expiresAt", "accountId",
+];
+
+fn cell(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `data` (and `indexedData`) flattened by dotted path: `data.a.b`.
+pub fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                flatten(&format!("{prefix}.{key}"), inner, out);
+            }
+        }
+        other => out.push((prefix.to_string(), cell(Some(other)))),
+    }
+}
+
+/// Writes events in one format. Streaming formats write as they go; the
+/// JSON array and the table collect (they are for finite results).
+pub struct Printer<W: Write> {
+    format: Format,
+    /// None when the CSV writer holds the output.
+    out: Option<W>,
+    table_rows: Vec<Vec<String>>,
+    json_first: bool,
+    csv: Option<csv::Writer<W>>,
+    csv_columns: Vec<String>,
+}
+
+impl<W: Write> Printer<W> {
+    pub fn new(format: Format, out: W) -> Self {
+        Self {
+            format,
+            out: Some(out),
+            table_rows: Vec::new(),
+            json_first: true,
+            csv: None,
+            csv_columns: Vec::new(),
+        }
+    }
+
+    /// CSV with these data columns after the top-level ones (a stable
+    /// order: known before the first row, so the export streams).
+    pub fn csv(out: W, data_columns: Vec<String>, header: bool) -> std::io::Result<Self> {
+        let mut columns: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
+        columns.extend(data_columns);
+        let mut writer = csv::Writer::from_writer(out);
+        if header {
+            writer.write_record(&columns)?;
+        }
+        Ok(Self {
+            format: Format::Csv,
+            out: None,
+            table_rows: Vec::new(),
+            json_first: true,
+            csv: Some(writer),
+            csv_columns: columns,
+        })
+    }
+
+    pub fn write(&mut self, event: &Value) -> std::io::Result<()> {
+        let first = std::mem::replace(&mut self.json_first, false);
+        match (self.format, &mut self.out) {
+            (Format::Ndjson, Some(out)) => writeln!(out, "{event}"),
+            (Format::Ocsf, Some(out)) => writeln!(out, "{}", ocsf(event)),
+            (Format::Json, Some(out)) => {
+                let separator = if first { "[\n" } else { ",\n" };
+                write!(out, "{separator}{event}")
+            }
+            (Format::Table, _) => {
+                self.table_rows.push(
+                    ["timestamp", "serviceName", "eventType", "userId", "message", "cursor"]
+                        .iter()
+                        .map(|c| cell(event.get(*c)))
+                        .collect(),
+                );
+                Ok(())
+            }
+            (Format::Csv, _) => {
+                let mut flat = Vec::new();
+                for target in ["data", "indexedData"] {
+                    if let Some(value) = event.get(target) {
+                        flatten(target, value, &mut flat);
+                    }
+                }
+                let row: Vec<String> = self
+                    .csv_columns
+                    .iter()
+                    .map(|column| match column.split_once('.') {
+                        Some(_) => flat
+                            .iter()
+                            .find(|(path, _)| path == column)
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or_default(),
+                        None => cell(event.get(column.as_str())),
+                    })
+                    .collect();
+                match &mut self.csv {
+                    Some(writer) => writer.write_record(&row).map_err(std::io::Error::other),
+                    None => Ok(()),
+                }
+            }
+            (_, None) => Ok(()),
+        }
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(writer) = &mut self.csv {
+            writer.flush()?;
+        }
+        match &mut self.out {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the output (closes the JSON array, draws the table).
+    pub fn finish(mut self) -> std::io::Result<()> {
+        match (self.format, &mut self.out) {
+            (Format::Json, Some(out)) => {
+                if self.json_first {
+                    writeln!(out, "[]")?;
+                } else {
+                    writeln!(out, "\n]")?;
+                }
+            }
+            (Format::Table, Some(out)) => {
+                let mut table = Table::new();
+                table
+                    .load_preset(UTF8_FULL_CONDENSED)
+                    .set_content_arrangement(ContentArrangement::Dynamic)
+                    .set_header(["time", "service", "event type", "user", "message", "cursor"]);
+                for row in &self.table_rows {
+                    table.add_row(row);
+                }
+                writeln!(out, "{table}")?;
+            }
+            _ => {}
+        }
+        self.flush()
+    }
+}

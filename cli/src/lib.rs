@@ -1,0 +1,57 @@
+//! The `audit` command-line client: its commands as a library, so tests
+//! can hold their output to snapshots.
+
+pub mod client;
+pub mod export;
+pub mod format;
+pub mod ingest;
+pub mod query;
+pub mod tail;
+pub mod verify;
+
+use serde_json::Value;
+
+/// The metadata as a tree of services and event types, then properties.
+pub fn metadata_tree(metadata: &Value) -> String {
+    let mut out = String::new();
+    let services = metadata["services"].as_array().cloned().unwrap_or_default();
+    out.push_str("services\n");
+    for (i, service) in services.iter().enumerate() {
+        let last = i + 1 == services.len();
+        out.push_str(&format!(
+            "{} {}\n",
+            if last { "└──" } else { "├──" },
+            service["serviceName"].as_str().unwrap_or_default()
+        ));
+        let types = service["eventTypes"].as_array().cloned().unwrap_or_default();
+        for (j, kind) in types.iter().enumerate() {
+            out.push_str(&format!(
+                "{}   {} {}\n",
+                if last { " " } else { "│" },
+                if j + 1 == types.len() { "└──" } else { "├──" },
+                kind.as_str().unwrap_or_default()
+            ));
+        }
+    }
+    for target in metadata["targets"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!("{}\n", target["target"].as_str().unwrap_or_default()));
+        let fields = target["fields"].as_array().cloned().unwrap_or_default();
+        for (i, field) in fields.iter().enumerate() {
+            let operators: Vec<&str> = field["operators"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            out.push_str(&format!(
+                "{} {} ({}): {}\n",
+                if i + 1 == fields.len() { "└──" } else { "├──" },
+                field["name"].as_str().unwrap_or_default(),
+                field["type"].as_str().unwrap_or_default(),
+                operators.join(" ")
+            ));
+        }
+    }
+    out
+}
+

@@ -1,0 +1,203 @@
+//! `audit query`: conditions written `field op value`, times as durations
+//! or RFC 3339, results followed through `next`.
+
+use audit_core::event::queryable_fields;
+use serde_json::{json, Value};
+
+use crate::client::{Client, Failure, EXIT_FAILED, EXIT_USAGE};
+use crate::format::{Format, Printer};
+
+/// `=` `!=` `in` `^=` `contains` `exists` `>` `>=` `<` `<=`, and the API's
+/// own names.
+pub fn operator(token: &str) -> Option<&'static str> {
+    Some(match token {
+        "=" | "==" | "eq" => "eq",
+        "!=" | "ne" => "ne",
+        "in" => "in",
+        "^=" | "startsWith" | "startswith" => "startsWith",
+        "contains" => "contains",
+        "exists" => "exists",
+        ">" | "gt" => "gt",
+        ">=" | "gte" => "gte",
+        "<" | "lt" => "lt",
+        "<=" | "lte" => "lte",
+        _ => return None,
+    })
+}
+
+/// A value as the field needs it: top-level fields are text; under
+/// `data.` a JSON literal (`false`, `10`, `"10"`) is that literal, anything
+/// else text.
+fn value_for(field: &str, text: &str) -> Value {
+    let top_level = queryable_fields().any(|(name, _)| name == field);
+    if top_level {
+        return Value::String(text.to_string());
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(value @ (Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Null)) => value,
+        _ => Value::String(text.to_string()),
+    }
+}
+
+/// Conditions from the words of the command line: `field op value` (or
+/// `field exists`); a quoted argument may hold a whole condition.
+pub fn parse_conditions(args: &[String]) -> Result<Vec<Value>, Failure> {
+    let words: Vec<String> = args
+        .iter()
+        .flat_map(|a| {
+            if a.contains(' ') && a.split_whitespace().nth(1).and_then(operator).is_some() {
+                // "userId = u-1": split field and operator, keep the value whole.
+                let mut parts = a.splitn(3, ' ').map(str::to_string).collect::<Vec<_>>();
+                parts.retain(|p| !p.is_empty());
+                parts
+            } else {
+                vec![a.clone()]
+            }
+        })
+        .collect();
+    let mut conditions = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let field = &words[i];
+        let Some(op_word) = words.get(i + 1) else {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!("condition `{field}`: an operator must follow the field (= != in ^= contains exists > >= < <=)"),
+            ));
+        };
+        let Some(op) = operator(op_word) else {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!("condition `{field} {op_word}`: `{op_word}` is not an operator (= != in ^= contains exists > >= < <=)"),
+            ));
+        };
+        if op == "exists" {
+            conditions.push(json!({"field": field, "operator": "exists", "value": true}));
+            i += 2;
+            continue;
+        }
+        let Some(text) = words.get(i + 2) else {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!("condition `{field} {op_word}`: a value must follow `{op_word}`"),
+            ));
+        };
+        let value = if op == "in" {
+            Value::Array(text.split(',').map(|v| value_for(field, v)).collect())
+        } else if op == "startsWith" || op == "contains" && !field.starts_with("data") {
+            Value::String(text.clone())
+        } else {
+            value_for(field, text)
+        };
+        conditions.push(json!({"field": field, "operator": op, "value": value}));
+        i += 3;
+    }
+    Ok(conditions)
+}
+
+/// `7d`, `12h`, `30m`, `45s` ago, or RFC 3339.
+pub fn parse_time(flag: &str, text: &str) -> Result<String, Failure> {
+    if chrono::DateTime::parse_from_rfc3339(text).is_ok() {
+        return Ok(text.to_string());
+    }
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let seconds = number.parse::<i64>().ok().and_then(|n| match unit {
+        "s" => Some(n),
+        "m" => Some(n * 60),
+        "h" => Some(n * 3600),
+        "d" => Some(n * 86_400),
+        "w" => Some(n * 604_800),
+        _ => None,
+    });
+    match seconds {
+        Some(seconds) => Ok(audit_core::event::format_time(
+            chrono::Utc::now() - chrono::Duration::seconds(seconds),
+        )),
+        None => Err(Failure::new(
+            EXIT_USAGE,
+            format!("{flag} `{text}`: give a duration ago (7d, 12h, 30m, 45s) or an RFC 3339 time"),
+        )),
+    }
+}
+
+pub struct Options {
+    pub conditions: Vec<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<usize>,
+    pub format: Format,
+}
+
+pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
+    let mut body = json!({ "and": parse_conditions(&options.conditions)? });
+    if let Some(from) = &options.from {
+        body["from"] = json!(parse_time("--from", from)?);
+    }
+    if let Some(to) = &options.to {
+        body["to"] = json!(parse_time("--to", to)?);
+    }
+    let stdout = std::io::stdout();
+    let mut printer = Printer::new(options.format, stdout.lock());
+    let write_failed = |e: std::io::Error| Failure::new(EXIT_FAILED, format!("stdout: {e}"));
+    let mut written = 0usize;
+    let mut next = Some("/audit/query?limit=1000".to_string());
+    while let Some(url) = next.take() {
+        let (status, page) = client.post_json(&url, &body).await?;
+        if status == 400 {
+            let message = page["error"]["message"].as_str().unwrap_or("invalid query");
+            return Err(Failure::new(EXIT_USAGE, format!("the API refused the query: {message}")));
+        }
+        if status != 200 {
+            return Err(crate::client::status_failure(status, &page));
+        }
+        for event in page["data"].as_array().cloned().unwrap_or_default() {
+            if options.limit.is_some_and(|limit| written >= limit) {
+                break;
+            }
+            printer.write(&event).map_err(write_failed)?;
+            written += 1;
+        }
+        if options.limit.is_some_and(|limit| written >= limit) {
+            break;
+        }
+        next = page["next"].as_str().map(str::to_string);
+    }
+    printer.finish().map_err(write_failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_read_as_the_api_needs_them() {
+        let args: Vec<String> = ["userId", "=", "u-1", "data.mfa = false", "eventType", "in", "user.login,user.logout", "traceId", "exists", "data.score", ">=", "10"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let conditions = parse_conditions(&args).unwrap();
+        assert_eq!(
+            Value::Array(conditions),
+            json!([
+                {"field": "userId", "operator": "eq", "value": "u-1"},
+                {"field": "data.mfa", "operator": "eq", "value": false},
+                {"field": "eventType", "operator": "in", "value": ["user.login", "user.logout"]},
+                {"field": "traceId", "operator": "exists", "value": true},
+                {"field": "data.score", "operator": "gte", "value": 10},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_malformed_condition_names_its_part() {
+        let words = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+        let err = parse_conditions(&words("userId ~ u-1")).unwrap_err();
+        assert!(err.message.contains("`~` is not an operator"), "{}", err.message);
+        let err = parse_conditions(&words("userId =")).unwrap_err();
+        assert!(err.message.contains("a value must follow"), "{}", err.message);
+        let err = parse_conditions(&words("userId")).unwrap_err();
+        assert!(err.message.contains("an operator must follow"), "{}", err.message);
+        assert!(parse_time("--from", "7x").is_err());
+        assert!(parse_time("--from", "7d").is_ok());
+    }
+}

@@ -1,0 +1,130 @@
+//! `audit tail`: the gap-free trail, page by page, following `next` and
+//! nothing else; with `--follow` forever; with `--state` resumable.
+//!
+//! Exactly once: after each page is written and flushed, the state file is
+//! replaced atomically (written beside, then renamed) with the `next` link
+//! and the last cursor written. A restart resumes from that `next` and
+//! skips anything at or before that cursor, so a repeated page (a crash
+//! after the flush, before the rename) is written once. The one window left
+//! is a kill between the flush of a page and the rename of its state, a few
+//! microseconds: the restart then writes that page again, and a consumer
+//! that dedupes by `cursor` (every event has one) sees it once.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::{Client, Failure, EXIT_FAILED, EXIT_USAGE};
+use crate::format::{Format, Printer};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    /// The next page to fetch (a link the API gave).
+    pub next: Option<String>,
+    /// The last cursor written.
+    pub last_cursor: Option<String>,
+}
+
+pub fn read_state(path: &Path) -> Result<State, Failure> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            Failure::new(
+                EXIT_USAGE,
+                format!("{} is not a state file of `audit tail`: {e}", path.display()),
+            )
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(err) => Err(Failure::new(EXIT_FAILED, format!("{}: {err}", path.display()))),
+    }
+}
+
+/// Replaces the state file atomically: a reader (or a restart) sees the
+/// old state or the new one, never half of one.
+pub fn write_state(path: &Path, state: &State) -> Result<(), Failure> {
+    let fail = |e: std::io::Error| Failure::new(EXIT_FAILED, format!("{}: {e}", path.display()));
+    let tmp: PathBuf = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(fail)?;
+    file.write_all(serde_json::to_string(state).unwrap_or_default().as_bytes())
+        .map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+pub struct Options {
+    pub follow: bool,
+    pub state: Option<PathBuf>,
+    pub self_audit: String,
+    pub format: Format,
+    pub from: Option<String>,
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
+    let mut state = match &options.state {
+        Some(path) => read_state(path)?,
+        None => State::default(),
+    };
+    let first = {
+        let mut query = format!("limit={}&selfAudit={}", options.limit, options.self_audit);
+        if let Some(from) = &options.from {
+            query.push_str(&format!("&from={from}"));
+        }
+        if let Some(after) = &options.after {
+            query.push_str(&format!("&after={after}"));
+        }
+        if options.follow {
+            query.push_str("&wait=20");
+        }
+        format!("/audit?{query}")
+    };
+    let mut next = state.next.clone().unwrap_or(first);
+    let stdout = std::io::stdout();
+    // Follow mode never ends, so a JSON array never closes: NDJSON then.
+    let format = match options.format {
+        Format::Json | Format::Table if options.follow => Format::Ndjson,
+        other => other,
+    };
+    let mut printer = Printer::new(format, stdout.lock());
+    let write_failed = |e: std::io::Error| Failure::new(EXIT_FAILED, format!("stdout: {e}"));
+    loop {
+        let page = client.get_page(&next).await?;
+        let events = page.body["events"].as_array().cloned().unwrap_or_default();
+        let count = events.len();
+        for event in events {
+            let cursor = event["cursor"].as_str().map(str::to_string);
+            // Already written before a restart: skipped.
+            if let (Some(cursor), Some(last)) = (&cursor, &state.last_cursor) {
+                if cursor <= last {
+                    continue;
+                }
+            }
+            printer.write(&event).map_err(write_failed)?;
+            if cursor.is_some() {
+                state.last_cursor = cursor;
+            }
+        }
+        printer.flush().map_err(write_failed)?;
+        let Some(link) = page.body["_links"]["next"]["href"].as_str() else {
+            return Err(Failure::new(EXIT_FAILED, "a page without `next`"));
+        };
+        next = link.to_string();
+        state.next = Some(next.clone());
+        if let Some(path) = &options.state {
+            write_state(path, &state)?;
+        }
+        let caught_up = page.retry_after.is_some();
+        if caught_up && !options.follow {
+            break;
+        }
+        if caught_up && count == 0 {
+            // The long-poll already waited; pause as the API asks before
+            // the next one.
+            let wait = page.retry_after.unwrap_or(1).min(60);
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        }
+    }
+    printer.finish().map_err(write_failed)
+}

@@ -1,0 +1,161 @@
+//! `audit` against a served API (the embedded store, or DynamoDB Local in
+//! the test script): exit codes and messages, and the tail that survives
+//! being killed while writers write.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use audit_infra::testkit::{EnvOptions, TestEnv};
+use serde_json::{json, Value};
+
+const AUDIT: &str = env!("CARGO_BIN_EXE_audit");
+
+async fn served() -> (TestEnv, String) {
+    let env = TestEnv::start_with(EnvOptions {
+        configure: Some(|config| {
+            // Events settle fast, so a test waits little.
+            config.write_deadline = Duration::from_millis(400);
+            config.settle_horizon = Duration::from_millis(1500);
+            config.tail_max_wait = Duration::from_secs(1);
+            config.poll_hint_seconds = 1;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let base = env.serve().await;
+    (env, base)
+}
+
+fn audit(base: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(AUDIT)
+        .args(args)
+        .env("AUDIT_URL", base)
+        .env("AUDIT_TOKEN", token)
+        .output()
+        .expect("audit runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn post(base: &str, token: &str, events: Vec<Value>) -> Vec<String> {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/audit/events"))
+        .bearer_auth(token)
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .expect("post");
+    let body: Value = response.json().await.expect("json");
+    body["results"]
+        .as_array()
+        .map(|results| {
+            results
+                .iter()
+                .filter(|r| r["status"] == "stored")
+                .filter_map(|r| r["cursor"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn exit_codes_and_messages_say_what_went_wrong() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    // A bad token: 3, and what to do.
+    let (code, _, stderr) = audit(&base, "not-a-token", &["get", "01KB0000000000000000000001"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("token"), "{stderr}");
+    // A wrong URL: 5 after retries, naming the URL.
+    let (code, _, stderr) = audit("http://127.0.0.1:9", &token, &["get", "01KB0000000000000000000001"]);
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    // An unknown cursor: 4.
+    let (code, _, stderr) = audit(&base, &token, &["get", "01KB0000000000000000000001"]);
+    assert_eq!(code, 4, "{stderr}");
+    // A malformed condition: 2, naming the part.
+    let (code, _, stderr) = audit(&base, &token, &["query", "userId", "~", "u-1"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("`~` is not an operator"), "{stderr}");
+    // A condition the API refuses: 2 with the API's reason.
+    let (code, _, stderr) = audit(&base, &token, &["query", "data.n", ">", "abc"]);
+    assert_eq!(code, 2, "{stderr}");
+    // And a good query works, as NDJSON when piped.
+    post(&base, &token, vec![json!({"eventType": "user.login", "serviceName": "idp", "userId": "u-1", "data": {"mfa": false}})]).await;
+    let (code, stdout, stderr) = audit(&base, &token, &["query", "userId", "=", "u-1", "data.mfa = false"]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(lines[0]["userId"], "u-1");
+}
+
+/// Writers post while `tail --follow --state` runs; it is killed three
+/// times at random moments and restarted. The concatenated output holds
+/// every acknowledged event exactly once.
+#[tokio::test]
+async fn a_killed_and_restarted_tail_writes_every_event_exactly_once() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    let dir = std::env::temp_dir().join(format!("audit-tail-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.json");
+    let writers = {
+        let (base, token) = (base.clone(), token.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for round in 0..30 {
+                let events = (0..20)
+                    .map(|i| json!({"eventType": "tail.test", "serviceName": "writer", "data": {"round": round, "i": i}}))
+                    .collect();
+                acknowledged.extend(post(&base, &token, events).await);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            acknowledged
+        })
+    };
+    let start_tail = |n: usize| {
+        let out = std::fs::File::create(dir.join(format!("out-{n}.ndjson"))).unwrap();
+        Command::new(AUDIT)
+            .args(["tail", "--follow", "--self-audit", "exclude", "--limit", "7", "--state"])
+            .arg(&state)
+            .env("AUDIT_URL", &base)
+            .env("AUDIT_TOKEN", &token)
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    for (n, pause) in [700u64, 1300, 400].iter().enumerate() {
+        let mut child = start_tail(n);
+        tokio::time::sleep(Duration::from_millis(*pause + rand::random_range(0..500))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let acknowledged = writers.await.unwrap();
+    // The last run catches up after the writers stop and everything settles.
+    let mut last = start_tail(3);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    last.kill().unwrap();
+    last.wait().unwrap();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for n in 0..4 {
+        let text = std::fs::read_to_string(dir.join(format!("out-{n}.ndjson"))).unwrap();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            // A line cut by the kill is not an event written.
+            let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
+            *seen.entry(event["cursor"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(acknowledged.len(), 600);
+    let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "written more than once: {repeated:?}");
+    let missing: Vec<_> = acknowledged.iter().filter(|c| !seen.contains_key(*c)).collect();
+    assert!(missing.is_empty(), "{} acknowledged events never written", missing.len());
+    assert!(Path::new(&state).exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
