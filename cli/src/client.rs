@@ -72,8 +72,15 @@ fn reason(status: u16, body: &Value) -> String {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Self {
+        // A long-poll is held at most 20 s: a minute without an answer is a
+        // dead connection, retried like any network error.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
         Self {
-            http: reqwest::Client::new(),
+            http,
             base: base.trim_end_matches('/').to_string(),
             token,
         }

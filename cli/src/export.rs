@@ -41,7 +41,10 @@ fn line_cursor(format: Format, line: &str) -> Option<String> {
 
 /// What an earlier run left: the last cursor written and, for CSV, its
 /// header. A partial last line (a run killed mid-write) is cut off.
-fn resume_point(path: &Path, format: Format) -> Result<(Option<String>, Option<Vec<String>>), Failure> {
+fn resume_point(
+    path: &Path,
+    format: Format,
+) -> Result<(Option<String>, Option<Vec<String>>), Failure> {
     let Ok(file) = File::open(path) else {
         return Ok((None, None));
     };
@@ -64,7 +67,10 @@ fn resume_point(path: &Path, format: Format) -> Result<(Option<String>, Option<V
             last = Some(cursor);
         }
     }
-    let file = OpenOptions::new().write(true).open(path).map_err(io_failure(path))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_failure(path))?;
     file.set_len(complete_len).map_err(io_failure(path))?;
     Ok((last, header))
 }
@@ -79,7 +85,10 @@ fn cursor_at(time: &str) -> Result<String, Failure> {
 
 pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
     if matches!(options.format, Format::Table | Format::Json) {
-        return Err(Failure::new(EXIT_USAGE, "export writes ndjson, csv or ocsf"));
+        return Err(Failure::new(
+            EXIT_USAGE,
+            "export writes ndjson, csv or ocsf",
+        ));
     }
     let from = parse_time("--from", &options.from)?;
     let to = match &options.to {
@@ -96,11 +105,15 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
         .append(true)
         .open(&options.out)
         .map_err(io_failure(&options.out))?;
-    file.seek(SeekFrom::End(0)).map_err(io_failure(&options.out))?;
+    file.seek(SeekFrom::End(0))
+        .map_err(io_failure(&options.out))?;
     let out = BufWriter::new(file);
     let mut printer = if options.format == Format::Csv {
         let (columns, new_file) = match header {
-            Some(header) => (header.into_iter().filter(|c| c.contains('.')).collect(), false),
+            Some(header) => (
+                header.into_iter().filter(|c| c.contains('.')).collect(),
+                false,
+            ),
             None => (data_columns(client).await?, true),
         };
         Printer::csv(out, columns, new_file).map_err(io_failure(&options.out))?

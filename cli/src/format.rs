@@ -29,11 +29,11 @@ pub fn activity_id(event_type: &str) -> u64 {
     match verb.as_str() {
         "create" | "created" | "add" | "added" | "insert" | "inserted" | "register"
         | "registered" | "invite" | "invited" => 1,
-        "read" | "get" | "list" | "listed" | "view" | "viewed" | "query" | "queried"
-        | "lookup" | "search" | "export" | "exported" | "download" | "downloaded" => 2,
-        "update" | "updated" | "change" | "changed" | "modify" | "modified" | "edit"
-        | "edited" | "set" | "grant" | "granted" | "enable" | "enabled" | "disable"
-        | "disabled" | "rename" | "renamed" | "rotate" | "rotated" => 3,
+        "read" | "get" | "list" | "listed" | "view" | "viewed" | "query" | "queried" | "lookup"
+        | "search" | "export" | "exported" | "download" | "downloaded" => 2,
+        "update" | "updated" | "change" | "changed" | "modify" | "modified" | "edit" | "edited"
+        | "set" | "grant" | "granted" | "enable" | "enabled" | "disable" | "disabled"
+        | "rename" | "renamed" | "rotate" | "rotated" => 3,
         "delete" | "deleted" | "remove" | "removed" | "revoke" | "revoked" | "destroy"
         | "destroyed" | "purge" | "purged" => 4,
         _ => 99,
@@ -110,8 +110,17 @@ pub fn ocsf(event: &Value) -> Value {
     }
     // Everything without an OCSF home keeps its name under `unmapped`.
     let mapped = [
-        "eventType", "timestamp", "userId", "userEmail", "serviceName", "ipAddress", "cursor",
-        "accountId", "traceId", "userAgent", "message",
+        "eventType",
+        "timestamp",
+        "userId",
+        "userEmail",
+        "serviceName",
+        "ipAddress",
+        "cursor",
+        "accountId",
+        "traceId",
+        "userAgent",
+        "message",
     ];
     let mut unmapped = Map::new();
     if let Some(fields) = event.as_object() {
@@ -140,9 +149,25 @@ fn strip_nulls(value: &mut Value) {
 
 /// The top-level columns of tables and CSV, in order.
 pub const COLUMNS: &[&str] = &[
-    "cursor", "timestamp", "serviceName", "eventType", "userId", "userEmail", "message",
-    "ipAddress", "userAgent", "traceId", "occurredAt", "clientId", "messageId", "referenceId",
-    "organizationId", "sandbox", "jwtId", "expiresAt", "accountId",
+    "cursor",
+    "timestamp",
+    "serviceName",
+    "eventType",
+    "userId",
+    "userEmail",
+    "message",
+    "ipAddress",
+    "userAgent",
+    "traceId",
+    "occurredAt",
+    "clientId",
+    "messageId",
+    "referenceId",
+    "organizationId",
+    "sandbox",
+    "jwtId",
+    "expiresAt",
+    "accountId",
 ];
 
 fn cell(value: Option<&Value>) -> String {
@@ -219,10 +244,17 @@ impl<W: Write> Printer<W> {
             }
             (Format::Table, _) => {
                 self.table_rows.push(
-                    ["timestamp", "serviceName", "eventType", "userId", "message", "cursor"]
-                        .iter()
-                        .map(|c| cell(event.get(*c)))
-                        .collect(),
+                    [
+                        "timestamp",
+                        "serviceName",
+                        "eventType",
+                        "userId",
+                        "message",
+                        "cursor",
+                    ]
+                    .iter()
+                    .map(|c| cell(event.get(*c)))
+                    .collect(),
                 );
                 Ok(())
             }

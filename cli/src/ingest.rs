@@ -59,8 +59,10 @@ pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
         None => ProgressBar::new_spinner(),
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} lines {msg} ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} lines {msg} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(250));
     let started = std::time::Instant::now();
@@ -91,8 +93,12 @@ pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
             batch_bytes = 0;
         }
         batch_bytes += line.len() + 1;
-        batch.push(Pending { line: number, event });
-        let rate = (outcome.stored + outcome.duplicates) as f64 / started.elapsed().as_secs_f64().max(0.001);
+        batch.push(Pending {
+            line: number,
+            event,
+        });
+        let rate = (outcome.stored + outcome.duplicates) as f64
+            / started.elapsed().as_secs_f64().max(0.001);
         bar.set_message(format!("{rate:.0} events/s"));
     }
     send(client, batch, &mut outcome, &bar).await?;

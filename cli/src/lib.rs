@@ -23,18 +23,28 @@ pub fn metadata_tree(metadata: &Value) -> String {
             if last { "└──" } else { "├──" },
             service["serviceName"].as_str().unwrap_or_default()
         ));
-        let types = service["eventTypes"].as_array().cloned().unwrap_or_default();
+        let types = service["eventTypes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         for (j, kind) in types.iter().enumerate() {
             out.push_str(&format!(
                 "{}   {} {}\n",
                 if last { " " } else { "│" },
-                if j + 1 == types.len() { "└──" } else { "├──" },
+                if j + 1 == types.len() {
+                    "└──"
+                } else {
+                    "├──"
+                },
                 kind.as_str().unwrap_or_default()
             ));
         }
     }
     for target in metadata["targets"].as_array().cloned().unwrap_or_default() {
-        out.push_str(&format!("{}\n", target["target"].as_str().unwrap_or_default()));
+        out.push_str(&format!(
+            "{}\n",
+            target["target"].as_str().unwrap_or_default()
+        ));
         let fields = target["fields"].as_array().cloned().unwrap_or_default();
         for (i, field) in fields.iter().enumerate() {
             let operators: Vec<&str> = field["operators"]
@@ -45,7 +55,11 @@ pub fn metadata_tree(metadata: &Value) -> String {
                 .collect();
             out.push_str(&format!(
                 "{} {} ({}): {}\n",
-                if i + 1 == fields.len() { "└──" } else { "├──" },
+                if i + 1 == fields.len() {
+                    "└──"
+                } else {
+                    "├──"
+                },
                 field["name"].as_str().unwrap_or_default(),
                 field["type"].as_str().unwrap_or_default(),
                 operators.join(" ")
@@ -54,4 +68,3 @@ pub fn metadata_tree(metadata: &Value) -> String {
     }
     out
 }
-

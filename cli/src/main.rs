@@ -16,7 +16,12 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[command(name = "audit", version, about = "The Audit Trail API from a terminal")]
 struct Cli {
     /// The API's base URL.
-    #[arg(long, env = "AUDIT_URL", default_value = "http://127.0.0.1:3000", global = true)]
+    #[arg(
+        long,
+        env = "AUDIT_URL",
+        default_value = "http://127.0.0.1:3000",
+        global = true
+    )]
     url: String,
     /// A bearer token.
     #[arg(long, env = "AUDIT_TOKEN", global = true, hide_env_values = true)]

@@ -100,7 +100,10 @@ pub fn parse_time(flag: &str, text: &str) -> Result<String, Failure> {
     if chrono::DateTime::parse_from_rfc3339(text).is_ok() {
         return Ok(text.to_string());
     }
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let seconds = number.parse::<i64>().ok().and_then(|n| match unit {
         "s" => Some(n),
         "m" => Some(n * 60),
@@ -145,7 +148,10 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         let (status, page) = client.post_json(&url, &body).await?;
         if status == 400 {
             let message = page["error"]["message"].as_str().unwrap_or("invalid query");
-            return Err(Failure::new(EXIT_USAGE, format!("the API refused the query: {message}")));
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!("the API refused the query: {message}"),
+            ));
         }
         if status != 200 {
             return Err(crate::client::status_failure(status, &page));
@@ -171,10 +177,23 @@ mod tests {
 
     #[test]
     fn conditions_read_as_the_api_needs_them() {
-        let args: Vec<String> = ["userId", "=", "u-1", "data.mfa = false", "eventType", "in", "user.login,user.logout", "traceId", "exists", "data.score", ">=", "10"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "userId",
+            "=",
+            "u-1",
+            "data.mfa = false",
+            "eventType",
+            "in",
+            "user.login,user.logout",
+            "traceId",
+            "exists",
+            "data.score",
+            ">=",
+            "10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let conditions = parse_conditions(&args).unwrap();
         assert_eq!(
             Value::Array(conditions),
@@ -192,11 +211,23 @@ mod tests {
     fn a_malformed_condition_names_its_part() {
         let words = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
         let err = parse_conditions(&words("userId ~ u-1")).unwrap_err();
-        assert!(err.message.contains("`~` is not an operator"), "{}", err.message);
+        assert!(
+            err.message.contains("`~` is not an operator"),
+            "{}",
+            err.message
+        );
         let err = parse_conditions(&words("userId =")).unwrap_err();
-        assert!(err.message.contains("a value must follow"), "{}", err.message);
+        assert!(
+            err.message.contains("a value must follow"),
+            "{}",
+            err.message
+        );
         let err = parse_conditions(&words("userId")).unwrap_err();
-        assert!(err.message.contains("an operator must follow"), "{}", err.message);
+        assert!(
+            err.message.contains("an operator must follow"),
+            "{}",
+            err.message
+        );
         assert!(parse_time("--from", "7x").is_err());
         assert!(parse_time("--from", "7d").is_ok());
     }

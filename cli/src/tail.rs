@@ -32,11 +32,17 @@ pub fn read_state(path: &Path) -> Result<State, Failure> {
         Ok(text) => serde_json::from_str(&text).map_err(|e| {
             Failure::new(
                 EXIT_USAGE,
-                format!("{} is not a state file of `audit tail`: {e}", path.display()),
+                format!(
+                    "{} is not a state file of `audit tail`: {e}",
+                    path.display()
+                ),
             )
         }),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-        Err(err) => Err(Failure::new(EXIT_FAILED, format!("{}: {err}", path.display()))),
+        Err(err) => Err(Failure::new(
+            EXIT_FAILED,
+            format!("{}: {err}", path.display()),
+        )),
     }
 }
 

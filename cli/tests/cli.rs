@@ -28,12 +28,14 @@ async fn served() -> (TestEnv, String) {
     (env, base)
 }
 
-fn audit(base: &str, token: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(AUDIT)
+/// Runs `audit` without blocking the runtime the API is served on.
+async fn audit(base: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(AUDIT)
         .args(args)
         .env("AUDIT_URL", base)
         .env("AUDIT_TOKEN", token)
         .output()
+        .await
         .expect("audit runs");
     (
         output.status.code().unwrap_or(-1),
@@ -68,28 +70,44 @@ async fn exit_codes_and_messages_say_what_went_wrong() {
     let (env, base) = served().await;
     let token = env.token("acme", "audit:read audit:write");
     // A bad token: 3, and what to do.
-    let (code, _, stderr) = audit(&base, "not-a-token", &["get", "01KB0000000000000000000001"]);
+    let (code, _, stderr) =
+        audit(&base, "not-a-token", &["get", "01KB0000000000000000000001"]).await;
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("token"), "{stderr}");
-    // A wrong URL: 5 after retries, naming the URL.
-    let (code, _, stderr) = audit("http://127.0.0.1:9", &token, &["get", "01KB0000000000000000000001"]);
+    // A wrong URL (a port nothing listens on): 5 after retries, naming it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (code, _, stderr) = audit(&nowhere, &token, &["get", "01KB0000000000000000000001"]).await;
     assert_eq!(code, 5, "{stderr}");
     assert!(stderr.contains("cannot reach"), "{stderr}");
     // An unknown cursor: 4.
-    let (code, _, stderr) = audit(&base, &token, &["get", "01KB0000000000000000000001"]);
+    let (code, _, stderr) = audit(&base, &token, &["get", "01KB0000000000000000000001"]).await;
     assert_eq!(code, 4, "{stderr}");
     // A malformed condition: 2, naming the part.
-    let (code, _, stderr) = audit(&base, &token, &["query", "userId", "~", "u-1"]);
+    let (code, _, stderr) = audit(&base, &token, &["query", "userId", "~", "u-1"]).await;
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("`~` is not an operator"), "{stderr}");
     // A condition the API refuses: 2 with the API's reason.
-    let (code, _, stderr) = audit(&base, &token, &["query", "data.n", ">", "abc"]);
+    let (code, _, stderr) = audit(&base, &token, &["query", "nosuchfield", "=", "1"]).await;
     assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("refused the query") && stderr.contains("nosuchfield"),
+        "{stderr}"
+    );
     // And a good query works, as NDJSON when piped.
     post(&base, &token, vec![json!({"eventType": "user.login", "serviceName": "idp", "userId": "u-1", "data": {"mfa": false}})]).await;
-    let (code, stdout, stderr) = audit(&base, &token, &["query", "userId", "=", "u-1", "data.mfa = false"]);
+    let (code, stdout, stderr) = audit(
+        &base,
+        &token,
+        &["query", "userId", "=", "u-1", "data.mfa = false"],
+    )
+    .await;
     assert_eq!(code, 0, "{stderr}");
-    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 1, "{stdout}");
     assert_eq!(lines[0]["userId"], "u-1");
 }
@@ -97,7 +115,7 @@ async fn exit_codes_and_messages_say_what_went_wrong() {
 /// Writers post while `tail --follow --state` runs; it is killed three
 /// times at random moments and restarted. The concatenated output holds
 /// every acknowledged event exactly once.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_and_restarted_tail_writes_every_event_exactly_once() {
     let (env, base) = served().await;
     let token = env.token("acme", "audit:read audit:write");
@@ -121,7 +139,15 @@ async fn a_killed_and_restarted_tail_writes_every_event_exactly_once() {
     let start_tail = |n: usize| {
         let out = std::fs::File::create(dir.join(format!("out-{n}.ndjson"))).unwrap();
         Command::new(AUDIT)
-            .args(["tail", "--follow", "--self-audit", "exclude", "--limit", "7", "--state"])
+            .args([
+                "tail",
+                "--follow",
+                "--self-audit",
+                "exclude",
+                "--limit",
+                "7",
+                "--state",
+            ])
             .arg(&state)
             .env("AUDIT_URL", &base)
             .env("AUDIT_TOKEN", &token)
@@ -147,15 +173,26 @@ async fn a_killed_and_restarted_tail_writes_every_event_exactly_once() {
         let text = std::fs::read_to_string(dir.join(format!("out-{n}.ndjson"))).unwrap();
         for line in text.lines().filter(|l| !l.is_empty()) {
             // A line cut by the kill is not an event written.
-            let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
-            *seen.entry(event["cursor"].as_str().unwrap().to_string()).or_default() += 1;
+            let Ok(event) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            *seen
+                .entry(event["cursor"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
     }
     assert_eq!(acknowledged.len(), 600);
     let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(repeated.is_empty(), "written more than once: {repeated:?}");
-    let missing: Vec<_> = acknowledged.iter().filter(|c| !seen.contains_key(*c)).collect();
-    assert!(missing.is_empty(), "{} acknowledged events never written", missing.len());
+    let missing: Vec<_> = acknowledged
+        .iter()
+        .filter(|c| !seen.contains_key(*c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events never written",
+        missing.len()
+    );
     assert!(Path::new(&state).exists());
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -52,7 +52,12 @@ fn the_ocsf_record() {
 #[test]
 fn csv_flattens_data_by_dotted_path_in_a_stable_order() {
     let mut out = Vec::new();
-    let mut printer = Printer::csv(&mut out, vec!["data.geo.country".into(), "data.mfa".into()], true).unwrap();
+    let mut printer = Printer::csv(
+        &mut out,
+        vec!["data.geo.country".into(), "data.mfa".into()],
+        true,
+    )
+    .unwrap();
     for event in events() {
         printer.write(&event).unwrap();
     }
