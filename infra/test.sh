@@ -99,6 +99,20 @@ rm -rf .local/verify-bundle
 ./target/debug/audit verify --bundle .local/verify-bundle --verifier-key "$vkey"
 kill $serve_pid 2>/dev/null || true
 
+step "audit CLI: ingest killed midway and rerun, exports in each format (OCSF schema-validated, peak RSS)"
+tool ocsf python3 ocsf-json-schema jsonschema
+bulk_port=$(free_port)
+./target/debug/audit-local serve --memory --no-relay --port "$bulk_port" > .local/cli-serve.log 2>&1 &
+bulk_pid=$!
+trap 'kill $bulk_pid 2>/dev/null || true' EXIT
+wait_for_port "$bulk_port"
+bulk_token=$(./target/debug/audit-local token --tenant bulk --scope "audit:read audit:write" --ttl 2h)
+# The embedded store slows as a table with four indexes grows, and runs
+# idempotent writes one at a time: 2000 ingested lines, 20000 exported.
+.local/ocsf/bin/python infra/cli/bulk.py ./target/debug/audit "http://127.0.0.1:$bulk_port" "$bulk_token" \
+  .local/cli-bulk "${CLI_BULK_INGEST:-2000}" "${CLI_BULK_TOTAL:-20000}"
+kill $bulk_pid 2>/dev/null || true
+
 step "security scan: checkov on template.yaml"
 infra/checkov.sh
 

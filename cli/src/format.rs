@@ -69,10 +69,13 @@ pub fn ocsf(event: &Value) -> Value {
     if !user.is_empty() {
         actor["user"] = Value::Object(user);
     }
+    // OCSF wants at least one way to name the source: its IP when the
+    // event has one, else the service that reported it.
     let mut src_endpoint = Map::new();
-    if let Some(ip) = text("ipAddress") {
-        src_endpoint.insert("ip".into(), json!(ip));
-    }
+    match text("ipAddress") {
+        Some(ip) => src_endpoint.insert("ip".into(), json!(ip)),
+        None => src_endpoint.insert("name".into(), json!(text("serviceName"))),
+    };
     let mut record = json!({
         "class_uid": 6003,
         "class_name": "API Activity",
