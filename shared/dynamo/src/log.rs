@@ -9,7 +9,7 @@ use audit_core::integrity::tiles::{EntryRecord, TileId, TileWrite, TILE_WIDTH};
 use audit_core::integrity::{CheckpointRecord, LogStore, SealMark};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, PutRequest, ReturnConsumedCapacity, WriteRequest,
+    AttributeValue, KeysAndAttributes, ReturnConsumedCapacity,
 };
 
 use crate::items::Item;
@@ -61,40 +61,6 @@ fn corrupt(err: impl std::fmt::Display) -> StoreError {
 }
 
 impl DynamoStore {
-    /// Writes items in batches of 25 until every one is written.
-    async fn put_all(&self, items: Vec<Item>) -> Result<(), StoreError> {
-        for chunk in items.chunks(25) {
-            let mut requests: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
-            for item in chunk {
-                let put = PutRequest::builder()
-                    .set_item(Some(item.clone()))
-                    .build()
-                    .map_err(|e| StoreError::Other(e.to_string()))?;
-                requests.push(WriteRequest::builder().put_request(put).build());
-            }
-            let mut retry = RetryPolicy::for_background();
-            while !requests.is_empty() {
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests)
-                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                self.count_log_writes(output.consumed_capacity());
-                requests = output
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
-                if !requests.is_empty() && !retry.pause().await {
-                    return Err(StoreError::Throttled);
-                }
-            }
-        }
-        Ok(())
-    }
-
     async fn query_checkpoints(
         &self,
         tenant: &str,
@@ -231,7 +197,9 @@ impl LogStore for DynamoStore {
                 items.push(index);
             }
         }
-        self.put_all(items).await
+        let units = self.write_items(items).await?;
+        self.count_log_units(units);
+        Ok(())
     }
 
     async fn entry_tile_for(&self, tenant: &str, cursor: &str) -> Result<Option<u64>, StoreError> {

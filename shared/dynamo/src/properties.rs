@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use audit_core::error::StoreError;
 use audit_core::event::MAX_SORT_KEY_BYTES;
 use audit_core::metadata::ObservedProperty;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::items::{json_text, property_key, Item};
-use crate::retry::{classify, RetryPolicy};
+use crate::retry::classify;
 use crate::store::DynamoStore;
 use crate::table::{METADATA_PREFIX, PARTITION_KEY, SORT_KEY};
 
@@ -39,29 +39,9 @@ impl DynamoStore {
                     AttributeValue::S(format!("{METADATA_PREFIX}{tenant}")),
                 );
                 item.insert(SORT_KEY.into(), AttributeValue::S(key));
-                let put = PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(|e| StoreError::Other(e.to_string()))?;
-                requests.push(WriteRequest::builder().put_request(put).build());
+                requests.push(item);
             }
-            let mut retry = RetryPolicy::for_background();
-            while !requests.is_empty() {
-                let output = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests)
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                requests = output
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
-                if !requests.is_empty() && !retry.pause().await {
-                    return Err(StoreError::Throttled);
-                }
-            }
+            self.write_items(requests).await?;
         }
         Ok(())
     }

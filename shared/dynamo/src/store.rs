@@ -50,7 +50,10 @@ impl DynamoStore {
     }
 
     pub(crate) fn count_log_writes(&self, consumed: &[aws_sdk_dynamodb::types::ConsumedCapacity]) {
-        let units: f64 = consumed.iter().filter_map(|c| c.capacity_units).sum();
+        self.count_log_units(consumed.iter().filter_map(|c| c.capacity_units).sum());
+    }
+
+    pub(crate) fn count_log_units(&self, units: f64) {
         self.log_write_milliunits.fetch_add(
             (units * 1000.0).round() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -397,6 +400,47 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
+    /// Writes items in batches of 25 until every one is written (retrying
+    /// what DynamoDB leaves unprocessed); the write units consumed.
+    pub(crate) async fn write_items(&self, items: Vec<Item>) -> Result<f64, StoreError> {
+        let mut units = 0.0;
+        for chunk in items.chunks(25) {
+            let mut requests: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
+            for item in chunk {
+                let put = PutRequest::builder()
+                    .set_item(Some(item.clone()))
+                    .build()
+                    .map_err(|e| StoreError::Other(e.to_string()))?;
+                requests.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut retry = RetryPolicy::for_background();
+            while !requests.is_empty() {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                units += output
+                    .consumed_capacity()
+                    .iter()
+                    .filter_map(|c| c.capacity_units)
+                    .sum::<f64>();
+                requests = output
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+                if !requests.is_empty() && !retry.pause().await {
+                    return Err(StoreError::Throttled);
+                }
+            }
+        }
+        Ok(units)
+    }
+
+
     /// One item by its keys.
     pub(crate) async fn get_item(
         &self,

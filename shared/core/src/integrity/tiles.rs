@@ -259,29 +259,11 @@ impl Frontier {
             self.size += 1;
         }
         // New partial tiles, where this append changed them.
-        if !self.partial_entries.is_empty() {
-            let mut bytes = Vec::with_capacity(ENTRY_BYTES * self.partial_entries.len());
-            for entry in &self.partial_entries {
-                entry.encode(&mut bytes);
-            }
-            writes.push(TileWrite {
-                id: TileId::entries(self.size / TILE_WIDTH),
-                width: self.partial_entries.len() as u64,
-                bytes,
-            });
-        }
-        for level in touched {
-            let hashes = &self.partial[level];
-            if hashes.is_empty() {
-                continue;
-            }
-            let at_level = self.size >> (TILE_HEIGHT * level as u32);
-            writes.push(TileWrite {
-                id: TileId::hashes(level as u8, at_level / TILE_WIDTH),
-                width: hashes.len() as u64,
-                bytes: encode_hashes(hashes),
-            });
-        }
+        writes.extend(
+            self.partial_tiles()
+                .into_iter()
+                .filter(|w| w.id.level.is_none_or(|l| touched.contains(&usize::from(l)))),
+        );
         debug_assert!(self.size > start);
         writes
     }
