@@ -579,6 +579,12 @@ async fn truncated_newest_leaves_are_named_against_a_checkpoint_seen_earlier() {
     assert!(!report.ok());
 }
 
+async fn checkpoint_count(api: &Api) -> usize {
+    partition(api, &format!("{CHECKPOINT_PREFIX}acme"))
+        .await
+        .len()
+}
+
 /// A tenant without new events still gets a checkpoint once its last one
 /// is a heartbeat old (so dropping the newest events can't hide behind
 /// silence), of the same tree; sooner than that, none.
@@ -588,16 +594,12 @@ async fn a_quiet_tenant_gets_a_heartbeat_checkpoint() {
     let token = api.token("acme");
     ingest(&api, &token, 5, "quiet").await;
     seal_now(&api).await;
-    let count = |api: &Api| {
-        let key = format!("{CHECKPOINT_PREFIX}acme");
-        async move { partition(api, &key).await.len() }
-    };
-    let before = count(&api).await;
+    let before = checkpoint_count(&api).await;
     let first: CheckpointRecord =
         serde_json::from_value(get_ok(&api, &token, "/audit/checkpoint").await).unwrap();
     // The reads above are events too: seal them, then nothing is new.
     seal_now(&api).await;
-    let settled = count(&api).await;
+    let settled = checkpoint_count(&api).await;
     assert!(settled >= before);
     let latest_size = partition(&api, &format!("{CHECKPOINT_PREFIX}acme"))
         .await
@@ -610,11 +612,15 @@ async fn a_quiet_tenant_gets_a_heartbeat_checkpoint() {
     let horizon = chrono::Duration::from_std(api.env.config.settle_horizon).unwrap();
     let soon = Utc::now() + horizon + chrono::Duration::seconds(1);
     sealer(&api).run(soon).await.unwrap();
-    let quiet = count(&api).await;
+    let quiet = checkpoint_count(&api).await;
     // A run a heartbeat later writes a checkpoint of the same tree.
     let heartbeat = chrono::Duration::from_std(api.env.config.checkpoint_heartbeat).unwrap();
     let report = sealer(&api).run(soon + heartbeat).await.unwrap();
-    assert_eq!(count(&api).await, quiet + 1, "one heartbeat checkpoint");
+    assert_eq!(
+        checkpoint_count(&api).await,
+        quiet + 1,
+        "one heartbeat checkpoint"
+    );
     let beat = &report.checkpoints[0];
     assert_eq!(beat.tree_size, latest_size, "the same tree, signed again");
     verifier_key(&api, &token).await.open(&beat.note).unwrap();

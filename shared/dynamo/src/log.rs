@@ -8,9 +8,7 @@ use audit_core::error::StoreError;
 use audit_core::integrity::tiles::{EntryRecord, TileId, TileWrite, TILE_WIDTH};
 use audit_core::integrity::{CheckpointRecord, LogStore, SealMark};
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, ReturnConsumedCapacity,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
 
 use crate::items::Item;
 use crate::retry::{classify, RetryPolicy};

@@ -440,7 +440,6 @@ impl DynamoStore {
         Ok(units)
     }
 
-
     /// One item by its keys.
     pub(crate) async fn get_item(
         &self,
