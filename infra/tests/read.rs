@@ -311,8 +311,11 @@ async fn a_poller_following_next_never_misses_or_repeats_an_event() {
     done.store(true, Ordering::SeqCst);
     let seen = poller.await.unwrap();
 
+    // Writes delayed up to 250 ms against a 300 ms deadline fail at a rate
+    // that depends on the machine's load; the property is about what was
+    // acknowledged, and this only keeps the test from being vacuous.
     assert!(
-        acknowledged.len() > 100,
+        acknowledged.len() > 50,
         "the writers wrote ({})",
         acknowledged.len()
     );

@@ -269,18 +269,20 @@ impl<S: EventStore> IngestService<S> {
             }
         }
 
-        // Every tenant written to is marked for sealing first, so no stored
-        // event is left out of the log.
-        let tenants: std::collections::BTreeSet<&str> = pending
-            .iter()
-            .map(|p| p.event.account_id.as_str())
-            .collect();
-        for tenant in tenants {
-            self.marks.before_write(&*self.store, tenant).await;
-        }
+        // Every tenant written to is marked for sealing, alongside the
+        // writes (not before them: a mark must not eat the write deadline).
+        // An event is sealed only once the settle horizon, which exceeds
+        // any write, has passed it, by when its mark is down too.
+        let tenants: std::collections::BTreeSet<String> =
+            pending.iter().map(|p| p.event.account_id.clone()).collect();
+        let marks = async {
+            for tenant in &tenants {
+                self.marks.before_write(&*self.store, tenant).await;
+            }
+        };
         let (keyed, fresh): (Vec<Pending>, Vec<Pending>) =
             pending.into_iter().partition(|p| p.key.is_some());
-        let outcomes = self.write(keyed, fresh, deadline).await;
+        let ((), outcomes) = futures::join!(marks, self.write(keyed, fresh, deadline));
         // Only what was stored is seen: a refused event names no property.
         let sightings = self.seen.first_sightings(
             outcomes

@@ -167,9 +167,12 @@ impl<S: EventStore> SelfAuditor<S> {
             indexed_data: None,
             may_have_more_data: None,
         };
-        // Marked before it is written: a record is never left unsealed.
-        self.marks.before_write(&*self.store, &caller.tenant).await;
-        self.store.put_event(&event).await?;
+        // Marked alongside the write, so a record is never left unsealed.
+        let (_, written) = futures::join!(
+            self.marks.before_write(&*self.store, &caller.tenant),
+            self.store.put_event(&event)
+        );
+        written?;
         // The API's own records are queryable like any event: metadata lists
         // their properties (first sighting per process only).
         let sightings = self.seen.first_sightings(std::iter::once(&event), true);

@@ -37,7 +37,7 @@ impl DirtyMarks {
         }
     }
 
-    /// Before events of `tenant` are written: the mark says events may be
+    /// As events of `tenant` are written: the mark says events may be
     /// written until two intervals from now, so a write between marks is
     /// always covered. A failed mark is logged and retried by the next write.
     pub async fn before_write<S: EventStore + ?Sized>(&self, store: &S, tenant: &str) {
