@@ -20,9 +20,13 @@ use merkle::Hash;
 /// The bytes a leaf hashes: RFC 8785 (JCS) canonical JSON of the event
 /// exactly as the single-event lookup returns it, `mayHaveMoreData` never.
 pub fn leaf_bytes(event: &Event) -> Vec<u8> {
+    // An `Event` always serialises (string keys, exact numbers). Copied
+    // only when it carries the page-only flag (the verifier's hot path).
+    if event.may_have_more_data.is_none() {
+        return serde_json_canonicalizer::to_vec(event).unwrap_or_default();
+    }
     let mut whole = event.clone();
     whole.may_have_more_data = None;
-    // An `Event` always serialises (string keys, exact numbers).
     serde_json_canonicalizer::to_vec(&whole).unwrap_or_default()
 }
 

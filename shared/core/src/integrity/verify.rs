@@ -270,3 +270,66 @@ pub fn verify(evidence: &Evidence, events: impl IntoIterator<Item = Event>) -> R
     }
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrity::note::{Checkpoint, NoteSigner};
+
+    fn event(i: u64) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "cursor": ulid::Ulid::from_parts(1_700_000_000_000 + i, u128::from(i)).to_string(),
+            "accountId": "t", "timestamp": "2026-11-27T09:00:00.000Z",
+            "expiresAt": "2099-01-01T00:00:00.000Z", "serviceName": "billing",
+            "eventType": "invoice.paid", "userId": format!("u-{}", i % 50),
+            "data": {"n": i, "path": "/v1/invoices", "pad": "x".repeat(700)},
+        }))
+        .unwrap()
+    }
+
+    /// Events verified per second on this thread (a measurement, not a
+    /// target: `cargo test --release -p audit-core -- --ignored --nocapture
+    /// verifier_throughput`; `audit-bench integrity` reports the same).
+    #[test]
+    #[ignore]
+    fn verifier_throughput() {
+        let count = 100_000u64;
+        let signer = NoteSigner::from_secret("bench", "bench");
+        let mut builder = RootBuilder::default();
+        let mut entries = Vec::new();
+        let events: Vec<Event> = (0..count).map(event).collect();
+        for (i, e) in events.iter().enumerate() {
+            let leaf = event_leaf_hash(e);
+            builder.push(leaf);
+            entries.push(EntryView {
+                leaf_index: i as u64,
+                cursor: e.cursor.clone(),
+                expires_at: e.expires_at.clone(),
+                leaf_hash: encode_hash(&leaf),
+            });
+        }
+        let note = signer.sign(&Checkpoint {
+            origin: "bench/t".into(),
+            size: count,
+            root: builder.root(),
+            timestamp: "2026-11-27T09:00:00.000Z".into(),
+        });
+        let key = signer.verifier();
+        let started = std::time::Instant::now();
+        let report = verify(
+            &Evidence {
+                key: &key,
+                origin: None,
+                entries: &entries,
+                checkpoints: std::slice::from_ref(&note),
+                trusted: &[],
+                now_ms: 0,
+            },
+            events,
+        );
+        let rate = count as f64 / started.elapsed().as_secs_f64();
+        assert!(report.ok());
+        assert_eq!(report.counts.get("verified"), Some(&count));
+        println!("verifier: {rate:.0} events/s on one thread ({count} events)");
+    }
+}
