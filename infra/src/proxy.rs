@@ -34,6 +34,12 @@ pub struct Counters {
     pub requests: AtomicU64,
     pub throttled_requests: AtomicU64,
     pub items_returned_unprocessed: AtomicU64,
+    /// Writes still to be answered with a 500 `InternalServerError`.
+    pub writes_to_fail: AtomicU64,
+    /// Writes still to be applied upstream and then answered with a 500, as
+    /// when DynamoDB commits a write but its answer is lost.
+    pub answers_to_lose: AtomicU64,
+    pub failed_requests: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -86,6 +92,18 @@ impl FaultProxy {
             *current = faults;
         }
     }
+
+    /// Answers the next `count` writes (of any kind, attempts each) with the
+    /// 500 `InternalServerError` DynamoDB sends when a node fails mid-request.
+    pub fn fail_next_writes(&self, count: u64) {
+        self.counters.writes_to_fail.store(count, Ordering::SeqCst);
+    }
+
+    /// Applies the next `count` writes but answers each with a 500, so the
+    /// client cannot tell they landed.
+    pub fn lose_next_write_answers(&self, count: u64) {
+        self.counters.answers_to_lose.store(count, Ordering::SeqCst);
+    }
 }
 
 fn target_of(headers: &HeaderMap) -> String {
@@ -112,6 +130,22 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
     let is_write = WRITE_TARGETS.contains(&target.as_str());
 
     if is_write {
+        let failing = state
+            .counters
+            .writes_to_fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            state
+                .counters
+                .failed_requests
+                .fetch_add(1, Ordering::Relaxed);
+            return dynamodb_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "com.amazonaws.dynamodb.v20120810#InternalServerError",
+                "Internal server error (injected by the test proxy)",
+            );
+        }
         if let Some((low, high)) = faults.write_delay_ms {
             let pause = if high > low {
                 rand::random_range(low..=high)
@@ -125,42 +159,20 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
                 .counters
                 .throttled_requests
                 .fetch_add(1, Ordering::Relaxed);
-            let body = json!({
-                "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
-                "message": "The level of configured provisioned throughput for the table was exceeded (injected by the test proxy)"
-            });
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                "content-type",
-                "application/x-amz-json-1.0"
-                    .parse()
-                    .unwrap_or_else(|_| unreachable_header()),
-            );
-            return reply(
+            return dynamodb_error(
                 StatusCode::BAD_REQUEST,
-                headers,
-                body.to_string().into_bytes(),
+                "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                "The level of configured provisioned throughput for the table was exceeded (injected by the test proxy)",
             );
         }
     }
 
     if let Some(marker) = faults.refuse_writes_containing.as_deref() {
         if is_write && !marker.is_empty() && contains(&body, marker.as_bytes()) {
-            let body = json!({
-                "__type": "com.amazon.coral.validate#ValidationException",
-                "message": "One or more parameter values were invalid (injected by the test proxy)"
-            });
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                "content-type",
-                "application/x-amz-json-1.0"
-                    .parse()
-                    .unwrap_or_else(|_| unreachable_header()),
-            );
-            return reply(
+            return dynamodb_error(
                 StatusCode::BAD_REQUEST,
-                headers,
-                body.to_string().into_bytes(),
+                "com.amazon.coral.validate#ValidationException",
+                "One or more parameter values were invalid (injected by the test proxy)",
             );
         }
     }
@@ -229,6 +241,24 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
         }
     };
     let status = response.status();
+    let answer_lost = is_write
+        && status.is_success()
+        && state
+            .counters
+            .answers_to_lose
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+    if answer_lost {
+        state
+            .counters
+            .failed_requests
+            .fetch_add(1, Ordering::Relaxed);
+        return dynamodb_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "com.amazonaws.dynamodb.v20120810#InternalServerError",
+            "Internal server error after the write was applied (injected by the test proxy)",
+        );
+    }
     let mut headers = HeaderMap::new();
     for (name, value) in response.headers() {
         if name != "content-length" && name != "transfer-encoding" {
@@ -260,6 +290,18 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
         headers,
         bytes,
     )
+}
+
+fn dynamodb_error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
+    let body = json!({ "__type": kind, "message": message });
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "content-type",
+        "application/x-amz-json-1.0"
+            .parse()
+            .unwrap_or_else(|_| unreachable_header()),
+    );
+    reply(status, headers, body.to_string().into_bytes())
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -624,3 +624,118 @@ async fn a_partly_throttled_batch_reports_exactly_what_landed() {
         "the table holds exactly the acknowledged events"
     );
 }
+
+/// A batch whose write fails outright (a 500 on every attempt the SDK makes,
+/// or a timeout) is tried again while the write deadline allows, so a
+/// passing fault fails no event of a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_write_that_fails_outright_is_retried_within_the_deadline() {
+    let env = TestEnv::start_with(EnvOptions {
+        with_proxy: true,
+        write_deadline: Some(std::time::Duration::from_secs(20)),
+        ..Default::default()
+    })
+    .await;
+    let api = Api::from_env(env).await;
+    let proxy = api.env.proxy.as_ref().unwrap();
+    let token = api.token("acme");
+    // The tenant's sealing mark is written by this first request, so the
+    // failures below all fall on the batch.
+    let (status, answer) = json_of(
+        api.post_json(&token, "/audit/events", &json!({"events": [event("warm")]}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+
+    // The SDK makes 4 attempts per call; all of them fail.
+    proxy.fail_next_writes(4);
+    let body = json!({"events": (0..20).map(|i| event(&format!("f{i}"))).collect::<Vec<_>>()});
+    let (status, answer) = json_of(api.post_json(&token, "/audit/events", &body).await).await;
+    assert_eq!(
+        proxy
+            .counters
+            .failed_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4,
+        "every injected failure was met"
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["summary"]["stored"], 20);
+    let in_table = api
+        .env
+        .events_by_tenant()
+        .await
+        .remove("acme")
+        .unwrap_or_default();
+    assert_eq!(in_table.len(), 21);
+}
+
+/// DynamoDB can apply a write and lose its answer; the SDK then sends it
+/// again. On every write path the event is reported stored, and stored once:
+/// the single event's conditional put and the keyed transaction find their
+/// own first attempt, not a collision or a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_whose_answer_was_lost_is_reported_stored_once() {
+    let env = TestEnv::start_with(EnvOptions {
+        with_proxy: true,
+        write_deadline: Some(std::time::Duration::from_secs(20)),
+        ..Default::default()
+    })
+    .await;
+    let api = Api::from_env(env).await;
+    let proxy = api.env.proxy.as_ref().unwrap();
+    let token = api.token("acme");
+    let (status, _) = json_of(api.post_json(&token, "/audit/events", &event("warm")).await).await;
+    assert_eq!(status, 201);
+
+    let mut keyed = event("keyed");
+    keyed["messageId"] = json!("lost-answer-1");
+    let cases = [
+        ("single", event("single"), 1),
+        ("keyed", keyed, 1),
+        (
+            "batch",
+            json!({"events": (0..5).map(|i| event(&format!("b{i}"))).collect::<Vec<_>>()}),
+            5,
+        ),
+    ];
+    let mut expected = 1;
+    for (name, body, count) in cases {
+        let lost_before = proxy
+            .counters
+            .failed_requests
+            .load(std::sync::atomic::Ordering::Relaxed);
+        proxy.lose_next_write_answers(1);
+        let (status, answer) = json_of(api.post_json(&token, "/audit/events", &body).await).await;
+        assert_eq!(
+            proxy
+                .counters
+                .failed_requests
+                .load(std::sync::atomic::Ordering::Relaxed),
+            lost_before + 1,
+            "{name}: an answer was lost"
+        );
+        assert!(status == 200 || status == 201, "{name}: {status} {answer}");
+        let statuses: Vec<&str> = match answer["results"].as_array() {
+            Some(results) => results
+                .iter()
+                .filter_map(|r| r["status"].as_str())
+                .collect(),
+            None => vec![if answer["cursor"].is_string() {
+                "stored"
+            } else {
+                "?"
+            }],
+        };
+        assert_eq!(statuses, vec!["stored"; count], "{name}: {answer}");
+        expected += count;
+        let in_table = api
+            .env
+            .events_by_tenant()
+            .await
+            .remove("acme")
+            .unwrap_or_default();
+        assert_eq!(in_table.len(), expected, "{name}: stored once");
+    }
+}

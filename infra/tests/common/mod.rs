@@ -31,6 +31,11 @@ impl Api {
     }
 
     pub async fn from_env(env: TestEnv) -> Self {
+        // Warnings (a store fault, a retry) are shown with a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("warn")
+            .try_init();
         let base = env.serve().await;
         Api {
             env,

@@ -72,17 +72,41 @@ impl DynamoStore {
 #[async_trait]
 impl EventStore for DynamoStore {
     async fn put_event(&self, event: &Event) -> Result<(), StoreError> {
-        self.client
+        let item = event_to_item(event)?;
+        let sent = self
+            .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(event_to_item(event)?))
+            .set_item(Some(item.clone()))
             .condition_expression("attribute_not_exists(#sk)")
             .expression_attribute_names("#sk", SORT_KEY)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
-            .map_err(classify)?;
-        Ok(())
+            .map_err(classify);
+        match sent {
+            Ok(_) => Ok(()),
+            // Cursors don't collide, so the same item already at this cursor
+            // is this put's own earlier attempt, whose answer was lost and
+            // which the SDK then retried.
+            Err(StoreError::ConditionFailed) => {
+                let landed = self
+                    .get_item(&event.account_id, &event.cursor, true)
+                    .await?;
+                // Strings come back as written (numbers may be normalised).
+                let same = landed.is_some_and(|landed| {
+                    item.iter()
+                        .filter(|(_, value)| matches!(value, AttributeValue::S(_)))
+                        .all(|(name, value)| landed.get(name) == Some(value))
+                });
+                if same {
+                    Ok(())
+                } else {
+                    Err(StoreError::ConditionFailed)
+                }
+            }
+            Err(err) => Err(err),
+        }
     }
 
     async fn put_event_once(
@@ -138,13 +162,14 @@ impl EventStore for DynamoStore {
                 Some(reasons) => {
                     let marker_reason = reasons.get(1);
                     if marker_reason.and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
-                        if let Some(duplicate) = marker_reason
+                        let duplicate = match marker_reason
                             .and_then(|r| r.item())
                             .and_then(duplicate_from_marker)
                         {
-                            return Ok(duplicate);
-                        }
-                        return self.read_marker(&event.account_id, key).await;
+                            Some(duplicate) => duplicate,
+                            None => self.read_marker(&event.account_id, key).await?,
+                        };
+                        return Ok(own_attempt_is_stored(duplicate, event));
                     }
                     if let Some(invalid) =
                         reasons.iter().find(|r| r.code() == Some("ValidationError"))
@@ -248,8 +273,22 @@ impl EventStore for DynamoStore {
                     continue;
                 }
                 Err(StoreError::Throttled) => group,
-                // Nothing in this call is known to be stored; retrying is safe.
+                // The SDK's own attempts failed (a 500, a timeout, a dropped
+                // connection). The puts are unconditional and carry their
+                // cursors, so a repeat of one that did land rewrites the same
+                // item: try again while the deadline allows.
+                Err(StoreError::Unavailable(reason)) => {
+                    tracing::warn!(%reason, items = group.len(), "a batch write failed; retrying");
+                    if retry.pause().await {
+                        groups.push(group);
+                    } else {
+                        settle(&group, &|| Err(StoreError::Unavailable(reason.clone())));
+                    }
+                    continue;
+                }
+                // Nothing in this call is known to be stored.
                 Err(other) => {
+                    tracing::warn!(error = %other, items = group.len(), "a batch write failed");
                     let reason = other.to_string();
                     settle(&group, &|| Err(StoreError::Unavailable(reason.clone())));
                     continue;
@@ -386,6 +425,16 @@ impl EventStore for DynamoStore {
     }
 }
 
+/// A marker naming this very cursor was written by an earlier attempt of
+/// this put (the SDK retried it after its answer was lost): it is stored,
+/// not a duplicate.
+fn own_attempt_is_stored(found: IdempotentPut, event: &Event) -> IdempotentPut {
+    match found {
+        IdempotentPut::Duplicate { cursor, .. } if cursor == event.cursor => IdempotentPut::Stored,
+        other => other,
+    }
+}
+
 impl DynamoStore {
     async fn get_event_item(
         &self,
@@ -415,14 +464,24 @@ impl DynamoStore {
             }
             let mut retry = RetryPolicy::for_background();
             while !requests.is_empty() {
-                let output = self
+                let sent = self
                     .client
                     .batch_write_item()
-                    .request_items(&self.table, requests)
+                    .request_items(&self.table, requests.clone())
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await
-                    .map_err(classify)?;
+                    .map_err(classify);
+                let output = match sent {
+                    Ok(output) => output,
+                    // Unconditional puts: repeating one that landed is harmless.
+                    Err(StoreError::Throttled | StoreError::Unavailable(_))
+                        if retry.pause().await =>
+                    {
+                        continue
+                    }
+                    Err(err) => return Err(err),
+                };
                 units += output
                     .consumed_capacity()
                     .iter()
