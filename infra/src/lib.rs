@@ -11,3 +11,4 @@ pub mod proxy;
 pub mod relay;
 pub mod runtime_api;
 pub mod testkit;
+pub mod tls;

@@ -18,7 +18,9 @@ use serde_json::Value;
 struct Shared {
     queued: Vec<Value>,
     first_next: Option<Instant>,
-    responses: Vec<(u16, Value)>,
+    /// When the invocation being served was handed out.
+    handed_out: Option<Instant>,
+    responses: Vec<(u16, Value, Duration)>,
 }
 
 #[derive(Clone)]
@@ -32,11 +34,12 @@ async fn next(State(api): State<RuntimeApi>) -> (StatusCode, HeaderMap, String) 
         shared.first_next.get_or_insert_with(Instant::now);
     }
     loop {
-        let event = api
-            .shared
-            .lock()
-            .ok()
-            .and_then(|mut s| (!s.queued.is_empty()).then(|| s.queued.remove(0)));
+        let event = api.shared.lock().ok().and_then(|mut s| {
+            (!s.queued.is_empty()).then(|| {
+                s.handed_out = Some(Instant::now());
+                s.queued.remove(0)
+            })
+        });
         if let Some(event) = event {
             let mut headers = HeaderMap::new();
             let id = ulid::Ulid::new().to_string();
@@ -91,7 +94,8 @@ async fn fail_invocation(
 fn record(api: &RuntimeApi, status: u16, body: &str) {
     let value = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
     if let Ok(mut shared) = api.shared.lock() {
-        shared.responses.push((status, value));
+        let took = shared.handed_out.map(|t| t.elapsed()).unwrap_or_default();
+        shared.responses.push((status, value, took));
     }
 }
 
@@ -130,7 +134,7 @@ impl RuntimeApi {
         self.shared.lock().ok().and_then(|s| s.first_next)
     }
 
-    fn take_response(&self) -> Option<(u16, Value)> {
+    fn take_response(&self) -> Option<(u16, Value, Duration)> {
         self.shared
             .lock()
             .ok()
@@ -171,6 +175,8 @@ pub struct Invocation {
     pub init: Duration,
     pub status: u16,
     pub response: Value,
+    /// From handing the event out to receiving the response.
+    pub duration: Duration,
     /// Peak resident memory of the process, kB (from /proc while it ran).
     pub peak_rss_kb: u64,
 }
@@ -182,11 +188,35 @@ pub async fn run_binary(
     env: HashMap<String, String>,
     events: Vec<Value>,
 ) -> Result<Vec<Invocation>, String> {
+    run_binary_in(binary, env, events, None).await
+}
+
+/// As [`run_binary`], with the process placed in a cgroup (v1 `cpu`
+/// controller directory) from its first instruction, to give it a CPU share.
+pub async fn run_binary_in(
+    binary: &Path,
+    env: HashMap<String, String>,
+    events: Vec<Value>,
+    cgroup: Option<&Path>,
+) -> Result<Vec<Invocation>, String> {
     let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
     let mut env = env;
     env.insert("AWS_LAMBDA_RUNTIME_API".into(), api.address.clone());
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(binary)
+    let mut command = match cgroup {
+        // The shell joins the cgroup, then becomes the binary.
+        Some(cgroup) => {
+            let mut command = tokio::process::Command::new("/bin/sh");
+            command
+                .arg("-c")
+                .arg("echo $$ > \"$0/cgroup.procs\" && exec \"$1\"")
+                .arg(cgroup)
+                .arg(binary);
+            command
+        }
+        None => tokio::process::Command::new(binary),
+    };
+    let mut child = command
         .env_clear()
         .envs(env)
         .stdout(Stdio::null())
@@ -223,6 +253,7 @@ pub async fn run_binary(
             init,
             status: answer.0,
             response: answer.1,
+            duration: answer.2,
             peak_rss_kb: peak,
         });
     }

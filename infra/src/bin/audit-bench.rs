@@ -28,6 +28,8 @@ enum Command {
     },
     /// The integrity log: sealing cost, proofs, the verifier.
     Integrity,
+    /// The first request after a cold start, under Lambda's 128 MB CPU share.
+    FirstRequest,
     /// Everything, into --out.
     All {
         #[arg(long, default_value_t = 100_000)]
@@ -43,6 +45,7 @@ async fn main() -> Result<(), audit_infra::bench::BenchError> {
         Command::Capacity => vec![bench::capacity().await?],
         Command::Reads { events } => vec![bench::reads(events).await?],
         Command::Integrity => vec![bench::integrity().await?],
+        Command::FirstRequest => vec![bench::first_request().await?],
         Command::All { events } => bench::all(events).await?,
     };
     let report = bench::report(&sections, started.elapsed().max(Duration::from_millis(1)));

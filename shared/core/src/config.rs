@@ -45,6 +45,9 @@ pub struct Config {
     pub self_audit_required: bool,
     /// `METADATA_EXTENDED`: record `data.*` properties for metadata (default true).
     pub metadata_extended: bool,
+    /// `WARM_IN_INIT`: open the connection to the table during a cold
+    /// start's init, not on its first request (default true).
+    pub warm_in_init: bool,
     /// `CHECKPOINT_ORIGIN`: the deployment's name in checkpoints; a tenant's
     /// log is `<origin>/<tenant>`, and the key is named `<origin>`
     /// (default `audit-trail.local`).
@@ -218,6 +221,7 @@ impl Config {
             )?,
             self_audit_required: settings.flag("SELF_AUDIT_REQUIRED", false)?,
             metadata_extended: settings.flag("METADATA_EXTENDED", true)?,
+            warm_in_init: settings.flag("WARM_IN_INIT", true)?,
             checkpoint_origin: match settings.text("CHECKPOINT_ORIGIN") {
                 None => "audit-trail.local".to_string(),
                 // A note's first line and a key name: no spaces, no `+`.
@@ -287,6 +291,7 @@ mod tests {
         assert_eq!(config.tail_max_wait, Duration::from_secs(20));
         assert!(!config.self_audit_required);
         assert!(config.metadata_extended);
+        assert!(config.warm_in_init);
     }
 
     #[test]

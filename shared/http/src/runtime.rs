@@ -39,6 +39,9 @@ pub async fn start() -> Result<(Config, Arc<DynamoStore>), lambda_http::Error> {
         Config::from_env().inspect_err(|err| tracing::error!(%err, "refusing to start"))?;
     let client = audit_dynamo::client(&config).await;
     let store = Arc::new(DynamoStore::new(client, &config.table_name));
+    if config.warm_in_init {
+        store.warm().await;
+    }
     Ok((config, store))
 }
 
