@@ -4,12 +4,14 @@
 
 mod capacity;
 mod integrity;
+mod levers;
 mod reads;
 mod startup;
 mod throughput;
 
 pub use capacity::{capacity, cost};
 pub use integrity::integrity;
+pub use levers::levers;
 pub use reads::reads;
 pub use startup::{cold_start, first_request, memory};
 pub use throughput::throughput;
@@ -69,6 +71,8 @@ pub async fn all(events: usize) -> Result<Vec<Section>, BenchError> {
     let throughput = throughput().await?;
     eprintln!("integrity");
     let integrity = integrity().await?;
+    eprintln!("levers");
+    let levers = levers().await?;
     Ok(vec![
         cold,
         first,
@@ -77,6 +81,7 @@ pub async fn all(events: usize) -> Result<Vec<Section>, BenchError> {
         reads,
         throughput,
         integrity,
+        levers,
         cost(),
     ])
 }
@@ -152,6 +157,7 @@ pub fn item_size(item: &Item) -> usize {
         match value {
             AttributeValue::S(s) => s.len(),
             AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+            AttributeValue::B(bytes) => bytes.as_ref().len(),
             AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
             AttributeValue::M(map) => {
                 3 + map

@@ -184,12 +184,7 @@ fn cpu_share_cgroup() -> Result<std::path::PathBuf, String> {
     }
     let v2 = std::path::Path::new("/sys/fs/cgroup/audit-bench-128mb");
     std::fs::create_dir_all(v2)
-        .and_then(|()| {
-            std::fs::write(
-                v2.join("cpu.max"),
-                format!("{SHARE_128MB_PER_100K} 100000"),
-            )
-        })
+        .and_then(|()| std::fs::write(v2.join("cpu.max"), format!("{SHARE_128MB_PER_100K} 100000")))
         .map(|()| v2.to_path_buf())
         .map_err(|e| format!("no cgroup CPU quota could be set ({e}); run as root"))
 }

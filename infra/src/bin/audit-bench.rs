@@ -30,6 +30,8 @@ enum Command {
     Integrity,
     /// The first request after a cold start, under Lambda's 128 MB CPU share.
     FirstRequest,
+    /// Write units and bytes per ~1 KB event under each cost lever.
+    Levers,
     /// Everything, into --out.
     All {
         #[arg(long, default_value_t = 100_000)]
@@ -46,6 +48,7 @@ async fn main() -> Result<(), audit_infra::bench::BenchError> {
         Command::Reads { events } => vec![bench::reads(events).await?],
         Command::Integrity => vec![bench::integrity().await?],
         Command::FirstRequest => vec![bench::first_request().await?],
+        Command::Levers => vec![bench::levers().await?],
         Command::All { events } => bench::all(events).await?,
     };
     let report = bench::report(&sections, started.elapsed().max(Duration::from_millis(1)));

@@ -1,0 +1,352 @@
+//! What each cost lever does to a realistic ~1 KB event: write units and
+//! bytes stored per event (indexes included), priced per million events.
+
+use super::*;
+
+use audit_core::pivot::PIVOT_INDEXES;
+
+/// us-east-1 on-demand prices, USD (see the section's text for the date).
+const WRU_STANDARD: f64 = 0.625e-6;
+const WRU_IA: f64 = 0.78125e-6;
+const GB_MONTH_STANDARD: f64 = 0.25;
+const GB_MONTH_IA: f64 = 0.10;
+/// Kept 90 days: three months of storage.
+const MONTHS: f64 = 3.0;
+/// DynamoDB adds 100 bytes of overhead to every item and index entry.
+const ITEM_OVERHEAD: usize = 100;
+
+/// A Pactflow-style request record, about 1 KB of JSON as sent: a user
+/// agent, a path, params, a user id and, for half of them, a trace id.
+fn request_record(i: usize) -> Value {
+    const TYPES: [&str; 4] = [
+        "pact.published",
+        "pact.verified",
+        "webhook.executed",
+        "user.login",
+    ];
+    let mut record = json!({
+        "eventType": TYPES[i % 4],
+        "serviceName": "pactflow",
+        "userId": format!("user-{:04}", i % 300),
+        "message": format!("POST /pacts/provider/Orders/consumer/Checkout/version/1.4.{i} answered 201"),
+        "data": {
+            "request": {
+                "method": "POST",
+                "path": format!("/pacts/provider/Orders-{}/consumer/Checkout/version/1.4.{i}", i % 20),
+                "params": {
+                    "branch": "main",
+                    "tags": ["prod", "main"],
+                    "buildUrl": format!("https://ci.example.com/job/checkout-service/build/{}", 4000 + i),
+                },
+                "userAgent": "Pact-Broker-Client/1.66.0 (ruby 3.2.2; x86_64-linux) faraday/2.7.10 (+https://github.com/pact-foundation/pact_broker-client)",
+                "ip": format!("203.0.113.{}", i % 250),
+                "headers": {"accept": "application/hal+json, application/json, */*; q=0.01", "content-type": "application/json"},
+            },
+            "response": {"status": 201, "durationMs": 37 + i % 50},
+            "pacticipant": {"consumer": "Checkout", "provider": format!("Orders-{}", i % 20), "version": format!("1.4.{i}")},
+            "organization": {"id": "org-5f2d9a", "plan": "team", "region": "eu-west-1"},
+            "client": {"sdk": "pact-js", "sdkVersion": "12.1.0", "node": "20.11.1"},
+        },
+    });
+    if i.is_multiple_of(2) {
+        record["traceId"] = json!(format!("1-6747c1a2-{:024x}", i * 7919));
+    }
+    record
+}
+
+/// One way of storing the same events.
+struct Lever {
+    name: &'static str,
+    /// Projection of each pivot index kept (`None`: no such index).
+    index: fn(&str) -> Option<&'static str>,
+    /// `data` stored as deflated JSON bytes instead of a map.
+    compress_data: bool,
+}
+
+fn every_index_all(_: &str) -> Option<&'static str> {
+    Some("ALL")
+}
+fn every_index_keys_only(_: &str) -> Option<&'static str> {
+    Some("KEYS_ONLY")
+}
+fn selective_keys_only(field: &str) -> Option<&'static str> {
+    matches!(field, "userId" | "traceId").then_some("KEYS_ONLY")
+}
+fn no_index(_: &str) -> Option<&'static str> {
+    None
+}
+
+const LEVERS: &[Lever] = &[
+    Lever {
+        name: "today: 4 indexes, projection ALL",
+        index: every_index_all,
+        compress_data: false,
+    },
+    Lever {
+        name: "4 indexes, KEYS_ONLY",
+        index: every_index_keys_only,
+        compress_data: false,
+    },
+    Lever {
+        name: "4 indexes, KEYS_ONLY, `data` deflated",
+        index: every_index_keys_only,
+        compress_data: true,
+    },
+    Lever {
+        name: "userId + traceId indexes only (KEYS_ONLY), `data` deflated",
+        index: selective_keys_only,
+        compress_data: true,
+    },
+    Lever {
+        name: "no indexes, `data` deflated (the base item alone)",
+        index: no_index,
+        compress_data: true,
+    },
+];
+
+/// The item as a lever stores it, and the index entries it causes.
+fn stored(item: &Item, lever: &Lever) -> (Item, Vec<Item>) {
+    let mut base = item.clone();
+    if lever.compress_data {
+        if let Some(AttributeValue::M(_)) = base.get("data") {
+            let json = base
+                .get("data")
+                .and_then(|d| serde_dynamo::from_attribute_value::<_, Value>(d.clone()).ok())
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let packed = miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 6);
+            base.insert("data".into(), AttributeValue::B(packed.into()));
+        }
+    }
+    let mut entries = Vec::new();
+    for index in PIVOT_INDEXES {
+        match (lever.index)(index.field) {
+            None => {
+                base.remove(index.key_attribute);
+            }
+            Some(projection) => {
+                let Some(key) = base.get(index.key_attribute).cloned() else {
+                    continue;
+                };
+                let entry: Item = if projection == "ALL" {
+                    base.clone()
+                } else {
+                    [
+                        (table::PARTITION_KEY, base.get(table::PARTITION_KEY)),
+                        (table::SORT_KEY, base.get(table::SORT_KEY)),
+                    ]
+                    .into_iter()
+                    .filter_map(|(n, v)| v.map(|v| (n.to_string(), v.clone())))
+                    .chain([(index.key_attribute.to_string(), key)])
+                    .collect()
+                };
+                entries.push(entry);
+            }
+        }
+    }
+    // An ALL entry copies the final base item (after compression/removals).
+    for entry in entries.iter_mut() {
+        if entry.len() > 3 {
+            *entry = base.clone();
+        }
+    }
+    (base, entries)
+}
+
+fn wru(size: usize) -> f64 {
+    size.div_ceil(1024).max(1) as f64
+}
+
+/// Posting items a sealer would write for a run of `run` events: one per
+/// (pivot field, value), listing 16-byte cursors, at most 1000 per item.
+fn posting_cost(items: &[Item], run: usize) -> (f64, f64) {
+    let (mut units, mut bytes) = (0.0, 0usize);
+    for chunk in items.chunks(run) {
+        let mut postings: HashMap<(String, String), usize> = HashMap::new();
+        for item in chunk {
+            for index in PIVOT_INDEXES {
+                if let Some(AttributeValue::S(value)) = item.get(index.field) {
+                    *postings
+                        .entry((index.field.to_string(), value.clone()))
+                        .or_default() += 1;
+                }
+            }
+        }
+        for ((field, value), count) in postings {
+            let mut left = count;
+            while left > 0 {
+                let n = left.min(1000);
+                left -= n;
+                // accountId "post#<tenant>#<field>#<value>", cursor (last), cursors, first, ttl
+                let size = 9
+                    + 5
+                    + 4
+                    + field.len()
+                    + 1
+                    + value.len()
+                    + 6
+                    + 26
+                    + 7
+                    + 16 * n
+                    + 5
+                    + 26
+                    + 3
+                    + 6;
+                units += wru(size);
+                bytes += size + ITEM_OVERHEAD;
+            }
+        }
+    }
+    (
+        units / items.len() as f64,
+        bytes as f64 / items.len() as f64,
+    )
+}
+
+fn price(units: f64, bytes: f64, per_wru: f64, per_gb_month: f64) -> f64 {
+    1e6 * units * per_wru + 1e6 * bytes / 1e9 * per_gb_month * MONTHS
+}
+
+pub async fn levers() -> Result<Section, BenchError> {
+    const EVENTS: usize = 1000;
+    let env = TestEnv::start().await;
+    let now = Utc::now();
+    let mut sent_bytes = 0usize;
+    let mut items = Vec::with_capacity(EVENTS);
+    for i in 0..EVENTS {
+        let record = request_record(i);
+        sent_bytes += record.to_string().len();
+        let mut value = record;
+        value["cursor"] = json!(ulid::Ulid::new().to_string());
+        value["accountId"] = json!("acme");
+        value["timestamp"] = json!(format_time(now));
+        value["expiresAt"] = json!(format_time(now + chrono::Duration::days(90)));
+        let event: Event = serde_json::from_value(value)?;
+        items.push(event_to_item(&event)?);
+    }
+    let mut rows = Vec::new();
+    // The cheapest layout that still serves pivot queries from the store.
+    let mut best = f64::MAX;
+    let mut floor = 0.0;
+    let mut today = 0.0;
+    for lever in LEVERS {
+        // Measured: the lever's table on the store, its items written with
+        // ReturnConsumedCapacity.
+        let mut definition =
+            table::definition(&format!("{}-{}", env.config.table_name, rows.len()));
+        definition.indexes.retain_mut(|(name, _, projection)| {
+            match PIVOT_INDEXES
+                .iter()
+                .find(|i| i.name == name)
+                .and_then(|i| (lever.index)(i.field))
+            {
+                Some(kept) => {
+                    *projection = kept.to_string();
+                    true
+                }
+                None => false,
+            }
+        });
+        let kept_keys: Vec<String> = definition
+            .indexes
+            .iter()
+            .map(|(_, keys, _)| keys[0].0.clone())
+            .collect();
+        definition
+            .attributes
+            .retain(|(name, _)| !name.starts_with("gsi") || kept_keys.contains(name));
+        table::ensure_table(&env.direct, &definition).await?;
+        let mut measured = 0.0;
+        let mut base_bytes = 0usize;
+        let mut index_bytes = 0usize;
+        let mut computed_units = 0.0;
+        let mut stored_items = Vec::new();
+        for item in &items {
+            let (base, entries) = stored(item, lever);
+            let size = item_size(&base);
+            base_bytes += size + ITEM_OVERHEAD;
+            computed_units += wru(size);
+            for entry in &entries {
+                let entry_size = item_size(entry);
+                index_bytes += entry_size + ITEM_OVERHEAD;
+                computed_units += wru(entry_size);
+            }
+            stored_items.push(base);
+        }
+        for chunk in stored_items.chunks(25) {
+            let requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|item| -> Result<WriteRequest, BenchError> {
+                    Ok(WriteRequest::builder()
+                        .put_request(PutRequest::builder().set_item(Some(item.clone())).build()?)
+                        .build())
+                })
+                .collect::<Result<_, _>>()?;
+            let written = env
+                .direct
+                .batch_write_item()
+                .request_items(&definition.table_name, requests)
+                .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
+                .send()
+                .await?;
+            measured += units(written.consumed_capacity().first()).0;
+        }
+        let n = EVENTS as f64;
+        let units_per_event = measured / n;
+        let bytes_per_event = (base_bytes + index_bytes) as f64 / n;
+        let cost = price(
+            units_per_event,
+            bytes_per_event,
+            WRU_STANDARD,
+            GB_MONTH_STANDARD,
+        );
+        let cost_ia = price(units_per_event, bytes_per_event, WRU_IA, GB_MONTH_IA);
+        if rows.is_empty() {
+            today = cost;
+        }
+        if lever.name.starts_with("no indexes") {
+            floor = cost.min(cost_ia);
+        } else {
+            best = best.min(cost.min(cost_ia));
+        }
+        rows.push(format!(
+            "| {} | {:.0} B | {:.2} | {:.2} | {:.0} B | ${cost:.2} | ${cost_ia:.2} |",
+            lever.name,
+            base_bytes as f64 / n - ITEM_OVERHEAD as f64,
+            units_per_event,
+            computed_units / n,
+            bytes_per_event,
+        ));
+    }
+    // Postings written by the sealer instead of indexes, at tenant volumes
+    // (events per one-minute sealing run), on top of the lone base item.
+    let lone = LEVERS.last().ok_or("no levers")?;
+    let (base_units, base_bytes) = items.iter().fold((0.0, 0usize), |(u, b), item| {
+        let size = item_size(&stored(item, lone).0);
+        (u + wru(size), b + size + ITEM_OVERHEAD)
+    });
+    let n = EVENTS as f64;
+    let mut posting_rows = Vec::new();
+    for run in [10, 100, 1000] {
+        let (units, bytes) = posting_cost(&items, run);
+        let total_units = base_units / n + units;
+        let total_bytes = base_bytes as f64 / n + bytes;
+        let cost = price(total_units, total_bytes, WRU_STANDARD, GB_MONTH_STANDARD);
+        let cost_ia = price(total_units, total_bytes, WRU_IA, GB_MONTH_IA);
+        best = best.min(cost.min(cost_ia));
+        posting_rows.push(format!(
+            "| {run} events per run | {units:.3} | {bytes:.0} B | {total_units:.2} | {total_bytes:.0} B | ${cost:.2} | ${cost_ia:.2} |"
+        ));
+    }
+    let body = format!(
+        "{EVENTS} Pactflow-style request records (`infra/src/bench/levers.rs`: a user agent, a path, params, a userId, a traceId on half), **{:.0} bytes of JSON as sent** on average, stored as `event_to_item` stores them, then as each lever would. WRU per event are measured: each lever's table is created on the store with its indexes and projections, and the items are written with `ReturnConsumedCapacity`; the computed column applies DynamoDB's sizing rules (per started KB, per item and per index entry) as a cross-check. Bytes stored count the base item and every index entry, each with DynamoDB's 100 bytes of overhead. Prices per million events, kept 90 days (writes + 3 months of storage), us-east-1 on-demand: Standard $0.625 per million WRU and $0.25 per GB-month; Standard-IA $0.78125 per million WRU (25% dearer) and $0.10 per GB-month (60% cheaper), as on aws.amazon.com/dynamodb/pricing/on-demand/ seen through the docs search on 2026-11-27.\n\n| lever | base item | WRU per event, measured | WRU, by the rules | bytes stored per event | $ per million, Standard | $ per million, Standard-IA |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\nPostings instead of indexes (computed, not built): the sealer, which already reads every settled event once in order, would write one immutable item per (pivot field, value) per run listing 16-byte cursors; added to the lone deflated base item above. The cost per event depends on how many events a tenant seals per run:\n\n| tenant volume | posting WRU per event | posting bytes per event | total WRU per event | total bytes per event | $ per million, Standard | $ per million, Standard-IA |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\nReads under each lever (by the rules): projection `ALL` reads 1 item per returned event, about 0.125 RRU per 1 KB event (eventually consistent, 4 KB per unit, summed over the page). `KEYS_ONLY` reads the index entry and then the event by `BatchGetItem`: 2 items per returned event and 0.5 RRU per event (each item read rounds up to 4 KB on its own), about 4× the read units of `ALL`. Postings read one posting item per pivot value per run plus the events by `BatchGetItem`, and a scan of the not-yet-sealed tail.\n\n**Against the target** ($2.00 per million ~1 KB events, batched, kept 90 days; table writes and storage): today ${today:.2}; the cheapest layout that still serves pivot queries ${best:.2} ({}); the base item alone, with no way to pivot, is the floor at ${floor:.2}. What the product stores is still today's layout: none of these levers is switched on yet (see docs/KEY-DESIGN.md).\n",
+        sent_bytes as f64 / n,
+        rows.join("\n"),
+        posting_rows.join("\n"),
+        if best <= 2.0 { "met by that lever" } else { "**not met**" },
+    );
+    Ok(Section {
+        title: "Cost levers for ~1 KB events".into(),
+        body,
+    })
+}
