@@ -27,6 +27,12 @@ pub struct Faults {
     /// `ValidationException`, as DynamoDB does for a whole request when one
     /// of its items breaks a limit.
     pub refuse_writes_containing: Option<String>,
+    /// Hold every partition key (the table's and each index's) to this many
+    /// write units per second, as DynamoDB holds each partition to about
+    /// 1000: beyond it a batch gets its throttled items back as
+    /// `UnprocessedItems` (or `ProvisionedThroughputExceededException` when
+    /// none could be written), a single write the exception.
+    pub units_per_key_per_second: Option<f64>,
 }
 
 #[derive(Default)]
@@ -34,6 +40,8 @@ pub struct Counters {
     pub requests: AtomicU64,
     pub throttled_requests: AtomicU64,
     pub items_returned_unprocessed: AtomicU64,
+    /// Items refused by the per-key limit.
+    pub items_throttled_per_key: AtomicU64,
     /// Writes still to be answered with a 500 `InternalServerError`.
     pub writes_to_fail: AtomicU64,
     /// Writes still to be applied upstream and then answered with a 500, as
@@ -48,6 +56,98 @@ struct ProxyState {
     client: reqwest::Client,
     faults: Arc<Mutex<Faults>>,
     counters: Arc<Counters>,
+    limiter: Arc<Mutex<KeyLimiter>>,
+}
+
+/// A token bucket per partition key, one second of burst.
+#[derive(Default)]
+struct KeyLimiter {
+    buckets: std::collections::HashMap<String, (f64, std::time::Instant)>,
+}
+
+impl KeyLimiter {
+    /// Takes the units every item needs on every key it writes, all or none.
+    fn admit(&mut self, items: &[&Value], rate: f64) -> bool {
+        let now = std::time::Instant::now();
+        let mut needed: std::collections::HashMap<String, f64> = Default::default();
+        for item in items {
+            for (key, units) in keys_written(item) {
+                *needed.entry(key).or_default() += units;
+            }
+        }
+        for (key, units) in &needed {
+            let (tokens, last) = self.buckets.entry(key.clone()).or_insert((rate, now));
+            *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
+            *last = now;
+            if *tokens < *units {
+                return false;
+            }
+        }
+        for (key, units) in needed {
+            if let Some((tokens, _)) = self.buckets.get_mut(&key) {
+                *tokens -= units;
+            }
+        }
+        true
+    }
+}
+
+/// The partition keys an item (DynamoDB JSON) writes and the units each
+/// pays: the table's key the item's size in started KB; each index key one
+/// unit (the indexes hold keys only).
+fn keys_written(item: &Value) -> Vec<(String, f64)> {
+    let Some(attributes) = item.as_object() else {
+        return Vec::new();
+    };
+    let size: usize = attributes
+        .iter()
+        .map(|(name, value)| name.len() + attribute_size(value))
+        .sum();
+    let mut keys = Vec::new();
+    for (name, value) in attributes {
+        let Some(text) = value.get("S").and_then(Value::as_str) else {
+            continue;
+        };
+        if name == "accountId" {
+            keys.push((format!("table:{text}"), size.div_ceil(1024).max(1) as f64));
+        } else if name.starts_with("gsi") {
+            keys.push((format!("{name}:{text}"), 1.0));
+        }
+    }
+    keys
+}
+
+/// DynamoDB's size of one attribute value given in its JSON protocol form.
+fn attribute_size(value: &Value) -> usize {
+    let Some((kind, inner)) = value.as_object().and_then(|o| o.iter().next()) else {
+        return 0;
+    };
+    match (kind.as_str(), inner) {
+        ("S", Value::String(s)) => s.len(),
+        ("N", Value::String(n)) => n.len().div_ceil(2) + 1,
+        ("B", Value::String(b64)) => b64.len() * 3 / 4,
+        ("M", Value::Object(map)) => {
+            3 + map
+                .iter()
+                .map(|(k, v)| k.len() + attribute_size(v) + 1)
+                .sum::<usize>()
+        }
+        ("L", Value::Array(list)) => 3 + list.iter().map(|v| attribute_size(v) + 1).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// The items a single write (`PutItem`, `TransactWriteItems`) puts.
+fn items_put<'a>(target: &str, request: &'a Value) -> Vec<&'a Value> {
+    match target {
+        "PutItem" => request.get("Item").into_iter().collect(),
+        "TransactWriteItems" => request
+            .get("TransactItems")
+            .and_then(Value::as_array)
+            .map(|list| list.iter().filter_map(|t| t.pointer("/Put/Item")).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 pub struct FaultProxy {
@@ -73,6 +173,7 @@ impl FaultProxy {
             client: reqwest::Client::new(),
             faults: Arc::clone(&faults),
             counters: Arc::clone(&counters),
+            limiter: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
@@ -167,6 +268,25 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
         }
     }
 
+    if let (Some(rate), "PutItem" | "TransactWriteItems") =
+        (faults.units_per_key_per_second, target.as_str())
+    {
+        let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let items = items_put(&target, &request);
+        let admitted = state
+            .limiter
+            .lock()
+            .map(|mut limiter| limiter.admit(&items, rate))
+            .unwrap_or(true);
+        if !admitted {
+            state
+                .counters
+                .items_throttled_per_key
+                .fetch_add(items.len() as u64, Ordering::Relaxed);
+            return per_key_throttle();
+        }
+    }
+
     if let Some(marker) = faults.refuse_writes_containing.as_deref() {
         if is_write && !marker.is_empty() && contains(&body, marker.as_bytes()) {
             return dynamodb_error(
@@ -179,7 +299,9 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
 
     let mut held_back: Option<(String, Vec<Value>)> = None;
     let mut body = body.to_vec();
-    if let (Some(share), "BatchWriteItem") = (faults.batch_keep_share, target.as_str()) {
+    let splits_batches =
+        faults.batch_keep_share.is_some() || faults.units_per_key_per_second.is_some();
+    if splits_batches && target == "BatchWriteItem" {
         if let Ok(mut request_json) = serde_json::from_slice::<Value>(&body) {
             if let Some(tables) = request_json
                 .get_mut("RequestItems")
@@ -187,8 +309,34 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
             {
                 if let Some((table, writes)) = tables.iter_mut().next() {
                     if let Some(list) = writes.as_array_mut() {
-                        let keep = ((list.len() as f64) * share).ceil() as usize;
-                        let rest = list.split_off(keep.min(list.len()));
+                        let rest = match (faults.units_per_key_per_second, faults.batch_keep_share)
+                        {
+                            (Some(rate), _) => {
+                                let Ok(mut limiter) = state.limiter.lock() else {
+                                    return per_key_throttle();
+                                };
+                                let (kept, rest): (Vec<Value>, Vec<Value>) =
+                                    list.drain(..).partition(|write| {
+                                        let item = write.pointer("/PutRequest/Item");
+                                        limiter.admit(&item.into_iter().collect::<Vec<_>>(), rate)
+                                    });
+                                *list = kept;
+                                state
+                                    .counters
+                                    .items_throttled_per_key
+                                    .fetch_add(rest.len() as u64, Ordering::Relaxed);
+                                if list.is_empty() {
+                                    // DynamoDB throttles a batch none of whose items it could write.
+                                    return per_key_throttle();
+                                }
+                                rest
+                            }
+                            (None, share) => {
+                                let keep =
+                                    ((list.len() as f64) * share.unwrap_or(1.0)).ceil() as usize;
+                                list.split_off(keep.min(list.len()))
+                            }
+                        };
                         if !rest.is_empty() {
                             state
                                 .counters
@@ -289,6 +437,14 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
         StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
         headers,
         bytes,
+    )
+}
+
+fn per_key_throttle() -> Response<Body> {
+    dynamodb_error(
+        StatusCode::BAD_REQUEST,
+        "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+        "The partition's write throughput was exceeded (the test proxy's per-key limit)",
     )
 }
 

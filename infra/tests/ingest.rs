@@ -739,3 +739,64 @@ async fn a_write_whose_answer_was_lost_is_reported_stored_once() {
         assert_eq!(in_table.len(), expected, "{name}: stored once");
     }
 }
+
+/// A tenant beyond its partitions' throughput (each key held to a few write
+/// units per second, as DynamoDB holds each to about 1000) is slowed, never
+/// lossy: every event acknowledged is in the table, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_past_its_partition_ceiling_loses_nothing_acknowledged() {
+    let env = TestEnv::start_with(EnvOptions {
+        with_proxy: true,
+        write_deadline: Some(std::time::Duration::from_secs(2)),
+        ..Default::default()
+    })
+    .await;
+    let api = Api::from_env(env).await;
+    let proxy = api.env.proxy.as_ref().unwrap();
+    let token = api.token("acme");
+    proxy.set(Faults {
+        units_per_key_per_second: Some(40.0),
+        ..Default::default()
+    });
+    let sends = (0..4).map(|w| {
+        let body = json!({"events": (0..50).map(|i| event(&format!("w{w}-{i}"))).collect::<Vec<_>>()});
+        let (api, token) = (&api, &token);
+        async move { json_of(api.post_json(token, "/audit/events", &body).await).await }
+    });
+    let answers = futures::future::join_all(sends).await;
+    proxy.set(Faults::default());
+    let mut acknowledged = HashSet::new();
+    let mut failed = 0;
+    for (status, answer) in &answers {
+        assert!(*status == 200 || *status == 503, "{status} {answer}");
+        for result in answer["results"].as_array().unwrap() {
+            match result["status"].as_str() {
+                Some("stored") => {
+                    assert!(acknowledged.insert(result["cursor"].as_str().unwrap().to_string()))
+                }
+                Some("failed") => failed += 1,
+                other => panic!("unexpected {other:?}: {answer}"),
+            }
+        }
+    }
+    assert_eq!(acknowledged.len() + failed, 200);
+    assert!(
+        proxy
+            .counters
+            .items_throttled_per_key
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the limit was reached"
+    );
+    let in_table: Vec<String> = api
+        .env
+        .events_by_tenant()
+        .await
+        .remove("acme")
+        .unwrap_or_default();
+    let in_table_set: HashSet<&String> = in_table.iter().collect();
+    assert_eq!(in_table.len(), in_table_set.len(), "no event twice");
+    for cursor in &acknowledged {
+        assert!(in_table_set.contains(cursor), "acknowledged {cursor} is stored");
+    }
+}

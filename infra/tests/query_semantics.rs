@@ -225,7 +225,7 @@ async fn all_pages(
     query: &Query,
     plan: Plan,
     limit: usize,
-) -> Vec<String> {
+) -> Vec<Value> {
     let mut cursors = Vec::new();
     let mut next = None;
     for _ in 0..1000 {
@@ -233,7 +233,13 @@ async fn all_pages(
             .query_with_plan("acme", query, next.take(), limit, plan.clone())
             .await
             .expect("query page");
-        cursors.extend(page.events.into_iter().map(|e| e.cursor));
+        // Whole events: an index read fetches them by key, and must return
+        // them exactly as the table's own range does.
+        cursors.extend(
+            page.events
+                .into_iter()
+                .map(|e| serde_json::to_value(e).expect("json")),
+        );
         match page.next {
             Some(token) => {
                 next = Some(reader.verify_cursor(&token, "acme", query).expect("cursor"))
@@ -321,6 +327,10 @@ async fn random_queries_mean_the_same_on_every_plan_and_match_the_oracle() {
             free, forced,
             "case {case} (seed {seed}): plans differ for {body}"
         );
+        let free: Vec<String> = free
+            .iter()
+            .map(|e| e["cursor"].as_str().unwrap_or_default().to_string())
+            .collect();
         assert_eq!(
             free, expected,
             "case {case} (seed {seed}): not the documented result for {body}"

@@ -17,7 +17,7 @@ const ITEM_OVERHEAD: usize = 100;
 
 /// A Pactflow-style request record, about 1 KB of JSON as sent: a user
 /// agent, a path, params, a user id and, for half of them, a trace id.
-fn request_record(i: usize) -> Value {
+pub(super) fn request_record(i: usize) -> Value {
     const TYPES: [&str; 4] = [
         "pact.published",
         "pact.verified",

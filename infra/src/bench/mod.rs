@@ -3,6 +3,7 @@
 //! they share.
 
 mod capacity;
+mod ceiling;
 mod integrity;
 mod levers;
 mod reads;
@@ -10,6 +11,7 @@ mod startup;
 mod throughput;
 
 pub use capacity::{capacity, cost};
+pub use ceiling::ceiling;
 pub use integrity::integrity;
 pub use levers::levers;
 pub use reads::reads;
@@ -73,6 +75,8 @@ pub async fn all(events: usize) -> Result<Vec<Section>, BenchError> {
     let integrity = integrity().await?;
     eprintln!("levers");
     let levers = levers().await?;
+    eprintln!("ceiling");
+    let ceiling = ceiling().await?;
     Ok(vec![
         cold,
         first,
@@ -82,6 +86,7 @@ pub async fn all(events: usize) -> Result<Vec<Section>, BenchError> {
         throughput,
         integrity,
         levers,
+        ceiling,
         cost(),
     ])
 }

@@ -32,6 +32,8 @@ enum Command {
     FirstRequest,
     /// Write units and bytes per ~1 KB event under each cost lever.
     Levers,
+    /// One tenant's write ceiling under a per-partition-key limit.
+    Ceiling,
     /// Everything, into --out.
     All {
         #[arg(long, default_value_t = 100_000)]
@@ -49,6 +51,7 @@ async fn main() -> Result<(), audit_infra::bench::BenchError> {
         Command::Integrity => vec![bench::integrity().await?],
         Command::FirstRequest => vec![bench::first_request().await?],
         Command::Levers => vec![bench::levers().await?],
+        Command::Ceiling => vec![bench::ceiling().await?],
         Command::All { events } => bench::all(events).await?,
     };
     let report = bench::report(&sections, started.elapsed().max(Duration::from_millis(1)));

@@ -32,7 +32,10 @@ pub struct RangePage {
     pub last_cursor: Option<String>,
     /// DynamoDB has more items in the range.
     pub more: bool,
+    /// Items the range itself held (index entries on a pivot index).
     pub items_read: usize,
+    /// Events read by key after an index gave their keys only.
+    pub items_fetched: usize,
     pub read_units: f64,
 }
 

@@ -8,6 +8,7 @@ use audit_core::event::Event;
 use audit_core::metadata::ObservedProperty;
 use audit_core::pivot::{pivot_key, PIVOT_INDEXES};
 use audit_core::store::IdempotentPut;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
 use chrono::DateTime;
 
@@ -36,6 +37,9 @@ fn insert_ttl(item: &mut Item, expires_at: &str) {
 pub fn event_to_item(event: &Event) -> Result<Item, StoreError> {
     let mut item: Item =
         serde_dynamo::to_item(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if let Some(data) = &event.data {
+        item.insert(DATA.into(), AttributeValue::B(Blob::new(deflate_data(data))));
+    }
     insert_ttl(&mut item, &event.expires_at);
     for index in PIVOT_INDEXES {
         if let Some(AttributeValue::S(value)) = item.get(index.field) {
@@ -46,8 +50,43 @@ pub fn event_to_item(event: &Event) -> Result<Item, StoreError> {
     Ok(item)
 }
 
-pub fn item_to_event(item: Item) -> Result<Event, StoreError> {
-    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+pub fn item_to_event(mut item: Item) -> Result<Event, StoreError> {
+    let packed = match item.remove(DATA) {
+        Some(AttributeValue::B(bytes)) => Some(bytes.into_inner()),
+        // Items written before `data` was deflated hold it as a map.
+        Some(other) => {
+            item.insert(DATA.into(), other);
+            None
+        }
+        None => None,
+    };
+    let mut event: Event =
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if let Some(bytes) = packed {
+        event.data = Some(inflate_data(&bytes).map_err(StoreError::Corrupt)?);
+    }
+    Ok(event)
+}
+
+/// The attribute holding an event's `data`: its JSON, deflated. A ~1 KB
+/// event's item then stays under 1 KB (one write unit, not two), and its
+/// numbers come back exactly as sent. Conditions on `data.*` are evaluated
+/// in the process, never by DynamoDB, so nothing reads it as a map.
+pub const DATA: &str = "data";
+
+/// Inflated `data` larger than this is refused: a stored item is at most
+/// 400 KB, and deflate gains at most ~1000×, but an altered item must not
+/// make a reader allocate without bound.
+const DATA_INFLATED_MAX: usize = 4 * 1024 * 1024;
+
+pub fn deflate_data(data: &serde_json::Value) -> Vec<u8> {
+    miniz_oxide::deflate::compress_to_vec(data.to_string().as_bytes(), 6)
+}
+
+pub fn inflate_data(bytes: &[u8]) -> Result<serde_json::Value, String> {
+    let json = miniz_oxide::inflate::decompress_to_vec_with_limit(bytes, DATA_INFLATED_MAX)
+        .map_err(|e| format!("event data does not inflate: {e:?}"))?;
+    serde_json::from_slice(&json).map_err(|e| format!("event data is not JSON: {e}"))
 }
 
 /// The idempotency marker of an event written under `key`.
@@ -106,5 +145,66 @@ pub(crate) fn cursor_of(request: &WriteRequest) -> Option<String> {
     match request.put_request()?.item().get(SORT_KEY)? {
         AttributeValue::S(cursor) => Some(cursor.clone()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn event_with(data: Option<serde_json::Value>) -> Event {
+        let mut value = json!({
+            "cursor": "01J0000000000000000000000A", "accountId": "acme",
+            "timestamp": "2026-11-27T10:00:00.000Z", "expiresAt": "2027-02-25T10:00:00.000Z",
+            "serviceName": "s", "eventType": "t",
+        });
+        if let Some(data) = data {
+            value["data"] = data;
+        }
+        serde_json::from_value(value).expect("event")
+    }
+
+    #[test]
+    fn data_is_stored_deflated_and_read_back_exactly() {
+        let data = json!({"float": 1.0, "big": 12345678901234567u64, "neg": -0.5,
+            "text": "é ✓ \u{0}", "list": [1, "two", null, {"deep": [true]}], "empty": {}});
+        let event = event_with(Some(data.clone()));
+        let item = event_to_item(&event).expect("item");
+        assert!(matches!(item.get(DATA), Some(AttributeValue::B(_))));
+        let back = item_to_event(item).expect("event");
+        assert_eq!(back.data, Some(data));
+        assert_eq!(serde_json::to_value(&back).ok(), serde_json::to_value(&event).ok());
+    }
+
+    #[test]
+    fn an_event_without_data_has_no_data_attribute() {
+        let item = event_to_item(&event_with(None)).expect("item");
+        assert!(!item.contains_key(DATA));
+        assert_eq!(item_to_event(item).expect("event").data, None);
+    }
+
+    #[test]
+    fn an_item_written_with_data_as_a_map_still_reads() {
+        let event = event_with(Some(json!({"a": {"b": "c"}})));
+        let mut item = event_to_item(&event).expect("item");
+        let map: AttributeValue =
+            serde_dynamo::to_attribute_value(json!({"a": {"b": "c"}})).expect("map");
+        item.insert(DATA.into(), map);
+        assert_eq!(
+            item_to_event(item).expect("event").data,
+            Some(json!({"a": {"b": "c"}}))
+        );
+    }
+
+    proptest! {
+        /// Whatever bytes an altered item holds, reading it is an error, never a panic.
+        #[test]
+        fn altered_data_bytes_are_an_error_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut item = event_to_item(&event_with(Some(json!({"x": 1})))).expect("item");
+            item.insert(DATA.into(), AttributeValue::B(Blob::new(bytes)));
+            let _ = item_to_event(item);
+        }
     }
 }

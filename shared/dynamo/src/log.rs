@@ -115,45 +115,17 @@ impl LogStore for DynamoStore {
             .iter()
             .map(|(id, width)| (id.path(*width), *id))
             .collect();
-        let mut found = Vec::new();
-        let paths: Vec<&String> = by_path.keys().collect();
-        for chunk in paths.chunks(100) {
-            let mut keys: Vec<Item> = chunk
-                .iter()
-                .map(|path| key(partition.clone(), path.to_string()))
-                .collect();
-            let mut retry = RetryPolicy::for_background();
-            while !keys.is_empty() {
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .build()
-                    .map_err(|e| StoreError::Other(e.to_string()))?;
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                for item in output
-                    .responses
-                    .and_then(|mut r| r.remove(&self.table))
-                    .unwrap_or_default()
-                {
-                    let path = item.get(SORT_KEY).and_then(|v| v.as_s().ok());
-                    let bytes = item.get(BYTES).and_then(|v| v.as_b().ok());
-                    if let (Some(id), Some(bytes)) = (path.and_then(|p| by_path.get(p)), bytes) {
-                        found.push((*id, bytes.as_ref().to_vec()));
-                    }
-                }
-                keys = output
-                    .unprocessed_keys
-                    .and_then(|mut m| m.remove(&self.table))
-                    .map(|k| k.keys)
-                    .unwrap_or_default();
-                if !keys.is_empty() && !retry.pause().await {
-                    return Err(StoreError::Throttled);
-                }
+        let keys: Vec<Item> = by_path
+            .keys()
+            .map(|path| key(partition.clone(), path.clone()))
+            .collect();
+        let (items, _) = self.get_items(keys, false).await?;
+        let mut found = Vec::with_capacity(items.len());
+        for item in items {
+            let path = item.get(SORT_KEY).and_then(|v| v.as_s().ok());
+            let bytes = item.get(BYTES).and_then(|v| v.as_b().ok());
+            if let (Some(id), Some(bytes)) = (path.and_then(|p| by_path.get(p)), bytes) {
+                found.push((*id, bytes.as_ref().to_vec()));
             }
         }
         Ok(found)

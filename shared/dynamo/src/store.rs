@@ -10,7 +10,7 @@ use audit_core::metadata::ObservedProperty;
 use audit_core::pivot::pivot_key;
 use audit_core::store::{EventStore, IdempotentPut, RangePage, RangeRead, TenantSettings};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, PutRequest, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
+    AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
@@ -23,6 +23,13 @@ use crate::retry::{classify, RetryPolicy};
 use crate::table::{
     IDEMPOTENCY_PREFIX, PARTITION_KEY, SETTINGS_PREFIX, SETTINGS_SORT_KEY, SORT_KEY, TTL_ATTRIBUTE,
 };
+
+fn event_key(tenant: &str, cursor: &str) -> Item {
+    HashMap::from([
+        (PARTITION_KEY.to_string(), AttributeValue::S(tenant.to_string())),
+        (SORT_KEY.to_string(), AttributeValue::S(cursor.to_string())),
+    ])
+}
 
 /// The key [`DynamoStore::warm`] reads: `#` is in no tenant id and no item
 /// type uses this partition, so it never holds an item.
@@ -369,6 +376,13 @@ impl EventStore for DynamoStore {
             .and_then(|i| i.get(SORT_KEY))
             .and_then(|v| v.as_s().ok())
             .cloned();
+        // The pivot indexes hold keys only: the events are read from the
+        // table by key, in the index's order.
+        let items = if index_name.is_some() {
+            self.fetch_events(&read.tenant, &items, &mut page).await?
+        } else {
+            items
+        };
         page.events.reserve(items.len());
         for item in items {
             match item_to_event(item) {
@@ -468,6 +482,96 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
+    /// The events an index page names, in its order. An index entry is
+    /// written after its item, so an eventually consistent read can still
+    /// miss a new item; those are asked for again, consistently. What is
+    /// missing then has been removed by TTL (it had expired).
+    async fn fetch_events(
+        &self,
+        tenant: &str,
+        entries: &[Item],
+        page: &mut RangePage,
+    ) -> Result<Vec<Item>, StoreError> {
+        let cursors: Vec<&str> = entries
+            .iter()
+            .filter_map(|entry| entry.get(SORT_KEY).and_then(|v| v.as_s().ok()))
+            .map(String::as_str)
+            .collect();
+        let mut found: HashMap<String, Item> = HashMap::with_capacity(cursors.len());
+        for consistent in [false, true] {
+            let missing: Vec<Item> = cursors
+                .iter()
+                .filter(|cursor| !found.contains_key(**cursor))
+                .map(|cursor| event_key(tenant, cursor))
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            let (items, units) = self.get_items(missing, consistent).await?;
+            page.items_fetched += items.len();
+            page.read_units += units;
+            for item in items {
+                if let Some(cursor) = item.get(SORT_KEY).and_then(|v| v.as_s().ok()) {
+                    found.insert(cursor.clone(), item);
+                }
+            }
+        }
+        Ok(cursors
+            .iter()
+            .filter_map(|cursor| found.remove(*cursor))
+            .collect())
+    }
+
+    /// Items by key (`BatchGetItem`, 100 keys a call, unprocessed keys
+    /// retried); the items found, in no order, and the read units consumed.
+    pub(crate) async fn get_items(
+        &self,
+        keys: Vec<Item>,
+        consistent: bool,
+    ) -> Result<(Vec<Item>, f64), StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        let mut units = 0.0;
+        for chunk in keys.chunks(100) {
+            let mut keys = chunk.to_vec();
+            let mut retry = RetryPolicy::for_background();
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(consistent)
+                    .build()
+                    .map_err(|e| StoreError::Other(e.to_string()))?;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                units += output
+                    .consumed_capacity()
+                    .iter()
+                    .filter_map(|c| c.capacity_units)
+                    .sum::<f64>();
+                found.extend(
+                    output
+                        .responses
+                        .and_then(|mut r| r.remove(&self.table))
+                        .unwrap_or_default(),
+                );
+                keys = output
+                    .unprocessed_keys
+                    .and_then(|mut m| m.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if !keys.is_empty() && !retry.pause().await {
+                    return Err(StoreError::Throttled);
+                }
+            }
+        }
+        Ok((found, units))
+    }
+
     /// Writes items in batches of 25 until every one is written (retrying
     /// what DynamoDB leaves unprocessed); the write units consumed.
     pub(crate) async fn write_items(&self, items: Vec<Item>) -> Result<f64, StoreError> {

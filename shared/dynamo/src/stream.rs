@@ -3,6 +3,7 @@
 use audit_core::event::Event;
 use audit_core::pivot::PIVOT_INDEXES;
 
+use crate::items::{inflate_data, DATA};
 use crate::table::PARTITION_KEY;
 
 /// The principal of a TTL deletion in a stream record.
@@ -17,5 +18,23 @@ pub fn event_from_image(image: serde_dynamo::Item) -> Option<Result<Event, Strin
     if !is_event {
         return None;
     }
-    Some(serde_dynamo::from_item(image).map_err(|e| e.to_string()))
+    let mut image = image;
+    let packed = match image.remove(DATA) {
+        Some(serde_dynamo::AttributeValue::B(bytes)) => Some(bytes),
+        Some(other) => {
+            image.insert(DATA.to_string(), other);
+            None
+        }
+        None => None,
+    };
+    Some(
+        serde_dynamo::from_item(image)
+            .map_err(|e| e.to_string())
+            .and_then(|mut event: Event| {
+                if let Some(bytes) = packed {
+                    event.data = Some(inflate_data(&bytes)?);
+                }
+                Ok(event)
+            }),
+    )
 }

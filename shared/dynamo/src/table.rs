@@ -88,7 +88,9 @@ pub fn definition(table_name: &str) -> TableDefinition {
                 (index.key_attribute.to_string(), "HASH".to_string()),
                 (SORT_KEY.to_string(), "RANGE".to_string()),
             ],
-            "ALL".to_string(),
+            // Keys only: an index entry costs one write unit and ~100
+            // bytes, not a copy of the event; reads fetch events by key.
+            "KEYS_ONLY".to_string(),
         ));
     }
     TableDefinition {
