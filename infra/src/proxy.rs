@@ -42,6 +42,9 @@ pub struct Counters {
     pub items_returned_unprocessed: AtomicU64,
     /// Items refused by the per-key limit.
     pub items_throttled_per_key: AtomicU64,
+    /// Every event a successful write committed: (epoch ms when the store
+    /// answered, its cursor). A cursor's own time is when it was assigned.
+    pub commits: Mutex<Vec<(i64, String)>>,
     /// Writes still to be answered with a 500 `InternalServerError`.
     pub writes_to_fail: AtomicU64,
     /// Writes still to be applied upstream and then answered with a 500, as
@@ -378,7 +381,7 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
             upstream = upstream.header(name, value);
         }
     }
-    let response = match upstream.body(body).send().await {
+    let response = match upstream.body(body.clone()).send().await {
         Ok(response) => response,
         Err(_) => {
             return reply(
@@ -389,6 +392,33 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
         }
     };
     let status = response.status();
+    if is_write && status.is_success() {
+        let committed_at = chrono::Utc::now().timestamp_millis();
+        let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let mut items = items_put(&target, &request);
+        if let Some(tables) = request.get("RequestItems").and_then(Value::as_object) {
+            items.extend(
+                tables
+                    .values()
+                    .filter_map(Value::as_array)
+                    .flatten()
+                    .filter_map(|w| w.pointer("/PutRequest/Item")),
+            );
+        }
+        let cursors: Vec<(i64, String)> = items
+            .iter()
+            .filter(|item| {
+                item.pointer("/accountId/S")
+                    .and_then(Value::as_str)
+                    .is_some_and(|tenant| !tenant.contains('#'))
+            })
+            .filter_map(|item| item.pointer("/cursor/S").and_then(Value::as_str))
+            .map(|cursor| (committed_at, cursor.to_string()))
+            .collect();
+        if let Ok(mut commits) = state.counters.commits.lock() {
+            commits.extend(cursors);
+        }
+    }
     let answer_lost = is_write
         && status.is_success()
         && state

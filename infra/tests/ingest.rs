@@ -759,7 +759,8 @@ async fn a_tenant_past_its_partition_ceiling_loses_nothing_acknowledged() {
         ..Default::default()
     });
     let sends = (0..4).map(|w| {
-        let body = json!({"events": (0..50).map(|i| event(&format!("w{w}-{i}"))).collect::<Vec<_>>()});
+        let body =
+            json!({"events": (0..50).map(|i| event(&format!("w{w}-{i}"))).collect::<Vec<_>>()});
         let (api, token) = (&api, &token);
         async move { json_of(api.post_json(token, "/audit/events", &body).await).await }
     });
@@ -797,6 +798,65 @@ async fn a_tenant_past_its_partition_ceiling_loses_nothing_acknowledged() {
     let in_table_set: HashSet<&String> = in_table.iter().collect();
     assert_eq!(in_table.len(), in_table_set.len(), "no event twice");
     for cursor in &acknowledged {
-        assert!(in_table_set.contains(cursor), "acknowledged {cursor} is stored");
+        assert!(
+            in_table_set.contains(cursor),
+            "acknowledged {cursor} is stored"
+        );
+    }
+}
+
+/// The settle horizon rests on one bound: an event commits no later than
+/// the write deadline plus one attempt after its cursor was assigned. Writes
+/// slower than an attempt make the SDK retry on its own; those retries must
+/// stop at that bound even when the operation timeout is far longer, on
+/// every write path (single, keyed, batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_event_commits_later_than_the_deadline_plus_one_attempt() {
+    fn timing(config: &mut audit_core::Config) {
+        config.write_deadline = std::time::Duration::from_millis(600);
+        config.attempt_timeout = std::time::Duration::from_millis(500);
+        config.operation_timeout = std::time::Duration::from_secs(20);
+    }
+    let env = TestEnv::start_with(EnvOptions {
+        with_proxy: true,
+        configure: Some(timing),
+        ..Default::default()
+    })
+    .await;
+    let api = Api::from_env(env).await;
+    let proxy = api.env.proxy.as_ref().unwrap();
+    let token = api.token("acme");
+    // About half the attempts outlast the attempt timeout.
+    proxy.set(Faults {
+        write_delay_ms: Some((300, 700)),
+        ..Default::default()
+    });
+    let mut keyed = event("keyed");
+    keyed["messageId"] = json!("bound-1");
+    let bodies = [
+        event("single-1"),
+        event("single-2"),
+        keyed,
+        json!({"events": (0..10).map(|i| event(&format!("b{i}"))).collect::<Vec<_>>()}),
+        json!({"events": (0..10).map(|i| event(&format!("c{i}"))).collect::<Vec<_>>()}),
+    ];
+    let sends = bodies.iter().map(|body| {
+        let (api, token) = (&api, &token);
+        async move { api.post_json(token, "/audit/events", body).await.status() }
+    });
+    futures::future::join_all(sends).await;
+    // Late commits of abandoned attempts land within an attempt too.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    proxy.set(Faults::default());
+    let commits = proxy.counters.commits.lock().unwrap().clone();
+    assert!(!commits.is_empty(), "something was written");
+    let bound_ms = 600 + 500 + 150; // deadline + one attempt + scheduling slack
+    for (committed_at, cursor) in &commits {
+        let assigned = ulid::Ulid::from_string(cursor).unwrap().timestamp_ms() as i64;
+        assert!(
+            committed_at - assigned <= bound_ms,
+            "{cursor} committed {} ms after its cursor was assigned (bound {bound_ms} ms)",
+            committed_at - assigned
+        );
     }
 }

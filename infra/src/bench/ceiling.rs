@@ -16,7 +16,10 @@ pub async fn ceiling() -> Result<Section, BenchError> {
         ..Default::default()
     })
     .await;
-    let proxy = env.proxy.as_ref().ok_or("the ceiling bench needs the proxy")?;
+    let proxy = env
+        .proxy
+        .as_ref()
+        .ok_or("the ceiling bench needs the proxy")?;
     proxy.set(Faults {
         units_per_key_per_second: Some(UNITS_PER_KEY),
         ..Default::default()
@@ -76,7 +79,10 @@ pub async fn ceiling() -> Result<Section, BenchError> {
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let lost = acknowledged.iter().filter(|c| !in_table.contains(*c)).count();
+    let lost = acknowledged
+        .iter()
+        .filter(|c| !in_table.contains(*c))
+        .count();
     let throttled = proxy
         .counters
         .items_throttled_per_key

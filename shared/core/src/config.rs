@@ -21,7 +21,8 @@ pub struct Config {
     pub operation_timeout: Duration,
     /// `SETTLE_HORIZON_MS`: `GET /audit` serves only events whose cursor is
     /// older than this. Must exceed the latest an assigned cursor can commit
-    /// (write deadline + one attempt); default that plus 2 s.
+    /// (write deadline + one attempt, or one operation if longer); default
+    /// that plus 2 s.
     pub settle_horizon: Duration,
     /// `QUERY_READ_BUDGET`: most items one query request reads (default 3000).
     pub query_read_budget: usize,
@@ -164,8 +165,12 @@ impl Config {
         const MS: &str = "milliseconds from 1 to 3600000";
         let write_deadline = settings.millis("WRITE_DEADLINE_MS", 6000, MS)?;
         let attempt_timeout = settings.millis("DYNAMODB_ATTEMPT_TIMEOUT_MS", 2000, MS)?;
-        let default_horizon =
-            (write_deadline + attempt_timeout + Duration::from_secs(2)).as_millis() as u64;
+        let operation_timeout = settings.millis("DYNAMODB_OPERATION_TIMEOUT_MS", 5000, MS)?;
+        // The latest a write can commit: a deadline-bound write by the
+        // deadline plus one attempt; a single put (the self-audit record,
+        // started as its cursor is assigned) by one operation.
+        let latest_commit = (write_deadline + attempt_timeout).max(operation_timeout);
+        let default_horizon = (latest_commit + Duration::from_secs(2)).as_millis() as u64;
         let settle_horizon = settings.millis("SETTLE_HORIZON_MS", default_horizon, MS)?;
         Ok(Config {
             table_name: settings
@@ -183,7 +188,7 @@ impl Config {
             dynamodb_endpoint: settings.text("DYNAMODB_ENDPOINT"),
             write_deadline,
             attempt_timeout,
-            operation_timeout: settings.millis("DYNAMODB_OPERATION_TIMEOUT_MS", 5000, MS)?,
+            operation_timeout,
             settle_horizon,
             query_read_budget: settings.number(
                 "QUERY_READ_BUDGET",

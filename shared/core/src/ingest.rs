@@ -345,7 +345,7 @@ impl<S: EventStore> IngestService<S> {
         if single_fresh {
             // One event: a conditional put, so even a colliding cursor can't overwrite.
             for p in fresh {
-                let result = store.put_event(&p.event).await;
+                let result = store.put_event(&p.event, deadline).await;
                 let outcome = outcome_of(&p, result);
                 outcomes.push((p, outcome));
             }

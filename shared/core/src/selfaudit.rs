@@ -42,6 +42,8 @@ pub struct SelfAuditor<S> {
     /// Counts a record that could not be written (the edge's metric).
     on_failure: fn(&'static str),
     marks: DirtyMarks,
+    /// How long after its cursor is assigned a record may still be written.
+    write_deadline: std::time::Duration,
 }
 
 impl<S: EventStore> SelfAuditor<S> {
@@ -50,6 +52,7 @@ impl<S: EventStore> SelfAuditor<S> {
         retention: Arc<RetentionCache<S>>,
         required: bool,
         seal_interval: std::time::Duration,
+        write_deadline: std::time::Duration,
     ) -> Self {
         Self {
             store,
@@ -59,6 +62,7 @@ impl<S: EventStore> SelfAuditor<S> {
             seen: Default::default(),
             marks: DirtyMarks::new(seal_interval),
             on_failure: |_| {},
+            write_deadline,
         }
     }
 
@@ -80,6 +84,7 @@ impl<S: EventStore> SelfAuditor<S> {
             retention,
             config.self_audit_required,
             config.seal_interval,
+            config.write_deadline,
         )
     }
 
@@ -170,7 +175,8 @@ impl<S: EventStore> SelfAuditor<S> {
         // Marked alongside the write, so a record is never left unsealed.
         let (_, written) = futures::join!(
             self.marks.before_write(&*self.store, &caller.tenant),
-            self.store.put_event(&event)
+            self.store
+                .put_event(&event, std::time::Instant::now() + self.write_deadline)
         );
         written?;
         // The API's own records are queryable like any event: metadata lists

@@ -53,8 +53,9 @@ pub enum IdempotentPut {
 
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Writes a new event; never overwrites an existing one.
-    async fn put_event(&self, event: &Event) -> Result<(), StoreError>;
+    /// Writes a new event; never overwrites an existing one. No attempt
+    /// starts after `deadline`.
+    async fn put_event(&self, event: &Event, deadline: Instant) -> Result<(), StoreError>;
 
     /// Writes the event and its idempotency marker atomically, or reports the
     /// event the key already names.

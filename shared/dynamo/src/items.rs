@@ -38,7 +38,10 @@ pub fn event_to_item(event: &Event) -> Result<Item, StoreError> {
     let mut item: Item =
         serde_dynamo::to_item(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     if let Some(data) = &event.data {
-        item.insert(DATA.into(), AttributeValue::B(Blob::new(deflate_data(data))));
+        item.insert(
+            DATA.into(),
+            AttributeValue::B(Blob::new(deflate_data(data))),
+        );
     }
     insert_ttl(&mut item, &event.expires_at);
     for index in PIVOT_INDEXES {
@@ -175,7 +178,10 @@ mod tests {
         assert!(matches!(item.get(DATA), Some(AttributeValue::B(_))));
         let back = item_to_event(item).expect("event");
         assert_eq!(back.data, Some(data));
-        assert_eq!(serde_json::to_value(&back).ok(), serde_json::to_value(&event).ok());
+        assert_eq!(
+            serde_json::to_value(&back).ok(),
+            serde_json::to_value(&event).ok()
+        );
     }
 
     #[test]

@@ -8,10 +8,10 @@ use audit_core::error::StoreError;
 use audit_core::integrity::tiles::{EntryRecord, TileId, TileWrite, TILE_WIDTH};
 use audit_core::integrity::{CheckpointRecord, LogStore, SealMark};
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 
 use crate::items::Item;
-use crate::retry::{classify, RetryPolicy};
+use crate::retry::classify;
 use crate::store::DynamoStore;
 use crate::table::{
     CHECKPOINT_PREFIX, LOG_INDEX_PREFIX, LOG_TILE_PREFIX, PARTITION_KEY, SEAL_QUEUE_KEY, SORT_KEY,

@@ -10,8 +10,8 @@ use audit_core::metadata::ObservedProperty;
 use audit_core::pivot::pivot_key;
 use audit_core::store::{EventStore, IdempotentPut, RangePage, RangeRead, TenantSettings};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, WriteRequest,
+    AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::Utc;
@@ -26,7 +26,10 @@ use crate::table::{
 
 fn event_key(tenant: &str, cursor: &str) -> Item {
     HashMap::from([
-        (PARTITION_KEY.to_string(), AttributeValue::S(tenant.to_string())),
+        (
+            PARTITION_KEY.to_string(),
+            AttributeValue::S(tenant.to_string()),
+        ),
         (SORT_KEY.to_string(), AttributeValue::S(cursor.to_string())),
     ])
 }
@@ -97,7 +100,7 @@ impl DynamoStore {
 
 #[async_trait]
 impl EventStore for DynamoStore {
-    async fn put_event(&self, event: &Event) -> Result<(), StoreError> {
+    async fn put_event(&self, event: &Event, deadline: Instant) -> Result<(), StoreError> {
         let item = event_to_item(event)?;
         let sent = self
             .client
@@ -107,6 +110,8 @@ impl EventStore for DynamoStore {
             .condition_expression("attribute_not_exists(#sk)")
             .expression_attribute_names("#sk", SORT_KEY)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .customize()
+            .config_override(self.bounded_by(deadline))
             .send()
             .await
             .map_err(classify);
@@ -170,6 +175,8 @@ impl EventStore for DynamoStore {
                 .transact_items(TransactWriteItem::builder().put(event_put.clone()).build())
                 .transact_items(TransactWriteItem::builder().put(marker_put.clone()).build())
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .customize()
+                .config_override(self.bounded_by(deadline))
                 .send()
                 .await;
             let err = match result {
@@ -271,6 +278,8 @@ impl EventStore for DynamoStore {
                 .batch_write_item()
                 .request_items(&self.table, group.clone())
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .customize()
+                .config_override(self.bounded_by(deadline))
                 .send()
                 .await;
             let unprocessed = match sent.map_err(classify) {
@@ -482,6 +491,27 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
+    /// Timeouts for a write that must not start after `deadline`: the SDK's
+    /// own retries included, the call ends by the deadline plus one attempt.
+    /// The settle horizon is computed from that bound (a write can commit
+    /// no later), so no retry the SDK makes may start after the deadline.
+    fn bounded_by(&self, deadline: Instant) -> aws_sdk_dynamodb::config::Builder {
+        let configured = self.client.config().timeout_config();
+        let attempt = configured
+            .and_then(|t| t.operation_attempt_timeout())
+            .unwrap_or(std::time::Duration::from_secs(2));
+        let bound = deadline.saturating_duration_since(Instant::now()) + attempt;
+        let operation = configured
+            .and_then(|t| t.operation_timeout())
+            .map_or(bound, |op| op.min(bound));
+        let timeouts = configured
+            .map(|t| t.to_builder())
+            .unwrap_or_default()
+            .operation_timeout(operation)
+            .build();
+        aws_sdk_dynamodb::config::Builder::default().timeout_config(timeouts)
+    }
+
     /// The events an index page names, in its order. An index entry is
     /// written after its item, so an eventually consistent read can still
     /// miss a new item; those are asked for again, consistently. What is
