@@ -78,17 +78,17 @@ fn no_index(_: &str) -> Option<&'static str> {
 
 const LEVERS: &[Lever] = &[
     Lever {
-        name: "today: 4 indexes, projection ALL",
+        name: "before: 4 indexes, projection ALL, `data` as a map",
         index: every_index_all,
         compress_data: false,
     },
     Lever {
-        name: "4 indexes, KEYS_ONLY",
+        name: "4 indexes KEYS_ONLY, `data` as a map",
         index: every_index_keys_only,
         compress_data: false,
     },
     Lever {
-        name: "4 indexes, KEYS_ONLY, `data` deflated",
+        name: "**now**: 4 indexes KEYS_ONLY, `data` deflated",
         index: every_index_keys_only,
         compress_data: true,
     },
@@ -107,15 +107,15 @@ const LEVERS: &[Lever] = &[
 /// The item as a lever stores it, and the index entries it causes.
 fn stored(item: &Item, lever: &Lever) -> (Item, Vec<Item>) {
     let mut base = item.clone();
-    if lever.compress_data {
-        if let Some(AttributeValue::M(_)) = base.get("data") {
-            let json = base
-                .get("data")
-                .and_then(|d| serde_dynamo::from_attribute_value::<_, Value>(d.clone()).ok())
-                .map(|v| v.to_string())
-                .unwrap_or_default();
-            let packed = miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 6);
-            base.insert("data".into(), AttributeValue::B(packed.into()));
+    // `event_to_item` deflates `data`; the levers without it store the map.
+    if !lever.compress_data {
+        if let Some(AttributeValue::B(bytes)) = base.get(audit_dynamo::items::DATA) {
+            let map = audit_dynamo::items::inflate_data(bytes.as_ref())
+                .ok()
+                .and_then(|data| serde_dynamo::to_attribute_value(data).ok());
+            if let Some(map) = map {
+                base.insert(audit_dynamo::items::DATA.into(), map);
+            }
         }
     }
     let mut entries = Vec::new();
@@ -228,7 +228,8 @@ pub async fn levers() -> Result<Section, BenchError> {
     // The cheapest layout that still serves pivot queries from the store.
     let mut best = f64::MAX;
     let mut floor = 0.0;
-    let mut today = 0.0;
+    let mut before = 0.0;
+    let mut now = 0.0;
     for lever in LEVERS {
         // Measured: the lever's table on the store, its items written with
         // ReturnConsumedCapacity.
@@ -302,7 +303,10 @@ pub async fn levers() -> Result<Section, BenchError> {
         );
         let cost_ia = price(units_per_event, bytes_per_event, WRU_IA, GB_MONTH_IA);
         if rows.is_empty() {
-            today = cost;
+            before = cost;
+        }
+        if lever.name.starts_with("**now**") {
+            now = cost;
         }
         if lever.name.starts_with("no indexes") {
             floor = cost.min(cost_ia);
@@ -339,7 +343,7 @@ pub async fn levers() -> Result<Section, BenchError> {
         ));
     }
     let body = format!(
-        "{EVENTS} Pactflow-style request records (`infra/src/bench/levers.rs`: a user agent, a path, params, a userId, a traceId on half), **{:.0} bytes of JSON as sent** on average, stored as `event_to_item` stores them, then as each lever would. WRU per event are measured: each lever's table is created on the store with its indexes and projections, and the items are written with `ReturnConsumedCapacity`; the computed column applies DynamoDB's sizing rules (per started KB, per item and per index entry) as a cross-check. Bytes stored count the base item and every index entry, each with DynamoDB's 100 bytes of overhead. Prices per million events, kept 90 days (writes + 3 months of storage), us-east-1 on-demand: Standard $0.625 per million WRU and $0.25 per GB-month; Standard-IA $0.78125 per million WRU (25% dearer) and $0.10 per GB-month (60% cheaper), as on aws.amazon.com/dynamodb/pricing/on-demand/ seen through the docs search on 2026-11-27.\n\n| lever | base item | WRU per event, measured | WRU, by the rules | bytes stored per event | $ per million, Standard | $ per million, Standard-IA |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\nPostings instead of indexes (computed, not built): the sealer, which already reads every settled event once in order, would write one immutable item per (pivot field, value) per run listing 16-byte cursors; added to the lone deflated base item above. The cost per event depends on how many events a tenant seals per run:\n\n| tenant volume | posting WRU per event | posting bytes per event | total WRU per event | total bytes per event | $ per million, Standard | $ per million, Standard-IA |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\nReads under each lever (by the rules): projection `ALL` reads 1 item per returned event, about 0.125 RRU per 1 KB event (eventually consistent, 4 KB per unit, summed over the page). `KEYS_ONLY` reads the index entry and then the event by `BatchGetItem`: 2 items per returned event and 0.5 RRU per event (each item read rounds up to 4 KB on its own), about 4× the read units of `ALL`. Postings read one posting item per pivot value per run plus the events by `BatchGetItem`, and a scan of the not-yet-sealed tail.\n\n**Against the target** ($2.00 per million ~1 KB events, batched, kept 90 days; table writes and storage): today ${today:.2}; the cheapest layout that still serves pivot queries ${best:.2} ({}); the base item alone, with no way to pivot, is the floor at ${floor:.2}. What the product stores is still today's layout: none of these levers is switched on yet (see docs/KEY-DESIGN.md).\n",
+        "{EVENTS} Pactflow-style request records (`infra/src/bench/levers.rs`: a user agent, a path, params, a userId, a traceId on half), **{:.0} bytes of JSON as sent** on average, stored as `event_to_item` stores them, then as each lever would. WRU per event are measured: each lever's table is created on the store with its indexes and projections, and the items are written with `ReturnConsumedCapacity`; the computed column applies DynamoDB's sizing rules (per started KB, per item and per index entry) as a cross-check. Bytes stored count the base item and every index entry, each with DynamoDB's 100 bytes of overhead. Prices per million events, kept 90 days (writes + 3 months of storage), us-east-1 on-demand: Standard $0.625 per million WRU and $0.25 per GB-month; Standard-IA $0.78125 per million WRU (25% dearer) and $0.10 per GB-month (60% cheaper), as on aws.amazon.com/dynamodb/pricing/on-demand/ seen through the docs search on 2026-11-27.\n\n| lever | base item | WRU per event, measured | WRU, by the rules | bytes stored per event | $ per million, Standard | $ per million, Standard-IA |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\nPostings instead of indexes (computed, not built): the sealer, which already reads every settled event once in order, would write one immutable item per (pivot field, value) per run listing 16-byte cursors; added to the lone deflated base item above. The cost per event depends on how many events a tenant seals per run:\n\n| tenant volume | posting WRU per event | posting bytes per event | total WRU per event | total bytes per event | $ per million, Standard | $ per million, Standard-IA |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\nReads under each lever (by the rules): projection `ALL` reads 1 item per returned event, about 0.125 RRU per 1 KB event (eventually consistent, 4 KB per unit, summed over the page). `KEYS_ONLY` reads the index entry and then the event by `BatchGetItem`: 2 items per returned event and 0.5 RRU per event (each item read rounds up to 4 KB on its own), about 4× the read units of `ALL`. Postings read one posting item per pivot value per run plus the events by `BatchGetItem`, and a scan of the not-yet-sealed tail.\n\n**Against the target** ($2.00 per million ~1 KB events, batched, kept 90 days; table writes and storage): before ${before:.2}, **now ${now:.2}** (what the product writes: keys-only indexes, `data` deflated); the cheapest layout measured that still serves pivot queries ${best:.2} ({}); the base item alone, with no way to pivot, is the floor at ${floor:.2}. docs/KEY-DESIGN.md says which levers were kept and why.\n",
         sent_bytes as f64 / n,
         rows.join("\n"),
         posting_rows.join("\n"),
