@@ -4,6 +4,7 @@
 
 mod capacity;
 mod ceiling;
+mod cli;
 mod integrity;
 mod levers;
 mod reads;
@@ -12,6 +13,7 @@ mod throughput;
 
 pub use capacity::{capacity, cost};
 pub use ceiling::ceiling;
+pub use cli::cli;
 pub use integrity::integrity;
 pub use levers::levers;
 pub use reads::reads;
@@ -77,6 +79,8 @@ pub async fn all(events: usize) -> Result<Vec<Section>, BenchError> {
     let levers = levers().await?;
     eprintln!("ceiling");
     let ceiling = ceiling().await?;
+    eprintln!("cli");
+    let cli = cli(events).await?;
     Ok(vec![
         cold,
         first,
@@ -87,6 +91,7 @@ pub async fn all(events: usize) -> Result<Vec<Section>, BenchError> {
         integrity,
         levers,
         ceiling,
+        cli,
         cost(),
     ])
 }

@@ -109,7 +109,7 @@ pub async fn memory() -> Result<Section, BenchError> {
             "DYNAMODB_ENDPOINT".to_string(),
             env.config.dynamodb_endpoint.clone().unwrap_or_default(),
         ),
-        ("SETTLE_HORIZON_MS".to_string(), "0".to_string()),
+        ("SETTLE_HORIZON_MS".to_string(), "1".to_string()),
     ]);
     // 1000 one-KB events in one ingest request
     let mut ingest = events_file("post-audit-events-batch.json")?;

@@ -34,6 +34,11 @@ enum Command {
     Levers,
     /// One tenant's write ceiling under a per-partition-key limit.
     Ceiling,
+    /// The `audit` CLI's export and tail over a loaded tenant.
+    Cli {
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
     /// Everything, into --out.
     All {
         #[arg(long, default_value_t = 100_000)]
@@ -52,6 +57,7 @@ async fn main() -> Result<(), audit_infra::bench::BenchError> {
         Command::FirstRequest => vec![bench::first_request().await?],
         Command::Levers => vec![bench::levers().await?],
         Command::Ceiling => vec![bench::ceiling().await?],
+        Command::Cli { events } => vec![bench::cli(events).await?],
         Command::All { events } => bench::all(events).await?,
     };
     let report = bench::report(&sections, started.elapsed().max(Duration::from_millis(1)));
