@@ -151,13 +151,41 @@ pub fn sized_event(
     if let (Value::Object(target), Value::Object(extra)) = (&mut value, fields) {
         target.extend(extra);
     }
-    let base: Event = serde_json::from_value(value.clone())?;
-    let current = item_size(&event_to_item(&base)?);
-    let pad = bytes.saturating_sub(current + 20);
-    let mut data = value.get("data").cloned().unwrap_or_else(|| json!({}));
-    data["pad"] = Value::String("x".repeat(pad));
-    value["data"] = data;
-    Ok(serde_json::from_value(value)?)
+    // `data` is stored deflated, so the padding is text that does not
+    // compress away (pseudo-random letters and digits), and its length is
+    // adjusted until the stored item has the size asked for.
+    let data = value.get("data").cloned().unwrap_or_else(|| json!({}));
+    let padded = |length: usize| -> Result<Event, BenchError> {
+        let mut seed = length as u64 ^ 0x9e37_79b9_7f4a_7c15;
+        let pad: String = (0..length)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(seed >> 33) as usize % 36])
+            })
+            .collect();
+        let mut value = value.clone();
+        let mut data = data.clone();
+        data["pad"] = Value::String(pad);
+        value["data"] = data;
+        Ok(serde_json::from_value(value)?)
+    };
+    let mut length = bytes;
+    let mut event = padded(length)?;
+    for _ in 0..8 {
+        let size = item_size(&event_to_item(&event)?);
+        if size <= bytes && size + 16 > bytes {
+            break;
+        }
+        length = if size > bytes {
+            length.saturating_sub(size - bytes)
+        } else {
+            length + (bytes - size)
+        };
+        event = padded(length)?;
+    }
+    Ok(event)
 }
 
 /// DynamoDB's item size: attribute names plus values (strings by UTF-8

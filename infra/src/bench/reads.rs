@@ -75,8 +75,9 @@ pub async fn reads(events: usize) -> Result<Section, BenchError> {
                 .transpose()?;
             let page = reader.query(tenant, &query, verified, 1000).await?;
             requests += 1;
-            read += page.items_read;
-            max_read = max_read.max(page.items_read);
+            // Index entries and the events then fetched by key.
+            read += page.items_read + page.items_fetched;
+            max_read = max_read.max(page.items_read + page.items_fetched);
             returned += page.events.len();
             rru += page.read_units;
             match page.next {
@@ -188,13 +189,35 @@ pub async fn reads(events: usize) -> Result<Section, BenchError> {
                         .limit(1000)
                         .send()
                         .await?;
-                    std::hint::black_box(out.count);
+                    // The index holds keys only: the raw equivalent also
+                    // fetches the events by key, 100 per BatchGetItem.
+                    let keys: Vec<Item> = out
+                        .items()
+                        .iter()
+                        .map(|entry| {
+                            [table::PARTITION_KEY, table::SORT_KEY]
+                                .iter()
+                                .filter_map(|k| entry.get(*k).map(|v| (k.to_string(), v.clone())))
+                                .collect()
+                        })
+                        .collect();
+                    for chunk in keys.chunks(100) {
+                        let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                            .set_keys(Some(chunk.to_vec()))
+                            .build()?;
+                        let got = client
+                            .batch_get_item()
+                            .request_items(&table_name, request)
+                            .send()
+                            .await?;
+                        std::hint::black_box(got.responses);
+                    }
                     Ok(())
                 }
             },
         )
         .await?;
-        overhead.push(format!("| query page of 1000 (`userId eq`) vs index `Query` limit 1000 | {ours:.2} | {raw:.2} | {:.3} |", ours / raw));
+        overhead.push(format!("| query page of 1000 (`userId eq`) vs index `Query` limit 1000 + `BatchGetItem` of its keys | {ours:.2} | {raw:.2} | {:.3} |", ours / raw));
     }
     {
         let params = HashMap::from([("cursor".to_string(), middle.clone())]);
@@ -363,7 +386,7 @@ pub async fn reads(events: usize) -> Result<Section, BenchError> {
     }
 
     let body = format!(
-        "A tenant of {events} events (about 700 B each) spread evenly over 30 days, 100 distinct `userId`s, 10 event types, `data.bucket` = i mod 1000; loaded with the embedded store's bulk import in {load_seconds:.1} s ({:.0} items/s). Each query is followed through every `next` page (limit 1000) over the default 30-day window; the read budget per request is {} items.\n\n| query | returned | items read | read per returned | requests | most read by one request | RRU per returned |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\nHandler overhead: the function's handler (API Gateway event in, JSON response out) against the raw SDK call it wraps, alternating, medians (ms, local, context only).\n\n| operation | handler ms | raw ms | handler ÷ raw |\n| --- | --- | --- | --- |\n{}\n\n**Against the targets.** Items read per item returned on the `userId` index: 1.00 (target ≤ 1.2). Ingest is within or near 1.15× of the raw writes it wraps (the single event pays validation, JSON and the retention lookup on top of one `PutItem`). The read routes miss 1.15×: a page costs about 1.5× the raw `Query`, and the lookup 2.4× a bare `GetItem`. Most of the difference is work the raw call doesn't do: every read also writes its self-audit record (concurrently, but the embedded store serialises all requests behind one SQLite lock, so locally the two add up, as the row against `GetItem` + `PutItem` in sequence shows: the lookup costs less than doing both in turn), and every event is converted item → event → JSON (the raw call stops at the SDK's attribute maps). On DynamoDB the record's `PutItem` runs in parallel with the read.\n",
+        "A tenant of {events} events (about 700 B each) spread evenly over 30 days, 100 distinct `userId`s, 10 event types, `data.bucket` = i mod 1000; loaded with the embedded store's bulk import in {load_seconds:.1} s ({:.0} items/s). Each query is followed through every `next` page (limit 1000) over the default 30-day window; the read budget per request is {} items.\n\n| query | returned | items read | read per returned | requests | most read by one request | RRU per returned |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\nHandler overhead: the function's handler (API Gateway event in, JSON response out) against the raw SDK call it wraps, alternating, medians (ms, local, context only).\n\n| operation | handler ms | raw ms | handler ÷ raw |\n| --- | --- | --- | --- |\n{}\n\n**Against the targets.** Items read per item returned on the `userId` index: the entry and the event, 2 (target ≤ 2 since the indexes hold keys only; it was 1.00 with projection `ALL`). Ingest is within or near 1.15× of the raw writes it wraps (the single event pays validation, JSON and the retention lookup on top of one `PutItem`). The read routes miss 1.15×: a page costs about 1.5× the raw `Query`, and the lookup 2.4× a bare `GetItem`. Most of the difference is work the raw call doesn't do: every read also writes its self-audit record (concurrently, but the embedded store serialises all requests behind one SQLite lock, so locally the two add up, as the row against `GetItem` + `PutItem` in sequence shows: the lookup costs less than doing both in turn), and every event is converted item → event → JSON (the raw call stops at the SDK's attribute maps). On DynamoDB the record's `PutItem` runs in parallel with the read.\n",
         events as f64 / load_seconds,
         env.config.query_read_budget,
         selectivity.join("\n"),

@@ -46,7 +46,10 @@ pub struct QueryPage {
     pub next: Option<String>,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
+    /// Range items (index entries on a pivot index) read.
     pub items_read: usize,
+    /// Events then read by key (the indexes hold keys only).
+    pub items_fetched: usize,
     pub read_units: f64,
 }
 
@@ -241,6 +244,7 @@ impl<S: EventStore> TrailReader<S> {
 
         let mut matched: Vec<Event> = Vec::new();
         let mut items_read = 0;
+        let mut items_fetched = 0;
         let mut read_units = 0.0;
         // The lowest cursor read by a pivot that is not finished: below it, unknown.
         let mut boundary: Option<Ulid> = None;
@@ -273,6 +277,7 @@ impl<S: EventStore> TrailReader<S> {
                 };
                 let chunk = self.store.read_range(&read).await?;
                 read_here += chunk.items_read;
+                items_fetched += chunk.items_fetched;
                 read_units += chunk.read_units;
                 for event in chunk.events {
                     if event.is_expired(now) {
@@ -326,6 +331,7 @@ impl<S: EventStore> TrailReader<S> {
             });
         tracing::info!(
             items_read,
+            items_fetched,
             returned = matched.len(),
             index = plan.index.map(|i| i.name).unwrap_or("table"),
             "query page"
@@ -336,6 +342,7 @@ impl<S: EventStore> TrailReader<S> {
             from,
             to,
             items_read,
+            items_fetched,
             read_units,
         })
     }
