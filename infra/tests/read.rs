@@ -22,18 +22,7 @@ fn short_horizon(config: &mut Config) {
 }
 
 async fn ingest(api: &Api, token: &str, events: Vec<Value>) -> Vec<String> {
-    let (status, body) = json_of(
-        api.post_json(token, "/audit/events", &json!({"events": events}))
-            .await,
-    )
-    .await;
-    assert!(status == 200, "{status} {body}");
-    body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["cursor"].as_str().unwrap().to_string())
-        .collect()
+    api.store_all(token, &events).await
 }
 
 /// GET a full URL (a `next` link) and return status, headers, body.

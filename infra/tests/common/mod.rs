@@ -58,6 +58,49 @@ impl Api {
             .expect("request")
     }
 
+    /// Stores a batch as a client following the contract does: events
+    /// answered `failed` (the store was unavailable) are sent again, the
+    /// rest never. For tests whose subject is reading, not a store that
+    /// stalls: DynamoDB Local on two busy cores can pause for seconds.
+    /// The cursors, in request order; panics on anything but stored.
+    pub async fn store_all(&self, token: &str, events: &[Value]) -> Vec<String> {
+        let mut cursors: Vec<Option<String>> = vec![None; events.len()];
+        for attempt in 0..10 {
+            let pending: Vec<usize> = (0..events.len())
+                .filter(|i| cursors[*i].is_none())
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let batch: Vec<&Value> = pending.iter().map(|i| &events[*i]).collect();
+            let (status, body) = json_of(
+                self.post_json(
+                    token,
+                    "/audit/events",
+                    &serde_json::json!({ "events": batch }),
+                )
+                .await,
+            )
+            .await;
+            assert!(status == 200 || status == 503, "{status} {body}");
+            let results = body["results"].as_array().expect("results");
+            for (index, result) in pending.iter().zip(results) {
+                match result["status"].as_str() {
+                    Some("stored") => {
+                        cursors[*index] = result["cursor"].as_str().map(str::to_string)
+                    }
+                    Some("failed") => {}
+                    other => panic!("event {index} answered {other:?}: {body}"),
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500 * (attempt + 1))).await;
+        }
+        cursors
+            .into_iter()
+            .map(|c| c.expect("every event stored within ten attempts"))
+            .collect()
+    }
+
     pub async fn get(&self, token: &str, path: &str) -> Response {
         self.http
             .get(format!("{}{path}", self.base))
