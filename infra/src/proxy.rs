@@ -234,21 +234,8 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
     let is_write = WRITE_TARGETS.contains(&target.as_str());
 
     if is_write {
-        let failing = state
-            .counters
-            .writes_to_fail
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
-            state
-                .counters
-                .failed_requests
-                .fetch_add(1, Ordering::Relaxed);
-            return dynamodb_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "com.amazonaws.dynamodb.v20120810#InternalServerError",
-                "Internal server error (injected by the test proxy)",
-            );
+        if take_one(&state.counters.writes_to_fail) {
+            return injected_failure(&state, "Internal server error (injected by the test proxy)");
         }
         if let Some((low, high)) = faults.write_delay_ms {
             let pause = if high > low {
@@ -419,21 +406,9 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
             commits.extend(cursors);
         }
     }
-    let answer_lost = is_write
-        && status.is_success()
-        && state
-            .counters
-            .answers_to_lose
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-    if answer_lost {
-        state
-            .counters
-            .failed_requests
-            .fetch_add(1, Ordering::Relaxed);
-        return dynamodb_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "com.amazonaws.dynamodb.v20120810#InternalServerError",
+    if is_write && status.is_success() && take_one(&state.counters.answers_to_lose) {
+        return injected_failure(
+            &state,
             "Internal server error after the write was applied (injected by the test proxy)",
         );
     }
@@ -467,6 +442,26 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
         StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
         headers,
         bytes,
+    )
+}
+
+/// Takes one from a countdown of injected faults; `false` once it is at 0.
+fn take_one(countdown: &AtomicU64) -> bool {
+    countdown
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// DynamoDB's 500, counted.
+fn injected_failure(state: &ProxyState, message: &str) -> Response<Body> {
+    state
+        .counters
+        .failed_requests
+        .fetch_add(1, Ordering::Relaxed);
+    dynamodb_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "com.amazonaws.dynamodb.v20120810#InternalServerError",
+        message,
     )
 }
 

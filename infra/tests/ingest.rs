@@ -673,8 +673,9 @@ async fn a_batch_write_that_fails_outright_is_retried_within_the_deadline() {
 
 /// DynamoDB can apply a write and lose its answer; the SDK then sends it
 /// again. On every write path the event is reported stored, and stored once:
-/// the single event's conditional put and the keyed transaction find their
-/// own first attempt, not a collision or a duplicate.
+/// the single event's conditional put finds its own first attempt, not a
+/// collision; the keyed transaction is made idempotent by the SDK's
+/// `ClientRequestToken`, which this holds to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_whose_answer_was_lost_is_reported_stored_once() {
     let env = TestEnv::start_with(EnvOptions {

@@ -63,28 +63,7 @@ pub async fn cli(events: usize) -> Result<Section, BenchError> {
             )?)?)
         })
         .collect::<Result<_, _>>()?;
-    match &env.embedded {
-        Some(store) => {
-            for chunk in items.chunks(5000) {
-                let converted = chunk
-                    .iter()
-                    .map(to_dynoxide)
-                    .collect::<Result<Vec<_>, _>>()?;
-                store
-                    .database
-                    .import_items(
-                        &env.config.table_name,
-                        converted,
-                        dynoxide::ImportOptions {
-                            record_streams: false,
-                            set_cached_at: false,
-                        },
-                    )
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        None => batch_put(&env.direct, &env.config.table_name, items).await?,
-    }
+    load_items(&env, items).await?;
     let base = env.serve().await;
     let token = env.token(tenant, "audit:read");
     let dir = std::env::temp_dir().join(format!("audit-bench-cli-{}", std::process::id()));

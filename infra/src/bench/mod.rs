@@ -228,6 +228,33 @@ fn units(consumed: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) -> (f64, 
 }
 
 /// An SDK item as the embedded store's own item type (via DynamoDB JSON).
+/// Loads items into the test table: the embedded store's bulk import when
+/// there is one (through the SDK it slows down as a table with four GSIs
+/// grows), else batched puts.
+async fn load_items(env: &TestEnv, items: Vec<Item>) -> Result<(), BenchError> {
+    let Some(store) = &env.embedded else {
+        return batch_put(&env.direct, &env.config.table_name, items).await;
+    };
+    for chunk in items.chunks(5000) {
+        let converted = chunk
+            .iter()
+            .map(to_dynoxide)
+            .collect::<Result<Vec<_>, _>>()?;
+        store
+            .database
+            .import_items(
+                &env.config.table_name,
+                converted,
+                dynoxide::ImportOptions {
+                    record_streams: false,
+                    set_cached_at: false,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn to_dynoxide(item: &Item) -> Result<dynoxide::types::Item, BenchError> {
     fn json(value: &AttributeValue) -> Value {
         match value {

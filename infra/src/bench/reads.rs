@@ -20,30 +20,7 @@ pub async fn reads(events: usize) -> Result<Section, BenchError> {
         })
         .collect::<Result<_, _>>()?;
     let load_started = Instant::now();
-    // Through the SDK, the embedded store slows down as a table with four
-    // GSIs grows; its bulk import loads the same items directly.
-    match &env.embedded {
-        Some(store) => {
-            for chunk in items.chunks(5000) {
-                let converted = chunk
-                    .iter()
-                    .map(to_dynoxide)
-                    .collect::<Result<Vec<_>, _>>()?;
-                store
-                    .database
-                    .import_items(
-                        &table_name,
-                        converted,
-                        dynoxide::ImportOptions {
-                            record_streams: false,
-                            set_cached_at: false,
-                        },
-                    )
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        None => batch_put(&client, &table_name, items).await?,
-    }
+    load_items(&env, items).await?;
     let load_seconds = load_started.elapsed().as_secs_f64();
     eprintln!("loaded {events} events in {load_seconds:.1} s");
 

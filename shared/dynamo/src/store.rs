@@ -208,7 +208,7 @@ impl EventStore for DynamoStore {
                             Some(duplicate) => duplicate,
                             None => self.read_marker(&event.account_id, key).await?,
                         };
-                        return Ok(own_attempt_is_stored(duplicate, event));
+                        return Ok(duplicate);
                     }
                     if let Some(invalid) =
                         reasons.iter().find(|r| r.code() == Some("ValidationError"))
@@ -470,16 +470,6 @@ impl EventStore for DynamoStore {
 
     async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError> {
         self.get_event_item(tenant, cursor).await
-    }
-}
-
-/// A marker naming this very cursor was written by an earlier attempt of
-/// this put (the SDK retried it after its answer was lost): it is stored,
-/// not a duplicate.
-fn own_attempt_is_stored(found: IdempotentPut, event: &Event) -> IdempotentPut {
-    match found {
-        IdempotentPut::Duplicate { cursor, .. } if cursor == event.cursor => IdempotentPut::Stored,
-        other => other,
     }
 }
 
