@@ -1,7 +1,10 @@
 """schemathesis hooks for the contract run (infra/test.sh).
 
-openapi.yaml can't express rules that tie a header to the body, and
-POST /audit/events has two (README "Ingest rules and decisions"):
+openapi.yaml can't express rules that tie one part of a request to another.
+GET /audit/proofs/consistency has one: `from` may not exceed `to` (two real
+trees in the wrong order are refused with 400; docs/INTEGRITY.md). For cases
+generated as valid, the two are put in order. POST /audit/events has two
+(README "Ingest rules and decisions"):
 - the Idempotency-Key header applies to a single event only, and
 - when a single event also carries `messageId`, the two must agree.
 A schema-valid request that breaks one is refused with 400, rightly. So for
@@ -14,12 +17,26 @@ sent as generated. infra/tests/ingest.rs covers both rules.
 import schemathesis
 
 
+def is_negative(case):
+    meta = getattr(case, "meta", None)
+    return meta is not None and meta.generation.mode.is_negative
+
+
+def order_consistency_sizes(case):
+    query = case.query or {}
+    low, high = query.get("from"), query.get("to")
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        query["from"], query["to"] = high, low
+
+
 @schemathesis.hook
 def before_call(context, case, **kwargs):
-    if case.operation.method.upper() != "POST" or case.operation.path != "/audit/events":
+    if is_negative(case):
         return
-    meta = getattr(case, "meta", None)
-    if meta is not None and meta.generation.mode.is_negative:
+    if case.operation.method.upper() == "GET" and case.operation.path == "/audit/proofs/consistency":
+        order_consistency_sizes(case)
+        return
+    if case.operation.method.upper() != "POST" or case.operation.path != "/audit/events":
         return
     headers = case.headers or {}
     key = next((name for name in headers if name.lower() == "idempotency-key"), None)

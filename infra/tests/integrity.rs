@@ -293,6 +293,96 @@ async fn an_event_not_sealed_yet_answers_409_with_retry_after_and_others_404() {
     assert_eq!(status, 404, "a tenant without events has no checkpoint");
 }
 
+/// Every whole number a size parameter can carry, past 2^64 included, is
+/// schema-valid, so it is answered: a page, or 404 for a tree the log has
+/// not reached (or one that ends before the leaf). Never a 400, never a 500.
+#[tokio::test]
+async fn every_whole_number_a_tree_size_parameter_takes_is_answered() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let cursors = ingest(&api, &token, 20, "sizes").await;
+    seal_now(&api).await;
+    let latest: CheckpointRecord =
+        serde_json::from_value(get_ok(&api, &token, "/audit/checkpoint").await).unwrap();
+    let size = latest.tree_size;
+    let leaf = get_ok(
+        &api,
+        &token,
+        &format!("/audit/events/{}/proof", cursors[10]),
+    )
+    .await["leafIndex"]
+        .as_u64()
+        .unwrap();
+    let past: Vec<String> = vec![
+        (size + 1).to_string(),
+        u64::MAX.to_string(),
+        "18446744073709551616".to_string(),
+        "9".repeat(40),
+    ];
+    let status = |path: String| {
+        let api = &api;
+        let token = &token;
+        async move { (json_of(api.get(token, &path).await).await, path) }
+    };
+    // Pages: empty past the end, and still 200.
+    for start in &past {
+        let ((code, body), path) = status(format!("/audit/entries?start={start}")).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        assert_eq!(body["entries"].as_array().map(Vec::len), Some(0), "{path}");
+        assert_eq!(body["treeSize"].as_u64(), Some(size), "{path}");
+        let ((code, body), path) = status(format!("/audit/checkpoints?fromSize={start}")).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        assert_eq!(
+            body["checkpoints"].as_array().map(Vec::len),
+            Some(0),
+            "{path}"
+        );
+    }
+    // Trees the log has not reached.
+    for beyond in &past {
+        for path in [
+            format!("/audit/events/{}/proof?treeSize={beyond}", cursors[10]),
+            format!("/audit/proofs/consistency?from=1&to={beyond}"),
+            format!("/audit/proofs/consistency?from={beyond}"),
+            format!("/audit/proofs/consistency?from={beyond}&to={beyond}"),
+        ] {
+            let ((code, body), path) = status(path).await;
+            assert_eq!(
+                (code, common::error_code(&body).as_str()),
+                (404, "not_found"),
+                "{path}: {body}"
+            );
+        }
+    }
+    // A tree that ends before the leaf does not hold it.
+    for small in [1, leaf] {
+        let ((code, body), path) = status(format!(
+            "/audit/events/{}/proof?treeSize={small}",
+            cursors[10]
+        ))
+        .await;
+        assert_eq!(code, 404, "{path}: {body}");
+    }
+    // The edges that exist are answered with a proof.
+    for path in [
+        format!("/audit/events/{}/proof?treeSize={size}", cursors[10]),
+        format!("/audit/proofs/consistency?from=0&to={size}"),
+        format!("/audit/proofs/consistency?from={size}"),
+        format!("/audit/entries?start={}", size - 1),
+    ] {
+        let ((code, body), path) = status(path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    // Two real trees in the wrong order is the caller's mistake.
+    let ((code, body), path) = status(format!("/audit/proofs/consistency?from={size}&to=1")).await;
+    assert_eq!(code, 400, "{path}: {body}");
+    // Not a whole number at all.
+    for bad in ["-1", "1.5", "ten", ""] {
+        let ((code, body), path) = status(format!("/audit/entries?start={bad}")).await;
+        assert_eq!(code, 400, "{path}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn concurrent_sealers_publish_one_tree_per_size() {
     let api = Api::start().await;

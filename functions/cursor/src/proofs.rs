@@ -2,6 +2,7 @@
 //! entry records, from the tenant's log (docs/INTEGRITY.md).
 
 use std::collections::HashMap;
+use std::num::IntErrorKind;
 
 use audit_core::integrity::proofs::{seconds_until_sealed, Placement};
 use audit_core::integrity::{CheckpointRecord, LogStore};
@@ -18,22 +19,31 @@ use crate::CursorHandler;
 /// Most checkpoints or entry records per page.
 const MAX_PAGE: usize = 1000;
 
-/// A tree size parameter: a whole number.
+/// A tree size parameter: any whole number. One past every possible tree
+/// (beyond 2^64 - 1) is read as the largest, so it is answered like any size
+/// the log has not reached: the schema allows it, and it names no tree.
 pub fn optional_size(
     params: &HashMap<String, String>,
     name: &'static str,
 ) -> Result<Option<u64>, ApiError> {
     params
         .get(name)
-        .map(|text| {
-            text.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(
-                    name,
-                    format!("`{name}` must be a whole number (a tree size)"),
-                )
-            })
+        .map(|text| match text.parse::<u64>() {
+            Ok(size) => Ok(size),
+            Err(error) if *error.kind() == IntErrorKind::PosOverflow => Ok(u64::MAX),
+            Err(_) => Err(ApiError::bad_request(
+                name,
+                format!("`{name}` must be a whole number (a tree size)"),
+            )),
         })
         .transpose()
+}
+
+/// A tree the log has not reached: not found, like any resource not there.
+fn no_tree(size: u64, latest: u64) -> ApiError {
+    ApiError::NotFound(format!(
+        "the log has no tree of {size} leaves: the latest checkpoint has {latest}"
+    ))
 }
 
 pub struct CheckpointPage {
@@ -126,15 +136,15 @@ impl<S: EventStore + LogStore> CursorHandler<S> {
         };
         let at = match tree_size {
             None => latest.clone(),
-            Some(size) if size <= index || size > latest.tree_size => {
-                return Err(ApiError::bad_request(
-                    "treeSize",
-                    format!(
-                        "`treeSize` must be from {} (the leaf's index + 1) to {} (the latest tree)",
-                        index + 1,
-                        latest.tree_size
-                    ),
-                ))
+            Some(size) if size > latest.tree_size => {
+                return Err(no_tree(size, latest.tree_size))
+            }
+            // The leaf is not in a tree that ends before it.
+            Some(size) if size <= index => {
+                return Err(ApiError::NotFound(format!(
+                    "the event {cursor} is leaf {index}, so it is in trees of {} leaves or more, not {size}",
+                    index + 1
+                )))
             }
             Some(size) => self
                 .proofs
@@ -192,11 +202,8 @@ impl<S: EventStore + LogStore> CursorHandler<S> {
     ) -> Result<Response<Body>, ApiError> {
         let latest = self.latest(tenant).await?;
         let to = to.unwrap_or(latest.tree_size);
-        if to > latest.tree_size {
-            return Err(ApiError::bad_request(
-                "to",
-                format!("`to` may be at most {} (the latest tree)", latest.tree_size),
-            ));
+        if let Some(size) = [from, to].into_iter().find(|&size| size > latest.tree_size) {
+            return Err(no_tree(size, latest.tree_size));
         }
         if from > to {
             return Err(ApiError::bad_request("from", "`from` may not exceed `to`"));

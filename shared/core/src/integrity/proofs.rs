@@ -122,7 +122,8 @@ impl<S: LogStore> ProofReader<S> {
         start: u64,
         limit: u64,
     ) -> Result<Vec<EntryRecord>, StoreError> {
-        let end = (start + limit).min(current);
+        // Saturating: `start` comes from the request and may be near 2^64.
+        let end = start.saturating_add(limit).min(current);
         if start >= end {
             return Ok(Vec::new());
         }
