@@ -6,9 +6,9 @@ trip of a few fields; every OCSF record valid against the OCSF 1.4.0 API
 Activity schema (the `ocsf-json-schema` package, offline).
 
 `audit ingest` gives every line a messageId, so each is an idempotent
-transaction; the embedded store runs those one at a time (about 60 a
-second in a debug build), so the killed-and-rerun ingest takes `ingest`
-lines (default 5000) and the export the full `total`.
+transaction; the embedded store runs those one at a time. The test script
+ingests all 100k lines (killed and rerun) and exports those; with `ingest`
+below `total`, the rest is filled through the API's plain batches.
 
 Usage: python bulk.py <audit binary> <api url> <token> <workdir> [ingest] [total]"""
 
@@ -23,7 +23,7 @@ import sys
 import time
 
 audit, api, token, work = sys.argv[1:5]
-count = int(sys.argv[5]) if len(sys.argv) > 5 else 5_000
+count = int(sys.argv[5]) if len(sys.argv) > 5 else 100_000
 total = int(sys.argv[6]) if len(sys.argv) > 6 else 100_000
 env = dict(os.environ, AUDIT_URL=api, AUDIT_TOKEN=token)
 os.makedirs(work, exist_ok=True)
@@ -47,8 +47,9 @@ def run(args, **kwargs):
 
 
 # Ingest, killed midway, then rerun: every line stored exactly once.
-first = subprocess.Popen([audit, "ingest", lines_path], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-time.sleep(random.uniform(1.0, 2.5))
+first = subprocess.Popen([audit, "ingest", lines_path], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+# Midway: a few seconds to a minute in, whatever the volume.
+time.sleep(random.uniform(3.0, min(60.0, 3.0 + count / 2000)))
 first.send_signal(signal.SIGKILL)
 first.wait()
 rerun, seconds = run(["ingest", lines_path])

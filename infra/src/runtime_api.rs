@@ -179,6 +179,9 @@ pub struct Invocation {
     pub duration: Duration,
     /// Peak resident memory of the process, kB (from /proc while it ran).
     pub peak_rss_kb: u64,
+    /// CPU time the process used while it served this invocation, every
+    /// thread, from the scheduler's nanosecond counters.
+    pub cpu: Duration,
 }
 
 /// Starts `binary` as Lambda would, hands it `events` one by one, and
@@ -188,24 +191,36 @@ pub async fn run_binary(
     env: HashMap<String, String>,
     events: Vec<Value>,
 ) -> Result<Vec<Invocation>, String> {
-    run_binary_in(binary, env, events, None).await
+    run_binary_in(binary, env, events, CpuShare::Unlimited).await
 }
 
-/// As [`run_binary`], with the process placed in a cgroup (v1 `cpu`
-/// controller directory) from its first instruction, to give it a CPU share.
+/// Where a process runs under a CPU share (a cgroup directory: v1 `cpu`
+/// controller, or v2).
+#[derive(Clone, Copy, Debug)]
+pub enum CpuShare<'a> {
+    /// No limit.
+    Unlimited,
+    /// In the cgroup from its first instruction: init is throttled too.
+    FromExec(&'a Path),
+    /// Moved into the cgroup once init is done (its first `GET /next`), as
+    /// Lambda gives init a full CPU burst and requests the memory's share.
+    AfterInit(&'a Path),
+}
+
+/// As [`run_binary`], with the process under a CPU share.
 pub async fn run_binary_in(
     binary: &Path,
     env: HashMap<String, String>,
     events: Vec<Value>,
-    cgroup: Option<&Path>,
+    share: CpuShare<'_>,
 ) -> Result<Vec<Invocation>, String> {
     let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
     let mut env = env;
     env.insert("AWS_LAMBDA_RUNTIME_API".into(), api.address.clone());
     let started = Instant::now();
-    let mut command = match cgroup {
+    let mut command = match share {
         // The shell joins the cgroup, then becomes the binary.
-        Some(cgroup) => {
+        CpuShare::FromExec(cgroup) => {
             let mut command = tokio::process::Command::new("/bin/sh");
             command
                 .arg("-c")
@@ -214,7 +229,7 @@ pub async fn run_binary_in(
                 .arg(binary);
             command
         }
-        None => tokio::process::Command::new(binary),
+        CpuShare::Unlimited | CpuShare::AfterInit(_) => tokio::process::Command::new(binary),
     };
     let mut child = command
         .env_clear()
@@ -225,9 +240,25 @@ pub async fn run_binary_in(
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
     let pid = child.id().unwrap_or(0);
+    if let CpuShare::AfterInit(cgroup) = share {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while api.first_next().is_none() {
+            if Instant::now() > deadline {
+                return Err(format!("{} never asked for an event", binary.display()));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("{} exited: {status}", binary.display()));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // `cgroup.procs` moves every thread of the process.
+        std::fs::write(cgroup.join("cgroup.procs"), pid.to_string())
+            .map_err(|e| format!("cannot move {pid} into {}: {e}", cgroup.display()))?;
+    }
     let mut results = Vec::new();
     let mut peak = 0;
     for event in events {
+        let cpu_before = cpu_time(pid);
         api.queue(event);
         let deadline = Instant::now() + Duration::from_secs(60);
         let answer = loop {
@@ -245,6 +276,7 @@ pub async fn run_binary_in(
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
         peak = peak.max(rss_kb(pid));
+        let cpu = cpu_time(pid).saturating_sub(cpu_before);
         let init = api
             .first_next()
             .map(|t| t.duration_since(started))
@@ -255,10 +287,25 @@ pub async fn run_binary_in(
             response: answer.1,
             duration: answer.2,
             peak_rss_kb: peak,
+            cpu,
         });
     }
     let _ = child.kill().await;
     Ok(results)
+}
+
+/// CPU time a process has used so far, every thread: the first field of
+/// each `/proc/<pid>/task/*/schedstat` (ns; finer than `stat`'s ticks).
+pub fn cpu_time(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// VmHWM (peak resident set) of a process, kB; 0 when unknown.

@@ -37,6 +37,9 @@ pub struct EnvOptions {
     pub with_proxy: bool,
     pub write_deadline: Option<Duration>,
     pub configure: Option<fn(&mut Config)>,
+    /// A store to use instead of `AUDIT_TEST_DYNAMODB_ENDPOINT` or the
+    /// embedded one (the benchmark's DynamoDB Local rows).
+    pub endpoint: Option<String>,
 }
 
 impl TestEnv {
@@ -45,10 +48,11 @@ impl TestEnv {
     }
 
     pub async fn start_with(options: EnvOptions) -> Self {
-        let (endpoint, embedded) = match std::env::var(ENDPOINT_VARIABLE)
-            .ok()
-            .filter(|e| !e.is_empty())
-        {
+        let (endpoint, embedded) = match options.endpoint.clone().or_else(|| {
+            std::env::var(ENDPOINT_VARIABLE)
+                .ok()
+                .filter(|e| !e.is_empty())
+        }) {
             Some(endpoint) => (endpoint, None),
             None => {
                 let store = EmbeddedStore::start(None)

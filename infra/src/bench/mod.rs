@@ -5,9 +5,11 @@
 mod capacity;
 mod ceiling;
 mod cli;
+mod dynamodb_local;
 mod integrity;
 mod levers;
 mod reads;
+mod share;
 mod startup;
 mod throughput;
 
@@ -16,7 +18,8 @@ pub use ceiling::ceiling;
 pub use cli::cli;
 pub use integrity::integrity;
 pub use levers::levers;
-pub use reads::reads;
+pub use reads::{reads, reads_on_dynamodb_local};
+pub use share::handler_cpu;
 pub use startup::{cold_start, first_request, memory};
 pub use throughput::throughput;
 
@@ -36,7 +39,7 @@ use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
 use crate::gateway::{apigw_event, Route};
-use crate::testkit::TestEnv;
+use crate::testkit::{EnvOptions, TestEnv};
 
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -60,6 +63,38 @@ pub fn report(sections: &[Section], took: Duration) -> String {
     out
 }
 
+/// `existing` (a report) with `sections` put in place of those of the same
+/// title, and any new one added before the cost table: running one
+/// measurement refreshes its section and keeps the rest.
+pub fn merge(existing: &str, sections: &[Section]) -> String {
+    let mut parts: Vec<String> = existing
+        .split("\n## ")
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 {
+                part.to_string()
+            } else {
+                format!("## {part}")
+            }
+        })
+        .collect();
+    for section in sections {
+        let text = format!("## {}\n\n{}", section.title, section.body);
+        let heading = format!("## {}\n", section.title);
+        match parts.iter().position(|part| part.starts_with(&heading)) {
+            Some(i) => parts[i] = text,
+            None => {
+                let at = parts
+                    .iter()
+                    .position(|part| part.starts_with("## Cost"))
+                    .unwrap_or(parts.len());
+                parts.insert(at, text);
+            }
+        }
+    }
+    parts.join("\n")
+}
+
 pub async fn all(events: usize) -> Result<Vec<Section>, BenchError> {
     eprintln!("cold start");
     let cold = cold_start().await?;
@@ -71,6 +106,11 @@ pub async fn all(events: usize) -> Result<Vec<Section>, BenchError> {
     let capacity = capacity().await?;
     eprintln!("reads");
     let reads = reads(events).await?;
+    // A concurrent store needs no 100k tenant to show a handler's overhead.
+    eprintln!("reads on DynamoDB Local");
+    let reads_local = reads_on_dynamodb_local(events.min(20_000)).await?;
+    eprintln!("read handlers under the share");
+    let share = handler_cpu(events.min(20_000)).await?;
     eprintln!("throughput");
     let throughput = throughput().await?;
     eprintln!("integrity");
@@ -87,6 +127,8 @@ pub async fn all(events: usize) -> Result<Vec<Section>, BenchError> {
         memory,
         capacity,
         reads,
+        reads_local,
+        share,
         throughput,
         integrity,
         levers,
@@ -113,7 +155,14 @@ fn build_release_binaries() -> Result<(), BenchError> {
             "-p", "ingest", "-p", "cursor", "-p", "list", "-p", "metadata", "-p", "stream", "-p",
             "seal",
         ],
-        &["-p", "audit-infra", "--bin", "hello-lambda"],
+        &[
+            "-p",
+            "audit-infra",
+            "--bin",
+            "hello-lambda",
+            "--bin",
+            "raw-lambda",
+        ],
     ];
     for packages in builds {
         let status = std::process::Command::new(&cargo)

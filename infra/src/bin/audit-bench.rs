@@ -26,6 +26,16 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         events: usize,
     },
+    /// The same reads on DynamoDB Local, a store serving requests concurrently.
+    ReadsDynamodbLocal {
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+    },
+    /// The read handlers under Lambda's 128 MB CPU share, against the raw calls.
+    HandlerCpu {
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+    },
     /// The integrity log: sealing cost, proofs, the verifier.
     Integrity,
     /// The first request after a cold start, under Lambda's 128 MB CPU share.
@@ -39,7 +49,7 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         events: usize,
     },
-    /// Everything, into --out.
+    /// Everything, into --out (one command alone refreshes its own section).
     All {
         #[arg(long, default_value_t = 100_000)]
         events: usize,
@@ -50,9 +60,15 @@ enum Command {
 async fn main() -> Result<(), audit_infra::bench::BenchError> {
     let cli = Cli::parse();
     let started = Instant::now();
-    let sections = match cli.command.unwrap_or(Command::All { events: 100_000 }) {
+    let command = cli.command.unwrap_or(Command::All { events: 100_000 });
+    let whole = matches!(command, Command::All { .. });
+    let sections = match command {
         Command::Capacity => vec![bench::capacity().await?],
         Command::Reads { events } => vec![bench::reads(events).await?],
+        Command::ReadsDynamodbLocal { events } => {
+            vec![bench::reads_on_dynamodb_local(events).await?]
+        }
+        Command::HandlerCpu { events } => vec![bench::handler_cpu(events).await?],
         Command::Integrity => vec![bench::integrity().await?],
         Command::FirstRequest => vec![bench::first_request().await?],
         Command::Levers => vec![bench::levers().await?],
@@ -60,7 +76,10 @@ async fn main() -> Result<(), audit_infra::bench::BenchError> {
         Command::Cli { events } => vec![bench::cli(events).await?],
         Command::All { events } => bench::all(events).await?,
     };
-    let report = bench::report(&sections, started.elapsed().max(Duration::from_millis(1)));
+    let report = match std::fs::read_to_string(&cli.out) {
+        Ok(existing) if !whole => bench::merge(&existing, &sections),
+        _ => bench::report(&sections, started.elapsed().max(Duration::from_millis(1))),
+    };
     if let Some(parent) = std::path::Path::new(&cli.out).parent() {
         std::fs::create_dir_all(parent)?;
     }
