@@ -45,6 +45,9 @@ pub struct Counters {
     /// Every event a successful write committed: (epoch ms when the store
     /// answered, its cursor). A cursor's own time is when it was assigned.
     pub commits: Mutex<Vec<(i64, String)>>,
+    /// Every attempt to write an event, answered or not: (epoch ms when it
+    /// reached the proxy, its cursor).
+    pub attempts: Mutex<Vec<(i64, String)>>,
     /// Writes still to be answered with a 500 `InternalServerError`.
     pub writes_to_fail: AtomicU64,
     /// Writes still to be applied upstream and then answered with a 500, as
@@ -153,6 +156,31 @@ fn items_put<'a>(target: &str, request: &'a Value) -> Vec<&'a Value> {
     }
 }
 
+/// The cursors of the events (not markers or other records) a write puts.
+fn event_cursors(target: &str, body: &[u8]) -> Vec<String> {
+    let request: Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut items = items_put(target, &request);
+    if let Some(tables) = request.get("RequestItems").and_then(Value::as_object) {
+        items.extend(
+            tables
+                .values()
+                .filter_map(Value::as_array)
+                .flatten()
+                .filter_map(|w| w.pointer("/PutRequest/Item")),
+        );
+    }
+    items
+        .iter()
+        .filter(|item| {
+            item.pointer("/accountId/S")
+                .and_then(Value::as_str)
+                .is_some_and(|tenant| !tenant.contains('#'))
+        })
+        .filter_map(|item| item.pointer("/cursor/S").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
 pub struct FaultProxy {
     pub endpoint: String,
     faults: Arc<Mutex<Faults>>,
@@ -220,6 +248,7 @@ fn target_of(headers: &HeaderMap) -> String {
 }
 
 async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Response<Body> {
+    let arrived_at = chrono::Utc::now().timestamp_millis();
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = request.into_parts();
     let Ok(body) = to_bytes(body, 64 * 1024 * 1024).await else {
@@ -234,6 +263,10 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
     let is_write = WRITE_TARGETS.contains(&target.as_str());
 
     if is_write {
+        let cursors = event_cursors(&target, &body);
+        if let Ok(mut attempts) = state.counters.attempts.lock() {
+            attempts.extend(cursors.into_iter().map(|cursor| (arrived_at, cursor)));
+        }
         if take_one(&state.counters.writes_to_fail) {
             return injected_failure(&state, "Internal server error (injected by the test proxy)");
         }
@@ -381,26 +414,9 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
     let status = response.status();
     if is_write && status.is_success() {
         let committed_at = chrono::Utc::now().timestamp_millis();
-        let request: Value = serde_json::from_slice(&body).unwrap_or_default();
-        let mut items = items_put(&target, &request);
-        if let Some(tables) = request.get("RequestItems").and_then(Value::as_object) {
-            items.extend(
-                tables
-                    .values()
-                    .filter_map(Value::as_array)
-                    .flatten()
-                    .filter_map(|w| w.pointer("/PutRequest/Item")),
-            );
-        }
-        let cursors: Vec<(i64, String)> = items
-            .iter()
-            .filter(|item| {
-                item.pointer("/accountId/S")
-                    .and_then(Value::as_str)
-                    .is_some_and(|tenant| !tenant.contains('#'))
-            })
-            .filter_map(|item| item.pointer("/cursor/S").and_then(Value::as_str))
-            .map(|cursor| (committed_at, cursor.to_string()))
+        let cursors: Vec<(i64, String)> = event_cursors(&target, &body)
+            .into_iter()
+            .map(|cursor| (committed_at, cursor))
             .collect();
         if let Ok(mut commits) = state.counters.commits.lock() {
             commits.extend(cursors);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use audit_core::error::StoreError;
 use audit_core::event::Event;
+use audit_core::store::IdempotentPut;
 use audit_core::EventStore;
 use audit_dynamo::DynamoStore;
 use audit_infra::proxy::Faults;
@@ -140,6 +141,115 @@ async fn a_batch_write_stores_every_item_but_the_one_the_table_refuses() {
     }
     let stored = env.events_by_tenant().await;
     assert_eq!(stored.get("acme").map(Vec::len), Some(24));
+}
+
+/// Keyed events are written together, one transaction per group, yet each
+/// is answered on its own: in a group the table cancels, the event whose
+/// key was used is a duplicate, the one the table refuses is refused, and
+/// every other is stored.
+#[tokio::test]
+async fn a_keyed_group_stores_every_event_but_the_duplicate_and_the_refused() {
+    let env = TestEnv::start().await;
+    let store = store_of(&env);
+    let soon = || Instant::now() + Duration::from_secs(6);
+    let original = raw_event("acme", json!({"first": true}));
+    let first = store
+        .put_events_once(&[(original.clone(), "used-key".to_string())], soon())
+        .await;
+    assert!(
+        matches!(first.as_slice(), [Ok(IdempotentPut::Stored)]),
+        "{first:?}"
+    );
+    let events: Vec<(Event, String)> = (0..60)
+        .map(|i| {
+            let mut event = raw_event("acme", json!({"i": i}));
+            if i == 3 {
+                event.indexed_data = Some([(String::new(), "x".to_string())].into());
+            }
+            let key = if i == 40 {
+                "used-key".to_string()
+            } else {
+                format!("key-{i}")
+            };
+            (event, key)
+        })
+        .collect();
+    let results = store.put_events_once(&events, soon()).await;
+    assert_eq!(results.len(), 60);
+    for (i, result) in results.iter().enumerate() {
+        match i {
+            3 => assert!(matches!(result, Err(StoreError::Rejected(_))), "{result:?}"),
+            40 => assert!(
+                matches!(result, Ok(IdempotentPut::Duplicate { cursor, .. }) if *cursor == original.cursor),
+                "{result:?}"
+            ),
+            _ => assert!(
+                matches!(result, Ok(IdempotentPut::Stored)),
+                "event {i}: {result:?}"
+            ),
+        }
+    }
+    let stored = env.events_by_tenant().await;
+    assert_eq!(stored.get("acme").map(Vec::len), Some(1 + 58));
+}
+
+/// Through the API: 60 keyed events, one the table refuses as a whole
+/// request (DynamoDB's ValidationException, naming no item) and one whose
+/// key was used, take a handful of transactions, not one per event.
+#[tokio::test]
+async fn a_keyed_batch_takes_a_few_transactions_and_isolates_what_fails() {
+    let api = Api::from_env(
+        TestEnv::start_with(EnvOptions {
+            with_proxy: true,
+            ..Default::default()
+        })
+        .await,
+    )
+    .await;
+    let Some(proxy) = &api.env.proxy else {
+        panic!("the proxy runs");
+    };
+    proxy.set(Faults {
+        refuse_writes_containing: Some("unstorable-marker".into()),
+        ..Default::default()
+    });
+    let token = api.token("acme");
+    let used = json!({"eventType": "kind", "serviceName": "svc", "messageId": "m-used"});
+    let (status, original) = json_of(api.post_json(&token, "/audit/events", &used).await).await;
+    assert_eq!(status, 201, "{original}");
+    let events: Vec<Value> = (0..60)
+        .map(|i| match i {
+            3 => json!({"eventType": "kind", "serviceName": "svc", "messageId": "m-3", "message": "unstorable-marker"}),
+            40 => used.clone(),
+            _ => json!({"eventType": "kind", "serviceName": "svc", "messageId": format!("m-{i}"), "data": {"i": i}}),
+        })
+        .collect();
+    let requests_before = proxy
+        .counters
+        .requests
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let (status, answer) = json_of(
+        api.post_json(&token, "/audit/events", &json!({ "events": events }))
+            .await,
+    )
+    .await;
+    let requests = proxy
+        .counters
+        .requests
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - requests_before;
+    assert_eq!(status, 207, "{answer}");
+    assert_eq!(answer["summary"]["stored"], 58, "{answer}");
+    assert_eq!(answer["summary"]["duplicates"], 1, "{answer}");
+    assert_eq!(answer["summary"]["refused"], 1, "{answer}");
+    assert_eq!(answer["results"][3]["status"], "refused");
+    assert_eq!(answer["results"][40]["status"], "duplicate");
+    assert_eq!(answer["results"][40]["cursor"], original["cursor"]);
+    // Two groups, the refused one halved down to its event: about 15
+    // requests in all; one transaction per event would be over 60.
+    assert!(requests < 30, "{requests} requests to the store");
+    let stored = api.env.events_by_tenant().await;
+    assert_eq!(stored.get("acme").map(Vec::len), Some(1 + 58));
 }
 
 /// A batch of 30 with one event the table refuses (a limit the validation

@@ -91,7 +91,7 @@ impl Serialize for ApiError {
 }
 
 /// Failures of the store, as the domain needs to tell them apart.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, Clone)]
 pub enum StoreError {
     /// DynamoDB kept refusing for capacity after the SDK's retries.
     #[error("throttled by DynamoDB")]

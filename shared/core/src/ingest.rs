@@ -23,6 +23,8 @@ use crate::store::{EventStore, IdempotentPut};
 
 /// BatchWriteItem's limit.
 const BATCH_WRITE_SIZE: usize = 25;
+/// Keyed events per store call: one transaction's worth (two actions each).
+const KEYED_WRITE_SIZE: usize = 50;
 /// Concurrent store calls per request.
 const WRITE_CONCURRENCY: usize = 8;
 
@@ -369,27 +371,39 @@ impl<S: EventStore> IngestService<S> {
                     .await;
             outcomes.extend(batch_outcomes.into_iter().flatten());
         }
-        let keyed_outcomes: Vec<(Pending, ItemResult)> = stream::iter(keyed)
-            .map(|p| async move {
-                let key = p.key.as_deref().unwrap_or_default();
-                let outcome = match store.put_event_once(&p.event, key, deadline).await {
-                    Ok(IdempotentPut::Stored) => outcome_of(&p, Ok(())),
-                    Ok(IdempotentPut::Duplicate {
-                        cursor,
-                        timestamp,
-                        expires_at,
-                    }) => ItemResult::Duplicate {
-                        cursor,
-                        timestamp,
-                        expires_at,
-                    },
-                    Err(err) => outcome_of(&p, Err(err)),
-                };
-                (p, outcome)
-            })
-            .buffer_unordered(WRITE_CONCURRENCY * 2)
-            .collect()
-            .await;
+        let keyed_outcomes: Vec<Vec<(Pending, ItemResult)>> =
+            stream::iter(chunk(keyed, KEYED_WRITE_SIZE))
+                .map(|group| async move {
+                    let events: Vec<(Event, String)> = group
+                        .iter()
+                        .map(|p| (p.event.clone(), p.key.clone().unwrap_or_default()))
+                        .collect();
+                    let results = store.put_events_once(&events, deadline).await;
+                    group
+                        .into_iter()
+                        .zip(results)
+                        .map(|(p, result)| {
+                            let outcome = match result {
+                                Ok(IdempotentPut::Stored) => outcome_of(&p, Ok(())),
+                                Ok(IdempotentPut::Duplicate {
+                                    cursor,
+                                    timestamp,
+                                    expires_at,
+                                }) => ItemResult::Duplicate {
+                                    cursor,
+                                    timestamp,
+                                    expires_at,
+                                },
+                                Err(err) => outcome_of(&p, Err(err)),
+                            };
+                            (p, outcome)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .collect()
+                .await;
+        let keyed_outcomes = keyed_outcomes.into_iter().flatten();
         outcomes.extend(keyed_outcomes);
         outcomes
     }

@@ -57,14 +57,16 @@ pub trait EventStore: Send + Sync {
     /// starts after `deadline`.
     async fn put_event(&self, event: &Event, deadline: Instant) -> Result<(), StoreError>;
 
-    /// Writes the event and its idempotency marker atomically, or reports the
-    /// event the key already names.
-    async fn put_event_once(
+    /// Writes each event and its idempotency marker atomically, or reports
+    /// the event its key already names; one result per event, in order. The
+    /// events are written together where the store can (one transaction per
+    /// group), yet each is answered on its own: one event never fails
+    /// another. No attempt starts after `deadline`.
+    async fn put_events_once(
         &self,
-        event: &Event,
-        key: &str,
+        events: &[(Event, String)],
         deadline: Instant,
-    ) -> Result<IdempotentPut, StoreError>;
+    ) -> Vec<Result<IdempotentPut, StoreError>>;
 
     /// Writes up to 25 fresh events in one batch, retrying what DynamoDB
     /// leaves unprocessed until `deadline`; one result per event, in order.

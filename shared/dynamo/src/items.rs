@@ -151,6 +151,28 @@ pub(crate) fn cursor_of(request: &WriteRequest) -> Option<String> {
     }
 }
 
+/// DynamoDB's item size: attribute names plus values (strings by UTF-8
+/// length, numbers about 1 byte per 2 digits, 3 bytes per map or list).
+pub fn item_size(item: &Item) -> usize {
+    fn value_size(value: &AttributeValue) -> usize {
+        match value {
+            AttributeValue::S(s) => s.len(),
+            AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+            AttributeValue::B(bytes) => bytes.as_ref().len(),
+            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+            AttributeValue::M(map) => {
+                3 + map
+                    .iter()
+                    .map(|(k, v)| k.len() + value_size(v) + 1)
+                    .sum::<usize>()
+            }
+            AttributeValue::L(list) => 3 + list.iter().map(|v| value_size(v) + 1).sum::<usize>(),
+            _ => 0,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::Client;
 use chrono::Utc;
 
 use crate::items::{
-    cursor_of, duplicate_from_marker, event_to_item, item_to_event, marker_item, Item,
+    cursor_of, duplicate_from_marker, event_to_item, item_size, item_to_event, marker_item, Item,
 };
 use crate::retry::{classify, RetryPolicy};
 use crate::table::{
@@ -37,6 +37,14 @@ fn event_key(tenant: &str, cursor: &str) -> Item {
 /// The key [`DynamoStore::warm`] reads: `#` is in no tenant id and no item
 /// type uses this partition, so it never holds an item.
 const WARM_PARTITION: &str = "warm#";
+/// A keyed event's place in the call, its two puts (the event, its
+/// marker) and their size.
+type KeyedActions = (usize, [TransactWriteItem; 2], usize);
+/// Keyed events per transaction: two actions each, of DynamoDB's 100.
+const EVENTS_PER_TRANSACTION: usize = 50;
+/// A transaction's items, at most: DynamoDB takes 4 MB; a margin for the
+/// request's own bytes.
+const TRANSACTION_BYTES: usize = 3 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -146,101 +154,46 @@ impl EventStore for DynamoStore {
         }
     }
 
-    async fn put_event_once(
+    async fn put_events_once(
         &self,
-        event: &Event,
-        key: &str,
+        events: &[(Event, String)],
         deadline: Instant,
-    ) -> Result<IdempotentPut, StoreError> {
-        let event_put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(event_to_item(event)?))
-            .condition_expression("attribute_not_exists(#sk)")
-            .expression_attribute_names("#sk", SORT_KEY)
-            .build()
-            .map_err(|e| StoreError::Other(e.to_string()))?;
-        // A marker past its TTL but not yet removed counts as gone.
-        let marker_put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(marker_item(event, key)))
-            .condition_expression("attribute_not_exists(#sk) OR #ttl < :now")
-            .expression_attribute_names("#sk", SORT_KEY)
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(
-                ":now",
-                AttributeValue::N(Utc::now().timestamp().to_string()),
-            )
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| StoreError::Other(e.to_string()))?;
-        let mut retry = RetryPolicy::until(deadline);
-        loop {
-            let result = self
-                .client
-                .transact_write_items()
-                .transact_items(TransactWriteItem::builder().put(event_put.clone()).build())
-                .transact_items(TransactWriteItem::builder().put(marker_put.clone()).build())
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .customize()
-                .config_override(self.bounded_by(deadline))
-                .send()
-                .await;
-            let err = match result {
-                Ok(_) => return Ok(IdempotentPut::Stored),
-                Err(err) => err,
-            };
-            let reasons = err
-                .as_service_error()
-                .and_then(|e| match e {
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                        Some(c.cancellation_reasons().to_vec())
-                    }
-                    _ => None,
-                });
-            match reasons {
-                Some(reasons) => {
-                    let marker_reason = reasons.get(1);
-                    if marker_reason.and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
-                        let duplicate = match marker_reason
-                            .and_then(|r| r.item())
-                            .and_then(duplicate_from_marker)
-                        {
-                            Some(duplicate) => duplicate,
-                            None => self.read_marker(&event.account_id, key).await?,
-                        };
-                        return Ok(duplicate);
-                    }
-                    if let Some(invalid) =
-                        reasons.iter().find(|r| r.code() == Some("ValidationError"))
-                    {
-                        return Err(StoreError::Rejected(
-                            invalid.message().unwrap_or_default().to_string(),
-                        ));
-                    }
-                    // TransactionConflict (a concurrent retry with the same
-                    // key) or throttling: go round again.
-                    let throttled = reasons.iter().any(|r| {
-                        matches!(
-                            r.code(),
-                            Some("ThrottlingError" | "ProvisionedThroughputExceeded")
-                        )
-                    });
-                    if !retry.pause().await {
-                        return Err(if throttled {
-                            StoreError::Throttled
-                        } else {
-                            StoreError::Unavailable("transaction kept conflicting".into())
-                        });
-                    }
-                }
-                None => {
-                    let classified = classify(err);
-                    if !RetryPolicy::is_retryable(&classified) || !retry.pause().await {
-                        return Err(classified);
-                    }
-                }
+    ) -> Vec<Result<IdempotentPut, StoreError>> {
+        let mut results: Vec<Option<Result<IdempotentPut, StoreError>>> =
+            events.iter().map(|_| None).collect();
+        // Each event with its marker, or the reason it has none.
+        let mut actions: Vec<KeyedActions> = Vec::new();
+        for (i, (event, key)) in events.iter().enumerate() {
+            match self.keyed_actions(event, key) {
+                Ok((pair, size)) => actions.push((i, pair, size)),
+                Err(err) => results[i] = Some(Err(err)),
             }
         }
+        // One transaction per group: DynamoDB takes 100 actions and 4 MB.
+        let mut groups: Vec<Vec<KeyedActions>> = Vec::new();
+        let mut bytes = 0;
+        for action in actions {
+            let full = groups.last().is_none_or(|group| {
+                group.len() >= EVENTS_PER_TRANSACTION || bytes + action.2 > TRANSACTION_BYTES
+            });
+            if full {
+                groups.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += action.2;
+            if let Some(group) = groups.last_mut() {
+                group.push(action);
+            }
+        }
+        for group in groups {
+            for (i, outcome) in self.transact_keyed(group, events, deadline).await {
+                results[i] = Some(outcome);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("not attempted".into()))))
+            .collect()
     }
 
     async fn put_events(&self, events: &[Event], deadline: Instant) -> Vec<Result<(), StoreError>> {
@@ -666,6 +619,175 @@ impl DynamoStore {
             .await
             .map_err(classify)?;
         Ok(output.item)
+    }
+
+    /// The event's conditional put and its marker's, and their size.
+    fn keyed_actions(
+        &self,
+        event: &Event,
+        key: &str,
+    ) -> Result<([TransactWriteItem; 2], usize), StoreError> {
+        let item = event_to_item(event)?;
+        let marker = marker_item(event, key);
+        let size = item_size(&item) + item_size(&marker);
+        let event_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#sk)")
+            .expression_attribute_names("#sk", SORT_KEY)
+            .build()
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        // A marker past its TTL but not yet removed counts as gone.
+        let marker_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(marker))
+            .condition_expression("attribute_not_exists(#sk) OR #ttl < :now")
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::N(Utc::now().timestamp().to_string()),
+            )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        Ok((
+            [
+                TransactWriteItem::builder().put(event_put).build(),
+                TransactWriteItem::builder().put(marker_put).build(),
+            ],
+            size,
+        ))
+    }
+
+    /// Writes a group of keyed events in one transaction. A cancelled
+    /// transaction writes nothing and names each action's reason: the events
+    /// it decides (a used key, a refused item, a taken cursor) are answered,
+    /// and the rest go again in a smaller transaction, so one event never
+    /// fails another. A retry of the same call by the SDK carries the same
+    /// `ClientRequestToken`, so one whose answer was lost is not applied twice.
+    async fn transact_keyed(
+        &self,
+        group: Vec<KeyedActions>,
+        events: &[(Event, String)],
+        deadline: Instant,
+    ) -> Vec<(usize, Result<IdempotentPut, StoreError>)> {
+        let mut outcomes = Vec::new();
+        let mut groups = vec![group];
+        let mut retry = RetryPolicy::until(deadline);
+        while let Some(pending) = groups.pop() {
+            if pending.is_empty() {
+                continue;
+            }
+            let items: Vec<TransactWriteItem> = pending
+                .iter()
+                .flat_map(|(_, pair, _)| pair.iter().cloned())
+                .collect();
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .customize()
+                .config_override(self.bounded_by(deadline))
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => {
+                    outcomes.extend(
+                        pending
+                            .iter()
+                            .map(|(i, _, _)| (*i, Ok(IdempotentPut::Stored))),
+                    );
+                    continue;
+                }
+                Err(err) => err,
+            };
+            let reasons = err.as_service_error().and_then(|e| match e {
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                    Some(c.cancellation_reasons().to_vec())
+                }
+                _ => None,
+            });
+            let Some(reasons) = reasons else {
+                match classify(err) {
+                    // Refused as a whole request, naming no item: halves
+                    // until the one refused is alone, as a batch write does.
+                    StoreError::Rejected(_) if pending.len() > 1 => {
+                        let mut first = pending;
+                        let second = first.split_off(first.len() / 2);
+                        groups.push(second);
+                        groups.push(first);
+                    }
+                    classified => {
+                        if RetryPolicy::is_retryable(&classified) && retry.pause().await {
+                            groups.push(pending);
+                        } else {
+                            outcomes.extend(
+                                pending
+                                    .iter()
+                                    .map(|(i, _, _)| (*i, Err(classified.clone()))),
+                            );
+                        }
+                    }
+                }
+                continue;
+            };
+            let code = |n: usize| reasons.get(n).and_then(|r| r.code()).unwrap_or("None");
+            let decided_before = outcomes.len();
+            let mut undecided = Vec::new();
+            for (slot, action) in pending.into_iter().enumerate() {
+                let (event_code, marker_code) = (code(2 * slot), code(2 * slot + 1));
+                let i = action.0;
+                if marker_code == "ConditionalCheckFailed" {
+                    let (event, key) = &events[i];
+                    let duplicate = match reasons
+                        .get(2 * slot + 1)
+                        .and_then(|r| r.item())
+                        .and_then(duplicate_from_marker)
+                    {
+                        Some(duplicate) => Ok(duplicate),
+                        None => self.read_marker(&event.account_id, key).await,
+                    };
+                    outcomes.push((i, duplicate));
+                } else if let Some(invalid) = [2 * slot, 2 * slot + 1]
+                    .iter()
+                    .filter_map(|n| reasons.get(*n))
+                    .find(|r| r.code() == Some("ValidationError"))
+                {
+                    let reason = invalid.message().unwrap_or_default().to_string();
+                    outcomes.push((i, Err(StoreError::Rejected(reason))));
+                } else if event_code == "ConditionalCheckFailed" {
+                    // Another item holds this cursor; the client sends the
+                    // event again under a new one.
+                    outcomes.push((i, Err(StoreError::ConditionFailed)));
+                } else {
+                    undecided.push(action);
+                }
+            }
+            if undecided.is_empty() {
+                continue;
+            }
+            // Nothing decided: a conflict (a concurrent retry with the same
+            // key) or throttling held the whole group; go round again.
+            if outcomes.len() == decided_before && !retry.pause().await {
+                let throttled = reasons.iter().any(|r| {
+                    matches!(
+                        r.code(),
+                        Some("ThrottlingError" | "ProvisionedThroughputExceeded")
+                    )
+                });
+                let err = if throttled {
+                    StoreError::Throttled
+                } else {
+                    StoreError::Unavailable("transaction kept conflicting".into())
+                };
+                outcomes.extend(undecided.iter().map(|(i, _, _)| (*i, Err(err.clone()))));
+                continue;
+            }
+            groups.push(undecided);
+        }
+        outcomes
     }
 
     async fn read_marker(&self, tenant: &str, key: &str) -> Result<IdempotentPut, StoreError> {
