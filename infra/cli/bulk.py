@@ -84,7 +84,8 @@ while count + filled < total:
         time.sleep(0.5 * (attempt + 1))
     assert not batch, f"{len(batch)} events kept failing"
     filled += n
-print(f"filled to {count + filled} events through the API")
+if filled:
+    print(f"filled to {count + filled} events through the API")
 
 time.sleep(12)  # the settle horizon passes for the last events
 
