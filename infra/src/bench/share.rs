@@ -3,7 +3,7 @@
 //! invocation, and the share of a page's CPU spent converting items to JSON.
 
 use super::dynamodb_local::DynamoDbLocal;
-use super::reads::{load_tenant, LOADED_SPAN};
+use super::reads::load_tenant;
 use super::startup::{cpu_share_cgroup, SHARE_128MB_PER_100K};
 use super::*;
 use crate::runtime_api::{lambda_environment, run_binary_in, CpuShare, Invocation};
@@ -77,8 +77,7 @@ pub async fn handler_cpu(events: usize) -> Result<Section, BenchError> {
     })
     .await;
     let tenant = "loaded";
-    let (first, _) = load_tenant(&env, tenant, events).await?;
-    let middle = ulid::Ulid::from_datetime((first + LOADED_SPAN / 2).into()).to_string();
+    let (first, middle, _) = load_tenant(&env, tenant, events).await?;
     let cgroup = cpu_share_cgroup();
     let share = cgroup
         .as_deref()
