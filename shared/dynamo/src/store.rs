@@ -185,7 +185,17 @@ impl EventStore for DynamoStore {
                 group.push(action);
             }
         }
-        for group in groups {
+        for (n, group) in groups.into_iter().enumerate() {
+            // A later group begins only before the deadline: what starts
+            // after it could commit beyond the settle horizon's bound.
+            if n > 0 && Instant::now() >= deadline {
+                for (i, _, _) in group {
+                    results[i] = Some(Err(StoreError::Unavailable(
+                        "the write deadline passed".into(),
+                    )));
+                }
+                continue;
+            }
             for (i, outcome) in self.transact_keyed(group, events, deadline).await {
                 results[i] = Some(outcome);
             }
@@ -228,10 +238,19 @@ impl EventStore for DynamoStore {
         // are stored, and only it is reported.
         let mut groups: Vec<Vec<WriteRequest>> = vec![requests];
         let mut retry = RetryPolicy::until(deadline);
+        let mut started = false;
         while let Some(group) = groups.pop() {
             if group.is_empty() {
                 continue;
             }
+            // Halves and retries begin before the deadline, like every write.
+            if started && Instant::now() >= deadline {
+                settle(&group, &|| {
+                    Err(StoreError::Unavailable("the write deadline passed".into()))
+                });
+                continue;
+            }
+            started = true;
             let sent = self
                 .client
                 .batch_write_item()
@@ -675,10 +694,24 @@ impl DynamoStore {
         let mut outcomes = Vec::new();
         let mut groups = vec![group];
         let mut retry = RetryPolicy::until(deadline);
+        let mut sent = false;
         while let Some(pending) = groups.pop() {
             if pending.is_empty() {
                 continue;
             }
+            // Every send but the first begins before the deadline (halves,
+            // the rest of a group after some were decided), so none commits
+            // later than the deadline plus one attempt.
+            if sent && Instant::now() >= deadline {
+                outcomes.extend(pending.iter().map(|(i, _, _)| {
+                    (
+                        *i,
+                        Err(StoreError::Unavailable("the write deadline passed".into())),
+                    )
+                }));
+                continue;
+            }
+            sent = true;
             let items: Vec<TransactWriteItem> = pending
                 .iter()
                 .flat_map(|(_, pair, _)| pair.iter().cloned())
@@ -749,6 +782,14 @@ impl DynamoStore {
                         Some(duplicate) => Ok(duplicate),
                         None => self.read_marker(&event.account_id, key).await,
                     };
+                    // The marker names this very event: an earlier send of
+                    // it landed though its answer was lost.
+                    let duplicate = match duplicate {
+                        Ok(IdempotentPut::Duplicate { cursor, .. }) if cursor == event.cursor => {
+                            Ok(IdempotentPut::Stored)
+                        }
+                        other => other,
+                    };
                     outcomes.push((i, duplicate));
                 } else if let Some(invalid) = [2 * slot, 2 * slot + 1]
                     .iter()
@@ -757,7 +798,7 @@ impl DynamoStore {
                 {
                     let reason = invalid.message().unwrap_or_default().to_string();
                     outcomes.push((i, Err(StoreError::Rejected(reason))));
-                } else if event_code == "ConditionalCheckFailed" {
+                } else if event_code == "ConditionalCheckFailed" && marker_code == "None" {
                     // Another item holds this cursor; the client sends the
                     // event again under a new one.
                     outcomes.push((i, Err(StoreError::ConditionFailed)));
