@@ -122,12 +122,17 @@ step "sam validate --lint"
 
 
 step "release binaries answer a real Lambda Runtime API"
+# The release profile without its link-time optimisation (fat LTO, one
+# codegen unit), which only shrinks and speeds the binaries and would take
+# most of this script's time on two cores; `audit-bench` builds and measures
+# the binaries with the full profile (docs/BENCHMARKS.md).
+export CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 cargo build --release --quiet -p ingest -p cursor -p list -p metadata -p stream
 cargo test --quiet -p audit-infra --test runtime -- --ignored
 
-step "sam build (cargo lambda build --release --arm64 for every function)"
+step "sam build (cargo lambda build --release --arm64 for every function, LTO off as above)"
 rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || true
-PATH="$root/.local/cargo-lambda/bin:$PATH" .local/sam-cli/bin/sam build --beta-features --region us-east-1 > .local/sam-build.log 2>&1 \
+PATH="$root/.local/cargo-lambda/bin:$PATH" .local/sam-cli/bin/sam build --no-cached --beta-features --region us-east-1 > .local/sam-build.log 2>&1 \
   || { tail -n 40 .local/sam-build.log; exit 1; }
 for f in .aws-sam/build/*/bootstrap; do
   printf '%-40s %8d bytes\n' "$f" "$(stat -c %s "$f")"

@@ -33,6 +33,10 @@ pub struct Faults {
     /// `UnprocessedItems` (or `ProvisionedThroughputExceededException` when
     /// none could be written), a single write the exception.
     pub units_per_key_per_second: Option<f64>,
+    /// Cancel a `TransactWriteItems` that puts an item holding this text,
+    /// as DynamoDB does when another transaction holds that item: the
+    /// reason `TransactionConflict` for each such item, `None` for the rest.
+    pub conflict_transactions_containing: Option<String>,
 }
 
 #[derive(Default)]
@@ -310,6 +314,32 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
         }
     }
 
+    if let (Some(marker), "TransactWriteItems") = (
+        faults.conflict_transactions_containing.as_deref(),
+        target.as_str(),
+    ) {
+        let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let reasons: Vec<Value> = request
+            .get("TransactItems")
+            .and_then(Value::as_array)
+            .map(|actions| {
+                actions
+                    .iter()
+                    .map(|action| {
+                        if !marker.is_empty() && action.to_string().contains(marker) {
+                            json!({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item (injected by the test proxy)"})
+                        } else {
+                            json!({"Code": "None"})
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if reasons.iter().any(|r| r["Code"] != "None") {
+            return transaction_cancelled(reasons);
+        }
+    }
+
     if let Some(marker) = faults.refuse_writes_containing.as_deref() {
         if is_write && !marker.is_empty() && contains(&body, marker.as_bytes()) {
             return dynamodb_error(
@@ -486,6 +516,27 @@ fn per_key_throttle() -> Response<Body> {
         StatusCode::BAD_REQUEST,
         "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
         "The partition's write throughput was exceeded (the test proxy's per-key limit)",
+    )
+}
+
+fn transaction_cancelled(reasons: Vec<Value>) -> Response<Body> {
+    let codes: Vec<&str> = reasons.iter().filter_map(|r| r["Code"].as_str()).collect();
+    let body = json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": format!("Transaction cancelled, please refer cancellation reasons for specific reasons [{}]", codes.join(", ")),
+        "CancellationReasons": reasons,
+    });
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "content-type",
+        "application/x-amz-json-1.0"
+            .parse()
+            .unwrap_or_else(|_| unreachable_header()),
+    );
+    reply(
+        StatusCode::BAD_REQUEST,
+        headers,
+        body.to_string().into_bytes(),
     )
 }
 

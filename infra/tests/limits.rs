@@ -252,6 +252,68 @@ async fn a_keyed_batch_takes_a_few_transactions_and_isolates_what_fails() {
     assert_eq!(stored.get("acme").map(Vec::len), Some(1 + 58));
 }
 
+/// One keyed event whose items another transaction holds (DynamoDB cancels
+/// the group's transaction with `TransactionConflict` for that event's
+/// items and `None` for the rest) does not hold its neighbours back: they
+/// are stored at once, and only it is answered `failed` when the conflict
+/// outlasts the write deadline.
+#[tokio::test]
+async fn a_contended_keyed_event_does_not_hold_back_its_group() {
+    let api = Api::from_env(
+        TestEnv::start_with(EnvOptions {
+            with_proxy: true,
+            ..Default::default()
+        })
+        .await,
+    )
+    .await;
+    let Some(proxy) = &api.env.proxy else {
+        panic!("the proxy runs");
+    };
+    proxy.set(Faults {
+        conflict_transactions_containing: Some("m-contended".into()),
+        ..Default::default()
+    });
+    let token = api.token("acme");
+    let events: Vec<Value> = (0..20)
+        .map(|i| {
+            let key = if i == 7 {
+                "m-contended".to_string()
+            } else {
+                format!("m-{i}")
+            };
+            json!({"eventType": "kind", "serviceName": "svc", "messageId": key, "data": {"i": i}})
+        })
+        .collect();
+    let (status, answer) = json_of(
+        api.post_json(&token, "/audit/events", &json!({ "events": events }))
+            .await,
+    )
+    .await;
+    // Some events are to be retried: 503, each event answered on its own.
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["summary"]["stored"], 19, "{answer}");
+    assert_eq!(answer["summary"]["failed"], 1, "{answer}");
+    assert_eq!(answer["results"][7]["status"], "failed", "{answer}");
+    let stored = api.env.events_by_tenant().await;
+    assert_eq!(stored.get("acme").map(Vec::len), Some(19));
+    // Once the conflict is over, the client's retry stores it.
+    proxy.set(Faults::default());
+    let (status, again) = json_of(
+        api.post_json(
+            &token,
+            "/audit/events",
+            &json!({ "events": [events[7].clone()] }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["results"][0]["status"], "stored", "{again}");
+    let stored = api.env.events_by_tenant().await;
+    assert_eq!(stored.get("acme").map(Vec::len), Some(20));
+}
+
 /// A batch of 30 with one event the table refuses (a limit the validation
 /// doesn't know, injected by the proxy as DynamoDB's ValidationException)
 /// stores 29 and refuses 1; the refused one leaves no trace in metadata.

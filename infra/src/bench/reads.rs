@@ -360,14 +360,19 @@ pub(super) async fn reads_on(
         let gateway = ingest_env.gateway.clone();
         let raw_client = raw_env.direct.clone();
         let raw_table = raw_env.config.table_name.clone();
-        let (ours, raw) = paired(
+        let ours_and_raw = paired(
             rounds,
             || {
                 let (gateway, event) = (gateway.clone(), event.clone());
                 async move {
-                    let status = gateway.invoke(Route::Ingest, &event).await.status();
+                    let response = gateway.invoke(Route::Ingest, &event).await;
+                    let status = response.status();
                     if !status.is_success() {
-                        return Err(format!("ingest answered {status}").into());
+                        let message = serde_json::from_slice::<Value>(response.body().as_ref())
+                            .ok()
+                            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        return Err(format!("answered {status}, \"{message}\"").into());
                     }
                     Ok(())
                 }
@@ -404,7 +409,19 @@ pub(super) async fn reads_on(
                 }
             },
         )
-        .await?;
+        .await;
+        let (ours, raw) = match (ours_and_raw, env.embedded.is_some()) {
+            (Ok(pair), _) => pair,
+            // Reported, not fatal, on DynamoDB Local: a JVM on the same two
+            // cores can be slower than the write deadline.
+            (Err(why), false) => {
+                overhead.push(format!(
+                    "| ingest of {count} | not measured: {why} (DynamoDB Local, on the same two cores, did not store them within the write deadline; the client retries `failed` events) | | |"
+                ));
+                continue;
+            }
+            (Err(why), true) => return Err(why),
+        };
         let raw_call = if count == 1 {
             "conditional `PutItem`"
         } else {

@@ -113,8 +113,8 @@ pub async fn handler_cpu(events: usize) -> Result<Section, BenchError> {
                 tenant,
                 HashMap::new(),
             ),
-            json!({"call": "tail-page", "tenant": tenant, "from": middle, "limit": 1001}),
-            "`Query` limit 1001",
+            json!({"call": "tail-page", "tenant": tenant, "from": middle, "limit": 1001, "selfAudit": true}),
+            "`Query` limit 1001 + self-audit `PutItem`",
         ),
         (
             "query page of 1000 (`userId eq`)",
@@ -128,8 +128,8 @@ pub async fn handler_cpu(events: usize) -> Result<Section, BenchError> {
                 tenant,
                 HashMap::new(),
             ),
-            json!({"call": "index-page", "tenant": tenant, "key": audit_core::pivot::pivot_key(tenant, "user-042"), "limit": 1000}),
-            "index `Query` + `BatchGetItem` (100 per call)",
+            json!({"call": "index-page", "tenant": tenant, "key": audit_core::pivot::pivot_key(tenant, "user-042"), "limit": 1000, "selfAudit": true}),
+            "index `Query` + `BatchGetItem` (100 per call) + self-audit `PutItem`",
         ),
         (
             "lookup (`GET /audit/events/{cursor}`)",
@@ -143,8 +143,8 @@ pub async fn handler_cpu(events: usize) -> Result<Section, BenchError> {
                 tenant,
                 HashMap::from([("cursor".to_string(), middle.clone())]),
             ),
-            json!({"call": "get-item", "tenant": tenant, "cursor": middle}),
-            "`GetItem`",
+            json!({"call": "get-item", "tenant": tenant, "cursor": middle, "selfAudit": true}),
+            "`GetItem` + self-audit `PutItem`",
         ),
     ];
     let mut rows = Vec::new();
@@ -193,7 +193,9 @@ pub async fn handler_cpu(events: usize) -> Result<Section, BenchError> {
             .into_iter()
             .map(audit_dynamo::item_to_event)
             .collect::<Result<Vec<_>, _>>()?;
-        let body = serde_json::to_vec(&json!({ "events": events }))?;
+        // Serialised from the events, as the handler does (not through a
+        // `serde_json::Value`, which would add a copy of the page).
+        let body = serde_json::to_vec(&ListPage { events: &events })?;
         std::hint::black_box(body);
         conversions.push(started.elapsed().as_secs_f64() * 1000.0);
     }
@@ -201,7 +203,7 @@ pub async fn handler_cpu(events: usize) -> Result<Section, BenchError> {
     let conversion_share = conversion_ms / list_page_cpu_ms.max(0.001);
 
     let body = format!(
-        "Each read handler's release binary against `raw-lambda` (`infra/src/bin/raw-lambda.rs`: the raw SDK call or calls the handler wraps, as a Lambda function built and configured the same way), both {share_note}, on {store_note}, over the loaded tenant of {events} events (the reads section's). Each binary is started {STARTS} times and serves its request 1 + {ROUNDS} times; medians of the warm invocations. Wall time is from handing the event out to receiving the answer; CPU time is the process's, every thread, from the scheduler's nanosecond counters (`/proc/<pid>/task/*/schedstat`).\n\n| read | raw call | handler wall ms | raw wall ms | wall ÷ raw | handler CPU ms | raw CPU ms | CPU ÷ raw |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n\n**Against the target** (each read ≤ 1.15× the raw calls it wraps, under the share): {}.\n\n**Conversion.** Item → event → JSON for the list page's 1000 items takes {conversion_ms:.2} ms of CPU in a release build, {:.0}% of the list page's {list_page_cpu_ms:.2} ms of handler CPU (the issue's threshold for a one-pass conversion is 20%).\n",
+        "Each read handler's release binary against `raw-lambda` (`infra/src/bin/raw-lambda.rs`: the raw SDK calls the handler wraps, as a Lambda function built and configured the same way: the read, and beside it a conditional `PutItem` of a record the size of the self-audit record every read writes while it reads), both {share_note}, on {store_note}, over the loaded tenant of {events} events (the reads section's). Each binary is started {STARTS} times and serves its request 1 + {ROUNDS} times; medians of the warm invocations. Wall time is from handing the event out to receiving the answer; CPU time is the process's, every thread, from the scheduler's nanosecond counters (`/proc/<pid>/task/*/schedstat`).\n\n| read | raw call | handler wall ms | raw wall ms | wall ÷ raw | handler CPU ms | raw CPU ms | CPU ÷ raw |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n\n**Against the target** (each read ≤ 1.15× the raw calls it wraps, under the share): {}.\n\n**Conversion.** Item → event → JSON for the list page's 1000 items takes {conversion_ms:.2} ms of CPU in a release build, {:.0}% of the list page's {list_page_cpu_ms:.2} ms of handler CPU (the issue's threshold for a one-pass conversion is 20%).\n",
         rows.join("\n"),
         verdicts.join(", "),
         conversion_share * 100.0,
@@ -211,4 +213,10 @@ pub async fn handler_cpu(events: usize) -> Result<Section, BenchError> {
         title: "Read handlers under the 128 MB CPU share".into(),
         body,
     })
+}
+
+/// The body of a list page, as the list handler writes it.
+#[derive(serde::Serialize)]
+struct ListPage<'a> {
+    events: &'a [audit_core::Event],
 }

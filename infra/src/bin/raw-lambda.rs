@@ -6,8 +6,10 @@
 //! Payloads: `{"call": "tail-page", "tenant", "from", "limit"}` (one `Query`
 //! of the tenant's partition), `{"call": "index-page", "tenant", "key",
 //! "limit"}` (the `byUserId` index `Query`, then `BatchGetItem` of its keys,
-//! 100 per call), `{"call": "get-item", "tenant", "cursor"}`. The answer is
-//! `{"count": <items returned>}`.
+//! 100 per call), `{"call": "get-item", "tenant", "cursor"}`. With
+//! `"selfAudit": true` a conditional `PutItem` of a record the size of a
+//! self-audit record runs beside the read, as every read handler writes
+//! one while it reads. The answer is `{"count": <items returned>}`.
 
 use audit_core::config::Config;
 use audit_dynamo::table;
@@ -25,6 +27,49 @@ fn text<'a>(payload: &'a Value, name: &str) -> Result<&'a str, Error> {
 }
 
 async fn call(client: &Client, table_name: &str, payload: &Value) -> Result<usize, Error> {
+    if payload["selfAudit"].as_bool() == Some(true) {
+        let (count, put) = futures::join!(
+            read(client, table_name, payload),
+            put(client, table_name, payload)
+        );
+        put?;
+        return count;
+    }
+    read(client, table_name, payload).await
+}
+
+/// A put like the self-audit record's: a fresh cursor in the tenant's
+/// partition, ~400 bytes, refused should the key exist.
+async fn put(client: &Client, table_name: &str, payload: &Value) -> Result<(), Error> {
+    let tenant = text(payload, "tenant")?;
+    let cursor = ulid::Ulid::new().to_string();
+    let data = "{\"path\":\"/audit/events/01JDQ8Z7W3P9X4K2M5N6B7C8D9\",\"method\":\"GET\",\"userAgent\":\"curl/8.5.0\",\"sourceIp\":\"203.0.113.7\",\"subject\":\"bench\"}";
+    client
+        .put_item()
+        .table_name(table_name)
+        .item(table::PARTITION_KEY, AttributeValue::S(tenant.into()))
+        .item(table::SORT_KEY, AttributeValue::S(cursor.clone()))
+        .item("cursor", AttributeValue::S(cursor))
+        .item("accountId", AttributeValue::S(tenant.into()))
+        .item("serviceName", AttributeValue::S("audit".into()))
+        .item("eventType", AttributeValue::S("audit.events.read".into()))
+        .item(
+            "timestamp",
+            AttributeValue::S("2026-11-27T10:00:00.000Z".into()),
+        )
+        .item(
+            "expiresAt",
+            AttributeValue::S("2027-02-25T10:00:00.000Z".into()),
+        )
+        .item("data", AttributeValue::S(data.into()))
+        .condition_expression("attribute_not_exists(#sk)")
+        .expression_attribute_names("#sk", table::SORT_KEY)
+        .send()
+        .await?;
+    Ok(())
+}
+
+async fn read(client: &Client, table_name: &str, payload: &Value) -> Result<usize, Error> {
     let tenant = text(payload, "tenant")?;
     let limit = payload["limit"].as_i64().unwrap_or(1000) as i32;
     match text(payload, "call")? {

@@ -353,8 +353,7 @@ impl<S: EventStore> TrailReader<S> {
         let Some(data) = &event.data else {
             return event;
         };
-        let size = serde_json::to_vec(data).map(|b| b.len()).unwrap_or(0);
-        if size <= max {
+        if json_len(data) <= max {
             return event;
         }
         let shortened = match data {
@@ -363,11 +362,7 @@ impl<S: EventStore> TrailReader<S> {
                 let mut kept = Map::new();
                 let mut used = 2;
                 for (key, value) in map {
-                    let entry = key.len()
-                        + 4
-                        + serde_json::to_vec(value)
-                            .map(|b| b.len())
-                            .unwrap_or(usize::MAX / 2);
+                    let entry = key.len() + 4 + json_len(value);
                     if used + entry <= max {
                         used += entry;
                         kept.insert(key.clone(), value.clone());
@@ -380,5 +375,26 @@ impl<S: EventStore> TrailReader<S> {
         event.data = shortened;
         event.may_have_more_data = Some(true);
         event
+    }
+}
+
+/// The length of `value` as compact JSON, counted as it is written out
+/// rather than built: a page measures every event's `data`.
+fn json_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        // A `Value` always serialises; were it not to, treat it as too big.
+        Err(_) => usize::MAX / 2,
     }
 }

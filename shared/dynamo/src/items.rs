@@ -226,7 +226,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn data_inflating_past_the_limit_is_refused_and_the_next_event_still_reads() {
+        let bomb = json!({"x": "a".repeat(DATA_INFLATED_MAX)});
+        let packed = deflate_data(&bomb);
+        assert!(packed.len() < 64 * 1024, "{} bytes", packed.len());
+        assert!(inflate_data(&packed).is_err());
+        let large = json!({"x": "b".repeat(DATA_INFLATED_MAX - 64)});
+        assert_eq!(inflate_data(&deflate_data(&large)).ok(), Some(large));
+        let small = json!({"y": [1, 2]});
+        assert_eq!(inflate_data(&deflate_data(&small)).ok(), Some(small));
+    }
+
     proptest! {
+        /// Any text in `data` reads back exactly, events one after another.
+        #[test]
+        fn events_inflated_in_turn_each_read_back_exactly(
+            texts in proptest::collection::vec(
+                proptest::collection::vec(any::<char>(), 0..3000), 1..8)
+        ) {
+            let values: Vec<_> = texts
+                .iter()
+                .enumerate()
+                .map(|(i, chars)| json!({"i": i, "text": chars.iter().collect::<String>()}))
+                .collect();
+            let packed: Vec<_> = values.iter().map(deflate_data).collect();
+            for (value, bytes) in values.iter().zip(&packed) {
+                let back = inflate_data(bytes).ok();
+                prop_assert_eq!(back.as_ref(), Some(value));
+            }
+        }
+
         /// Whatever bytes an altered item holds, reading it is an error, never a panic.
         #[test]
         fn altered_data_bytes_are_an_error_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {

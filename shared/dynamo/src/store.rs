@@ -803,12 +803,27 @@ impl DynamoStore {
                     // event again under a new one.
                     outcomes.push((i, Err(StoreError::ConditionFailed)));
                 } else {
-                    undecided.push(action);
+                    let blamed = event_code != "None" || marker_code != "None";
+                    undecided.push((action, blamed));
                 }
             }
             if undecided.is_empty() {
                 continue;
             }
+            // The events the cancellation names (a conflict with another
+            // transaction, throttling) held back the rest, named `None`:
+            // those go again at once, on their own, and the named ones
+            // after them.
+            let (blamed, clean): (Vec<_>, Vec<_>) =
+                undecided.into_iter().partition(|(_, blamed)| *blamed);
+            let blamed: Vec<KeyedActions> = blamed.into_iter().map(|(action, _)| action).collect();
+            let clean: Vec<KeyedActions> = clean.into_iter().map(|(action, _)| action).collect();
+            if !blamed.is_empty() && !clean.is_empty() {
+                groups.push(blamed);
+                groups.push(clean);
+                continue;
+            }
+            let undecided = if blamed.is_empty() { clean } else { blamed };
             // Nothing decided: a conflict (a concurrent retry with the same
             // key) or throttling held the whole group; go round again.
             if outcomes.len() == decided_before && !retry.pause().await {
