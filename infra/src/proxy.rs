@@ -12,6 +12,9 @@ use axum::http::{HeaderMap, Request, Response, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
 
+mod limiter;
+use limiter::KeyLimiter;
+
 /// What to do to requests; change it while the proxy runs.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
@@ -67,84 +70,6 @@ struct ProxyState {
     faults: Arc<Mutex<Faults>>,
     counters: Arc<Counters>,
     limiter: Arc<Mutex<KeyLimiter>>,
-}
-
-/// A token bucket per partition key, one second of burst.
-#[derive(Default)]
-struct KeyLimiter {
-    buckets: std::collections::HashMap<String, (f64, std::time::Instant)>,
-}
-
-impl KeyLimiter {
-    /// Takes the units every item needs on every key it writes, all or none.
-    fn admit(&mut self, items: &[&Value], rate: f64) -> bool {
-        let now = std::time::Instant::now();
-        let mut needed: std::collections::HashMap<String, f64> = Default::default();
-        for item in items {
-            for (key, units) in keys_written(item) {
-                *needed.entry(key).or_default() += units;
-            }
-        }
-        for (key, units) in &needed {
-            let (tokens, last) = self.buckets.entry(key.clone()).or_insert((rate, now));
-            *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
-            *last = now;
-            if *tokens < *units {
-                return false;
-            }
-        }
-        for (key, units) in needed {
-            if let Some((tokens, _)) = self.buckets.get_mut(&key) {
-                *tokens -= units;
-            }
-        }
-        true
-    }
-}
-
-/// The partition keys an item (DynamoDB JSON) writes and the units each
-/// pays: the table's key the item's size in started KB; each index key one
-/// unit (the indexes hold keys only).
-fn keys_written(item: &Value) -> Vec<(String, f64)> {
-    let Some(attributes) = item.as_object() else {
-        return Vec::new();
-    };
-    let size: usize = attributes
-        .iter()
-        .map(|(name, value)| name.len() + attribute_size(value))
-        .sum();
-    let mut keys = Vec::new();
-    for (name, value) in attributes {
-        let Some(text) = value.get("S").and_then(Value::as_str) else {
-            continue;
-        };
-        if name == "accountId" {
-            keys.push((format!("table:{text}"), size.div_ceil(1024).max(1) as f64));
-        } else if name.starts_with("gsi") {
-            keys.push((format!("{name}:{text}"), 1.0));
-        }
-    }
-    keys
-}
-
-/// DynamoDB's size of one attribute value given in its JSON protocol form.
-fn attribute_size(value: &Value) -> usize {
-    let Some((kind, inner)) = value.as_object().and_then(|o| o.iter().next()) else {
-        return 0;
-    };
-    match (kind.as_str(), inner) {
-        ("S", Value::String(s)) => s.len(),
-        ("N", Value::String(n)) => n.len().div_ceil(2) + 1,
-        ("B", Value::String(b64)) => b64.len() * 3 / 4,
-        ("M", Value::Object(map)) => {
-            3 + map
-                .iter()
-                .map(|(k, v)| k.len() + attribute_size(v) + 1)
-                .sum::<usize>()
-        }
-        ("L", Value::Array(list)) => 3 + list.iter().map(|v| attribute_size(v) + 1).sum::<usize>(),
-        _ => 1,
-    }
 }
 
 /// The items a single write (`PutItem`, `TransactWriteItems`) puts.
@@ -314,29 +239,9 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
         }
     }
 
-    if let (Some(marker), "TransactWriteItems") = (
-        faults.conflict_transactions_containing.as_deref(),
-        target.as_str(),
-    ) {
-        let request: Value = serde_json::from_slice(&body).unwrap_or_default();
-        let reasons: Vec<Value> = request
-            .get("TransactItems")
-            .and_then(Value::as_array)
-            .map(|actions| {
-                actions
-                    .iter()
-                    .map(|action| {
-                        if !marker.is_empty() && action.to_string().contains(marker) {
-                            json!({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item (injected by the test proxy)"})
-                        } else {
-                            json!({"Code": "None"})
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if reasons.iter().any(|r| r["Code"] != "None") {
-            return transaction_cancelled(reasons);
+    if let Some(marker) = faults.conflict_transactions_containing.as_deref() {
+        if let Some(cancelled) = conflicting_transaction(&target, &body, marker) {
+            return cancelled;
         }
     }
 
@@ -408,15 +313,10 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
                 if empty {
                     // Nothing to forward: DynamoDB would answer with all unprocessed.
                     let (table, rest) = held_back.take().unwrap_or_default();
-                    let body = json!({"UnprocessedItems": {table: rest}});
-                    let mut headers = HeaderMap::new();
-                    headers.insert(
-                        "content-type",
-                        "application/x-amz-json-1.0"
-                            .parse()
-                            .unwrap_or_else(|_| unreachable_header()),
+                    return dynamodb_json(
+                        StatusCode::OK,
+                        &json!({"UnprocessedItems": {table: rest}}),
                     );
-                    return reply(StatusCode::OK, headers, body.to_string().into_bytes());
                 }
             }
             body = request_json.to_string().into_bytes();
@@ -519,6 +419,31 @@ fn per_key_throttle() -> Response<Body> {
     )
 }
 
+/// A `TransactWriteItems` that puts an item holding `marker`, cancelled as
+/// DynamoDB cancels one whose items another transaction holds.
+fn conflicting_transaction(target: &str, body: &[u8], marker: &str) -> Option<Response<Body>> {
+    if target != "TransactWriteItems" || marker.is_empty() {
+        return None;
+    }
+    let request: Value = serde_json::from_slice(body).unwrap_or_default();
+    let reasons: Vec<Value> = request
+        .get("TransactItems")
+        .and_then(Value::as_array)?
+        .iter()
+        .map(|action| {
+            if action.to_string().contains(marker) {
+                json!({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item (injected by the test proxy)"})
+            } else {
+                json!({"Code": "None"})
+            }
+        })
+        .collect();
+    reasons
+        .iter()
+        .any(|r| r["Code"] != "None")
+        .then(|| transaction_cancelled(reasons))
+}
+
 fn transaction_cancelled(reasons: Vec<Value>) -> Response<Body> {
     let codes: Vec<&str> = reasons.iter().filter_map(|r| r["Code"].as_str()).collect();
     let body = json!({
@@ -526,22 +451,15 @@ fn transaction_cancelled(reasons: Vec<Value>) -> Response<Body> {
         "Message": format!("Transaction cancelled, please refer cancellation reasons for specific reasons [{}]", codes.join(", ")),
         "CancellationReasons": reasons,
     });
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "content-type",
-        "application/x-amz-json-1.0"
-            .parse()
-            .unwrap_or_else(|_| unreachable_header()),
-    );
-    reply(
-        StatusCode::BAD_REQUEST,
-        headers,
-        body.to_string().into_bytes(),
-    )
+    dynamodb_json(StatusCode::BAD_REQUEST, &body)
 }
 
 fn dynamodb_error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
-    let body = json!({ "__type": kind, "message": message });
+    dynamodb_json(status, &json!({ "__type": kind, "message": message }))
+}
+
+/// An answer as DynamoDB gives it: JSON 1.0.
+fn dynamodb_json(status: StatusCode, body: &Value) -> Response<Body> {
     let mut headers = HeaderMap::new();
     headers.insert(
         "content-type",

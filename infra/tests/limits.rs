@@ -12,7 +12,7 @@ use audit_core::store::IdempotentPut;
 use audit_core::EventStore;
 use audit_dynamo::DynamoStore;
 use audit_infra::proxy::Faults;
-use audit_infra::testkit::{EnvOptions, TestEnv};
+use audit_infra::testkit::TestEnv;
 use common::*;
 use serde_json::{json, Value};
 
@@ -198,21 +198,12 @@ async fn a_keyed_group_stores_every_event_but_the_duplicate_and_the_refused() {
 /// key was used, take a handful of transactions, not one per event.
 #[tokio::test]
 async fn a_keyed_batch_takes_a_few_transactions_and_isolates_what_fails() {
-    let api = Api::from_env(
-        TestEnv::start_with(EnvOptions {
-            with_proxy: true,
-            ..Default::default()
-        })
-        .await,
-    )
-    .await;
-    let Some(proxy) = &api.env.proxy else {
-        panic!("the proxy runs");
-    };
-    proxy.set(Faults {
+    let api = Api::with_faults(Faults {
         refuse_writes_containing: Some("unstorable-marker".into()),
         ..Default::default()
-    });
+    })
+    .await;
+    let proxy = api.proxy();
     let token = api.token("acme");
     let used = json!({"eventType": "kind", "serviceName": "svc", "messageId": "m-used"});
     let (status, original) = json_of(api.post_json(&token, "/audit/events", &used).await).await;
@@ -259,21 +250,11 @@ async fn a_keyed_batch_takes_a_few_transactions_and_isolates_what_fails() {
 /// outlasts the write deadline.
 #[tokio::test]
 async fn a_contended_keyed_event_does_not_hold_back_its_group() {
-    let api = Api::from_env(
-        TestEnv::start_with(EnvOptions {
-            with_proxy: true,
-            ..Default::default()
-        })
-        .await,
-    )
-    .await;
-    let Some(proxy) = &api.env.proxy else {
-        panic!("the proxy runs");
-    };
-    proxy.set(Faults {
+    let api = Api::with_faults(Faults {
         conflict_transactions_containing: Some("m-contended".into()),
         ..Default::default()
-    });
+    })
+    .await;
     let token = api.token("acme");
     let events: Vec<Value> = (0..20)
         .map(|i| {
@@ -298,7 +279,7 @@ async fn a_contended_keyed_event_does_not_hold_back_its_group() {
     let stored = api.env.events_by_tenant().await;
     assert_eq!(stored.get("acme").map(Vec::len), Some(19));
     // Once the conflict is over, the client's retry stores it.
-    proxy.set(Faults::default());
+    api.proxy().set(Faults::default());
     let (status, again) = json_of(
         api.post_json(
             &token,
@@ -319,20 +300,11 @@ async fn a_contended_keyed_event_does_not_hold_back_its_group() {
 /// stores 29 and refuses 1; the refused one leaves no trace in metadata.
 #[tokio::test]
 async fn a_batch_of_30_with_one_unstorable_event_stores_29_and_refuses_1() {
-    let api = Api::from_env(
-        TestEnv::start_with(EnvOptions {
-            with_proxy: true,
-            ..Default::default()
-        })
-        .await,
-    )
+    let api = Api::with_faults(Faults {
+        refuse_writes_containing: Some("unstorable-marker".into()),
+        ..Default::default()
+    })
     .await;
-    if let Some(proxy) = &api.env.proxy {
-        proxy.set(Faults {
-            refuse_writes_containing: Some("unstorable-marker".into()),
-            ..Default::default()
-        });
-    }
     let token = api.token("acme");
     let events: Vec<Value> = (0..30)
         .map(|i| {

@@ -230,13 +230,22 @@ async fn posting_cost(
         .retain(|(name, _)| !name.starts_with("gsi"));
     table::ensure_table(&env.direct, &definition).await?;
     let postings = posting_items(items, run);
-    let (mut measured, mut computed, mut bytes) = (0.0, 0.0, 0usize);
+    let (mut computed, mut bytes) = (0.0, 0usize);
     for posting in &postings {
         let size = item_size(posting);
         computed += wru(size);
         bytes += size + ITEM_OVERHEAD;
     }
-    for chunk in postings.chunks(25) {
+    let measured = put_measured(env, &definition.table_name, &postings).await?;
+    let n = items.len() as f64;
+    Ok((measured / n, computed / n, bytes as f64 / n))
+}
+
+/// Puts `items` 25 per `BatchWriteItem` and returns the write units
+/// DynamoDB reports for them, indexes included.
+async fn put_measured(env: &TestEnv, table_name: &str, items: &[Item]) -> Result<f64, BenchError> {
+    let mut measured = 0.0;
+    for chunk in items.chunks(25) {
         let requests: Vec<WriteRequest> = chunk
             .iter()
             .map(|item| -> Result<WriteRequest, BenchError> {
@@ -248,14 +257,13 @@ async fn posting_cost(
         let written = env
             .direct
             .batch_write_item()
-            .request_items(&definition.table_name, requests)
+            .request_items(table_name, requests)
             .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
             .send()
             .await?;
         measured += units(written.consumed_capacity().first()).0;
     }
-    let n = items.len() as f64;
-    Ok((measured / n, computed / n, bytes as f64 / n))
+    Ok(measured)
 }
 
 fn price(units: f64, bytes: f64, per_wru: f64, per_gb_month: f64) -> f64 {
@@ -312,7 +320,6 @@ pub async fn levers() -> Result<Section, BenchError> {
             .attributes
             .retain(|(name, _)| !name.starts_with("gsi") || kept_keys.contains(name));
         table::ensure_table(&env.direct, &definition).await?;
-        let mut measured = 0.0;
         let mut base_bytes = 0usize;
         let mut index_bytes = 0usize;
         let mut computed_units = 0.0;
@@ -329,24 +336,7 @@ pub async fn levers() -> Result<Section, BenchError> {
             }
             stored_items.push(base);
         }
-        for chunk in stored_items.chunks(25) {
-            let requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|item| -> Result<WriteRequest, BenchError> {
-                    Ok(WriteRequest::builder()
-                        .put_request(PutRequest::builder().set_item(Some(item.clone())).build()?)
-                        .build())
-                })
-                .collect::<Result<_, _>>()?;
-            let written = env
-                .direct
-                .batch_write_item()
-                .request_items(&definition.table_name, requests)
-                .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
-                .send()
-                .await?;
-            measured += units(written.consumed_capacity().first()).0;
-        }
+        let measured = put_measured(&env, &definition.table_name, &stored_items).await?;
         let n = EVENTS as f64;
         let units_per_event = measured / n;
         let bytes_per_event = (base_bytes + index_bytes) as f64 / n;

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 
 use audit_core::Config;
+use audit_infra::proxy::{FaultProxy, Faults};
 use audit_infra::testkit::{EnvOptions, TestEnv};
 use reqwest::{Client, Response};
 use serde_json::Value;
@@ -28,6 +29,28 @@ impl Api {
             .await,
         )
         .await
+    }
+
+    /// An API whose store sits behind the fault proxy, with `faults` set.
+    pub async fn with_faults(faults: Faults) -> Self {
+        let api = Self::from_env(
+            TestEnv::start_with(EnvOptions {
+                with_proxy: true,
+                ..Default::default()
+            })
+            .await,
+        )
+        .await;
+        api.proxy().set(faults);
+        api
+    }
+
+    /// The fault proxy of an API made by [`Api::with_faults`].
+    pub fn proxy(&self) -> &FaultProxy {
+        self.env
+            .proxy
+            .as_ref()
+            .expect("the API was started with the proxy")
     }
 
     pub async fn from_env(env: TestEnv) -> Self {

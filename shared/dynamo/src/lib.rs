@@ -2,8 +2,10 @@
 //! Everything that knows the AWS SDK or the table's attribute names lives
 //! here; the domain sees only the store port.
 
+mod batch;
 pub mod client;
 pub mod items;
+mod keyed;
 mod log;
 mod properties;
 pub mod retry;

@@ -1,6 +1,6 @@
 //! [`EventStore`] over DynamoDB through `aws-sdk-dynamodb`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -10,19 +10,13 @@ use audit_core::metadata::ObservedProperty;
 use audit_core::pivot::pivot_key;
 use audit_core::store::{EventStore, IdempotentPut, RangePage, RangeRead, TenantSettings};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
+    AttributeValue, KeysAndAttributes, PutRequest, ReturnConsumedCapacity, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
-use chrono::Utc;
 
-use crate::items::{
-    cursor_of, duplicate_from_marker, event_to_item, item_size, item_to_event, marker_item, Item,
-};
+use crate::items::{event_to_item, item_to_event, Item};
 use crate::retry::{classify, RetryPolicy};
-use crate::table::{
-    IDEMPOTENCY_PREFIX, PARTITION_KEY, SETTINGS_PREFIX, SETTINGS_SORT_KEY, SORT_KEY, TTL_ATTRIBUTE,
-};
+use crate::table::{PARTITION_KEY, SETTINGS_PREFIX, SETTINGS_SORT_KEY, SORT_KEY};
 
 fn event_key(tenant: &str, cursor: &str) -> Item {
     HashMap::from([
@@ -37,14 +31,6 @@ fn event_key(tenant: &str, cursor: &str) -> Item {
 /// The key [`DynamoStore::warm`] reads: `#` is in no tenant id and no item
 /// type uses this partition, so it never holds an item.
 const WARM_PARTITION: &str = "warm#";
-/// A keyed event's place in the call, its two puts (the event, its
-/// marker) and their size.
-type KeyedActions = (usize, [TransactWriteItem; 2], usize);
-/// Keyed events per transaction: two actions each, of DynamoDB's 100.
-const EVENTS_PER_TRANSACTION: usize = 50;
-/// A transaction's items, at most: DynamoDB takes 4 MB; a margin for the
-/// request's own bytes.
-const TRANSACTION_BYTES: usize = 3 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -159,167 +145,11 @@ impl EventStore for DynamoStore {
         events: &[(Event, String)],
         deadline: Instant,
     ) -> Vec<Result<IdempotentPut, StoreError>> {
-        let mut results: Vec<Option<Result<IdempotentPut, StoreError>>> =
-            events.iter().map(|_| None).collect();
-        // Each event with its marker, or the reason it has none.
-        let mut actions: Vec<KeyedActions> = Vec::new();
-        for (i, (event, key)) in events.iter().enumerate() {
-            match self.keyed_actions(event, key) {
-                Ok((pair, size)) => actions.push((i, pair, size)),
-                Err(err) => results[i] = Some(Err(err)),
-            }
-        }
-        // One transaction per group: DynamoDB takes 100 actions and 4 MB.
-        let mut groups: Vec<Vec<KeyedActions>> = Vec::new();
-        let mut bytes = 0;
-        for action in actions {
-            let full = groups.last().is_none_or(|group| {
-                group.len() >= EVENTS_PER_TRANSACTION || bytes + action.2 > TRANSACTION_BYTES
-            });
-            if full {
-                groups.push(Vec::new());
-                bytes = 0;
-            }
-            bytes += action.2;
-            if let Some(group) = groups.last_mut() {
-                group.push(action);
-            }
-        }
-        for (n, group) in groups.into_iter().enumerate() {
-            // A later group begins only before the deadline: what starts
-            // after it could commit beyond the settle horizon's bound.
-            if n > 0 && Instant::now() >= deadline {
-                for (i, _, _) in group {
-                    results[i] = Some(Err(StoreError::Unavailable(
-                        "the write deadline passed".into(),
-                    )));
-                }
-                continue;
-            }
-            for (i, outcome) in self.transact_keyed(group, events, deadline).await {
-                results[i] = Some(outcome);
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("not attempted".into()))))
-            .collect()
+        self.put_keyed(events, deadline).await
     }
 
     async fn put_events(&self, events: &[Event], deadline: Instant) -> Vec<Result<(), StoreError>> {
-        let mut results: Vec<Option<Result<(), StoreError>>> =
-            (0..events.len()).map(|_| None).collect();
-        let mut pending: HashMap<String, usize> = HashMap::new();
-        let mut requests = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
-            match event_to_item(event).and_then(|item| {
-                PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(|e| StoreError::Other(e.to_string()))
-            }) {
-                Ok(put) => {
-                    pending.insert(event.cursor.clone(), i);
-                    requests.push(WriteRequest::builder().put_request(put).build());
-                }
-                Err(err) => results[i] = Some(Err(err)),
-            }
-        }
-        let mut settle = |requests: &[WriteRequest],
-                          outcome: &dyn Fn() -> Result<(), StoreError>| {
-            for request in requests {
-                if let Some(i) = cursor_of(request).and_then(|c| pending.get(&c)) {
-                    results[*i] = Some(outcome());
-                }
-            }
-        };
-        // Groups still to write. A group DynamoDB refuses as invalid is split
-        // in halves until the one item it refuses is alone: its neighbours
-        // are stored, and only it is reported.
-        let mut groups: Vec<Vec<WriteRequest>> = vec![requests];
-        let mut retry = RetryPolicy::until(deadline);
-        let mut started = false;
-        while let Some(group) = groups.pop() {
-            if group.is_empty() {
-                continue;
-            }
-            // Halves and retries begin before the deadline, like every write.
-            if started && Instant::now() >= deadline {
-                settle(&group, &|| {
-                    Err(StoreError::Unavailable("the write deadline passed".into()))
-                });
-                continue;
-            }
-            started = true;
-            let sent = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, group.clone())
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .customize()
-                .config_override(self.bounded_by(deadline))
-                .send()
-                .await;
-            let unprocessed = match sent.map_err(classify) {
-                Ok(output) => {
-                    let unprocessed = output
-                        .unprocessed_items
-                        .and_then(|mut map| map.remove(&self.table))
-                        .unwrap_or_default();
-                    let still: HashSet<String> = unprocessed.iter().filter_map(cursor_of).collect();
-                    let done: Vec<WriteRequest> = group
-                        .into_iter()
-                        .filter(|r| cursor_of(r).is_some_and(|c| !still.contains(&c)))
-                        .collect();
-                    settle(&done, &|| Ok(()));
-                    unprocessed
-                }
-                Err(StoreError::Rejected(reason)) if group.len() == 1 => {
-                    settle(&group, &|| Err(StoreError::Rejected(reason.clone())));
-                    continue;
-                }
-                Err(StoreError::Rejected(_)) => {
-                    let mut first = group;
-                    let second = first.split_off(first.len() / 2);
-                    groups.push(second);
-                    groups.push(first);
-                    continue;
-                }
-                Err(StoreError::Throttled) => group,
-                // The SDK's own attempts failed (a 500, a timeout, a dropped
-                // connection). The puts are unconditional and carry their
-                // cursors, so a repeat of one that did land rewrites the same
-                // item: try again while the deadline allows.
-                Err(StoreError::Unavailable(reason)) => {
-                    tracing::warn!(%reason, items = group.len(), "a batch write failed; retrying");
-                    if retry.pause().await {
-                        groups.push(group);
-                    } else {
-                        settle(&group, &|| Err(StoreError::Unavailable(reason.clone())));
-                    }
-                    continue;
-                }
-                // Nothing in this call is known to be stored.
-                Err(other) => {
-                    tracing::warn!(error = %other, items = group.len(), "a batch write failed");
-                    let reason = other.to_string();
-                    settle(&group, &|| Err(StoreError::Unavailable(reason.clone())));
-                    continue;
-                }
-            };
-            if unprocessed.is_empty() {
-                continue;
-            }
-            if !retry.pause().await {
-                settle(&unprocessed, &|| Err(StoreError::Throttled));
-                continue;
-            }
-            groups.push(unprocessed);
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(StoreError::Unavailable("not attempted".into()))))
-            .collect()
+        self.put_batch(events, deadline).await
     }
 
     async fn read_range(&self, read: &RangeRead) -> Result<RangePage, StoreError> {
@@ -463,7 +293,7 @@ impl DynamoStore {
     /// own retries included, the call ends by the deadline plus one attempt.
     /// The settle horizon is computed from that bound (a write can commit
     /// no later), so no retry the SDK makes may start after the deadline.
-    fn bounded_by(&self, deadline: Instant) -> aws_sdk_dynamodb::config::Builder {
+    pub(crate) fn bounded_by(&self, deadline: Instant) -> aws_sdk_dynamodb::config::Builder {
         let configured = self.client.config().timeout_config();
         let attempt = configured
             .and_then(|t| t.operation_attempt_timeout())
@@ -638,220 +468,5 @@ impl DynamoStore {
             .await
             .map_err(classify)?;
         Ok(output.item)
-    }
-
-    /// The event's conditional put and its marker's, and their size.
-    fn keyed_actions(
-        &self,
-        event: &Event,
-        key: &str,
-    ) -> Result<([TransactWriteItem; 2], usize), StoreError> {
-        let item = event_to_item(event)?;
-        let marker = marker_item(event, key);
-        let size = item_size(&item) + item_size(&marker);
-        let event_put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#sk)")
-            .expression_attribute_names("#sk", SORT_KEY)
-            .build()
-            .map_err(|e| StoreError::Other(e.to_string()))?;
-        // A marker past its TTL but not yet removed counts as gone.
-        let marker_put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(marker))
-            .condition_expression("attribute_not_exists(#sk) OR #ttl < :now")
-            .expression_attribute_names("#sk", SORT_KEY)
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(
-                ":now",
-                AttributeValue::N(Utc::now().timestamp().to_string()),
-            )
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| StoreError::Other(e.to_string()))?;
-        Ok((
-            [
-                TransactWriteItem::builder().put(event_put).build(),
-                TransactWriteItem::builder().put(marker_put).build(),
-            ],
-            size,
-        ))
-    }
-
-    /// Writes a group of keyed events in one transaction. A cancelled
-    /// transaction writes nothing and names each action's reason: the events
-    /// it decides (a used key, a refused item, a taken cursor) are answered,
-    /// and the rest go again in a smaller transaction, so one event never
-    /// fails another. A retry of the same call by the SDK carries the same
-    /// `ClientRequestToken`, so one whose answer was lost is not applied twice.
-    async fn transact_keyed(
-        &self,
-        group: Vec<KeyedActions>,
-        events: &[(Event, String)],
-        deadline: Instant,
-    ) -> Vec<(usize, Result<IdempotentPut, StoreError>)> {
-        let mut outcomes = Vec::new();
-        let mut groups = vec![group];
-        let mut retry = RetryPolicy::until(deadline);
-        let mut sent = false;
-        while let Some(pending) = groups.pop() {
-            if pending.is_empty() {
-                continue;
-            }
-            // Every send but the first begins before the deadline (halves,
-            // the rest of a group after some were decided), so none commits
-            // later than the deadline plus one attempt.
-            if sent && Instant::now() >= deadline {
-                outcomes.extend(pending.iter().map(|(i, _, _)| {
-                    (
-                        *i,
-                        Err(StoreError::Unavailable("the write deadline passed".into())),
-                    )
-                }));
-                continue;
-            }
-            sent = true;
-            let items: Vec<TransactWriteItem> = pending
-                .iter()
-                .flat_map(|(_, pair, _)| pair.iter().cloned())
-                .collect();
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .customize()
-                .config_override(self.bounded_by(deadline))
-                .send()
-                .await;
-            let err = match result {
-                Ok(_) => {
-                    outcomes.extend(
-                        pending
-                            .iter()
-                            .map(|(i, _, _)| (*i, Ok(IdempotentPut::Stored))),
-                    );
-                    continue;
-                }
-                Err(err) => err,
-            };
-            let reasons = err.as_service_error().and_then(|e| match e {
-                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                    Some(c.cancellation_reasons().to_vec())
-                }
-                _ => None,
-            });
-            let Some(reasons) = reasons else {
-                match classify(err) {
-                    // Refused as a whole request, naming no item: halves
-                    // until the one refused is alone, as a batch write does.
-                    StoreError::Rejected(_) if pending.len() > 1 => {
-                        let mut first = pending;
-                        let second = first.split_off(first.len() / 2);
-                        groups.push(second);
-                        groups.push(first);
-                    }
-                    classified => {
-                        if RetryPolicy::is_retryable(&classified) && retry.pause().await {
-                            groups.push(pending);
-                        } else {
-                            outcomes.extend(
-                                pending
-                                    .iter()
-                                    .map(|(i, _, _)| (*i, Err(classified.clone()))),
-                            );
-                        }
-                    }
-                }
-                continue;
-            };
-            let code = |n: usize| reasons.get(n).and_then(|r| r.code()).unwrap_or("None");
-            let decided_before = outcomes.len();
-            let mut undecided = Vec::new();
-            for (slot, action) in pending.into_iter().enumerate() {
-                let (event_code, marker_code) = (code(2 * slot), code(2 * slot + 1));
-                let i = action.0;
-                if marker_code == "ConditionalCheckFailed" {
-                    let (event, key) = &events[i];
-                    let duplicate = match reasons
-                        .get(2 * slot + 1)
-                        .and_then(|r| r.item())
-                        .and_then(duplicate_from_marker)
-                    {
-                        Some(duplicate) => Ok(duplicate),
-                        None => self.read_marker(&event.account_id, key).await,
-                    };
-                    // The marker names this very event: an earlier send of
-                    // it landed though its answer was lost.
-                    let duplicate = match duplicate {
-                        Ok(IdempotentPut::Duplicate { cursor, .. }) if cursor == event.cursor => {
-                            Ok(IdempotentPut::Stored)
-                        }
-                        other => other,
-                    };
-                    outcomes.push((i, duplicate));
-                } else if let Some(invalid) = [2 * slot, 2 * slot + 1]
-                    .iter()
-                    .filter_map(|n| reasons.get(*n))
-                    .find(|r| r.code() == Some("ValidationError"))
-                {
-                    let reason = invalid.message().unwrap_or_default().to_string();
-                    outcomes.push((i, Err(StoreError::Rejected(reason))));
-                } else if event_code == "ConditionalCheckFailed" && marker_code == "None" {
-                    // Another item holds this cursor; the client sends the
-                    // event again under a new one.
-                    outcomes.push((i, Err(StoreError::ConditionFailed)));
-                } else {
-                    let blamed = event_code != "None" || marker_code != "None";
-                    undecided.push((action, blamed));
-                }
-            }
-            if undecided.is_empty() {
-                continue;
-            }
-            // The events the cancellation names (a conflict with another
-            // transaction, throttling) held back the rest, named `None`:
-            // those go again at once, on their own, and the named ones
-            // after them.
-            let (blamed, clean): (Vec<_>, Vec<_>) =
-                undecided.into_iter().partition(|(_, blamed)| *blamed);
-            let blamed: Vec<KeyedActions> = blamed.into_iter().map(|(action, _)| action).collect();
-            let clean: Vec<KeyedActions> = clean.into_iter().map(|(action, _)| action).collect();
-            if !blamed.is_empty() && !clean.is_empty() {
-                groups.push(blamed);
-                groups.push(clean);
-                continue;
-            }
-            let undecided = if blamed.is_empty() { clean } else { blamed };
-            // Nothing decided: a conflict (a concurrent retry with the same
-            // key) or throttling held the whole group; go round again.
-            if outcomes.len() == decided_before && !retry.pause().await {
-                let throttled = reasons.iter().any(|r| {
-                    matches!(
-                        r.code(),
-                        Some("ThrottlingError" | "ProvisionedThroughputExceeded")
-                    )
-                });
-                let err = if throttled {
-                    StoreError::Throttled
-                } else {
-                    StoreError::Unavailable("transaction kept conflicting".into())
-                };
-                outcomes.extend(undecided.iter().map(|(i, _, _)| (*i, Err(err.clone()))));
-                continue;
-            }
-            groups.push(undecided);
-        }
-        outcomes
-    }
-
-    async fn read_marker(&self, tenant: &str, key: &str) -> Result<IdempotentPut, StoreError> {
-        let partition = format!("{IDEMPOTENCY_PREFIX}{tenant}");
-        self.get_item(&partition, key, true)
-            .await?
-            .as_ref()
-            .and_then(duplicate_from_marker)
-            .ok_or_else(|| StoreError::Corrupt("idempotency marker vanished".into()))
     }
 }
