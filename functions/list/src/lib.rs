@@ -180,7 +180,7 @@ impl<S: EventStore> ListHandler<S> {
         let events: Vec<_> = page
             .events
             .into_iter()
-            .map(|e| self.reader.shorten(e))
+            .map(|e| self.reader.shorten_page_event(e))
             .collect();
         let body = TailBody {
             events: &events,
@@ -257,7 +257,7 @@ impl<S: EventStore> ListHandler<S> {
 // byte for byte as the lookup and the stream return it.
 #[derive(serde::Serialize)]
 struct TailBody<'a> {
-    events: &'a [audit_core::Event],
+    events: &'a [audit_core::event::PageEvent],
     #[serde(rename = "_links")]
     links: serde_json::Value,
 }

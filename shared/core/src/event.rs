@@ -63,11 +63,13 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indexed_data: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub may_have_more_data: Option<bool>,
+    /// Last, so that a page can print it from the stored text after the
+    /// rest ([`PageEvent`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
 
 impl Event {
@@ -218,7 +220,9 @@ pub fn format_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+mod page;
 mod parse;
+pub use page::PageEvent;
 pub use parse::NewEvent;
 
 #[cfg(test)]

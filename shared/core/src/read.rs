@@ -10,7 +10,7 @@ use ulid::Ulid;
 
 use crate::config::Config;
 use crate::error::{ApiError, StoreError};
-use crate::event::{Event, MAX_PARTITION_KEY_BYTES};
+use crate::event::{Event, PageEvent, MAX_PARTITION_KEY_BYTES};
 use crate::pivot::pivot_key;
 use crate::query::{CursorSigner, Plan, Query, QueryCursor};
 use crate::store::{EventStore, RangeRead};
@@ -31,7 +31,8 @@ pub enum Start {
 
 #[derive(Debug, Clone)]
 pub struct TailPage {
-    pub events: Vec<Event>,
+    /// `data` as its stored text: the page only prints it.
+    pub events: Vec<PageEvent>,
     /// Where the next page starts (inclusive): `from=` of the `next` link.
     pub next_from: Ulid,
     /// The page stopped at the settle horizon: the poller is caught up.
@@ -143,6 +144,7 @@ impl<S: EventStore> TrailReader<S> {
                 hi: hi.to_string(),
                 newest_first: false,
                 limit: want.min(read_budget - page.items_read),
+                data_as_text: true,
             };
             let chunk = self.store.read_range(&read).await?;
             page.items_read += chunk.items_read;
@@ -150,12 +152,12 @@ impl<S: EventStore> TrailReader<S> {
                 chunk
                     .events
                     .into_iter()
-                    .filter(|e| !e.is_expired(now) && keep(e)),
+                    .filter(|e| !e.event.is_expired(now) && keep(&e.event)),
             );
             if page.events.len() > limit {
                 // One beyond the page: it starts the next one.
                 let next = page.events.split_off(limit);
-                page.next_from = parse_stored(&next[0].cursor)?;
+                page.next_from = parse_stored(&next[0].event.cursor)?;
                 page.caught_up = false;
                 return Ok(page);
             }
@@ -274,12 +276,13 @@ impl<S: EventStore> TrailReader<S> {
                     hi: upper.to_string(),
                     newest_first: true,
                     limit: chunk_size.min(per_pivot_budget - read_here),
+                    data_as_text: false,
                 };
                 let chunk = self.store.read_range(&read).await?;
                 read_here += chunk.items_read;
                 items_fetched += chunk.items_fetched;
                 read_units += chunk.read_units;
-                for event in chunk.events {
+                for event in chunk.events.into_iter().map(PageEvent::into_event) {
                     if event.is_expired(now) {
                         continue;
                     }
@@ -345,6 +348,15 @@ impl<S: EventStore> TrailReader<S> {
             items_fetched,
             read_units,
         })
+    }
+
+    /// [`Self::shorten`] for a tail page's event: `data` within the limit
+    /// stays the stored text (its length is its compact JSON's).
+    pub fn shorten_page_event(&self, page_event: PageEvent) -> PageEvent {
+        match &page_event.data_text {
+            Some(text) if text.get().len() <= self.config.list_data_max_bytes => page_event,
+            _ => PageEvent::parsed(self.shorten(page_event.into_event())),
+        }
     }
 
     /// Shortens large `data` for a page; the cursor lookup returns it whole.

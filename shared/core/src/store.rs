@@ -6,7 +6,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use crate::error::StoreError;
-use crate::event::Event;
+use crate::event::{Event, PageEvent};
 use crate::metadata::ObservedProperty;
 use crate::pivot::PivotIndex;
 
@@ -23,11 +23,14 @@ pub struct RangeRead {
     pub newest_first: bool,
     /// Most items to read (DynamoDB may return fewer: 1 MB per call).
     pub limit: usize,
+    /// Leave each event's `data` as its stored JSON text
+    /// ([`PageEvent::data_text`]): for a page that only prints it.
+    pub data_as_text: bool,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct RangePage {
-    pub events: Vec<Event>,
+    pub events: Vec<PageEvent>,
     /// The cursor of the last item read, returned or not.
     pub last_cursor: Option<String>,
     /// DynamoDB has more items in the range.

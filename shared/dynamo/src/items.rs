@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 
 use audit_core::error::StoreError;
-use audit_core::event::Event;
+use audit_core::event::{Event, PageEvent};
 use audit_core::metadata::ObservedProperty;
 use audit_core::pivot::{pivot_key, PIVOT_INDEXES};
 use audit_core::store::IdempotentPut;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
 use chrono::DateTime;
+use serde_json::value::RawValue;
 
 use crate::table::{IDEMPOTENCY_PREFIX, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 
@@ -53,7 +54,26 @@ pub fn event_to_item(event: &Event) -> Result<Item, StoreError> {
     Ok(item)
 }
 
-pub fn item_to_event(mut item: Item) -> Result<Event, StoreError> {
+pub fn item_to_event(item: Item) -> Result<Event, StoreError> {
+    let (mut event, packed) = split_data(item)?;
+    if let Some(bytes) = packed {
+        event.data = Some(inflate_data(&bytes).map_err(StoreError::Corrupt)?);
+    }
+    Ok(event)
+}
+
+/// The event of `item` for a page that only prints it: `data` inflated but
+/// left as its JSON text.
+pub fn item_to_page_event(item: Item) -> Result<PageEvent, StoreError> {
+    let (event, packed) = split_data(item)?;
+    let data_text = packed
+        .map(|bytes| inflate_data_text(&bytes).map_err(StoreError::Corrupt))
+        .transpose()?;
+    Ok(PageEvent { event, data_text })
+}
+
+/// The event's fields and its deflated `data`, if it has any.
+fn split_data(mut item: Item) -> Result<(Event, Option<Vec<u8>>), StoreError> {
     let packed = match item.remove(DATA) {
         Some(AttributeValue::B(bytes)) => Some(bytes.into_inner()),
         // Items written before `data` was deflated hold it as a map.
@@ -63,12 +83,9 @@ pub fn item_to_event(mut item: Item) -> Result<Event, StoreError> {
         }
         None => None,
     };
-    let mut event: Event =
+    let event: Event =
         serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    if let Some(bytes) = packed {
-        event.data = Some(inflate_data(&bytes).map_err(StoreError::Corrupt)?);
-    }
-    Ok(event)
+    Ok((event, packed))
 }
 
 /// The attribute holding an event's `data`: its JSON, deflated. A ~1 KB
@@ -87,9 +104,19 @@ pub fn deflate_data(data: &serde_json::Value) -> Vec<u8> {
 }
 
 pub fn inflate_data(bytes: &[u8]) -> Result<serde_json::Value, String> {
-    let json = miniz_oxide::inflate::decompress_to_vec_with_limit(bytes, DATA_INFLATED_MAX)
-        .map_err(|e| format!("event data does not inflate: {e:?}"))?;
-    serde_json::from_slice(&json).map_err(|e| format!("event data is not JSON: {e}"))
+    serde_json::from_slice(&inflate(bytes)?).map_err(|e| format!("event data is not JSON: {e}"))
+}
+
+/// `data` inflated and checked to be JSON, but not parsed into a value.
+pub fn inflate_data_text(bytes: &[u8]) -> Result<Box<RawValue>, String> {
+    let text =
+        String::from_utf8(inflate(bytes)?).map_err(|e| format!("event data is not UTF-8: {e}"))?;
+    RawValue::from_string(text).map_err(|e| format!("event data is not JSON: {e}"))
+}
+
+fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    miniz_oxide::inflate::decompress_to_vec_with_limit(bytes, DATA_INFLATED_MAX)
+        .map_err(|e| format!("event data does not inflate: {e:?}"))
 }
 
 /// The idempotency marker of an event written under `key`.
@@ -238,7 +265,66 @@ mod tests {
         assert_eq!(inflate_data(&deflate_data(&small)).ok(), Some(small));
     }
 
+    /// What a tail page prints of an item, and what a lookup prints.
+    fn printed_as_page_and_as_lookup(item: Item) -> (String, String) {
+        let page = item_to_page_event(item.clone()).expect("page event");
+        let lookup = item_to_event(item).expect("event");
+        (
+            serde_json::to_string(&page).unwrap_or_default(),
+            serde_json::to_string(&lookup).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn a_page_prints_stored_data_as_the_lookup_does() {
+        let data = json!({"float": 1.0, "big": 18446744073709551615u64, "neg": -9223372036854775808i64,
+            "e": 1e18, "small": 1e-7, "text": "é ✓ \u{0} \u{2028} \"q\" \\", "list": [1, "two", null, {"deep": [true]}], "empty": {}});
+        let item = event_to_item(&event_with(Some(data))).expect("item");
+        let page = item_to_page_event(item.clone()).expect("page event");
+        assert!(page.data_text.is_some() && page.event.data.is_none());
+        let (page, lookup) = printed_as_page_and_as_lookup(item);
+        assert_eq!(page, lookup);
+        assert!(page.contains(r#""big":18446744073709551615"#), "{page}");
+        // Without data, and with data stored as a map (before deflating).
+        let (page, lookup) =
+            printed_as_page_and_as_lookup(event_to_item(&event_with(None)).expect("item"));
+        assert_eq!(page, lookup);
+        let mut item = event_to_item(&event_with(Some(json!({"a": 1})))).expect("item");
+        item.insert(
+            DATA.into(),
+            serde_dynamo::to_attribute_value(json!({"b": [2]})).expect("map"),
+        );
+        let (page, lookup) = printed_as_page_and_as_lookup(item);
+        assert_eq!(page, lookup);
+        assert!(page.contains(r#""data":{"b":[2]}"#), "{page}");
+    }
+
+    #[test]
+    fn a_page_refuses_data_that_does_not_inflate_to_json() {
+        let mut item = event_to_item(&event_with(Some(json!({"x": 1})))).expect("item");
+        let not_json = miniz_oxide::deflate::compress_to_vec(b"{\"x\":", 6);
+        item.insert(DATA.into(), AttributeValue::B(Blob::new(not_json)));
+        assert!(item_to_page_event(item.clone()).is_err());
+        let bomb = deflate_data(&json!({"x": "a".repeat(DATA_INFLATED_MAX)}));
+        item.insert(DATA.into(), AttributeValue::B(Blob::new(bomb)));
+        assert!(item_to_page_event(item).is_err());
+    }
+
     proptest! {
+        /// Any text in `data`, stored and read for a page, prints as the
+        /// lookup prints it.
+        #[test]
+        fn any_stored_text_prints_on_a_page_as_on_a_lookup(
+            chars in proptest::collection::vec(any::<char>(), 0..300),
+            number in any::<f64>().prop_filter("finite", |f| f.is_finite()),
+        ) {
+            let text: String = chars.into_iter().collect();
+            let data = json!({"text": text.clone(), "n": number, "list": [text, number]});
+            let item = event_to_item(&event_with(Some(data))).expect("item");
+            let (page, lookup) = printed_as_page_and_as_lookup(item);
+            prop_assert_eq!(page, lookup);
+        }
+
         /// Any text in `data` reads back exactly, events one after another.
         #[test]
         fn events_inflated_in_turn_each_read_back_exactly(
@@ -262,7 +348,8 @@ mod tests {
         fn altered_data_bytes_are_an_error_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let mut item = event_to_item(&event_with(Some(json!({"x": 1})))).expect("item");
             item.insert(DATA.into(), AttributeValue::B(Blob::new(bytes)));
-            let _ = item_to_event(item);
+            let _ = item_to_event(item.clone());
+            let _ = item_to_page_event(item);
         }
     }
 }

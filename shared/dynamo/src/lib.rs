@@ -14,5 +14,5 @@ pub mod stream;
 pub mod table;
 
 pub use client::client;
-pub use items::{event_to_item, item_size, item_to_event, marker_item, Item};
+pub use items::{event_to_item, item_size, item_to_event, item_to_page_event, marker_item, Item};
 pub use store::DynamoStore;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use audit_core::error::StoreError;
-use audit_core::event::Event;
+use audit_core::event::{Event, PageEvent};
 use audit_core::metadata::ObservedProperty;
 use audit_core::pivot::pivot_key;
 use audit_core::store::{EventStore, IdempotentPut, RangePage, RangeRead, TenantSettings};
@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use crate::items::{event_to_item, item_to_event, Item};
+use crate::items::{event_to_item, item_to_event, item_to_page_event, Item};
 use crate::retry::{classify, RetryPolicy};
 use crate::table::{PARTITION_KEY, SETTINGS_PREFIX, SETTINGS_SORT_KEY, SORT_KEY};
 
@@ -202,7 +202,12 @@ impl EventStore for DynamoStore {
         };
         page.events.reserve(items.len());
         for item in items {
-            match item_to_event(item) {
+            let event = if read.data_as_text {
+                item_to_page_event(item)
+            } else {
+                item_to_event(item).map(PageEvent::parsed)
+            };
+            match event {
                 Ok(event) => page.events.push(event),
                 // One unreadable item must not stop the trail; it is logged for operators.
                 Err(err) => tracing::error!(error = %err, "skipping an unreadable event item"),

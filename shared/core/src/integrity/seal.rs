@@ -15,7 +15,7 @@ use super::tiles::{decode_hashes, frontier_tiles, EntryRecord, Frontier, TileId}
 use super::{encode_hash, event_leaf_hash, CheckpointRecord, LogStore};
 use crate::config::Config;
 use crate::error::StoreError;
-use crate::event::format_time;
+use crate::event::{format_time, PageEvent};
 use crate::store::{EventStore, RangeRead};
 
 /// Most leaves one tenant gains in one run; the rest wait for the next.
@@ -274,16 +274,18 @@ impl<S: EventStore + LogStore> Sealer<S> {
                     hi: hi.to_string(),
                     newest_first: false,
                     limit: READ_PAGE.min(MAX_LEAVES_PER_RUN - leaves.len()),
+                    // The leaf hash is of the parsed event.
+                    data_as_text: false,
                 })
                 .await?;
-            for event in &page.events {
+            for event in page.events.into_iter().map(PageEvent::into_event) {
                 let cursor = Ulid::from_string(&event.cursor)
                     .map_err(|_| StoreError::Corrupt(format!("stored cursor {}", event.cursor)))?;
                 let expires_at_ms = DateTime::parse_from_rfc3339(&event.expires_at)
                     .map(|t| t.timestamp_millis())
                     .unwrap_or(i64::MAX);
                 leaves.push((
-                    event_leaf_hash(event),
+                    event_leaf_hash(&event),
                     EntryRecord {
                         cursor,
                         expires_at_ms,
