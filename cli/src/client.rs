@@ -101,7 +101,11 @@ impl Client {
 
     /// POST JSON; the status and body as they are (the caller reads
     /// per-item results), with retries only for network errors and 429.
-    pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value), Failure> {
+    pub async fn post_json<B: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(u16, Value), Failure> {
         let url = self.url(path);
         let mut attempt = 0u32;
         loop {

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -37,7 +38,43 @@ pub struct Outcome {
 
 struct Pending {
     line: usize,
-    event: Value,
+    /// The line as sent: its own text, so the API's strict checks see what
+    /// the file holds (duplicate keys, every digit of a number).
+    event: Box<RawValue>,
+}
+
+/// The event to send for one line: the line's own text, with a derived
+/// `messageId` written in after its `{` when it has none. `None`: the line
+/// is not a JSON object.
+pub fn event_text(number: usize, line: &str) -> Option<Box<RawValue>> {
+    let (value, defects) = audit_core::json::parse(line.as_bytes()).ok()?;
+    let Value::Object(map) = value else {
+        return None;
+    };
+    let text = line.trim();
+    let derived = || json!(derived_message_id(number, line));
+    let event = match map.get("messageId") {
+        Some(Value::Null) if defects.is_empty() => {
+            // The whole line reads exactly as a value, so printing it
+            // again with the id in place of `null` changes nothing else.
+            let mut map = map;
+            map.insert("messageId".into(), derived());
+            Value::Object(map).to_string()
+        }
+        // Sent as it is (a line with a defect is refused by the API, which
+        // names it).
+        Some(_) => text.to_string(),
+        None => {
+            let inside = text.strip_prefix('{')?;
+            let separator = if inside.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
+            format!("{{\"messageId\":{}{separator}{inside}", derived())
+        }
+    };
+    RawValue::from_string(event).ok()
 }
 
 pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
@@ -76,18 +113,12 @@ pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
             bar.inc(1);
             continue;
         }
-        let mut event: Value = match serde_json::from_str(&line) {
-            Ok(Value::Object(map)) => Value::Object(map),
-            _ => {
-                eprintln!("line {number}: refused: not a JSON object");
-                outcome.refused += 1;
-                bar.inc(1);
-                continue;
-            }
+        let Some(event) = event_text(number, &line) else {
+            bar.suspend(|| eprintln!("line {number}: refused: not a JSON object"));
+            outcome.refused += 1;
+            bar.inc(1);
+            continue;
         };
-        if event.get("messageId").is_none_or(Value::is_null) {
-            event["messageId"] = json!(derived_message_id(number, &line));
-        }
         if batch.len() == BATCH || batch_bytes + line.len() > BATCH_BYTES {
             send(client, std::mem::take(&mut batch), &mut outcome, &bar).await?;
             batch_bytes = 0;
@@ -123,7 +154,13 @@ async fn send(
 ) -> Result<(), Failure> {
     let mut attempt = 0;
     while !batch.is_empty() {
-        let body = json!({ "events": batch.iter().map(|p| &p.event).collect::<Vec<_>>() });
+        #[derive(serde::Serialize)]
+        struct Batch<'a> {
+            events: Vec<&'a RawValue>,
+        }
+        let body = Batch {
+            events: batch.iter().map(|p| p.event.as_ref()).collect(),
+        };
         let (status, answer) = client.post_json("/audit/events", &body).await?;
         let Some(results) = answer["results"].as_array() else {
             if status == 503 && attempt < ATTEMPTS {
@@ -134,13 +171,20 @@ async fn send(
             return Err(crate::client::status_failure(status, &answer));
         };
         let mut retry = Vec::new();
-        for (pending, result) in batch.into_iter().zip(results) {
+        for (index, (pending, result)) in batch.into_iter().zip(results).enumerate() {
             match result["status"].as_str() {
                 Some("stored") => outcome.stored += 1,
                 Some("duplicate") => outcome.duplicates += 1,
                 Some("refused") => {
                     outcome.refused += 1;
-                    let message = result["error"]["message"].as_str().unwrap_or("refused");
+                    // The API names fields within its batch (`events[7].data.n`);
+                    // the line is named already.
+                    let message = result["error"]["message"]
+                        .as_str()
+                        .unwrap_or("refused")
+                        .replace(&format!("`events[{index}]`"), "the event")
+                        .replace(&format!("events[{index}]."), "")
+                        .replace(&format!("events[{index}]["), "[");
                     bar.suspend(|| eprintln!("line {}: refused: {message}", pending.line));
                 }
                 _ => {
@@ -163,4 +207,62 @@ async fn send(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(number: usize, line: &str) -> String {
+        event_text(number, line)
+            .map(|raw| raw.get().to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_line_is_sent_as_written_with_a_derived_message_id() {
+        // What the API's strict checks refuse must reach them as written:
+        // a repeated key, a number no double holds.
+        let line = r#" {"eventType":"a","serviceName":"s","data":{"x":1,"x":2,"f":0.1000000000000000055511151231257827}} "#;
+        let id = derived_message_id(7, line);
+        assert_eq!(
+            sent(7, line),
+            format!(
+                r#"{{"messageId":"{id}","eventType":"a","serviceName":"s","data":{{"x":1,"x":2,"f":0.1000000000000000055511151231257827}}}}"#
+            )
+        );
+        assert_eq!(
+            sent(3, "{}"),
+            format!(r#"{{"messageId":"{}"}}"#, derived_message_id(3, "{}"))
+        );
+        assert_eq!(
+            sent(3, "{ }"),
+            format!(r#"{{"messageId":"{}" }}"#, derived_message_id(3, "{ }"))
+        );
+    }
+
+    #[test]
+    fn a_line_with_its_own_message_id_is_sent_unchanged() {
+        let line =
+            r#"{"messageId":"m-1","eventType":"a","serviceName":"s","data":{"n":1e2,"n":3}}"#;
+        assert_eq!(sent(1, line), line);
+    }
+
+    #[test]
+    fn a_null_message_id_is_replaced_by_the_derived_one() {
+        let line = r#"{"eventType":"a","serviceName":"s","messageId":null,"data":{"n":100.0}}"#;
+        let event: Value = serde_json::from_str(&sent(4, line)).unwrap_or_default();
+        assert_eq!(event["messageId"], json!(derived_message_id(4, line)));
+        assert_eq!(event["data"]["n"], json!(100));
+        // With a defect elsewhere, it goes as written, for the API to refuse.
+        let broken = r#"{"eventType":"a","eventType":"b","serviceName":"s","messageId":null}"#;
+        assert_eq!(sent(4, broken), broken);
+    }
+
+    #[test]
+    fn a_line_that_is_not_an_object_is_refused_here() {
+        for line in ["[1]", "\"text\"", "{\"a\":", "nul", "12"] {
+            assert!(event_text(1, line).is_none(), "{line}");
+        }
+    }
 }

@@ -44,16 +44,7 @@ fn value_for(field: &str, text: &str) -> Value {
 pub fn parse_conditions(args: &[String]) -> Result<Vec<Value>, Failure> {
     let words: Vec<String> = args
         .iter()
-        .flat_map(|a| {
-            if a.contains(' ') && a.split_whitespace().nth(1).and_then(operator).is_some() {
-                // "userId = u-1": split field and operator, keep the value whole.
-                let mut parts = a.splitn(3, ' ').map(str::to_string).collect::<Vec<_>>();
-                parts.retain(|p| !p.is_empty());
-                parts
-            } else {
-                vec![a.clone()]
-            }
-        })
+        .flat_map(|a| split_condition(a).unwrap_or_else(|| vec![a.clone()]))
         .collect();
     let mut conditions = Vec::new();
     let mut i = 0;
@@ -93,6 +84,38 @@ pub fn parse_conditions(args: &[String]) -> Result<Vec<Value>, Failure> {
         i += 3;
     }
     Ok(conditions)
+}
+
+/// One argument holding a whole condition (`userId = u-1`,
+/// `indexedData["display name"] = n1`): the field (which may hold spaces
+/// inside `["..."]`), the operator, and the value kept whole. `None` when
+/// the argument is not such a condition.
+fn split_condition(arg: &str) -> Option<Vec<String>> {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut field_end = None;
+    for (at, c) in arg.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            c if c.is_whitespace() && !in_quotes => {
+                field_end = Some(at);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let (field, rest) = arg.split_at(field_end?);
+    let rest = rest.trim_start();
+    let (op, value) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    operator(op)?;
+    let mut words = vec![field.to_string(), op.to_string()];
+    let value = value.trim_start();
+    if !value.is_empty() {
+        words.push(value.to_string());
+    }
+    Some(words)
 }
 
 /// `7d`, `12h`, `30m`, `45s` ago, or RFC 3339.
@@ -203,6 +226,29 @@ mod tests {
                 {"field": "eventType", "operator": "in", "value": ["user.login", "user.logout"]},
                 {"field": "traceId", "operator": "exists", "value": true},
                 {"field": "data.score", "operator": "gte", "value": 10},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_whole_condition_in_one_argument_keeps_its_field_and_value_whole() {
+        let args: Vec<String> = [
+            r#"indexedData["display name"] = n 1"#,
+            r#"data["a \" b"] exists"#,
+            "message ^= two words",
+            "userId   =   u-1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let conditions = parse_conditions(&args).unwrap();
+        assert_eq!(
+            Value::Array(conditions),
+            json!([
+                {"field": r#"indexedData["display name"]"#, "operator": "eq", "value": "n 1"},
+                {"field": r#"data["a \" b"]"#, "operator": "exists", "value": true},
+                {"field": "message", "operator": "startsWith", "value": "two words"},
+                {"field": "userId", "operator": "eq", "value": "u-1"},
             ])
         );
     }

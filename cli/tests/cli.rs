@@ -112,6 +112,55 @@ async fn exit_codes_and_messages_say_what_went_wrong() {
     assert_eq!(lines[0]["userId"], "u-1");
 }
 
+/// `audit ingest` sends each line as the file holds it: what the API's
+/// strict reading refuses (a repeated key, a number no double holds) is
+/// refused, line by line, never quietly changed on the way.
+#[tokio::test]
+async fn ingest_sends_each_line_as_written() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    let lines = [
+        r#"{"eventType":"cli.ok","serviceName":"cli","data":{"n":100.0,"f":0.1}}"#,
+        r#"{"eventType":"cli.dup","serviceName":"cli","data":{"x":1,"x":2}}"#,
+        r#"{"eventType":"cli.num","serviceName":"cli","data":{"f":0.1000000000000000055511151231257827}}"#,
+        r#"{"eventType":"cli.a","serviceName":"cli","eventType":"cli.b"}"#,
+    ];
+    let dir = std::env::temp_dir().join(format!("audit-ingest-lines-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("events.ndjson");
+    std::fs::write(&file, lines.join("\n")).expect("file");
+    let path = file.display().to_string();
+    let (code, _, stderr) = audit(&base, &token, &["ingest", &path]).await;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("stored 1,"), "{stderr}");
+    assert!(
+        stderr.contains("line 2: refused") && stderr.contains("given twice"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 3: refused") && stderr.contains("kept exactly"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 4: refused") && stderr.contains("given twice"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("events["),
+        "lines are named, not batch positions: {stderr}"
+    );
+    let (code, stdout, stderr) = audit(&base, &token, &["query", "serviceName", "=", "cli"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let stored: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(stored.len(), 1, "{stdout}");
+    assert_eq!(stored[0]["eventType"], "cli.ok");
+    assert_eq!(stored[0]["data"], json!({"n": 100, "f": 0.1}));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Writers post while `tail --follow --state` runs; it is killed three
 /// times at random moments and restarted. The concatenated output holds
 /// every acknowledged event exactly once.

@@ -83,7 +83,7 @@ impl DevAuth {
             &DecodingKey::from_secret(self.secret.as_bytes()),
             &validation,
         )
-        .map_err(|err| TokenRejected(format!("the bearer token was rejected: {err}")))?;
+        .map_err(|err| TokenRejected(format!("the bearer token was rejected: {}", reason(&err))))?;
         match data.claims.get("iat") {
             None => {}
             Some(Value::Number(iat)) if iat.as_f64().is_some_and(|t| t <= now() as f64) => {}
@@ -145,6 +145,22 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
+/// Why a token was refused, in the API's words: the library's own message
+/// names its internals (base64 offsets, serde variants).
+fn reason(err: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match err.kind() {
+        ErrorKind::ExpiredSignature => "it has expired (`exp`)".into(),
+        ErrorKind::ImmatureSignature => "it is not valid yet (`nbf`)".into(),
+        ErrorKind::InvalidIssuer => "it is from another issuer (`iss`)".into(),
+        ErrorKind::InvalidAudience => "it is for another audience (`aud`)".into(),
+        ErrorKind::InvalidSignature => "its signature does not match".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("it lacks the `{claim}` claim"),
+        ErrorKind::InvalidAlgorithm => "it is not signed with HS256".into(),
+        _ => "it is not a well-formed signed JWT".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +194,22 @@ mod tests {
             json!({"tenant_id":"acme","iss":auth.issuer,"aud":"other","exp": now() + 60}),
         );
         assert!(auth.verify(&wrong_aud).is_err());
+        // A refusal says why in the API's words, never the library's.
+        let garbled = format!("{token}.{token}");
+        let unsigned = "eyJhbGciOiJub25lIn0.eyJ0ZW5hbnRfaWQiOiJhY21lIn0.";
+        for (bad, why) in [
+            (expired.as_str(), "expired"),
+            (wrong_aud.as_str(), "audience"),
+            (garbled.as_str(), "well-formed"),
+            (unsigned, "well-formed"),
+            ("", "well-formed"),
+        ] {
+            let TokenRejected(message) = auth.verify(bad).expect_err("refused");
+            assert!(message.contains(why), "{message}");
+            for internal in ["Base64", "JSON error", "variant", "offset"] {
+                assert!(!message.contains(internal), "{message}");
+            }
+        }
         assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse_ttl("1y").is_err());
     }

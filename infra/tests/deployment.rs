@@ -623,6 +623,18 @@ fn the_stream_filter_passes_only_event_inserts() {
     );
 }
 
+/// The `Name` pattern (event types, service names) refuses exactly the
+/// characters ingest counts as invisible.
+#[test]
+fn the_openapi_name_pattern_is_the_visible_character_rule() {
+    let source = std::fs::read_to_string(root().join("openapi.yaml")).expect("openapi.yaml");
+    let doc: Yaml = serde_yaml::from_str(&source).expect("openapi parses");
+    let pattern = doc["components"]["schemas"]["Name"]["pattern"]
+        .as_str()
+        .expect("Name has a pattern");
+    assert_eq!(pattern, audit_core::event::visible_text_pattern());
+}
+
 /// openapi.yaml documents exactly the routes the gateway serves, with the
 /// same scopes (and the template is checked against the gateway above).
 #[test]

@@ -223,7 +223,7 @@ pub fn format_time(at: DateTime<Utc>) -> String {
 mod page;
 mod parse;
 pub use page::PageEvent;
-pub use parse::NewEvent;
+pub use parse::{has_visible_text, visible_text_pattern, NewEvent, INVISIBLE_CHARACTERS};
 
 #[cfg(test)]
 mod tests;

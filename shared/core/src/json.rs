@@ -15,6 +15,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
+/// Deepest nesting of objects and lists a body may have. Deeper than
+/// anything the API keeps (`data` nests at most 31 levels) and shallow
+/// enough that reading a body can never exhaust a thread's stack.
+pub const MAX_NESTING: usize = 64;
+
 /// A value that reads fine as JSON but can't be kept as sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Defect {
@@ -37,7 +42,7 @@ pub fn parse(text: &[u8]) -> Result<(Value, Vec<Defect>), SyntaxError> {
         column: err.column(),
     })?;
     let mut defects = Vec::new();
-    let value = read(&raw, &mut String::new(), &mut defects).map_err(|err| SyntaxError {
+    let value = read(&raw, &mut String::new(), &mut defects, 0).map_err(|err| SyntaxError {
         line: err.line(),
         column: err.column(),
     })?;
@@ -67,12 +72,29 @@ impl<'de> Deserialize<'de> for Members {
     }
 }
 
+/// Reads one value at `depth` levels of nesting. (A value deeper than
+/// [`MAX_NESTING`] is a defect, read as `null`: its request is refused.)
 fn read(
     raw: &RawValue,
     path: &mut String,
     defects: &mut Vec<Defect>,
+    depth: usize,
 ) -> Result<Value, serde_json::Error> {
     let text = raw.get().trim_start();
+    if depth >= MAX_NESTING && matches!(text.as_bytes().first(), Some(b'{' | b'[')) {
+        let shown = if path.is_empty() {
+            "the body"
+        } else {
+            path.as_str()
+        };
+        defects.push(Defect {
+            path: path.clone(),
+            message: format!(
+                "`{shown}` nests objects and lists more than {MAX_NESTING} levels deep"
+            ),
+        });
+        return Ok(Value::Null);
+    }
     match text.as_bytes().first() {
         Some(b'{') => {
             let Members(members) = serde_json::from_str(text)?;
@@ -89,7 +111,7 @@ fn read(
                         ),
                     });
                 } else {
-                    let value = read(&member, path, defects)?;
+                    let value = read(&member, path, defects, depth + 1)?;
                     map.insert(key, value);
                 }
                 path.truncate(len);
@@ -102,28 +124,30 @@ fn read(
             for (index, item) in items.iter().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{index}]"));
-                values.push(read(item, path, defects)?);
+                values.push(read(item, path, defects, depth + 1)?);
                 path.truncate(len);
             }
             Ok(Value::Array(values))
         }
         Some(b'-' | b'0'..=b'9') => {
-            let number: Number = serde_json::from_str(text)?;
-            if !is_kept_exactly(text.trim_end(), &number) {
-                let shown = if path.is_empty() {
-                    "the number".to_string()
-                } else {
-                    path.clone()
-                };
-                defects.push(Defect {
-                    path: path.clone(),
-                    message: format!(
-                        "`{shown}` holds {}, which can't be kept exactly: whole numbers must fit 64 bits (-9223372036854775808 to 18446744073709551615), fractions a double (at most 17 significant digits); send it as a string",
-                        text.trim_end()
-                    ),
-                });
+            let literal = text.trim_end();
+            match kept_number(literal) {
+                Some(number) => Ok(Value::Number(number)),
+                None => {
+                    let shown = if path.is_empty() {
+                        "the number".to_string()
+                    } else {
+                        path.clone()
+                    };
+                    defects.push(Defect {
+                        path: path.clone(),
+                        message: format!(
+                            "`{shown}` holds {literal}, which can't be kept exactly: whole numbers must fit 64 bits (-9223372036854775808 to 18446744073709551615), fractions a double (at most 17 significant digits); send it as a string"
+                        ),
+                    });
+                    Ok(Value::Null)
+                }
             }
-            Ok(Value::Number(number))
         }
         _ => serde_json::from_str(text),
     }
@@ -183,30 +207,31 @@ fn decimal(text: &str) -> Option<(bool, String, i64)> {
 }
 
 /// The number rule, the same for every body: a whole number (whatever its
-/// spelling: `100`, `1e2`, `100.0`) must fit a 64-bit integer; a fraction
-/// must be exactly the double it parses to. Anything else would be changed
-/// by storing it, so it is refused instead.
-fn is_kept_exactly(literal: &str, parsed: &Number) -> bool {
-    let Some((negative, digits, exponent)) = decimal(literal) else {
-        return false;
-    };
+/// spelling: `100`, `1e2`, `100.0`) must fit a 64-bit integer, and is kept
+/// as that integer; a fraction must be exactly the double it parses to.
+/// Anything else would be changed by storing it: `None`, it is refused.
+fn kept_number(literal: &str) -> Option<Number> {
+    let (negative, digits, exponent) = decimal(literal)?;
     if digits.is_empty() {
-        return true; // zero
+        return Some(Number::from(0u64)); // zero, `-0.0` included
     }
     if exponent >= 0 {
         // Whole: at most 20 digits, and within i64/u64.
-        let width = digits.len() as i64 + exponent;
-        if width > 20 {
-            return false;
+        if digits.len() as i64 + exponent > 20 {
+            return None;
         }
         let whole = format!(
             "{}{digits}{}",
             if negative { "-" } else { "" },
             "0".repeat(exponent as usize)
         );
-        return whole.parse::<i64>().is_ok() || whole.parse::<u64>().is_ok();
+        return match whole.parse::<u64>() {
+            Ok(n) => Some(Number::from(n)),
+            Err(_) => whole.parse::<i64>().ok().map(Number::from),
+        };
     }
-    same_decimal(literal, &parsed.to_string())
+    let parsed: Number = serde_json::from_str(literal).ok()?;
+    same_decimal(literal, &parsed.to_string()).then_some(parsed)
 }
 
 /// Whether two number texts name the same decimal value.
@@ -258,6 +283,54 @@ mod tests {
     }
 
     #[test]
+    fn whole_numbers_however_spelt_read_back_as_integers() {
+        for (sent, kept) in [
+            ("100.0", "100"),
+            ("1e2", "100"),
+            ("1.00E+2", "100"),
+            ("-0", "0"),
+            ("-0.0", "0"),
+            ("0e5", "0"),
+            ("9007199254740993.0", "9007199254740993"),
+            ("9.007199254740993e15", "9007199254740993"),
+            ("1.8446744073709551615e19", "18446744073709551615"),
+            ("-9.223372036854775808e18", "-9223372036854775808"),
+            ("-12.000", "-12"),
+            ("0.5", "0.5"),
+            ("1.5e-300", "1.5e-300"),
+        ] {
+            let (value, found) = parse(sent.as_bytes()).unwrap();
+            assert!(found.is_empty(), "{sent}: {found:?}");
+            assert_eq!(value.to_string(), kept, "{sent}");
+        }
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_a_defect_never_a_crash() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(defects(&nested(MAX_NESTING)).is_empty());
+        let found = defects(&format!(
+            r#"{{"events":[{{"data":{}}}]}}"#,
+            nested(MAX_NESTING)
+        ));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].path.starts_with("events[0].data"), "{found:?}");
+        // Far deeper than any stack allows recursion: refused, not a crash.
+        for depth in [MAX_NESTING + 1, 10_000, 1_000_000] {
+            let text = nested(depth);
+            // A syntax error is a refusal too.
+            if let Ok((_, found)) = parse(text.as_bytes()) {
+                assert!(!found.is_empty(), "depth {depth}");
+            }
+            let objects = format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+            // A syntax error is a refusal too.
+            if let Ok((_, found)) = parse(objects.as_bytes()) {
+                assert!(!found.is_empty(), "depth {depth}");
+            }
+        }
+    }
+
+    #[test]
     fn duplicate_keys_are_reported_and_the_first_is_kept() {
         let (value, found) =
             parse(br#"{"eventType":"a","serviceName":"s","eventType":"b"}"#).unwrap();
@@ -288,6 +361,29 @@ mod tests {
             let (read, found) = parse(&text).unwrap();
             prop_assert!(found.is_empty(), "{:?}", found);
             prop_assert_eq!(read, value);
+        }
+
+        /// A 64-bit integer spelt with a fraction or an exponent reads back
+        /// as that integer.
+        #[test]
+        fn any_64_bit_integer_however_spelt_is_kept(
+            n in prop_oneof![any::<i64>().prop_map(|n| n.to_string()), any::<u64>().prop_map(|n| n.to_string())],
+            zeros in 0usize..4,
+            spelling in 0usize..3,
+        ) {
+            let (sign, digits) = match n.strip_prefix('-') {
+                Some(rest) => ("-", rest.to_string()),
+                None => ("", n.clone()),
+            };
+            let sent = match spelling {
+                0 => format!("{n}.{}", "0".repeat(zeros + 1)),
+                1 => format!("{n}e0"),
+                // d.ddd e(len-1): the decimal point moved to after the first digit.
+                _ => format!("{sign}{}.{}{}0e{}", &digits[..1], &digits[1..], "0".repeat(zeros), digits.len() - 1),
+            };
+            let (value, found) = parse(sent.as_bytes()).unwrap();
+            prop_assert!(found.is_empty(), "{}: {:?}", sent, found);
+            prop_assert_eq!(value.to_string(), n, "{}", sent);
         }
 
         /// Whole numbers: kept when they fit 64 bits, reported when they don't.

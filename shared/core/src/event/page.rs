@@ -105,26 +105,6 @@ mod tests {
         serde_json::to_string(value).unwrap_or_else(|err| panic!("prints: {err}"))
     }
 
-    fn json_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
-            ".*".prop_map(Value::from),
-        ];
-        leaf.prop_recursive(4, 32, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::btree_map(".*", inner, 0..6)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
     #[test]
     fn a_page_event_without_data_prints_as_the_event() {
         let event = event_with(None);
@@ -136,7 +116,7 @@ mod tests {
         /// the lookup, the query and the stream print the parsed event; and
         /// parsed, the page's event is the lookup's.
         #[test]
-        fn data_printed_from_its_text_reads_as_the_parsed_event(data in json_value()) {
+        fn data_printed_from_its_text_reads_as_the_parsed_event(data in crate::testing::json_value()) {
             let event = event_with(Some(data));
             let page_event = with_data_text(&event);
             let lookup = parsed_back(&event);

@@ -90,7 +90,7 @@ impl NewEvent {
                     return Err(ApiError::bad_request(
                         at(required),
                         format!(
-                            "`{required}` may not be empty or only spaces, tabs and line breaks"
+                            "`{required}` needs a visible character: not only spaces, line breaks, control characters or zero-width marks"
                         ),
                     ))
                 }
@@ -332,10 +332,48 @@ fn check_key_sizes(event: &Event, path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Not empty and not only spaces, tabs and line breaks (the same rule as the
-/// OpenAPI document's pattern `[^ \t\n\r]`).
-fn has_visible_text(s: &str) -> bool {
-    s.chars().any(|c| !matches!(c, ' ' | '\t' | '\n' | '\r'))
+/// Characters that show nothing, as inclusive ranges: controls, every kind
+/// of space and line break, and the zero-width, joining, filler and
+/// direction marks. A required name needs a character outside them; the
+/// OpenAPI document's `Name` pattern is built from this table (a test holds
+/// it to it).
+pub const INVISIBLE_CHARACTERS: &[(char, char)] = &[
+    ('\u{0}', ' '),
+    ('\u{7f}', '\u{a0}'),
+    ('\u{ad}', '\u{ad}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{180e}', '\u{180e}'),
+    ('\u{2000}', '\u{200f}'),
+    ('\u{2028}', '\u{202f}'),
+    ('\u{205f}', '\u{206f}'),
+    ('\u{3000}', '\u{3000}'),
+    ('\u{3164}', '\u{3164}'),
+    ('\u{feff}', '\u{feff}'),
+    ('\u{ffa0}', '\u{ffa0}'),
+];
+
+/// The JSON Schema pattern of a name with a visible character.
+pub fn visible_text_pattern() -> String {
+    let ranges: String = INVISIBLE_CHARACTERS
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                format!("\\u{:04x}", u32::from(lo))
+            } else {
+                format!("\\u{:04x}-\\u{:04x}", u32::from(lo), u32::from(hi))
+            }
+        })
+        .collect();
+    format!("[^{ranges}]")
+}
+
+/// Holds a character that shows something.
+pub fn has_visible_text(s: &str) -> bool {
+    s.chars().any(|c| {
+        !INVISIBLE_CHARACTERS
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&c))
+    })
 }
 
 fn check_length(field: &str, value: &str, max: usize) -> Result<(), ApiError> {

@@ -130,3 +130,27 @@ fn oversize_events_are_413() {
         "payload_too_large"
     );
 }
+
+#[test]
+fn names_of_invisible_characters_only_are_refused() {
+    for &(lo, hi) in INVISIBLE_CHARACTERS {
+        for c in [lo, hi] {
+            let name = format!("{c}{c}");
+            let refused = NewEvent::parse(json!({"eventType": name, "serviceName": "idp"}), "")
+                .expect_err("invisible eventType");
+            assert_eq!(field_of(refused), "eventType", "U+{:04X}", u32::from(c));
+            let refused = NewEvent::parse(json!({"eventType": "a", "serviceName": name}), "")
+                .expect_err("invisible serviceName");
+            assert_eq!(field_of(refused), "serviceName", "U+{:04X}", u32::from(c));
+            let shown = format!("{c}x{c}");
+            assert!(
+                NewEvent::parse(json!({"eventType": shown, "serviceName": "idp"}), "").is_ok(),
+                "a visible character beside U+{:04X}",
+                u32::from(c)
+            );
+        }
+    }
+    for visible in ["é", "用户", "🦀", "-", "0", "\u{2010}"] {
+        assert!(has_visible_text(visible), "{visible}");
+    }
+}
