@@ -238,7 +238,7 @@ impl<S: EventStore> ListHandler<S> {
         let data: Vec<_> = page
             .events
             .into_iter()
-            .map(|e| self.reader.shorten(e))
+            .map(|e| self.reader.shorten_page_event(e))
             .collect();
         Ok(json_response(
             200,
@@ -264,7 +264,7 @@ struct TailBody<'a> {
 
 #[derive(serde::Serialize)]
 struct QueryBody<'a> {
-    data: &'a [audit_core::Event],
+    data: &'a [audit_core::event::PageEvent],
     next: Option<String>,
     from: String,
     to: String,

@@ -42,7 +42,8 @@ pub struct TailPage {
 
 #[derive(Debug, Clone)]
 pub struct QueryPage {
-    pub events: Vec<Event>,
+    /// `data` as its stored text unless a condition looked into it.
+    pub events: Vec<PageEvent>,
     /// The signed continuation, if anything is left.
     pub next: Option<String>,
     pub from: DateTime<Utc>,
@@ -243,8 +244,13 @@ impl<S: EventStore> TrailReader<S> {
         let budget = self.config.query_read_budget;
         let per_pivot_budget = (budget / pivots.len().max(1)).max(1);
         let residual_filters = query.conditions.len() > usize::from(plan.index.is_some());
+        // `data` is parsed only for a condition on it; a page only prints it.
+        let data_in_conditions = query
+            .conditions
+            .iter()
+            .any(|c| c.field.segments.first().is_some_and(|root| root == "data"));
 
-        let mut matched: Vec<Event> = Vec::new();
+        let mut matched: Vec<PageEvent> = Vec::new();
         let mut items_read = 0;
         let mut items_fetched = 0;
         let mut read_units = 0.0;
@@ -276,21 +282,27 @@ impl<S: EventStore> TrailReader<S> {
                     hi: upper.to_string(),
                     newest_first: true,
                     limit: chunk_size.min(per_pivot_budget - read_here),
-                    data_as_text: false,
+                    data_as_text: !data_in_conditions,
                 };
                 let chunk = self.store.read_range(&read).await?;
                 read_here += chunk.items_read;
                 items_fetched += chunk.items_fetched;
                 read_units += chunk.read_units;
-                for event in chunk.events.into_iter().map(PageEvent::into_event) {
-                    if event.is_expired(now) {
+                for page_event in chunk.events {
+                    if page_event.event.is_expired(now) {
                         continue;
                     }
-                    let as_json = serde_json::to_value(&event).unwrap_or(Value::Null);
-                    if query.matches(&as_json) {
-                        found_here += 1;
-                        matched.push(event);
+                    // The range read holds only events the index condition
+                    // matches: other conditions are evaluated here.
+                    if residual_filters {
+                        let as_json =
+                            serde_json::to_value(&page_event.event).unwrap_or(Value::Null);
+                        if !query.matches(&as_json) {
+                            continue;
+                        }
                     }
+                    found_here += 1;
+                    matched.push(page_event);
                 }
                 match chunk.last_cursor {
                     Some(last) if chunk.more => upper = step_down(parse_stored(&last)?),
@@ -308,16 +320,16 @@ impl<S: EventStore> TrailReader<S> {
                 boundary = Some(boundary.map_or(considered_down_to, |b| b.max(considered_down_to)));
             }
         }
-        matched.sort_by(|a, b| b.cursor.cmp(&a.cursor));
+        matched.sort_by(|a, b| b.event.cursor.cmp(&a.event.cursor));
         if let Some(boundary) = boundary {
             let boundary = boundary.to_string();
-            matched.retain(|e| e.cursor >= boundary);
+            matched.retain(|e| e.event.cursor >= boundary);
         }
         // More matches than fit: the next page starts below the last one
         // returned. Otherwise it starts below what was considered.
         let next_position = if matched.len() > limit {
             matched.truncate(limit);
-            matched.last().map(|e| e.cursor.clone())
+            matched.last().map(|e| e.event.cursor.clone())
         } else {
             boundary.map(|b| b.to_string())
         };
