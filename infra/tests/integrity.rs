@@ -352,6 +352,12 @@ async fn every_whole_number_a_tree_size_parameter_takes_is_answered() {
                 (404, "not_found"),
                 "{path}: {body}"
             );
+            // A size past 2^64 is never named as another number.
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                !message.contains(&u64::MAX.to_string()),
+                "{path}: {message}"
+            );
         }
     }
     // A tree that ends before the leaf does not hold it.

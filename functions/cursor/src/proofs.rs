@@ -41,8 +41,14 @@ pub fn optional_size(
 
 /// A tree the log has not reached: not found, like any resource not there.
 fn no_tree(size: u64, latest: u64) -> ApiError {
+    // Sizes past 2^64 - 1 were read as the largest: name none of them.
+    let asked = if size == u64::MAX {
+        "that many".to_string()
+    } else {
+        size.to_string()
+    };
     ApiError::NotFound(format!(
-        "the log has no tree of {size} leaves: the latest checkpoint has {latest}"
+        "the log has no tree of {asked} leaves: the latest checkpoint has {latest}"
     ))
 }
 

@@ -93,6 +93,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             audit_http::telemetry::init();
             let mut config = Config::from_env()?;
             config.table_name = table_name;
+            if !no_seal {
+                // The functions' sealing marks and an unsealed proof's
+                // `Retry-After` follow the sealer this process runs.
+                config.seal_interval = seal_every.max(Duration::from_secs(1));
+            }
             let _embedded = match endpoint {
                 Some(endpoint) => {
                     config.dynamodb_endpoint = Some(endpoint);
