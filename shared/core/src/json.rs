@@ -178,14 +178,15 @@ pub fn is_plain_key(key: &str) -> bool {
 }
 
 /// A decimal as sign, significant digits and exponent; zero has no digits.
+/// `None` for what is not a decimal, or an exponent past `i64`.
 fn decimal(text: &str) -> Option<(bool, String, i64)> {
     let (negative, rest) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
     };
-    let (mantissa, exponent) = match rest.find(['e', 'E']) {
-        Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().ok()?),
-        None => (rest, 0),
+    let (mantissa, exponent_text) = match rest.find(['e', 'E']) {
+        Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+        None => (rest, None),
     };
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     if !whole
@@ -196,13 +197,19 @@ fn decimal(text: &str) -> Option<(bool, String, i64)> {
         return None;
     }
     let digits = format!("{whole}{fraction}");
-    let mut exponent = exponent.checked_sub(fraction.len() as i64)?;
     let significant = digits.trim_start_matches('0');
     let trimmed = significant.trim_end_matches('0');
-    exponent = exponent.checked_add((significant.len() - trimmed.len()) as i64)?;
+    // Zero, whatever its exponent.
     if trimmed.is_empty() {
         return Some((false, String::new(), 0));
     }
+    let exponent = match exponent_text {
+        Some(text) => text.parse::<i64>().ok()?,
+        None => 0,
+    };
+    let exponent = exponent
+        .checked_sub(fraction.len() as i64)?
+        .checked_add((significant.len() - trimmed.len()) as i64)?;
     Some((negative, trimmed.to_string(), exponent))
 }
 
@@ -217,7 +224,10 @@ fn kept_number(literal: &str) -> Option<Number> {
     }
     if exponent >= 0 {
         // Whole: at most 20 digits, and within i64/u64.
-        if digits.len() as i64 + exponent > 20 {
+        if (digits.len() as i64)
+            .checked_add(exponent)
+            .is_none_or(|width| width > 20)
+        {
             return None;
         }
         let whole = format!(
@@ -306,6 +316,30 @@ mod tests {
     }
 
     #[test]
+    fn extreme_exponents_are_refused_or_zero_never_a_crash() {
+        for refused in [
+            "1e9223372036854775807",
+            "1e+9223372036854775807",
+            "12e9223372036854775806",
+            "-1e9223372036854775807",
+            "1e99999999999999999999",
+            "1e-9223372036854775808",
+            "1.5e-9223372036854775808",
+        ] {
+            assert_eq!(defects(refused).len(), 1, "{refused}");
+        }
+        for zero in [
+            "0.0e-9223372036854775808",
+            "0e9223372036854775807",
+            "-0.000e99999999999999999999",
+        ] {
+            let (value, found) = parse(zero.as_bytes()).unwrap();
+            assert!(found.is_empty(), "{zero}: {found:?}");
+            assert_eq!(value.to_string(), "0", "{zero}");
+        }
+    }
+
+    #[test]
     fn nesting_deeper_than_the_limit_is_a_defect_never_a_crash() {
         let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         assert!(defects(&nested(MAX_NESTING)).is_empty());
@@ -384,6 +418,15 @@ mod tests {
             let (value, found) = parse(sent.as_bytes()).unwrap();
             prop_assert!(found.is_empty(), "{}: {:?}", sent, found);
             prop_assert_eq!(value.to_string(), n, "{}", sent);
+        }
+
+        /// Any number, however long its digits or exponent: read or
+        /// refused, never a panic.
+        #[test]
+        fn any_number_literal_is_read_or_refused(
+            literal in "-?(0|[1-9][0-9]{0,24})(\\.[0-9]{1,6})?([eE][+-]?[0-9]{1,22})?"
+        ) {
+            let _ = parse(literal.as_bytes());
         }
 
         /// Whole numbers: kept when they fit 64 bits, reported when they don't.
