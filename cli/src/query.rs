@@ -198,9 +198,15 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
 mod tests {
     use super::*;
 
+    /// The conditions the command-line words make, as one JSON array.
+    fn conditions_of(args: &[&str]) -> Value {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Value::Array(parse_conditions(&args).unwrap())
+    }
+
     #[test]
     fn conditions_read_as_the_api_needs_them() {
-        let args: Vec<String> = [
+        let conditions = conditions_of(&[
             "userId",
             "=",
             "u-1",
@@ -213,13 +219,9 @@ mod tests {
             "data.score",
             ">=",
             "10",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let conditions = parse_conditions(&args).unwrap();
+        ]);
         assert_eq!(
-            Value::Array(conditions),
+            conditions,
             json!([
                 {"field": "userId", "operator": "eq", "value": "u-1"},
                 {"field": "data.mfa", "operator": "eq", "value": false},
@@ -232,18 +234,14 @@ mod tests {
 
     #[test]
     fn a_whole_condition_in_one_argument_keeps_its_field_and_value_whole() {
-        let args: Vec<String> = [
+        let conditions = conditions_of(&[
             r#"indexedData["display name"] = n 1"#,
             r#"data["a \" b"] exists"#,
             "message ^= two words",
             "userId   =   u-1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let conditions = parse_conditions(&args).unwrap();
+        ]);
         assert_eq!(
-            Value::Array(conditions),
+            conditions,
             json!([
                 {"field": r#"indexedData["display name"]"#, "operator": "eq", "value": "n 1"},
                 {"field": r#"data["a \" b"]"#, "operator": "exists", "value": true},

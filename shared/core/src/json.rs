@@ -241,15 +241,7 @@ fn kept_number(literal: &str) -> Option<Number> {
         };
     }
     let parsed: Number = serde_json::from_str(literal).ok()?;
-    same_decimal(literal, &parsed.to_string()).then_some(parsed)
-}
-
-/// Whether two number texts name the same decimal value.
-fn same_decimal(sent: &str, kept: &str) -> bool {
-    match (decimal(sent), decimal(kept)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
+    (decimal(&parsed.to_string()) == Some((negative, digits, exponent))).then_some(parsed)
 }
 
 #[cfg(test)]

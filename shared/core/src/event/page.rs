@@ -105,12 +105,6 @@ mod tests {
         serde_json::to_string(value).unwrap_or_else(|err| panic!("prints: {err}"))
     }
 
-    #[test]
-    fn a_page_event_without_data_prints_as_the_event() {
-        let event = event_with(None);
-        assert_eq!(printed(&with_data_text(&event)), printed(&event));
-    }
-
     proptest! {
         /// Printed from the stored text, any `data` reads byte for byte as
         /// the lookup, the query and the stream print the parsed event; and
