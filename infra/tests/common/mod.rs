@@ -85,8 +85,25 @@ impl Api {
     /// answered `failed` (the store was unavailable) are sent again, the
     /// rest never. For tests whose subject is reading, not a store that
     /// stalls: DynamoDB Local on two busy cores can pause for seconds.
+    /// Each event without a `messageId` is given one, as the contract asks
+    /// of a client that retries: a write that timed out may still land, and
+    /// sending a keyless event again would then store it twice.
     /// The cursors, in request order; panics on anything but stored.
     pub async fn store_all(&self, token: &str, events: &[Value]) -> Vec<String> {
+        let run = ulid::Ulid::new();
+        let events: Vec<Value> = events
+            .iter()
+            .enumerate()
+            .map(|(index, event)| {
+                let mut event = event.clone();
+                if let Some(fields) = event.as_object_mut() {
+                    fields
+                        .entry("messageId")
+                        .or_insert_with(|| Value::String(format!("store-all-{run}-{index}")));
+                }
+                event
+            })
+            .collect();
         let mut cursors: Vec<Option<String>> = vec![None; events.len()];
         for attempt in 0..10 {
             let pending: Vec<usize> = (0..events.len())
@@ -109,7 +126,8 @@ impl Api {
             let results = body["results"].as_array().expect("results");
             for (index, result) in pending.iter().zip(results) {
                 match result["status"].as_str() {
-                    Some("stored") => {
+                    // A duplicate is a retried write that had landed.
+                    Some("stored" | "duplicate") => {
                         cursors[*index] = result["cursor"].as_str().map(str::to_string)
                     }
                     Some("failed") => {}

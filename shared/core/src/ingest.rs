@@ -150,7 +150,8 @@ pub enum ItemResult {
     },
     /// The producer's fault; retrying the same event will fail again.
     Refused { error: ApiError },
-    /// The table could not take it in time; nothing was stored; retry it.
+    /// The table did not confirm it in time; retry it. A write cut off by a
+    /// timeout may still land, so only a retry with a `messageId` is safe.
     Failed { error: ApiError },
 }
 
