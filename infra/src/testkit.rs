@@ -37,6 +37,11 @@ pub struct EnvOptions {
     pub with_proxy: bool,
     pub write_deadline: Option<Duration>,
     pub configure: Option<fn(&mut Config)>,
+    /// A table without the deployment's stream. DynamoDB Local looks up
+    /// every stream it has ever had on each write, so a long run of tables
+    /// with streams slowed its writes until tests timed out; only a test
+    /// that starts the relay needs one.
+    pub without_stream: bool,
     /// A store to use instead of `AUDIT_TEST_DYNAMODB_ENDPOINT` or the
     /// embedded one (the benchmark's DynamoDB Local rows).
     pub endpoint: Option<String>,
@@ -75,7 +80,11 @@ impl TestEnv {
         let mut direct_config = config.clone();
         direct_config.dynamodb_endpoint = Some(endpoint.clone());
         let direct = audit_dynamo::client(&direct_config).await;
-        table::ensure_table(&direct, &table::definition(&table_name))
+        let mut definition = table::definition(&table_name);
+        if options.without_stream {
+            definition.stream_view_type = None;
+        }
+        table::ensure_table(&direct, &definition)
             .await
             .expect("table is created");
         let proxy = if options.with_proxy {

@@ -80,7 +80,7 @@ fn the_template_declares_the_table_the_code_creates() {
             })
             .unwrap_or_default(),
         billing_mode: text(&p["BillingMode"]),
-        stream_view_type: text(&p["StreamSpecification"]["StreamViewType"]),
+        stream_view_type: Some(text(&p["StreamSpecification"]["StreamViewType"])),
         ttl_attribute: text(&p["TimeToLiveSpecification"]["AttributeName"]),
     };
     let mut code = table::definition("");

@@ -33,7 +33,7 @@ fn counts(cursors: Vec<String>) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stored_event_arrives_exactly_once_and_nothing_else() {
-    let api = Api::start().await;
+    let api = Api::streaming(None).await;
     let subscriber = TestSubscriber::start(None).await;
     api.env
         .start_relay(vec![Subscriber::Http(subscriber.url.clone())])
@@ -149,7 +149,7 @@ async fn an_expiry_removed_by_ttl_is_not_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_failure_re_delivers_only_that_entry() {
-    let api = Api::start().await;
+    let api = Api::streaming(None).await;
     let subscriber = TestSubscriber::start(Some("flaky")).await;
     api.env
         .start_relay(vec![Subscriber::Http(subscriber.url.clone())])
@@ -193,7 +193,7 @@ async fn a_subscriber_failure_re_delivers_only_that_entry() {
 /// same JSON for an event, numbers and unicode included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_tail_query_and_stream_return_the_same_bytes() {
-    let api = Api::configured(|c| c.settle_horizon = Duration::from_millis(1)).await;
+    let api = Api::streaming(Some(|c| c.settle_horizon = Duration::from_millis(1))).await;
     let subscriber = TestSubscriber::start(None).await;
     api.env
         .start_relay(vec![Subscriber::Http(subscriber.url.clone())])
@@ -287,7 +287,7 @@ async fn lookup_tail_query_and_stream_return_the_same_bytes() {
 /// the relay backs off, keeps its position, and delivers once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_never_drops_a_record_while_a_subscriber_is_down() {
-    let api = Api::start().await;
+    let api = Api::streaming(None).await;
     let subscriber = TestSubscriber::start(None).await;
     subscriber
         .down
@@ -325,7 +325,7 @@ async fn the_relay_never_drops_a_record_while_a_subscriber_is_down() {
 /// that position before it returns: an event stored right after is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_takes_its_position_before_the_api_serves() {
-    let api = Api::start().await;
+    let api = Api::streaming(None).await;
     let token = api.token("acme");
     let (status, _) = json_of(
         api.post_json(&token, "/audit/events", &event("before"))

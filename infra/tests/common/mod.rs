@@ -15,15 +15,37 @@ pub struct Api {
 }
 
 impl Api {
+    /// An API over a fresh table without a stream (see
+    /// `EnvOptions::without_stream`); [`Api::streaming`] for the relay's tests.
     pub async fn start() -> Self {
-        Self::from_env(TestEnv::start().await).await
+        Self::from_env(
+            TestEnv::start_with(EnvOptions {
+                without_stream: true,
+                ..Default::default()
+            })
+            .await,
+        )
+        .await
     }
 
-    /// An API over a fresh table, with the configuration adjusted first.
+    /// An API over a fresh table with the configuration adjusted first.
     pub async fn configured(configure: fn(&mut Config)) -> Self {
         Self::from_env(
             TestEnv::start_with(EnvOptions {
                 configure: Some(configure),
+                without_stream: true,
+                ..Default::default()
+            })
+            .await,
+        )
+        .await
+    }
+
+    /// An API over a table with the deployment's stream, as the relay reads.
+    pub async fn streaming(configure: Option<fn(&mut Config)>) -> Self {
+        Self::from_env(
+            TestEnv::start_with(EnvOptions {
+                configure,
                 ..Default::default()
             })
             .await,
@@ -36,6 +58,7 @@ impl Api {
         let api = Self::from_env(
             TestEnv::start_with(EnvOptions {
                 with_proxy: true,
+                without_stream: true,
                 ..Default::default()
             })
             .await,
