@@ -391,6 +391,68 @@ async fn a_failed_self_audit_record_does_not_fail_the_read_unless_required() {
     }
 }
 
+/// The property items of a tenant's metadata, straight from the table.
+async fn property_names(api: &Api, tenant: &str) -> BTreeSet<String> {
+    let partition = format!("{}{tenant}", table::METADATA_PREFIX);
+    api.env
+        .all_items()
+        .await
+        .into_iter()
+        .filter(|item| {
+            item.get(table::PARTITION_KEY)
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|p| *p == partition)
+        })
+        .filter_map(|item| item.get("name").and_then(|v| v.as_s().ok()).cloned())
+        .collect()
+}
+
+/// A process's first read writes its record and the record's properties in
+/// one transaction. Cancelled (another process writing the same property
+/// at that moment), the record goes alone and its properties after it;
+/// refused, neither lands: metadata never lists a record that was not
+/// stored.
+#[tokio::test]
+async fn a_read_record_and_its_properties_land_together_or_not_at_all() {
+    // Only the property items hold the name in plain text (`data` is stored
+    // deflated), so only the transaction that carries them is cancelled.
+    let api = Api::with_faults(Faults {
+        conflict_transactions_containing: Some("data.queryString".into()),
+        ..Default::default()
+    })
+    .await;
+    let token = api.token("acme");
+    let (status, _) = json_of(api.get(&token, "/audit?limit=1").await).await;
+    assert_eq!(status, 200);
+    let records = stored_events(&api, "acme").await;
+    assert_eq!(
+        records
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        vec!["audit.list"]
+    );
+    assert!(
+        property_names(&api, "acme")
+            .await
+            .contains("data.queryString"),
+        "the properties follow the record when the transaction is cancelled"
+    );
+
+    // The record's message is in plain text in the record alone: a store
+    // that refuses it keeps the properties out too.
+    let api = Api::with_faults(Faults {
+        refuse_writes_containing: Some("GET /audit".into()),
+        ..Default::default()
+    })
+    .await;
+    let token = api.token("acme");
+    let (status, _) = json_of(api.get(&token, "/audit?limit=1").await).await;
+    assert_eq!(status, 200, "the read answers although its record failed");
+    assert!(stored_events(&api, "acme").await.is_empty());
+    assert_eq!(property_names(&api, "acme").await, BTreeSet::new());
+}
+
 #[tokio::test]
 async fn retention_is_per_tenant_bounded_admin_only_and_audited() {
     let api = api().await;

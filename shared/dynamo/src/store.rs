@@ -18,6 +18,9 @@ use crate::items::{event_to_item, item_to_event, item_to_page_event, Item};
 use crate::retry::{classify, RetryPolicy};
 use crate::table::{PARTITION_KEY, SETTINGS_PREFIX, SETTINGS_SORT_KEY, SORT_KEY};
 
+/// Connections opened in init (`DynamoStore::warm`).
+const WARM_CONNECTIONS: usize = 3;
+
 fn event_key(tenant: &str, cursor: &str) -> Item {
     HashMap::from([
         (
@@ -75,16 +78,17 @@ impl DynamoStore {
     /// first request then connects as it would have.
     pub async fn warm(&self) {
         let started = std::time::Instant::now();
-        // Two at once, so the pool holds two connections: every read
-        // writes its self-audit record while it reads, and ingest its
-        // sealing mark while it writes.
-        let (first, second) = futures::join!(
-            self.get_item(WARM_PARTITION, WARM_PARTITION, false),
-            self.get_item(WARM_PARTITION, WARM_PARTITION, false)
-        );
+        // Three at once, so the pool holds three connections: a process's
+        // first read makes three calls at once (the read, its self-audit
+        // record, the tenant's sealing mark), as ingest does with its keyed
+        // events, its other events and its mark.
+        let warmed = futures::future::join_all(
+            (0..WARM_CONNECTIONS).map(|_| self.get_item(WARM_PARTITION, WARM_PARTITION, false)),
+        )
+        .await;
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
-            ok = first.is_ok() && second.is_ok(),
+            ok = warmed.iter().all(Result::is_ok),
             "connections to the table warmed"
         );
     }
@@ -138,6 +142,27 @@ impl EventStore for DynamoStore {
             }
             Err(err) => Err(err),
         }
+    }
+
+    async fn put_event_with_properties(
+        &self,
+        event: &Event,
+        sightings: &[(String, ObservedProperty)],
+        deadline: Instant,
+    ) -> Result<bool, StoreError> {
+        if self
+            .transact_event_with_properties(event, sightings, deadline)
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        // No write starts after the deadline (the settle horizon counts on it).
+        if Instant::now() >= deadline {
+            return Err(StoreError::Unavailable("the write deadline passed".into()));
+        }
+        self.put_event(event, deadline).await?;
+        Ok(sightings.is_empty() || self.put_properties(sightings).await.is_ok())
     }
 
     async fn put_events_once(
