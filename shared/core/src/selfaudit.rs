@@ -172,29 +172,20 @@ impl<S: EventStore> SelfAuditor<S> {
             indexed_data: None,
             may_have_more_data: None,
         };
-        // The API's own records are queryable like any event: metadata lists
-        // their properties (first sighting per process only), written with
-        // the record in one call, so a process's first read waits for one
-        // write, not two in series.
-        let sightings = self.seen.first_sightings(std::iter::once(&event), true);
         // Marked alongside the write, so a record is never left unsealed.
         let (_, written) = futures::join!(
             self.marks.before_write(&*self.store, &caller.tenant),
-            self.store.put_event_with_properties(
-                &event,
-                &sightings,
-                std::time::Instant::now() + self.write_deadline
-            )
+            self.store
+                .put_event(&event, std::time::Instant::now() + self.write_deadline)
         );
-        match written {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!("self-audit metadata not recorded; a later record will retry");
+        written?;
+        // The API's own records are queryable like any event: metadata lists
+        // their properties (first sighting per process only).
+        let sightings = self.seen.first_sightings(std::iter::once(&event), true);
+        if !sightings.is_empty() {
+            if let Err(err) = self.store.put_properties(&sightings).await {
+                tracing::warn!(error = %err, "self-audit metadata not recorded; a later record will retry");
                 self.seen.forget(&sightings);
-            }
-            Err(err) => {
-                self.seen.forget(&sightings);
-                return Err(err);
             }
         }
         Ok(())

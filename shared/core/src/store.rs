@@ -84,21 +84,6 @@ pub trait EventStore: Send + Sync {
     async fn put_settings(&self, tenant: &str, settings: &TenantSettings)
         -> Result<(), StoreError>;
 
-    /// Writes a new event and the first sightings of its properties, in one
-    /// transaction where the store can: one round trip instead of two, and
-    /// metadata never lists a property of an event that was not stored.
-    /// `Err` when the event was not confirmed; `Ok(false)` when it was but
-    /// its sightings were not (a later sighting retries them).
-    async fn put_event_with_properties(
-        &self,
-        event: &Event,
-        sightings: &[(String, ObservedProperty)],
-        deadline: Instant,
-    ) -> Result<bool, StoreError> {
-        self.put_event(event, deadline).await?;
-        Ok(sightings.is_empty() || self.put_properties(sightings).await.is_ok())
-    }
-
     /// Records observed properties (idempotent).
     async fn put_properties(
         &self,

@@ -144,27 +144,6 @@ impl EventStore for DynamoStore {
         }
     }
 
-    async fn put_event_with_properties(
-        &self,
-        event: &Event,
-        sightings: &[(String, ObservedProperty)],
-        deadline: Instant,
-    ) -> Result<bool, StoreError> {
-        if self
-            .transact_event_with_properties(event, sightings, deadline)
-            .await?
-            .is_some()
-        {
-            return Ok(true);
-        }
-        // No write starts after the deadline (the settle horizon counts on it).
-        if Instant::now() >= deadline {
-            return Err(StoreError::Unavailable("the write deadline passed".into()));
-        }
-        self.put_event(event, deadline).await?;
-        Ok(sightings.is_empty() || self.put_properties(sightings).await.is_ok())
-    }
-
     async fn put_events_once(
         &self,
         events: &[(Event, String)],
