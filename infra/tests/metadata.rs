@@ -22,18 +22,25 @@ async fn api() -> Api {
     Api::configured(no_retention_cache).await
 }
 
-/// The tenant's events straight from the table, oldest first.
-async fn stored_events(api: &Api, tenant: &str) -> Vec<Event> {
-    let mut events: Vec<Event> = api
-        .env
+/// The items of one partition, straight from the table.
+async fn items_in_partition(api: &Api, partition: &str) -> Vec<audit_dynamo::Item> {
+    api.env
         .all_items()
         .await
         .into_iter()
         .filter(|item| {
             item.get(table::PARTITION_KEY)
                 .and_then(|v| v.as_s().ok())
-                .is_some_and(|t| t == tenant)
+                .is_some_and(|p| p == partition)
         })
+        .collect()
+}
+
+/// The tenant's events straight from the table, oldest first.
+async fn stored_events(api: &Api, tenant: &str) -> Vec<Event> {
+    let mut events: Vec<Event> = items_in_partition(api, tenant)
+        .await
+        .into_iter()
         .map(|item| item_to_event(item).unwrap())
         .collect();
     events.sort_by(|a, b| a.cursor.cmp(&b.cursor));
@@ -391,18 +398,11 @@ async fn a_failed_self_audit_record_does_not_fail_the_read_unless_required() {
     }
 }
 
-/// The property items of a tenant's metadata, straight from the table.
+/// The property names of a tenant's metadata, straight from the table.
 async fn property_names(api: &Api, tenant: &str) -> BTreeSet<String> {
-    let partition = format!("{}{tenant}", table::METADATA_PREFIX);
-    api.env
-        .all_items()
+    items_in_partition(api, &format!("{}{tenant}", table::METADATA_PREFIX))
         .await
         .into_iter()
-        .filter(|item| {
-            item.get(table::PARTITION_KEY)
-                .and_then(|v| v.as_s().ok())
-                .is_some_and(|p| *p == partition)
-        })
         .filter_map(|item| item.get("name").and_then(|v| v.as_s().ok()).cloned())
         .collect()
 }

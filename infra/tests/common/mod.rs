@@ -18,54 +18,46 @@ impl Api {
     /// An API over a fresh table without a stream (see
     /// `EnvOptions::without_stream`); [`Api::streaming`] for the relay's tests.
     pub async fn start() -> Self {
-        Self::from_env(
-            TestEnv::start_with(EnvOptions {
-                without_stream: true,
-                ..Default::default()
-            })
-            .await,
-        )
+        Self::over(EnvOptions {
+            without_stream: true,
+            ..Default::default()
+        })
         .await
     }
 
     /// An API over a fresh table with the configuration adjusted first.
     pub async fn configured(configure: fn(&mut Config)) -> Self {
-        Self::from_env(
-            TestEnv::start_with(EnvOptions {
-                configure: Some(configure),
-                without_stream: true,
-                ..Default::default()
-            })
-            .await,
-        )
+        Self::over(EnvOptions {
+            configure: Some(configure),
+            without_stream: true,
+            ..Default::default()
+        })
         .await
     }
 
     /// An API over a table with the deployment's stream, as the relay reads.
     pub async fn streaming(configure: Option<fn(&mut Config)>) -> Self {
-        Self::from_env(
-            TestEnv::start_with(EnvOptions {
-                configure,
-                ..Default::default()
-            })
-            .await,
-        )
+        Self::over(EnvOptions {
+            configure,
+            ..Default::default()
+        })
         .await
     }
 
     /// An API whose store sits behind the fault proxy, with `faults` set.
     pub async fn with_faults(faults: Faults) -> Self {
-        let api = Self::from_env(
-            TestEnv::start_with(EnvOptions {
-                with_proxy: true,
-                without_stream: true,
-                ..Default::default()
-            })
-            .await,
-        )
+        let api = Self::over(EnvOptions {
+            with_proxy: true,
+            without_stream: true,
+            ..Default::default()
+        })
         .await;
         api.proxy().set(faults);
         api
+    }
+
+    async fn over(options: EnvOptions) -> Self {
+        Self::from_env(TestEnv::start_with(options).await).await
     }
 
     /// The fault proxy of an API made by [`Api::with_faults`].
