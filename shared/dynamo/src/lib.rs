@@ -4,6 +4,7 @@
 
 mod batch;
 pub mod client;
+mod item_reader;
 pub mod items;
 mod keyed;
 mod log;
