@@ -214,6 +214,18 @@ pub async fn run_binary_in(
     events: Vec<Value>,
     share: CpuShare<'_>,
 ) -> Result<Vec<Invocation>, String> {
+    run_binary_paced(binary, env, events, share, Duration::ZERO).await
+}
+
+/// As [`run_binary_in`], idle for `pause` after each answer before the next
+/// event, as a function is between requests that do not arrive back to back.
+pub async fn run_binary_paced(
+    binary: &Path,
+    env: HashMap<String, String>,
+    events: Vec<Value>,
+    share: CpuShare<'_>,
+    pause: Duration,
+) -> Result<Vec<Invocation>, String> {
     let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
     let mut env = env;
     env.insert("AWS_LAMBDA_RUNTIME_API".into(), api.address.clone());
@@ -257,7 +269,10 @@ pub async fn run_binary_in(
     }
     let mut results = Vec::new();
     let mut peak = 0;
-    for event in events {
+    for (i, event) in events.into_iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(pause).await;
+        }
         let cpu_before = cpu_time(pid);
         api.queue(event);
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -168,6 +168,14 @@ pub async fn memory() -> Result<Section, BenchError> {
 /// Lambda's CPU share at 128 MB: 128/1769 of a core.
 pub(super) const SHARE_128MB_PER_100K: u64 = 100_000 * 128 / 1769;
 
+/// Idle time between invocations under the share: one period of the
+/// cgroup's CPU quota and a margin, so each request starts with the whole
+/// quota, as a function does whose requests do not arrive back to back.
+/// Back to back, a request of a few ms was throttled or not by where the
+/// previous one left the period: the same build measured a query page at
+/// 0.85× and at 1.86× the raw calls in two runs (2026-11-28).
+pub(super) const PAUSE: std::time::Duration = std::time::Duration::from_millis(120);
+
 /// A cgroup limiting its members to the 128 MB CPU share, or why there is none.
 pub(super) fn cpu_share_cgroup() -> Result<std::path::PathBuf, String> {
     let v1 = std::path::Path::new("/sys/fs/cgroup/cpu/audit-bench-128mb");
@@ -281,8 +289,9 @@ pub async fn first_request() -> Result<Section, BenchError> {
             "**not met**"
         }
     };
+    let pause_ms = PAUSE.as_millis();
     let body = format!(
-        "Each release binary started {STARTS} times against the Runtime API stand-in, under {share_note}, with its table behind a local TLS terminator (`infra/src/tls.rs`; a throwaway CA trusted through `SSL_CERT_FILE`), so the first request pays a TLS handshake as it does against DynamoDB on AWS. Each start serves the same `events/` request four times: the first after the cold start, then three warm ones. Medians in ms; `WARM_IN_INIT=true` (the default) opens three connections during init with three concurrent reads of a key no item has (`DynamoStore::warm`): a process's first read makes three calls at once (the read, its self-audit record, the tenant's sealing mark).\n\nThe quota applies either to the requests only, as on Lambda, which runs init with a full CPU burst (the binary is moved into the cgroup at its first `GET /next`), or from exec, so that init is throttled too and can spend the period's quota the first request then waits for. The embedded store serialises every call behind one lock; DynamoDB Local (a JVM on the same two cores) serves a request's concurrent calls concurrently, as DynamoDB does.{local_note}\n\n| store | quota on | binary | warmed in init | init | first request | warm request | first ÷ warm |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n\n**Against the target** (first request ≤ 2× a warm one under the share, warmed; worst of list, cursor and ingest): with the quota on requests, as Lambda applies it, {lambda_worst:.2}× on the embedded store ({}) and {local_worst:.2}× on DynamoDB Local ({}); {throttled_init_worst:.2}× on the embedded store with init throttled too. Region and credentials providers are named explicitly on Lambda (`shared/dynamo/src/client.rs`), so the default chains never probe profile files or IMDS; locally those probes find the environment variables first, so their cost does not show here and is not separately measured.\n\n**What a first request does that a warm one does not** (traced with `strace` on 2026-11-27). Beside the read itself, each process's first read for a tenant reads the tenant's retention (cached for `RETENTION_CACHE_SECONDS`), then writes its self-audit record with the tenant's sealing mark beside it (once per `SEAL_INTERVAL_SECONDS`), then writes the first sightings of the record's properties (about 18 property items in one `BatchWriteItem`, once per process): three calls in series where a warm read makes one. The sightings stay after the record because metadata lists only properties of stored events (README); the retention sets the record's `expiresAt`, so it comes first. Tried and not kept: writing the sightings beside the record (no better on the embedded store, which serialises the calls anyway, and it would list a failed record's properties); warming the put and query paths in init (no change in the ratio); and, on 2026-11-28, the record and its sightings in one `TransactWriteItems` (all or nothing, one round trip instead of two). In two runs of this section one after the other, the transaction made DynamoDB Local's first request longer (list 94.6 ms against 56.7 ms, cursor 51.7 ms against 36.9 ms; first ÷ warm 5.38 and 6.63 against 4.70 and 4.05) and the embedded store's no shorter (list 7.6 against 8.1 ms, cursor 6.7 against 6.8 ms), so the record and its sightings stay two writes. Init opens three connections since 2026-11-28, for the three calls a first read makes at once; with two (the 2026-11-27 run) DynamoDB Local gave list 4.30 and cursor 4.40, a difference within the runs' spread.\n",
+        "Each release binary started {STARTS} times against the Runtime API stand-in, under {share_note}, with its table behind a local TLS terminator (`infra/src/tls.rs`; a throwaway CA trusted through `SSL_CERT_FILE`), so the first request pays a TLS handshake as it does against DynamoDB on AWS. Each start serves the same `events/` request four times: the first after the cold start, then three warm ones, idle {pause_ms} ms after each answer (one period of the quota and a margin, so every request starts with the whole quota, as one does whose requests do not arrive back to back; before 2026-11-28 they came back to back). Medians in ms; `WARM_IN_INIT=true` (the default) opens three connections during init with three concurrent reads of a key no item has (`DynamoStore::warm`): a process's first read makes three calls at once (the read, its self-audit record, the tenant's sealing mark).\n\nThe quota applies either to the requests only, as on Lambda, which runs init with a full CPU burst (the binary is moved into the cgroup at its first `GET /next`), or from exec, so that init is throttled too and can spend the period's quota the first request then waits for. The embedded store serialises every call behind one lock; DynamoDB Local (a JVM on the same two cores) serves a request's concurrent calls concurrently, as DynamoDB does.{local_note}\n\n| store | quota on | binary | warmed in init | init | first request | warm request | first ÷ warm |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n\n**Against the target** (first request ≤ 2× a warm one under the share, warmed; worst of list, cursor and ingest): with the quota on requests, as Lambda applies it, {lambda_worst:.2}× on the embedded store ({}) and {local_worst:.2}× on DynamoDB Local ({}); {throttled_init_worst:.2}× on the embedded store with init throttled too. Region and credentials providers are named explicitly on Lambda (`shared/dynamo/src/client.rs`), so the default chains never probe profile files or IMDS; locally those probes find the environment variables first, so their cost does not show here and is not separately measured.\n\n**What a first request does that a warm one does not** (traced with `strace` on 2026-11-27). Beside the read itself, each process's first read for a tenant reads the tenant's retention (cached for `RETENTION_CACHE_SECONDS`), then writes its self-audit record with the tenant's sealing mark beside it (once per `SEAL_INTERVAL_SECONDS`), then writes the first sightings of the record's properties (about 18 property items in one `BatchWriteItem`, once per process): three calls in series where a warm read makes one. The sightings stay after the record because metadata lists only properties of stored events (README); the retention sets the record's `expiresAt`, so it comes first. Tried and not kept: writing the sightings beside the record (no better on the embedded store, which serialises the calls anyway, and it would list a failed record's properties); warming the put and query paths in init (no change in the ratio); and, on 2026-11-28, the record and its sightings in one `TransactWriteItems` (all or nothing, one round trip instead of two). In two runs of this section one after the other, the transaction made DynamoDB Local's first request longer (list 94.6 ms against 56.7 ms, cursor 51.7 ms against 36.9 ms; first ÷ warm 5.38 and 6.63 against 4.70 and 4.05) and the embedded store's no shorter (list 7.6 against 8.1 ms, cursor 6.7 against 6.8 ms), so the record and its sightings stay two writes. Init opens three connections since 2026-11-28, for the three calls a first read makes at once; with two (the 2026-11-27 run) DynamoDB Local gave list 4.30 and cursor 4.40, a difference within the runs' spread.\n",
         rows.join("\n"),
         verdict(lambda_worst),
         verdict(local_worst),
@@ -314,7 +323,7 @@ async fn first_request_rows(
     rows: &mut Vec<String>,
     verdicts: &mut Vec<(&'static str, bool, f64)>,
 ) -> Result<(), BenchError> {
-    use crate::runtime_api::{lambda_environment, run_binary_in, CpuShare};
+    use crate::runtime_api::{lambda_environment, run_binary_paced, CpuShare};
     let dir = std::env::temp_dir().join(format!("audit-bench-tls-{}", std::process::id()));
     let tls = crate::tls::TlsTerminator::start(store.upstream, &dir).await?;
     let cases = [
@@ -349,11 +358,12 @@ async fn first_request_rows(
             };
             let (mut inits, mut firsts, mut warms) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..STARTS {
-                let runs = run_binary_in(
+                let runs = run_binary_paced(
                     &release_binary(name),
                     lambda_environment("", name, &deployment),
                     vec![event.clone(); 4],
                     share,
+                    PAUSE,
                 )
                 .await?;
                 if let Some(bad) = runs.iter().find(|r| r.status != 200) {

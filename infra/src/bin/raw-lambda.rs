@@ -8,10 +8,12 @@
 //! "limit"}` (the `byUserId` index `Query`, then `BatchGetItem` of its keys,
 //! 100 per call), `{"call": "get-item", "tenant", "cursor"}`. With
 //! `"selfAudit": true` a conditional `PutItem` of a record the size of a
-//! self-audit record runs beside the read, as every read handler writes
+//! self-audit record, with its index keys, runs beside the read, as every read handler writes
 //! one while it reads. The answer is `{"count": <items returned>}`.
 
 use audit_core::config::Config;
+use audit_core::pivot::{pivot_key, PIVOT_INDEXES};
+use audit_core::selfaudit::SELF_AUDIT_SERVICE;
 use audit_dynamo::table;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_sdk_dynamodb::Client;
@@ -39,20 +41,26 @@ async fn call(client: &Client, table_name: &str, payload: &Value) -> Result<usiz
 }
 
 /// A put like the self-audit record's: a fresh cursor in the tenant's
-/// partition, ~400 bytes, refused should the key exist.
+/// partition, ~400 bytes, refused should the key exist, and carrying the
+/// pivot index keys a read's record carries (`serviceName`, `eventType`,
+/// `userId` of the token's subject), so DynamoDB writes as many index
+/// entries for it as for the handler's record.
 async fn put(client: &Client, table_name: &str, payload: &Value) -> Result<(), Error> {
     let tenant = text(payload, "tenant")?;
     let cursor = ulid::Ulid::new().to_string();
     let data = "{\"path\":\"/audit/events/01JDQ8Z7W3P9X4K2M5N6B7C8D9\",\"method\":\"GET\",\"userAgent\":\"curl/8.5.0\",\"sourceIp\":\"203.0.113.7\",\"subject\":\"bench\"}";
-    client
+    let fields = [
+        ("serviceName", SELF_AUDIT_SERVICE),
+        ("eventType", "audit.list"),
+        ("userId", "bench"),
+    ];
+    let mut put = client
         .put_item()
         .table_name(table_name)
         .item(table::PARTITION_KEY, AttributeValue::S(tenant.into()))
         .item(table::SORT_KEY, AttributeValue::S(cursor.clone()))
         .item("cursor", AttributeValue::S(cursor))
         .item("accountId", AttributeValue::S(tenant.into()))
-        .item("serviceName", AttributeValue::S("audit".into()))
-        .item("eventType", AttributeValue::S("audit.events.read".into()))
         .item(
             "timestamp",
             AttributeValue::S("2026-11-27T10:00:00.000Z".into()),
@@ -61,8 +69,18 @@ async fn put(client: &Client, table_name: &str, payload: &Value) -> Result<(), E
             "expiresAt",
             AttributeValue::S("2027-02-25T10:00:00.000Z".into()),
         )
-        .item("data", AttributeValue::S(data.into()))
-        .condition_expression("attribute_not_exists(#sk)")
+        .item(table::TTL_ATTRIBUTE, AttributeValue::N("1803549600".into()))
+        .item("data", AttributeValue::S(data.into()));
+    for (field, value) in fields {
+        put = put.item(field, AttributeValue::S(value.into()));
+        if let Some(index) = PIVOT_INDEXES.iter().find(|i| i.field == field) {
+            put = put.item(
+                index.key_attribute,
+                AttributeValue::S(pivot_key(tenant, value)),
+            );
+        }
+    }
+    put.condition_expression("attribute_not_exists(#sk)")
         .expression_attribute_names("#sk", table::SORT_KEY)
         .send()
         .await?;
