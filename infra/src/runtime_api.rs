@@ -270,10 +270,13 @@ pub async fn run_binary_paced(
     let mut results = Vec::new();
     let mut peak = 0;
     for (i, event) in events.into_iter().enumerate() {
+        // Read before the pause: what the process spends after an answer
+        // (dropping the response, asking for the next event) counts for
+        // the next invocation, as it did back to back.
+        let cpu_before = cpu_time(pid);
         if i > 0 {
             tokio::time::sleep(pause).await;
         }
-        let cpu_before = cpu_time(pid);
         api.queue(event);
         let deadline = Instant::now() + Duration::from_secs(60);
         let answer = loop {
