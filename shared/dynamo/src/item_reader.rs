@@ -13,13 +13,12 @@
 //! Items whose `data` is not binary (written before it was deflated) are
 //! read by serde_dynamo instead.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::de::value::{MapDeserializer, SeqDeserializer};
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
-
-use crate::items::Item;
 
 #[derive(Debug)]
 pub struct Error(String);
@@ -38,8 +37,9 @@ impl de::Error for Error {
     }
 }
 
-/// `T` read from the item's attributes.
-pub fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, Error> {
+/// `T` read from the item's attributes. (The item type is spelled out, not
+/// `items::Item`, so that `items` can use this module without a cycle.)
+pub fn from_item<T: DeserializeOwned>(item: HashMap<String, AttributeValue>) -> Result<T, Error> {
     T::deserialize(Attribute(AttributeValue::M(item)))
 }
 
