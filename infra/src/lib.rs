@@ -8,6 +8,7 @@ pub mod devauth;
 pub mod embedded;
 pub mod gateway;
 pub mod proxy;
+pub mod raw;
 pub mod relay;
 pub mod runtime_api;
 pub mod testkit;

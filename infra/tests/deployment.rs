@@ -191,6 +191,8 @@ fn policies_are_least_privilege() {
             &[
                 "dynamodb:Query",
                 "dynamodb:GetItem",
+                // Pivot queries read the events their postings name by key.
+                "dynamodb:BatchGetItem",
                 "dynamodb:PutItem",
                 "secretsmanager:GetSecretValue",
             ][..],
@@ -617,6 +619,17 @@ fn the_stream_filter_passes_only_event_inserts() {
         "the idempotency marker's insert is filtered out"
     );
     assert!(passes(&files["dynamodb-stream-insert.json"]["Records"][0]));
+    // A metadata item has `serviceName`, a posting neither field: neither
+    // is an event.
+    let insert_of = |image: Value| json!({"eventName": "INSERT", "dynamodb": {"NewImage": image}});
+    assert!(!passes(&insert_of(json!({
+        "accountId": {"S": "meta#acme"}, "cursor": {"S": "[\"idp\",\"user.login\",\"mfa\",\"boolean\"]"},
+        "serviceName": {"S": "idp"}, "eventType": {"S": "user.login"}, "name": {"S": "mfa"}, "type": {"S": "boolean"}
+    }))));
+    assert!(!passes(&insert_of(json!({
+        "accountId": {"S": "acme#s#idp"}, "cursor": {"S": "01JDQ7A0000000000000000001"},
+        "cursors": {"B": "AAAA"}, "ttl": {"N": "1802340000"}
+    }))));
     assert!(
         !passes(&files["dynamodb-stream-ttl-remove.json"]["Records"][0]),
         "TTL removals are filtered out"

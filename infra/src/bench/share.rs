@@ -129,8 +129,8 @@ pub async fn handler_cpu(events: usize) -> Result<Section, BenchError> {
                 tenant,
                 HashMap::new(),
             ),
-            json!({"call": "index-page", "tenant": tenant, "key": audit_core::pivot::pivot_key(tenant, "user-042"), "limit": 1000, "selfAudit": true}),
-            "index `Query` + `BatchGetItem` (100 per call) + self-audit `PutItem`",
+            json!({"call": "index-page", "tenant": tenant, "key": audit_core::pivot::pivot_key(tenant, &audit_core::pivot::PIVOT_INDEXES[0], "user-042"), "limit": 1000, "selfAudit": true}),
+            "postings `Query` + `BatchGetItem` (100 per call) + self-audit `PutItem`",
         ),
         (
             "lookup (`GET /audit/events/{cursor}`)",

@@ -5,17 +5,16 @@
 //!
 //! Payloads: `{"call": "tail-page", "tenant", "from", "limit"}` (one `Query`
 //! of the tenant's partition), `{"call": "index-page", "tenant", "key",
-//! "limit"}` (the `byUserId` index `Query`, then `BatchGetItem` of its keys,
-//! 100 per call), `{"call": "get-item", "tenant", "cursor"}`. With
+//! "limit"}` (the `Query` of a pivot value's postings, then `BatchGetItem`
+//! of their cursors, 100 per call), `{"call": "get-item", "tenant", "cursor"}`. With
 //! `"selfAudit": true` a conditional `PutItem` of a record the size of a
 //! self-audit record, with its index keys, runs beside the read, as every read handler writes
 //! one while it reads. The answer is `{"count": <items returned>}`.
 
 use audit_core::config::Config;
-use audit_core::pivot::{pivot_key, PIVOT_INDEXES};
 use audit_core::selfaudit::SELF_AUDIT_SERVICE;
 use audit_dynamo::table;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use lambda_http::lambda_runtime::{self, service_fn, LambdaEvent};
 use serde_json::{json, Value};
@@ -73,12 +72,6 @@ async fn put(client: &Client, table_name: &str, payload: &Value) -> Result<(), E
         .item("data", AttributeValue::S(data.into()));
     for (field, value) in fields {
         put = put.item(field, AttributeValue::S(value.into()));
-        if let Some(index) = PIVOT_INDEXES.iter().find(|i| i.field == field) {
-            put = put.item(
-                index.key_attribute,
-                AttributeValue::S(pivot_key(tenant, value)),
-            );
-        }
     }
     put.condition_expression("attribute_not_exists(#sk)")
         .expression_attribute_names("#sk", table::SORT_KEY)
@@ -112,45 +105,14 @@ async fn read(client: &Client, table_name: &str, payload: &Value) -> Result<usiz
                 .await?;
             Ok(out.items().len())
         }
-        "index-page" => {
-            let out = client
-                .query()
-                .table_name(table_name)
-                .index_name("byUserId")
-                .key_condition_expression("#pk = :k")
-                .expression_attribute_names("#pk", "gsiUserId")
-                .expression_attribute_values(":k", AttributeValue::S(text(payload, "key")?.into()))
-                .scan_index_forward(false)
-                .limit(limit)
-                .send()
-                .await?;
-            let keys: Vec<_> = out
-                .items()
-                .iter()
-                .map(|entry| {
-                    [table::PARTITION_KEY, table::SORT_KEY]
-                        .iter()
-                        .filter_map(|k| entry.get(*k).map(|v| (k.to_string(), v.clone())))
-                        .collect()
-                })
-                .collect();
-            let mut count = 0;
-            for chunk in keys.chunks(100) {
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(chunk.to_vec()))
-                    .build()?;
-                let got = client
-                    .batch_get_item()
-                    .request_items(table_name, request)
-                    .send()
-                    .await?;
-                count += got
-                    .responses
-                    .and_then(|mut r| r.remove(table_name))
-                    .map_or(0, |items| items.len());
-            }
-            Ok(count)
-        }
+        "index-page" => Ok(audit_infra::raw::postings_page(
+            client,
+            table_name,
+            tenant,
+            text(payload, "key")?,
+            limit.max(1) as usize,
+        )
+        .await?),
         "get-item" => {
             let out = client
                 .get_item()

@@ -19,10 +19,10 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
 /// Longest accepted string field (ids, names, emails, messages have their own cap).
 const MAX_FIELD_CHARS: usize = 1024;
 const MAX_MESSAGE_CHARS: usize = 8192;
-/// Longest `userId` / `traceId`: they are pivot index keys, `<tenant>#<value>`
+/// Longest `userId` / `traceId`: they key pivot postings, `<tenant>#<tag>#<value>`
 /// of at most 2048 bytes. A tenant takes at most 128 bytes and a character at
 /// most 4, so any value of this many characters fits every tenant's key.
-pub const MAX_PIVOT_CHARS: usize = (MAX_PARTITION_KEY_BYTES - 128 - 1) / 4;
+pub const MAX_PIVOT_CHARS: usize = (MAX_PARTITION_KEY_BYTES - 128 - 3) / 4;
 /// Longest idempotency key: it becomes part of a DynamoDB key.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 256;
 

@@ -234,7 +234,10 @@ impl<S: EventStore> TrailReader<S> {
             // (ingest refuses it), and DynamoDB would refuse the read.
             plan.values
                 .iter()
-                .filter(|v| pivot_key(tenant, v).len() <= MAX_PARTITION_KEY_BYTES)
+                .filter(|v| {
+                    plan.index
+                        .is_some_and(|i| pivot_key(tenant, i, v).len() <= MAX_PARTITION_KEY_BYTES)
+                })
                 .cloned()
                 .map(Some)
                 .collect()

@@ -8,10 +8,10 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::event::{Event, PageEvent};
 use crate::metadata::ObservedProperty;
-use crate::pivot::PivotIndex;
+use crate::pivot::{PivotIndex, Posting};
 
-/// One `Query` over a cursor range of a tenant's events, on the base table
-/// or on a pivot index.
+/// One read over a cursor range of a tenant's events: of its partition, or
+/// of one pivot value (its postings, then its events not yet posted).
 #[derive(Debug, Clone)]
 pub struct RangeRead {
     pub tenant: String,
@@ -35,9 +35,10 @@ pub struct RangePage {
     pub last_cursor: Option<String>,
     /// DynamoDB has more items in the range.
     pub more: bool,
-    /// Items the range itself held (index entries on a pivot index).
+    /// Items the range itself held (on a pivot: the cursors its postings
+    /// listed, and the events of the not-yet-posted tail it scanned).
     pub items_read: usize,
-    /// Events read by key after an index gave their keys only.
+    /// Events read by key after postings gave their cursors.
     pub items_fetched: usize,
     pub read_units: f64,
 }
@@ -100,6 +101,20 @@ pub trait EventStore: Send + Sync {
 
     /// One event of one tenant, expired or not.
     async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError>;
+
+    /// The last cursor whose pivot postings are all written (`None`: none
+    /// yet). It only grows, so an older answer is still true: it only
+    /// leaves more of the tail to scan.
+    async fn posted_through(&self, tenant: &str) -> Result<Option<String>, StoreError>;
+
+    /// Writes one run's postings, then moves the tenant's posted-through
+    /// mark to `through`. Writing the same run again is harmless.
+    async fn put_postings(
+        &self,
+        tenant: &str,
+        postings: &[Posting],
+        through: &str,
+    ) -> Result<(), StoreError>;
 
     /// Puts the tenant in the sealing queue: it may have events written
     /// until `until_ms` (epoch ms). A later mark never moves it back.

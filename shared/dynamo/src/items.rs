@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use audit_core::error::StoreError;
 use audit_core::event::{Event, PageEvent};
 use audit_core::metadata::ObservedProperty;
-use audit_core::pivot::{pivot_key, PIVOT_INDEXES};
 use audit_core::store::IdempotentPut;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
@@ -35,8 +34,8 @@ fn insert_ttl(item: &mut Item, expires_at: &str) {
     }
 }
 
-/// The stored item of an event: its fields, the TTL number and the keys of
-/// the pivot indexes.
+/// The stored item of an event: its fields and the TTL number (no index
+/// keys: pivot postings are written by the sealer).
 pub fn event_to_item(event: &Event) -> Result<Item, StoreError> {
     let mut item: Item =
         serde_dynamo::to_item(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -47,12 +46,6 @@ pub fn event_to_item(event: &Event) -> Result<Item, StoreError> {
         );
     }
     insert_ttl(&mut item, &event.expires_at);
-    for index in PIVOT_INDEXES {
-        if let Some(AttributeValue::S(value)) = item.get(index.field) {
-            let key = pivot_key(&event.account_id, value);
-            item.insert(index.key_attribute.into(), AttributeValue::S(key));
-        }
-    }
     Ok(item)
 }
 

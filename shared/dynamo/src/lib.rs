@@ -8,6 +8,7 @@ mod item_reader;
 pub mod items;
 mod keyed;
 mod log;
+mod postings;
 mod properties;
 pub mod retry;
 pub mod store;

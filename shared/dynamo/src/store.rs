@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use audit_core::error::StoreError;
 use audit_core::event::{Event, PageEvent};
 use audit_core::metadata::ObservedProperty;
-use audit_core::pivot::pivot_key;
+use audit_core::pivot::Posting;
 use audit_core::store::{EventStore, IdempotentPut, RangePage, RangeRead, TenantSettings};
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, PutRequest, ReturnConsumedCapacity, WriteRequest,
@@ -42,6 +42,10 @@ pub struct DynamoStore {
     /// Write units the integrity log's writes consumed, in thousandths (as
     /// DynamoDB reports them): what a sealing run costs.
     pub(crate) log_write_milliunits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Write units the pivot postings' writes consumed, in thousandths.
+    pub(crate) posting_write_milliunits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The tenants' posted-through marks as last read.
+    pub(crate) posted_marks: std::sync::Arc<crate::postings::PostedMarks>,
 }
 
 impl DynamoStore {
@@ -50,7 +54,23 @@ impl DynamoStore {
             client,
             table: table.into(),
             log_write_milliunits: Default::default(),
+            posting_write_milliunits: Default::default(),
+            posted_marks: Default::default(),
         }
+    }
+
+    /// Write units consumed by the pivot postings' writes so far.
+    pub fn posting_write_units(&self) -> f64 {
+        self.posting_write_milliunits
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1000.0
+    }
+
+    pub(crate) fn count_posting_units(&self, units: f64) {
+        self.posting_write_milliunits.fetch_add(
+            (units * 1000.0).round() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Write units consumed by the integrity log's writes so far.
@@ -157,23 +177,17 @@ impl EventStore for DynamoStore {
     }
 
     async fn read_range(&self, read: &RangeRead) -> Result<RangePage, StoreError> {
-        let (index_name, key_attribute, key_value) = match &read.pivot {
-            Some((index, value)) => (
-                Some(index.name),
-                index.key_attribute,
-                pivot_key(&read.tenant, value),
-            ),
-            None => (None, PARTITION_KEY, read.tenant.clone()),
-        };
+        if let Some((index, value)) = &read.pivot {
+            return self.read_pivot(read, index, value).await;
+        }
         let output = self
             .client
             .query()
             .table_name(&self.table)
-            .set_index_name(index_name.map(str::to_string))
             .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
-            .expression_attribute_names("#pk", key_attribute)
+            .expression_attribute_names("#pk", PARTITION_KEY)
             .expression_attribute_names("#sk", SORT_KEY)
-            .expression_attribute_values(":pk", AttributeValue::S(key_value))
+            .expression_attribute_values(":pk", AttributeValue::S(read.tenant.clone()))
             .expression_attribute_values(":lo", AttributeValue::S(read.lo.clone()))
             .expression_attribute_values(":hi", AttributeValue::S(read.hi.clone()))
             .scan_index_forward(!read.newest_first)
@@ -197,26 +211,7 @@ impl EventStore for DynamoStore {
             .and_then(|i| i.get(SORT_KEY))
             .and_then(|v| v.as_s().ok())
             .cloned();
-        // The pivot indexes hold keys only: the events are read from the
-        // table by key, in the index's order.
-        let items = if index_name.is_some() {
-            self.fetch_events(&read.tenant, &items, &mut page).await?
-        } else {
-            items
-        };
-        page.events.reserve(items.len());
-        for item in items {
-            let event = if read.data_as_text {
-                item_to_page_event(item)
-            } else {
-                item_to_event(item).map(PageEvent::parsed)
-            };
-            match event {
-                Ok(event) => page.events.push(event),
-                // One unreadable item must not stop the trail; it is logged for operators.
-                Err(err) => tracing::error!(error = %err, "skipping an unreadable event item"),
-            }
-        }
+        self.push_events(items, read.data_as_text, &mut page);
         Ok(page)
     }
 
@@ -275,6 +270,22 @@ impl EventStore for DynamoStore {
             .await
     }
 
+    async fn posted_through(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .read_posted_through(tenant)
+            .await?
+            .map(|c| c.to_string()))
+    }
+
+    async fn put_postings(
+        &self,
+        tenant: &str,
+        postings: &[Posting],
+        through: &str,
+    ) -> Result<(), StoreError> {
+        self.write_postings(tenant, postings, through).await
+    }
+
     async fn mark_dirty(&self, tenant: &str, until_ms: i64) -> Result<(), StoreError> {
         self.put_dirty_mark(tenant, until_ms).await
     }
@@ -319,26 +330,39 @@ impl DynamoStore {
         aws_sdk_dynamodb::config::Builder::default().timeout_config(timeouts)
     }
 
-    /// The events an index page names, in its order. An index entry is
-    /// written after its item, so an eventually consistent read can still
-    /// miss a new item; those are asked for again, consistently. What is
+    /// Appends the events of `items` to the page; one unreadable item is
+    /// logged and skipped, never the page.
+    pub(crate) fn push_events(&self, items: Vec<Item>, data_as_text: bool, page: &mut RangePage) {
+        page.events.reserve(items.len());
+        for item in items {
+            let event = if data_as_text {
+                item_to_page_event(item)
+            } else {
+                item_to_event(item).map(PageEvent::parsed)
+            };
+            match event {
+                Ok(event) => page.events.push(event),
+                // One unreadable item must not stop the trail; it is logged for operators.
+                Err(err) => tracing::error!(error = %err, "skipping an unreadable event item"),
+            }
+        }
+    }
+
+    /// The events postings name, in their order. Postings are written long
+    /// after their events settle, so an eventually consistent read misses
+    /// one only rarely; those are asked for again, consistently. What is
     /// missing then has been removed by TTL (it had expired).
-    async fn fetch_events(
+    pub(crate) async fn fetch_events(
         &self,
         tenant: &str,
-        entries: &[Item],
+        cursors: &[String],
         page: &mut RangePage,
     ) -> Result<Vec<Item>, StoreError> {
-        let cursors: Vec<&str> = entries
-            .iter()
-            .filter_map(|entry| entry.get(SORT_KEY).and_then(|v| v.as_s().ok()))
-            .map(String::as_str)
-            .collect();
         let mut found: HashMap<String, Item> = HashMap::with_capacity(cursors.len());
         for consistent in [false, true] {
             let missing: Vec<Item> = cursors
                 .iter()
-                .filter(|cursor| !found.contains_key(**cursor))
+                .filter(|cursor| !found.contains_key(cursor.as_str()))
                 .map(|cursor| event_key(tenant, cursor))
                 .collect();
             if missing.is_empty() {
@@ -355,7 +379,7 @@ impl DynamoStore {
         }
         Ok(cursors
             .iter()
-            .filter_map(|cursor| found.remove(*cursor))
+            .filter_map(|cursor| found.remove(cursor.as_str()))
             .collect())
     }
 

@@ -1,7 +1,6 @@
 //! Decoding the table's stream images: which records are user events.
 
 use audit_core::event::Event;
-use audit_core::pivot::PIVOT_INDEXES;
 
 use crate::items::{inflate_data, DATA};
 use crate::table::PARTITION_KEY;
@@ -10,11 +9,11 @@ use crate::table::PARTITION_KEY;
 pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
 
 /// The event in a stream record's new image, if the item is an event.
-/// Other item types (idempotency markers, settings, metadata) have a `#`
-/// in their partition key and none of the pivot-index attributes.
+/// Every other item type (idempotency markers, settings, metadata, the log,
+/// postings) has a `#` in its partition key; an event always has `serviceName`.
 pub fn event_from_image(image: serde_dynamo::Item) -> Option<Result<Event, String>> {
     let is_event = matches!(image.get(PARTITION_KEY), Some(serde_dynamo::AttributeValue::S(tenant)) if !tenant.contains('#'))
-        && image.contains_key(PIVOT_INDEXES[2].key_attribute);
+        && image.contains_key("serviceName");
     if !is_event {
         return None;
     }

@@ -11,12 +11,13 @@
 //! - integrity log: tiles (`log#<tenant>`, the C2SP tile path), the entry
 //!   tile index (`logidx#<tenant>`, a full entry tile's last cursor), tree
 //!   heads (`tree#<tenant>`, the size), checkpoints (`ckpt#<tenant>`,
-//!   `<size>#<timestamp>`) and the sealing queue (`sealq`, the tenant).
+//!   `<size>#<timestamp>`) and the sealing queue (`seal#queue`, the tenant).
+//! - pivot posting: `accountId` = `<tenant>#<tag>#<value>`, `cursor` = the
+//!   last cursor it lists; the posted-through mark: `posted#<tenant>`.
 //!
 //! Tenant ids never contain `#`, so no other item type shares a partition
 //! with a tenant's events.
 
-use audit_core::pivot::PIVOT_INDEXES;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
@@ -39,11 +40,27 @@ pub const LOG_INDEX_PREFIX: &str = "logidx#";
 pub const TREE_HEAD_PREFIX: &str = "tree#";
 /// Checkpoints by `<size>#<timestamp>`.
 pub const CHECKPOINT_PREFIX: &str = "ckpt#";
+/// A tenant's posted-through mark: the last cursor whose pivot postings are
+/// written (postings themselves are keyed `<tenant>#<tag>#<value>`).
+pub const POSTED_PREFIX: &str = "posted#";
+pub const POSTED_SORT_KEY: &str = "through";
 /// The sealing queue: one item per tenant with events.
 pub const SEAL_QUEUE_KEY: &str = "seal#queue";
 /// Every partition-key pattern the seal function may write (its IAM policy
 /// says the same; a test compares them).
-pub const SEAL_WRITABLE_KEYS: &[&str] = &["log#*", "logidx#*", "tree#*", "ckpt#*", "seal#queue"];
+/// Postings match `*#<tag>#*`: two `#`, which no other item type's key has.
+pub const SEAL_WRITABLE_KEYS: &[&str] = &[
+    "log#*",
+    "logidx#*",
+    "tree#*",
+    "ckpt#*",
+    "seal#queue",
+    "posted#*",
+    "*#u#*",
+    "*#e#*",
+    "*#s#*",
+    "*#t#*",
+];
 
 /// (attribute name, HASH|RANGE) pairs.
 pub type KeySchema = Vec<(String, String)>;
@@ -76,24 +93,12 @@ pub struct TableDefinition {
 }
 
 pub fn definition(table_name: &str) -> TableDefinition {
-    let mut attributes = vec![
+    // No secondary index: the sealer writes pivot postings off the write
+    // path instead (docs/KEY-DESIGN.md, "Pivot postings").
+    let attributes = vec![
         (PARTITION_KEY.to_string(), "S".to_string()),
         (SORT_KEY.to_string(), "S".to_string()),
     ];
-    let mut indexes = Vec::new();
-    for index in PIVOT_INDEXES {
-        attributes.push((index.key_attribute.to_string(), "S".to_string()));
-        indexes.push((
-            index.name.to_string(),
-            vec![
-                (index.key_attribute.to_string(), "HASH".to_string()),
-                (SORT_KEY.to_string(), "RANGE".to_string()),
-            ],
-            // Keys only: an index entry costs one write unit and ~100
-            // bytes, not a copy of the event; reads fetch events by key.
-            "KEYS_ONLY".to_string(),
-        ));
-    }
     TableDefinition {
         table_name: table_name.to_string(),
         key_schema: vec![
@@ -101,7 +106,7 @@ pub fn definition(table_name: &str) -> TableDefinition {
             (SORT_KEY.to_string(), "RANGE".to_string()),
         ],
         attributes,
-        indexes,
+        indexes: Vec::new(),
         billing_mode: "PAY_PER_REQUEST".to_string(),
         stream_view_type: Some("NEW_IMAGE".to_string()),
         ttl_attribute: TTL_ATTRIBUTE.to_string(),

@@ -309,14 +309,14 @@ fn check_storable(path: &mut String, value: &Value, depth: usize) -> Result<(), 
     }
 }
 
-/// Pivot index keys are `<tenant>#<value>`: DynamoDB refuses one over 2048
-/// bytes, so such a value is refused here, naming the field.
+/// Pivot postings are keyed `<tenant>#<tag>#<value>`: DynamoDB refuses a
+/// key over 2048 bytes, so such a value is refused here, naming the field.
 fn check_key_sizes(event: &Event, path: &str) -> Result<(), ApiError> {
     for index in crate::pivot::PIVOT_INDEXES {
         let Some(value) = event.text_field(index.field) else {
             continue;
         };
-        let bytes = crate::pivot::pivot_key(&event.account_id, value).len();
+        let bytes = crate::pivot::pivot_key(&event.account_id, index, value).len();
         if bytes > MAX_PARTITION_KEY_BYTES {
             let field = if path.is_empty() {
                 index.field.to_string()

@@ -16,10 +16,13 @@ use super::{encode_hash, event_leaf_hash, CheckpointRecord, LogStore};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::event::{format_time, PageEvent};
+use crate::pivot::{PostingsBuilder, PIVOT_INDEXES};
 use crate::store::{EventStore, RangeRead};
 
 /// Most leaves one tenant gains in one run; the rest wait for the next.
 const MAX_LEAVES_PER_RUN: usize = 200_000;
+/// Most events one tenant's postings gain in one run; the rest wait.
+const MAX_POSTED_PER_RUN: usize = 200_000;
 /// Events read per `Query` while sealing.
 const READ_PAGE: usize = 1000;
 
@@ -72,6 +75,8 @@ pub struct SealReport {
     pub tenants_checked: usize,
     pub checkpoints: Vec<CheckpointRecord>,
     pub leaves_added: u64,
+    /// Events whose pivot postings this run wrote.
+    pub events_posted: u64,
     pub failures: usize,
 }
 
@@ -120,6 +125,19 @@ impl<S: EventStore + LogStore> Sealer<S> {
                 continue;
             }
             report.tenants_checked += 1;
+            // The postings and the log are independent: one failing never
+            // stops the other.
+            let posted_all = match self.post_tenant(&mark.tenant, now).await {
+                Ok((posted, complete)) => {
+                    report.events_posted += posted;
+                    complete
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, tenant = %mark.tenant, "posting failed");
+                    report.failures += 1;
+                    false
+                }
+            };
             match self.seal_tenant(&mark.tenant, now, due).await {
                 Ok((checkpoint, added)) => {
                     report.leaves_added += added;
@@ -130,7 +148,7 @@ impl<S: EventStore + LogStore> Sealer<S> {
                         report.checkpoints.push(checkpoint);
                     }
                     // Only a complete run may say the tenant is sealed this far.
-                    if added < MAX_LEAVES_PER_RUN as u64 {
+                    if added < MAX_LEAVES_PER_RUN as u64 && posted_all {
                         self.store.put_sealed(&sealed).await?;
                     }
                 }
@@ -206,6 +224,80 @@ impl<S: EventStore + LogStore> Sealer<S> {
         };
         self.store.put_checkpoint(tenant, &record).await?;
         Ok((Some(record), added))
+    }
+
+    /// Writes the pivot postings of the tenant's settled events that have
+    /// none yet (docs/KEY-DESIGN.md, "Pivot postings"): one item per pivot
+    /// value per run listing its cursors, then the posted-through mark.
+    /// Returns the events posted and whether it reached the horizon.
+    pub async fn post_tenant(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, bool), StoreError> {
+        let top = horizon(now, self.settle_horizon);
+        if top == Ulid::nil() {
+            return Ok((0, true));
+        }
+        let mut lo = match self.store.posted_through(tenant).await? {
+            Some(cursor) => Ulid(parse_cursor(&cursor)?.0.saturating_add(1)),
+            None => Ulid::nil(),
+        };
+        let hi = Ulid(top.0 - 1);
+        let mut builder = PostingsBuilder::default();
+        let mut posted = 0usize;
+        let mut through = None;
+        let mut complete = true;
+        while lo <= hi {
+            if posted >= MAX_POSTED_PER_RUN {
+                complete = false;
+                break;
+            }
+            let page = self
+                .store
+                .read_range(&RangeRead {
+                    tenant: tenant.to_string(),
+                    pivot: None,
+                    lo: lo.to_string(),
+                    hi: hi.to_string(),
+                    newest_first: false,
+                    limit: READ_PAGE.min(MAX_POSTED_PER_RUN - posted),
+                    // Only the top-level fields are read.
+                    data_as_text: true,
+                })
+                .await?;
+            for PageEvent { event, .. } in &page.events {
+                let expires_at_ms = DateTime::parse_from_rfc3339(&event.expires_at)
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or(i64::MAX);
+                let values = PIVOT_INDEXES
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(n, index)| event.text_field(index.field).map(|v| (n, v)));
+                builder.add(parse_cursor(&event.cursor)?, expires_at_ms, values);
+                posted += 1;
+            }
+            match page.last_cursor {
+                Some(last) if page.more => {
+                    lo = Ulid(parse_cursor(&last)?.0.saturating_add(1));
+                    through = Some(last);
+                }
+                // The whole range is read: everything below the horizon is posted.
+                _ => {
+                    through = Some(hi.to_string());
+                    break;
+                }
+            }
+        }
+        match through {
+            Some(through) if posted > 0 => {
+                self.store
+                    .put_postings(tenant, &builder.finish(), &through)
+                    .await?;
+                Ok((posted as u64, complete))
+            }
+            _ => Ok((0, complete)),
+        }
     }
 
     /// The right edge of the tenant's tree of `size` leaves, from its tiles.
@@ -303,6 +395,10 @@ impl<S: EventStore + LogStore> Sealer<S> {
         }
         Ok(leaves)
     }
+}
+
+fn parse_cursor(cursor: &str) -> Result<Ulid, StoreError> {
+    Ulid::from_string(cursor).map_err(|_| StoreError::Corrupt(format!("stored cursor {cursor}")))
 }
 
 #[cfg(test)]
