@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use audit_core::error::StoreError;
 use audit_core::event::Event;
+use audit_core::pivot::{pivot_key, Posting, PIVOT_INDEXES};
 use audit_core::store::IdempotentPut;
 use audit_core::EventStore;
 use audit_dynamo::DynamoStore;
@@ -100,15 +101,35 @@ async fn the_validation_limits_are_the_tables_limits() {
             "{what}: {result:?}"
         );
     }
-    // Key sizes: the embedded store does not enforce them; DynamoDB does.
-    let mut at_limit = raw_event("acme", json!(1));
-    at_limit.user_id = Some("u".repeat(2048 - "acme#".len()));
-    assert_eq!(store.put_event(&at_limit, soon()).await.ok(), Some(()));
+    // Key sizes: a pivot value keys its postings, `<tenant>#<tag>#<value>`.
+    // The embedded store does not enforce the 2048 bytes; DynamoDB does.
+    let posting = |value: String| Posting {
+        index: &PIVOT_INDEXES[0],
+        value,
+        cursors: vec![ulid::Ulid::new()],
+        expires_at_ms: i64::MAX,
+    };
+    let at_limit = posting("u".repeat(2048 - "acme#u#".len()));
+    assert_eq!(
+        pivot_key("acme", at_limit.index, &at_limit.value).len(),
+        2048
+    );
+    let through = ulid::Ulid::new().to_string();
+    assert_eq!(
+        store.put_postings("acme", &[at_limit], &through).await.ok(),
+        Some(())
+    );
     if on_dynamodb_local() {
-        let mut over = raw_event("acme", json!(1));
-        over.trace_id = Some("t".repeat(2049 - "acme#".len()));
-        let result = store.put_event(&over, soon()).await;
-        assert!(matches!(result, Err(StoreError::Rejected(_))), "{result:?}");
+        let over = posting("u".repeat(2049 - "acme#u#".len()));
+        let result = store.put_postings("acme", &[over], &through).await;
+        assert!(result.is_err(), "{result:?}");
+    }
+    // And the validation never lets a value through whose key is longer:
+    // the longest `userId` of 4-byte characters, for the longest tenant.
+    let tenant = "t".repeat(128);
+    let longest = "\u{1F600}".repeat(audit_core::event::MAX_PIVOT_CHARS);
+    for index in PIVOT_INDEXES {
+        assert!(pivot_key(&tenant, index, &longest).len() <= 2048);
     }
 }
 

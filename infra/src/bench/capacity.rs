@@ -150,7 +150,7 @@ pub async fn capacity() -> Result<Section, BenchError> {
         .and_then(|c| c.capacity_units)
         .unwrap_or(0.0);
     let body = format!(
-        "Write units per stored event, as reported by `ReturnConsumedCapacity` (`INDEXES`) for exactly the items and calls the store makes (`event_to_item`, the idempotency marker). DynamoDB bills per started KB per item; an index entry holds keys only (projection `KEYS_ONLY`), so it costs one unit whatever the event's size.\n\n| write | item size | base table WRU | index WRU | total WRU |\n| --- | --- | --- | --- | --- |\n{}\n\nReads: one `Query` page of {read} one-KB events consumed {rru} RRU (eventually consistent) = {:.3} RRU per returned event. The store's own report per page is the same call.\n",
+        "Write units per stored event, as reported by `ReturnConsumedCapacity` (`INDEXES`) for exactly the items and calls the store makes (`event_to_item`, the idempotency marker). DynamoDB bills per started KB per item. The table has no secondary index since 2026-11-28 (the sealer writes pivot postings later, a fraction of a unit per event: see \"Cost levers\"), so the index column is 0.\n\n| write | item size | base table WRU | index WRU | total WRU |\n| --- | --- | --- | --- | --- |\n{}\n\nReads: one `Query` page of {read} one-KB events consumed {rru} RRU (eventually consistent) = {:.3} RRU per returned event. The store's own report per page is the same call.\n",
         rows.join("\n"),
         if read > 0.0 { rru / read } else { 0.0 }
     );

@@ -15,8 +15,9 @@ use super::tiles::{decode_hashes, frontier_tiles, EntryRecord, Frontier, TileId}
 use super::{encode_hash, event_leaf_hash, CheckpointRecord, LogStore};
 use crate::config::Config;
 use crate::error::StoreError;
+use crate::event::MAX_PARTITION_KEY_BYTES;
 use crate::event::{format_time, PageEvent};
-use crate::pivot::{PostingsBuilder, PIVOT_INDEXES};
+use crate::pivot::{pivot_key, PostingsBuilder, PIVOT_INDEXES};
 use crate::store::{EventStore, RangeRead};
 
 /// Most leaves one tenant gains in one run; the rest wait for the next.
@@ -270,10 +271,15 @@ impl<S: EventStore + LogStore> Sealer<S> {
                 let expires_at_ms = DateTime::parse_from_rfc3339(&event.expires_at)
                     .map(|t| t.timestamp_millis())
                     .unwrap_or(i64::MAX);
-                let values = PIVOT_INDEXES
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(n, index)| event.text_field(index.field).map(|v| (n, v)));
+                // Ingest refuses a value too long to key a posting; one
+                // stored otherwise is left out rather than stop the tenant's
+                // postings (a query for it reads nothing, as ingest promises).
+                let values = PIVOT_INDEXES.iter().enumerate().filter_map(|(n, index)| {
+                    event
+                        .text_field(index.field)
+                        .filter(|v| pivot_key(tenant, index, v).len() <= MAX_PARTITION_KEY_BYTES)
+                        .map(|v| (n, v))
+                });
                 builder.add(parse_cursor(&event.cursor)?, expires_at_ms, values);
                 posted += 1;
             }
