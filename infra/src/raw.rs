@@ -29,6 +29,7 @@ pub async fn postings_page(
             .expression_attribute_names("#pk", table::PARTITION_KEY)
             .expression_attribute_values(":k", AttributeValue::S(key.into()))
             .scan_index_forward(false)
+            .consistent_read(true)
             .limit(per_query)
             .set_exclusive_start_key(start)
             .send()

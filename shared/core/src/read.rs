@@ -1,5 +1,5 @@
-//! Reading the trail: the gap-free tail (`GET /audit`) and bounded, indexed
-//! queries (`POST /audit/query`).
+//! Reading the trail: the gap-free tail (`GET /audit`) and bounded queries
+//! (`POST /audit/query`) that read pivot postings or the time range.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,9 +48,10 @@ pub struct QueryPage {
     pub next: Option<String>,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
-    /// Range items (index entries on a pivot index) read.
+    /// Range items read (on a pivot: the cursors its postings listed and
+    /// the tail events it scanned).
     pub items_read: usize,
-    /// Events then read by key (the indexes hold keys only).
+    /// Events then read by key (the postings list cursors only).
     pub items_fetched: usize,
     pub read_units: f64,
 }
@@ -145,6 +146,8 @@ impl<S: EventStore> TrailReader<S> {
                 hi: hi.to_string(),
                 newest_first: false,
                 limit: want.min(read_budget - page.items_read),
+                scan_limit: read_budget - page.items_read,
+                consistent: false,
                 data_as_text: true,
             };
             let chunk = self.store.read_range(&read).await?;
@@ -230,7 +233,7 @@ impl<S: EventStore> TrailReader<S> {
             hi = hi.min(step_down(position));
         }
         let pivots: Vec<Option<String>> = if plan.index.is_some() {
-            // A value too long to be an index key names no stored event
+            // A value too long to key a posting names no stored event
             // (ingest refuses it), and DynamoDB would refuse the read.
             plan.values
                 .iter()
@@ -285,6 +288,8 @@ impl<S: EventStore> TrailReader<S> {
                     hi: upper.to_string(),
                     newest_first: true,
                     limit: chunk_size.min(per_pivot_budget - read_here),
+                    scan_limit: per_pivot_budget - read_here,
+                    consistent: false,
                     data_as_text: !data_in_conditions,
                 };
                 let chunk = self.store.read_range(&read).await?;
@@ -295,7 +300,7 @@ impl<S: EventStore> TrailReader<S> {
                     if page_event.event.is_expired(now) {
                         continue;
                     }
-                    // The range read holds only events the index condition
+                    // The range read holds only events the pivot condition
                     // matches: other conditions are evaluated here.
                     if residual_filters {
                         let as_json =

@@ -23,6 +23,12 @@ pub struct RangeRead {
     pub newest_first: bool,
     /// Most items to read (DynamoDB may return fewer: 1 MB per call).
     pub limit: usize,
+    /// Most items a filtered scan may evaluate to find `limit` matches (a
+    /// pivot read's not-yet-posted tail): the caller's read budget left.
+    pub scan_limit: usize,
+    /// A strongly consistent read (the sealer's: what it misses it never
+    /// seals or posts).
+    pub consistent: bool,
     /// Leave each event's `data` as its stored JSON text
     /// ([`PageEvent::data_text`]): for a page that only prints it.
     pub data_as_text: bool,

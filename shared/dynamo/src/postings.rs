@@ -28,6 +28,8 @@ const POSTINGS_FIRST_QUERY: i32 = 8;
 /// How long a process trusts a posted-through mark it read. The mark only
 /// grows, so an older one is still true: it only leaves more tail to scan.
 const MARK_FRESHNESS: Duration = Duration::from_secs(1);
+/// Items a tail scan evaluates at least per call, however few it must find.
+const TAIL_SCAN_MIN: usize = 1000;
 
 /// The posted-through marks this process has read, by tenant.
 #[derive(Default)]
@@ -265,7 +267,15 @@ impl DynamoStore {
             .expression_attribute_values(":hi", AttributeValue::S(hi.to_string()))
             .expression_attribute_values(":value", AttributeValue::S(value.to_string()))
             .scan_index_forward(!read.newest_first)
-            .limit(read.limit.clamp(1, 10_000) as i32)
+            // DynamoDB limits the items it evaluates, before the filter: a
+            // small page still scans a full batch, within the read budget.
+            .limit(
+                read.limit
+                    .max(TAIL_SCAN_MIN)
+                    .min(read.scan_limit)
+                    .clamp(1, 10_000) as i32,
+            )
+            .consistent_read(read.consistent)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
@@ -411,6 +421,9 @@ impl DynamoStore {
             .expression_attribute_values(":pk", AttributeValue::S(partition.to_string()))
             .expression_attribute_values(":a", AttributeValue::S(a.to_string()))
             .scan_index_forward(forward)
+            // Strongly consistent: the mark was read so, and postings it
+            // covers were written only just before it moved.
+            .consistent_read(true)
             .set_limit(limit)
             .set_exclusive_start_key(start)
             .return_consumed_capacity(ReturnConsumedCapacity::Total);

@@ -192,6 +192,7 @@ impl EventStore for DynamoStore {
             .expression_attribute_values(":hi", AttributeValue::S(read.hi.clone()))
             .scan_index_forward(!read.newest_first)
             .limit(read.limit.clamp(1, 10_000) as i32)
+            .consistent_read(read.consistent)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await

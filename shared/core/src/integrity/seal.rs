@@ -263,6 +263,9 @@ impl<S: EventStore + LogStore> Sealer<S> {
                     hi: hi.to_string(),
                     newest_first: false,
                     limit: READ_PAGE.min(MAX_POSTED_PER_RUN - posted),
+                    scan_limit: READ_PAGE,
+                    // An event missed here would never be posted.
+                    consistent: true,
                     // Only the top-level fields are read.
                     data_as_text: true,
                 })
@@ -283,14 +286,19 @@ impl<S: EventStore + LogStore> Sealer<S> {
                 builder.add(parse_cursor(&event.cursor)?, expires_at_ms, values);
                 posted += 1;
             }
-            match page.last_cursor {
-                Some(last) if page.more => {
+            match (page.last_cursor, page.more) {
+                (Some(last), true) => {
                     lo = Ulid(parse_cursor(&last)?.0.saturating_add(1));
                     through = Some(last);
                 }
                 // The whole range is read: everything below the horizon is posted.
-                _ => {
+                (_, false) => {
                     through = Some(hi.to_string());
+                    break;
+                }
+                // More, but nowhere to resume: post what was read, no further.
+                (None, true) => {
+                    complete = false;
                     break;
                 }
             }
@@ -372,6 +380,9 @@ impl<S: EventStore + LogStore> Sealer<S> {
                     hi: hi.to_string(),
                     newest_first: false,
                     limit: READ_PAGE.min(MAX_LEAVES_PER_RUN - leaves.len()),
+                    scan_limit: READ_PAGE,
+                    // An event missed here would never be sealed.
+                    consistent: true,
                     // The leaf hash is of the parsed event.
                     data_as_text: false,
                 })
