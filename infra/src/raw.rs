@@ -1,6 +1,7 @@
 //! The raw DynamoDB calls a pivot query page wraps, written with the SDK
-//! alone, for the benchmarks' handler ÷ raw ratios: the value's posting
-//! items newest first, their cursors, then the events by key.
+//! alone, for the benchmarks' handler ÷ raw ratios: the not-yet-posted
+//! tail filtered on the value, the value's posting items newest first,
+//! their cursors, then the events by key.
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_sdk_dynamodb::Client;
@@ -9,15 +10,44 @@ use audit_dynamo::table;
 
 pub type RawError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Reads up to `limit` events of the posting partition `key` (newest
-/// first) and returns how many came back.
+/// The tail a pivot read scans above the posted-through mark: the
+/// tenant's events after `after` whose `field` is `value`.
+pub struct Tail<'a> {
+    pub field: &'a str,
+    pub value: &'a str,
+    pub after: &'a str,
+}
+
+/// Reads up to `limit` events: those of the tail, then those of the
+/// posting partition `key` (newest first); returns how many came back.
 pub async fn postings_page(
     client: &Client,
     table_name: &str,
     tenant: &str,
     key: &str,
+    tail: Option<Tail<'_>>,
     limit: usize,
 ) -> Result<usize, RawError> {
+    let mut tail_found = 0;
+    if let Some(tail) = tail {
+        let out = client
+            .query()
+            .table_name(table_name)
+            .key_condition_expression("#pk = :t AND #sk > :after")
+            .filter_expression("#field = :value")
+            .expression_attribute_names("#pk", table::PARTITION_KEY)
+            .expression_attribute_names("#sk", table::SORT_KEY)
+            .expression_attribute_names("#field", tail.field)
+            .expression_attribute_values(":t", AttributeValue::S(tenant.into()))
+            .expression_attribute_values(":after", AttributeValue::S(tail.after.into()))
+            .expression_attribute_values(":value", AttributeValue::S(tail.value.into()))
+            .scan_index_forward(false)
+            .limit(1000)
+            .send()
+            .await?;
+        tail_found = out.items().len();
+    }
+    let limit = limit.saturating_sub(tail_found);
     let mut cursors: Vec<String> = Vec::with_capacity(limit);
     let mut start = None;
     let mut per_query = 8;
@@ -51,7 +81,7 @@ pub async fn postings_page(
             break;
         }
     }
-    let mut count = 0;
+    let mut count = tail_found;
     for chunk in cursors.chunks(100) {
         let keys = chunk
             .iter()

@@ -5,8 +5,10 @@
 //!
 //! Payloads: `{"call": "tail-page", "tenant", "from", "limit"}` (one `Query`
 //! of the tenant's partition), `{"call": "index-page", "tenant", "key",
-//! "limit"}` (the `Query` of a pivot value's postings, then `BatchGetItem`
-//! of their cursors, 100 per call), `{"call": "get-item", "tenant", "cursor"}`. With
+//! "limit"}` (with `"after", "field", "value"`: first a filtered `Query` of
+//! the tenant's events after the posted-through mark; then the `Query` of
+//! a pivot value's postings, then `BatchGetItem` of their cursors, 100 per
+//! call), `{"call": "get-item", "tenant", "cursor"}`. With
 //! `"selfAudit": true` a conditional `PutItem` of a record the size of a
 //! self-audit record, with its index keys, runs beside the read, as every read handler writes
 //! one while it reads. The answer is `{"count": <items returned>}`.
@@ -105,14 +107,25 @@ async fn read(client: &Client, table_name: &str, payload: &Value) -> Result<usiz
                 .await?;
             Ok(out.items().len())
         }
-        "index-page" => Ok(audit_infra::raw::postings_page(
-            client,
-            table_name,
-            tenant,
-            text(payload, "key")?,
-            limit.max(1) as usize,
-        )
-        .await?),
+        "index-page" => {
+            let tail = match payload["after"].as_str() {
+                Some(after) => Some(audit_infra::raw::Tail {
+                    field: text(payload, "field")?,
+                    value: text(payload, "value")?,
+                    after,
+                }),
+                None => None,
+            };
+            Ok(audit_infra::raw::postings_page(
+                client,
+                table_name,
+                tenant,
+                text(payload, "key")?,
+                tail,
+                limit.max(1) as usize,
+            )
+            .await?)
+        }
         "get-item" => {
             let out = client
                 .get_item()

@@ -233,7 +233,11 @@ impl DynamoStore {
             }
             Side::Postings((lo, hi)) => {
                 let edge = if read.newest_first { lo } else { hi };
-                (self.read_postings(read, index, value, lo, hi).await?, edge)
+                let at_mark = posted == Some(hi);
+                let page = self
+                    .read_postings(read, index, value, (lo, hi), at_mark)
+                    .await?;
+                (page, edge)
             }
         };
         if !page.more && second_exists {
@@ -311,13 +315,16 @@ impl DynamoStore {
 
     /// Up to `read.limit` cursors from the value's postings in `lo..=hi`,
     /// then their events by key.
+    /// `at_mark`: `hi` is the posted-through mark, so every cursor up to it
+    /// is in a posting whose last cursor is at or below it (the run that
+    /// moved the mark past a cursor wrote it there).
     async fn read_postings(
         &self,
         read: &RangeRead,
         index: &PivotIndex,
         value: &str,
-        lo: Ulid,
-        hi: Ulid,
+        (lo, hi): (Ulid, Ulid),
+        at_mark: bool,
     ) -> Result<RangePage, StoreError> {
         let partition = pivot_key(&read.tenant, index, value);
         let mut page = RangePage::default();
@@ -331,7 +338,7 @@ impl DynamoStore {
         // Reading up, a posting started above `hi`.
         let mut past_range = false;
         let mut per_query = POSTINGS_FIRST_QUERY;
-        if read.newest_first {
+        if read.newest_first && !at_mark {
             // The posting holding `hi`, if any: the first whose last cursor
             // is at or above it.
             let (holding, _) = self
