@@ -254,21 +254,11 @@ impl<S: EventStore + LogStore> Sealer<S> {
                 complete = false;
                 break;
             }
+            // Only the top-level fields are read.
+            let limit = READ_PAGE.min(MAX_POSTED_PER_RUN - posted);
             let page = self
                 .store
-                .read_range(&RangeRead {
-                    tenant: tenant.to_string(),
-                    pivot: None,
-                    lo: lo.to_string(),
-                    hi: hi.to_string(),
-                    newest_first: false,
-                    limit: READ_PAGE.min(MAX_POSTED_PER_RUN - posted),
-                    scan_limit: READ_PAGE,
-                    // An event missed here would never be posted.
-                    consistent: true,
-                    // Only the top-level fields are read.
-                    data_as_text: true,
-                })
+                .read_range(&settled_read(tenant, (lo, hi), limit, true))
                 .await?;
             for PageEvent { event, .. } in &page.events {
                 let expires_at_ms = DateTime::parse_from_rfc3339(&event.expires_at)
@@ -371,21 +361,11 @@ impl<S: EventStore + LogStore> Sealer<S> {
         let hi = Ulid(top.0 - 1);
         let mut leaves = Vec::new();
         while lo <= hi && leaves.len() < MAX_LEAVES_PER_RUN {
+            // The leaf hash is of the parsed event.
+            let limit = READ_PAGE.min(MAX_LEAVES_PER_RUN - leaves.len());
             let page = self
                 .store
-                .read_range(&RangeRead {
-                    tenant: tenant.to_string(),
-                    pivot: None,
-                    lo: lo.to_string(),
-                    hi: hi.to_string(),
-                    newest_first: false,
-                    limit: READ_PAGE.min(MAX_LEAVES_PER_RUN - leaves.len()),
-                    scan_limit: READ_PAGE,
-                    // An event missed here would never be sealed.
-                    consistent: true,
-                    // The leaf hash is of the parsed event.
-                    data_as_text: false,
-                })
+                .read_range(&settled_read(tenant, (lo, hi), limit, false))
                 .await?;
             for event in page.events.into_iter().map(PageEvent::into_event) {
                 let cursor = Ulid::from_string(&event.cursor)
@@ -411,6 +391,27 @@ impl<S: EventStore + LogStore> Sealer<S> {
             lo = Ulid(last.0.saturating_add(1));
         }
         Ok(leaves)
+    }
+}
+
+/// One page of a tenant's settled events, oldest first. Strongly
+/// consistent: an event the sealer misses it would never seal or post.
+fn settled_read(
+    tenant: &str,
+    (lo, hi): (Ulid, Ulid),
+    limit: usize,
+    data_as_text: bool,
+) -> RangeRead {
+    RangeRead {
+        tenant: tenant.to_string(),
+        pivot: None,
+        lo: lo.to_string(),
+        hi: hi.to_string(),
+        newest_first: false,
+        limit,
+        scan_limit: limit,
+        consistent: true,
+        data_as_text,
     }
 }
 
