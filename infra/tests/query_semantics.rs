@@ -21,6 +21,9 @@ use serde_json::{json, Value};
 use ulid::Ulid;
 
 const USER_IDS: &[&str] = &[
+    // Shaped like another pivot's posting key: `acme#u#e#login` must not
+    // be `acme#e#login`'s.
+    "e#login",
     "u-1",
     "u-2",
     "2026-03-01T10:00:00Z",
@@ -51,7 +54,7 @@ fn random_event(rng: &mut StdRng) -> Value {
         event["traceId"] = json!(pick(rng, TRACES));
     }
     if rng.random_bool(0.5) {
-        event["occurredAt"] = json!(pick(rng, &USER_IDS[2..]));
+        event["occurredAt"] = json!(pick(rng, &USER_IDS[3..]));
     }
     let mut data = json!({});
     if rng.random_bool(0.7) {
@@ -120,7 +123,7 @@ fn random_condition(rng: &mut StdRng) -> Value {
             let value = if op == "exists" {
                 json!(true)
             } else {
-                json!(pick(rng, &USER_IDS[2..]))
+                json!(pick(rng, &USER_IDS[3..]))
             };
             json!({"field": "occurredAt", "operator": op, "value": value})
         }

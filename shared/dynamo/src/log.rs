@@ -168,7 +168,7 @@ impl LogStore for DynamoStore {
             }
         }
         let units = self.write_items(items).await?;
-        self.count_log_units(units);
+        self.log_units.add(units);
         Ok(())
     }
 
@@ -213,7 +213,8 @@ impl LogStore for DynamoStore {
             .send()
             .await
             .map_err(classify)?;
-        self.count_log_writes(output.consumed_capacity.as_slice());
+        self.log_units
+            .add_consumed(output.consumed_capacity.as_slice());
         Ok(())
     }
 
@@ -242,7 +243,8 @@ impl LogStore for DynamoStore {
             .send()
             .await
             .map_err(classify)?;
-        self.count_log_writes(output.consumed_capacity.as_slice());
+        self.log_units
+            .add_consumed(output.consumed_capacity.as_slice());
         Ok(())
     }
 
@@ -350,7 +352,8 @@ impl LogStore for DynamoStore {
             .send()
             .await
             .map_err(classify)?;
-        self.count_log_writes(output.consumed_capacity.as_slice());
+        self.log_units
+            .add_consumed(output.consumed_capacity.as_slice());
         Ok(())
     }
 }

@@ -3,8 +3,6 @@
 //! tenant's posted-through mark, and the reads of one pivot value: its
 //! postings up to the mark, then a filtered scan of the tail above it.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use audit_core::error::StoreError;
@@ -30,10 +28,6 @@ const POSTINGS_FIRST_QUERY: i32 = 8;
 const MARK_FRESHNESS: Duration = Duration::from_secs(1);
 /// Items a tail scan evaluates at least per call, however few it must find.
 const TAIL_SCAN_MIN: usize = 1000;
-
-/// The posted-through marks this process has read, by tenant.
-#[derive(Default)]
-pub(crate) struct PostedMarks(Mutex<HashMap<String, (Option<Ulid>, Instant)>>);
 
 fn posting_item(tenant: &str, posting: &Posting) -> Option<Item> {
     let last = posting.cursors.last()?;
@@ -88,24 +82,25 @@ struct Gathered {
 impl Gathered {
     /// Takes a posting's cursors within `lo..=hi`; false once the page is full.
     fn take(&mut self, listed: &[Ulid], lo: Ulid, hi: Ulid) -> bool {
-        let in_range = |c: &&Ulid| **c >= lo && **c <= hi;
-        if self.newest_first {
-            for cursor in listed.iter().rev().filter(in_range) {
-                if self.cursors.last().is_none_or(|last| cursor < last) {
-                    if self.cursors.len() == self.limit {
-                        return false;
-                    }
-                    self.cursors.push(*cursor);
-                }
-            }
+        let in_order: Box<dyn Iterator<Item = &Ulid>> = if self.newest_first {
+            Box::new(listed.iter().rev())
         } else {
-            for cursor in listed.iter().filter(in_range) {
-                if self.cursors.last().is_none_or(|last| cursor > last) {
-                    if self.cursors.len() == self.limit {
-                        return false;
-                    }
-                    self.cursors.push(*cursor);
+            Box::new(listed.iter())
+        };
+        for cursor in in_order.filter(|c| **c >= lo && **c <= hi) {
+            // Past the last one taken, in the read's direction: not taken yet.
+            let beyond = self.cursors.last().is_none_or(|last| {
+                if self.newest_first {
+                    cursor < last
+                } else {
+                    cursor > last
                 }
+            });
+            if beyond {
+                if self.cursors.len() == self.limit {
+                    return false;
+                }
+                self.cursors.push(*cursor);
             }
         }
         true
@@ -125,7 +120,7 @@ impl DynamoStore {
             .filter_map(|p| posting_item(tenant, p))
             .collect();
         let units = self.write_items(items).await?;
-        self.count_posting_units(units);
+        self.posting_units.add(units);
         let marked = self
             .client
             .put_item()
@@ -146,16 +141,12 @@ impl DynamoStore {
         match marked {
             Ok(output) => {
                 if let (Ok(mut marks), Ok(through)) =
-                    (self.posted_marks.0.lock(), parse_cursor(through))
+                    (self.posted_marks.lock(), parse_cursor(through))
                 {
                     marks.insert(tenant.to_string(), (Some(through), Instant::now()));
                 }
-                self.count_posting_units(
-                    output
-                        .consumed_capacity
-                        .and_then(|c| c.capacity_units)
-                        .unwrap_or(0.0),
-                );
+                self.posting_units
+                    .add_consumed(output.consumed_capacity.as_slice());
                 Ok(())
             }
             // A later run already marked further.
@@ -178,7 +169,7 @@ impl DynamoStore {
             .and_then(|v| v.as_s().ok())
             .map(|c| parse_cursor(c))
             .transpose()?;
-        if let Ok(mut marks) = self.posted_marks.0.lock() {
+        if let Ok(mut marks) = self.posted_marks.lock() {
             marks.insert(tenant.to_string(), (through, Instant::now()));
         }
         Ok(through)
@@ -188,7 +179,6 @@ impl DynamoStore {
     async fn posted_through_for_read(&self, tenant: &str) -> Result<Option<Ulid>, StoreError> {
         let known = self
             .posted_marks
-            .0
             .lock()
             .ok()
             .and_then(|marks| marks.get(tenant).copied())

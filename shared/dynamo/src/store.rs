@@ -35,17 +35,42 @@ fn event_key(tenant: &str, cursor: &str) -> Item {
 /// type uses this partition, so it never holds an item.
 const WARM_PARTITION: &str = "warm#";
 
+/// Write units some kind of write consumed, in thousandths (as DynamoDB
+/// reports them), summed across the store's clones.
+#[derive(Clone, Default)]
+pub(crate) struct UnitCounter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl UnitCounter {
+    pub(crate) fn add(&self, units: f64) {
+        self.0.fetch_add(
+            (units * 1000.0).round() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    pub(crate) fn add_consumed(&self, consumed: &[aws_sdk_dynamodb::types::ConsumedCapacity]) {
+        self.add(consumed.iter().filter_map(|c| c.capacity_units).sum());
+    }
+
+    fn total(&self) -> f64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0
+    }
+}
+
+/// The tenants' posted-through marks as this process last read them, and
+/// when (`None`: the tenant has none).
+pub(crate) type PostedMarks =
+    std::sync::Arc<std::sync::Mutex<HashMap<String, (Option<ulid::Ulid>, Instant)>>>;
+
 #[derive(Clone)]
 pub struct DynamoStore {
     pub(crate) client: Client,
     pub(crate) table: String,
-    /// Write units the integrity log's writes consumed, in thousandths (as
-    /// DynamoDB reports them): what a sealing run costs.
-    pub(crate) log_write_milliunits: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// Write units the pivot postings' writes consumed, in thousandths.
-    pub(crate) posting_write_milliunits: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// The tenants' posted-through marks as last read.
-    pub(crate) posted_marks: std::sync::Arc<crate::postings::PostedMarks>,
+    /// The integrity log's writes: what a sealing run costs.
+    pub(crate) log_units: UnitCounter,
+    /// The pivot postings' writes.
+    pub(crate) posting_units: UnitCounter,
+    pub(crate) posted_marks: PostedMarks,
 }
 
 impl DynamoStore {
@@ -53,42 +78,20 @@ impl DynamoStore {
         Self {
             client,
             table: table.into(),
-            log_write_milliunits: Default::default(),
-            posting_write_milliunits: Default::default(),
-            posted_marks: Default::default(),
+            log_units: UnitCounter::default(),
+            posting_units: UnitCounter::default(),
+            posted_marks: PostedMarks::default(),
         }
     }
 
     /// Write units consumed by the pivot postings' writes so far.
     pub fn posting_write_units(&self) -> f64 {
-        self.posting_write_milliunits
-            .load(std::sync::atomic::Ordering::Relaxed) as f64
-            / 1000.0
-    }
-
-    pub(crate) fn count_posting_units(&self, units: f64) {
-        self.posting_write_milliunits.fetch_add(
-            (units * 1000.0).round() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.posting_units.total()
     }
 
     /// Write units consumed by the integrity log's writes so far.
     pub fn log_write_units(&self) -> f64 {
-        self.log_write_milliunits
-            .load(std::sync::atomic::Ordering::Relaxed) as f64
-            / 1000.0
-    }
-
-    pub(crate) fn count_log_writes(&self, consumed: &[aws_sdk_dynamodb::types::ConsumedCapacity]) {
-        self.count_log_units(consumed.iter().filter_map(|c| c.capacity_units).sum());
-    }
-
-    pub(crate) fn count_log_units(&self, units: f64) {
-        self.log_write_milliunits.fetch_add(
-            (units * 1000.0).round() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.log_units.total()
     }
 
     /// Opens connections to the table's endpoint (DNS, TCP, TLS) with the
