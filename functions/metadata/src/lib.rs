@@ -12,7 +12,7 @@ use audit_core::metadata::ObservedProperty;
 use audit_core::pivot::PIVOT_INDEXES;
 use audit_core::query::{FieldPath, FieldType};
 use audit_core::routes::{self_audit_event_types, Route};
-use audit_core::selfaudit::{SelfAuditor, SELF_AUDIT_SERVICE};
+use audit_core::selfaudit::{read_record_properties, SelfAuditor, SELF_AUDIT_SERVICE};
 use audit_core::settings::{validate_retention, TenantSettings};
 use audit_core::{ApiError, Config, EventStore};
 use audit_http::request::{authorised, facts, not_served, query_parameters, require_json};
@@ -153,10 +153,12 @@ impl<S: EventStore> MetadataHandler<S> {
     }
 
     async fn metadata(&self, caller: &Caller) -> Result<Response<Body>, ApiError> {
-        let observed = self
+        let mut observed = self
             .store
             .read_properties(&caller.tenant, None, None)
             .await?;
+        // Reads' own records are listed, not recorded (`record_properties`).
+        observed.extend(read_record_properties(|_| true));
         let mut services: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         // The API's own records are in every tenant's trail.
         services.insert(SELF_AUDIT_SERVICE, self_audit_event_types().collect());
@@ -210,10 +212,15 @@ impl<S: EventStore> MetadataHandler<S> {
             service,
             event_type,
         } = wanted;
-        let observed = self
+        let mut observed = self
             .store
             .read_properties(&caller.tenant, Some(&service), event_type.as_deref())
             .await?;
+        if service == SELF_AUDIT_SERVICE {
+            observed.extend(read_record_properties(|kind| {
+                event_type.as_deref().is_none_or(|wanted| wanted == kind)
+            }));
+        }
         let mut unique: BTreeMap<(String, String), Value> = BTreeMap::new();
         for property in observed.iter().filter(|p| p.target() == target) {
             if let Some(described) = describe(property) {

@@ -229,6 +229,15 @@ pub fn self_audit_event_types() -> impl Iterator<Item = &'static str> {
     ROUTES.iter().filter_map(|spec| spec.self_audit)
 }
 
+/// The `eventType`s of the records reads write (a change's record, such as
+/// a settings update, holds the change instead).
+pub fn read_record_event_types() -> impl Iterator<Item = &'static str> {
+    ROUTES
+        .iter()
+        .filter(|spec| spec.scope == SCOPE_READ)
+        .filter_map(|spec| spec.self_audit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

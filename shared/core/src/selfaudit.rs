@@ -12,6 +12,7 @@ use crate::cursor::CursorGenerator;
 use crate::error::{ApiError, StoreError};
 use crate::event::{format_time, Event};
 use crate::integrity::seal::DirtyMarks;
+use crate::metadata::{properties_of, ObservedProperty};
 use crate::settings::RetentionCache;
 use crate::store::EventStore;
 
@@ -125,17 +126,12 @@ impl<S: EventStore> SelfAuditor<S> {
     }
 
     async fn record(&self, caller: &Caller, facts: &RequestFacts) -> Result<(), StoreError> {
-        let data = json!({
-            "path": facts.path,
-            "method": facts.method,
-            "queryString": facts.query_string,
-            "userAgent": facts.user_agent,
-            "referer": facts.referer,
-            "sourceIp": facts.source_ip,
-            "subject": caller.subject,
-            "clientId": caller.client_id,
-        });
-        self.write(caller, facts, data).await
+        let event = self
+            .record_of(caller, facts, read_record_data(caller, facts))
+            .await?;
+        // No sightings: a read's record has the properties every read's
+        // record has, which metadata lists from `record_properties`.
+        self.put(&caller.tenant, &event).await
     }
 
     async fn write(
@@ -144,43 +140,10 @@ impl<S: EventStore> SelfAuditor<S> {
         facts: &RequestFacts,
         data: serde_json::Value,
     ) -> Result<(), StoreError> {
-        let retention = self.retention.retention_days(&caller.tenant).await?;
-        // As for every event, the timestamp is the cursor's time.
-        let cursor = self.cursors.next();
-        let now = crate::event::cursor_time(cursor);
-        let event = Event {
-            cursor: cursor.to_string(),
-            account_id: caller.tenant.clone(),
-            organization_id: None,
-            timestamp: format_time(now),
-            occurred_at: None,
-            expires_at: format_time(now + chrono::Duration::days(i64::from(retention))),
-            service_name: SELF_AUDIT_SERVICE.into(),
-            event_type: facts.event_type.into(),
-            message: Some(format!("{} {}", facts.method, facts.path)),
-            sandbox: None,
-            user_id: caller.subject.clone(),
-            user_email: None,
-            client_id: caller.client_id.clone(),
-            jwt_id: None,
-            message_id: None,
-            reference_id: None,
-            trace_id: None,
-            ip_address: facts.source_ip.clone(),
-            user_agent: facts.user_agent.clone(),
-            data: Some(data),
-            indexed_data: None,
-            may_have_more_data: None,
-        };
-        // Marked alongside the write, so a record is never left unsealed.
-        let (_, written) = futures::join!(
-            self.marks.before_write(&*self.store, &caller.tenant),
-            self.store
-                .put_event(&event, std::time::Instant::now() + self.write_deadline)
-        );
-        written?;
-        // The API's own records are queryable like any event: metadata lists
-        // their properties (first sighting per process only).
+        let event = self.record_of(caller, facts, data).await?;
+        self.put(&caller.tenant, &event).await?;
+        // A change's `data` is its own: metadata lists its properties once
+        // a record of it is stored (first sighting per process only).
         let sightings = self.seen.first_sightings(std::iter::once(&event), true);
         if !sightings.is_empty() {
             if let Err(err) = self.store.put_properties(&sightings).await {
@@ -190,6 +153,118 @@ impl<S: EventStore> SelfAuditor<S> {
         }
         Ok(())
     }
+
+    /// The record, with the tenant's retention and a fresh cursor.
+    async fn record_of(
+        &self,
+        caller: &Caller,
+        facts: &RequestFacts,
+        data: serde_json::Value,
+    ) -> Result<Event, StoreError> {
+        let retention = self.retention.retention_days(&caller.tenant).await?;
+        Ok(record_event(
+            caller,
+            facts,
+            data,
+            self.cursors.next(),
+            retention,
+        ))
+    }
+
+    async fn put(&self, tenant: &str, event: &Event) -> Result<(), StoreError> {
+        // Marked alongside the write, so a record is never left unsealed.
+        let (_, written) = futures::join!(
+            self.marks.before_write(&*self.store, tenant),
+            self.store
+                .put_event(event, std::time::Instant::now() + self.write_deadline)
+        );
+        written
+    }
+}
+
+/// What a read's record holds in `data`.
+fn read_record_data(caller: &Caller, facts: &RequestFacts) -> serde_json::Value {
+    json!({
+        "path": facts.path,
+        "method": facts.method,
+        "queryString": facts.query_string,
+        "userAgent": facts.user_agent,
+        "referer": facts.referer,
+        "sourceIp": facts.source_ip,
+        "subject": caller.subject,
+        "clientId": caller.client_id,
+    })
+}
+
+/// A record of `facts` in the caller's tenant.
+fn record_event(
+    caller: &Caller,
+    facts: &RequestFacts,
+    data: serde_json::Value,
+    cursor: ulid::Ulid,
+    retention_days: u32,
+) -> Event {
+    // As for every event, the timestamp is the cursor's time.
+    let now = crate::event::cursor_time(cursor);
+    Event {
+        cursor: cursor.to_string(),
+        account_id: caller.tenant.clone(),
+        organization_id: None,
+        timestamp: format_time(now),
+        occurred_at: None,
+        expires_at: format_time(now + chrono::Duration::days(i64::from(retention_days))),
+        service_name: SELF_AUDIT_SERVICE.into(),
+        event_type: facts.event_type.into(),
+        message: Some(format!("{} {}", facts.method, facts.path)),
+        sandbox: None,
+        user_id: caller.subject.clone(),
+        user_email: None,
+        client_id: caller.client_id.clone(),
+        jwt_id: None,
+        message_id: None,
+        reference_id: None,
+        trace_id: None,
+        ip_address: facts.source_ip.clone(),
+        user_agent: facts.user_agent.clone(),
+        data: Some(data),
+        indexed_data: None,
+        may_have_more_data: None,
+    }
+}
+
+/// The properties a read's record of `event_type` can have, as metadata
+/// lists them: those of a record built as every read builds one, with every
+/// optional fact present. They are the API's own and the same in every
+/// tenant, so reads write no sightings for them (a first read in a process
+/// then makes no third call in series).
+pub fn record_properties(event_type: &'static str) -> Vec<ObservedProperty> {
+    let caller = Caller {
+        tenant: String::new(),
+        scopes: Default::default(),
+        subject: Some(String::new()),
+        client_id: Some(String::new()),
+    };
+    let facts = RequestFacts {
+        event_type,
+        path: String::new(),
+        method: String::new(),
+        query_string: String::new(),
+        user_agent: Some(String::new()),
+        referer: Some(String::new()),
+        source_ip: Some(String::new()),
+    };
+    let data = read_record_data(&caller, &facts);
+    let record = record_event(&caller, &facts, data, ulid::Ulid::nil(), 1);
+    properties_of(&record, true)
+}
+
+/// The properties of every read's record, for the event types `wanted`
+/// keeps.
+pub fn read_record_properties(wanted: impl Fn(&str) -> bool) -> Vec<ObservedProperty> {
+    crate::routes::read_record_event_types()
+        .filter(|event_type| wanted(event_type))
+        .flat_map(record_properties)
+        .collect()
 }
 
 /// Whether a tail page keeps an event, per the `selfAudit` parameter.
