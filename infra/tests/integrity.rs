@@ -721,3 +721,114 @@ async fn a_quiet_tenant_gets_a_heartbeat_checkpoint() {
     assert_eq!(beat.tree_size, latest_size, "the same tree, signed again");
     verifier_key(&api, &token).await.open(&beat.note).unwrap();
 }
+
+/// The pivot query `eventType eq user.login`, followed to its end: cursors.
+async fn logins(api: &Api, token: &str) -> Vec<String> {
+    let body = json!({"and": [{"field": "eventType", "operator": "eq", "value": "user.login"}]});
+    let mut url = format!("{}/audit/query?limit=1000", api.base);
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        let response = api
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (status, page) = json_of(response).await;
+        assert_eq!(status, 200, "{page}");
+        found.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["cursor"].as_str().unwrap().to_string()),
+        );
+        match page["next"].as_str() {
+            Some(next) => url = next.to_string(),
+            None => return found,
+        }
+    }
+    panic!("the query never ended");
+}
+
+/// A quiet tenant's postings wait for a batch of settled events (counted by
+/// its log, without reading them) or for the oldest to reach the lag; until
+/// then pivot queries find the waiting events in the tail, and the tenant
+/// stays queued for them even when nothing new is written.
+#[tokio::test]
+async fn a_quiet_tenants_postings_wait_for_a_batch_or_the_lag() {
+    let api = Api::configured(|config| {
+        config.posting_batch = 40;
+        config.posting_max_lag = std::time::Duration::from_secs(600);
+    })
+    .await;
+    let token = api.token("acme");
+    let store = DynamoStore::new(api.env.direct.clone(), &api.env.config.table_name);
+    let mark = || async {
+        audit_core::EventStore::posted_mark(&store, "acme")
+            .await
+            .unwrap()
+    };
+    let settle = chrono::Duration::from_std(api.env.config.settle_horizon).unwrap();
+    // `seal_now` seals as if the horizon were a second from now: events
+    // written before the clock gets there would be under the mark unposted.
+    let pass_the_mark = || tokio::time::sleep(std::time::Duration::from_millis(1100));
+    let mut written = ingest(&api, &token, 10, "first").await;
+    seal_now(&api).await;
+    pass_the_mark().await;
+    let first = mark()
+        .await
+        .expect("a tenant's first postings are always due");
+    assert!(first.log_size.is_some(), "{first:?}");
+
+    written.extend(ingest(&api, &token, 10, "few").await);
+    let report = {
+        let later = Utc::now() + settle + chrono::Duration::seconds(1);
+        sealer(&api).run(later).await.unwrap()
+    };
+    pass_the_mark().await;
+    assert_eq!(
+        mark().await.as_ref(),
+        Some(&first),
+        "10 waiting of 40: not due"
+    );
+    assert!(
+        report.checkpoints.iter().any(|c| c.tree_size > 10),
+        "the log is sealed meanwhile"
+    );
+    written.reverse();
+    assert_eq!(
+        logins(&api, &token).await,
+        written,
+        "waiting events come from the tail"
+    );
+    written.reverse();
+
+    written.extend(ingest(&api, &token, 40, "batch").await);
+    seal_now(&api).await;
+    pass_the_mark().await;
+    let batch = mark().await.unwrap();
+    assert!(batch.through > first.through, "a batch waiting is due");
+
+    written.extend(ingest(&api, &token, 1, "late").await);
+    seal_now(&api).await;
+    assert_eq!(mark().await.as_ref(), Some(&batch), "one waiting, not old");
+    // Nothing new is written, and the heartbeat (an hour) is not due: the
+    // tenant is checked again only because its postings wait.
+    let quiet = Utc::now() + settle + chrono::Duration::seconds(300);
+    sealer(&api).run(quiet).await.unwrap();
+    assert_eq!(
+        mark().await.as_ref(),
+        Some(&batch),
+        "past its writes' dirty marks, not old enough"
+    );
+    let lagging = Utc::now() + settle + chrono::Duration::seconds(700);
+    sealer(&api).run(lagging).await.unwrap();
+    let late = mark().await.unwrap();
+    assert!(late.through > batch.through, "the lag makes it due");
+    pass_the_mark().await;
+    written.reverse();
+    assert_eq!(logins(&api, &token).await, written);
+}

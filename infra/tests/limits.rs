@@ -114,7 +114,10 @@ async fn the_validation_limits_are_the_tables_limits() {
         pivot_key("acme", at_limit.index, &at_limit.value).len(),
         2048
     );
-    let through = ulid::Ulid::new().to_string();
+    let through = audit_core::store::PostedMark {
+        through: ulid::Ulid::new().to_string(),
+        log_size: None,
+    };
     assert_eq!(
         store.put_postings("acme", &[at_limit], &through).await.ok(),
         Some(())

@@ -326,7 +326,14 @@ async fn random_queries_mean_the_same_on_every_plan_and_match_the_oracle() {
             }
             let through = mark.expect("a mark");
             store
-                .put_postings("acme", &died.finish(), &through)
+                .put_postings(
+                    "acme",
+                    &died.finish(),
+                    &audit_core::store::PostedMark {
+                        through: through.clone(),
+                        log_size: None,
+                    },
+                )
                 .await
                 .expect("postings beyond the mark");
             assert_eq!(

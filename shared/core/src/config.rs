@@ -65,6 +65,13 @@ pub struct Config {
     /// `CHECKPOINT_HEARTBEAT_SECONDS`: the longest a tenant with events goes
     /// without a new checkpoint, 60..=86400 (default 3600).
     pub checkpoint_heartbeat: Duration,
+    /// `POSTING_BATCH_EVENTS`: the sealer writes a tenant's pivot postings
+    /// once this many settled events wait for them, 1..=100000 (default
+    /// 1000: a posting then lists about as many cursors as an item holds).
+    pub posting_batch: u64,
+    /// `POSTING_MAX_LAG_SECONDS`: ... or once the oldest of them is this old,
+    /// 0..=86400 (default 3600; 0 posts every run).
+    pub posting_max_lag: Duration,
 }
 
 /// The checkpoint key used when none is configured (locally).
@@ -254,6 +261,18 @@ impl Config {
                 3600,
                 60..=86_400,
                 "seconds from 60 to 86400",
+            )?),
+            posting_batch: settings.number(
+                "POSTING_BATCH_EVENTS",
+                1000,
+                1..=100_000,
+                "events from 1 to 100000",
+            )?,
+            posting_max_lag: Duration::from_secs(settings.number(
+                "POSTING_MAX_LAG_SECONDS",
+                3600,
+                0..=86_400,
+                "seconds from 0 to 86400",
             )?),
         })
     }

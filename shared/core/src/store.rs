@@ -108,23 +108,38 @@ pub trait EventStore: Send + Sync {
     /// One event of one tenant, expired or not.
     async fn get_event(&self, tenant: &str, cursor: &str) -> Result<Option<Event>, StoreError>;
 
-    /// The last cursor whose pivot postings are all written (`None`: none
-    /// yet). It only grows, so an older answer is still true: it only
-    /// leaves more of the tail to scan.
-    async fn posted_through(&self, tenant: &str) -> Result<Option<String>, StoreError>;
+    /// The tenant's posted-through mark (`None`: nothing posted yet). It
+    /// only grows, so an older answer is still true: it only leaves more of
+    /// the tail to scan.
+    async fn posted_mark(&self, tenant: &str) -> Result<Option<PostedMark>, StoreError>;
+
+    /// The last cursor whose pivot postings are all written.
+    async fn posted_through(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.posted_mark(tenant).await?.map(|mark| mark.through))
+    }
 
     /// Writes one run's postings, then moves the tenant's posted-through
-    /// mark to `through`. Writing the same run again is harmless.
+    /// mark to `mark.through`. Writing the same run again is harmless.
     async fn put_postings(
         &self,
         tenant: &str,
         postings: &[Posting],
-        through: &str,
+        mark: &PostedMark,
     ) -> Result<(), StoreError>;
 
     /// Puts the tenant in the sealing queue: it may have events written
     /// until `until_ms` (epoch ms). A later mark never moves it back.
     async fn mark_dirty(&self, tenant: &str, until_ms: i64) -> Result<(), StoreError>;
+}
+
+/// How far a tenant's pivot postings go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostedMark {
+    /// The last cursor whose postings are all written.
+    pub through: String,
+    /// The tenant's log size when they were (`None`: not known), so the
+    /// sealer can tell how many settled events wait without reading them.
+    pub log_size: Option<u64>,
 }
 
 /// A tenant's own settings, as stored (validated by the `settings` module).

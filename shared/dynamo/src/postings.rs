@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use audit_core::error::StoreError;
 use audit_core::pivot::{pivot_key, PivotIndex, Posting};
-use audit_core::store::{RangePage, RangeRead};
+use audit_core::store::{PostedMark, RangePage, RangeRead};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use ulid::Ulid;
@@ -20,6 +20,8 @@ use crate::table::{PARTITION_KEY, POSTED_PREFIX, POSTED_SORT_KEY, SORT_KEY, TTL_
 /// A posting's cursors (16 bytes each, ascending); the mark's cursor.
 const CURSORS: &str = "cursors";
 const THROUGH: &str = "through";
+/// The tenant's log size when the mark moved (see `PostedMark::log_size`).
+const LOG_SIZE: &str = "logSize";
 /// Posting items the first `Query` of a page reads; each next one reads
 /// twice as many (up to 1000): a rare value's small postings take few calls.
 const POSTINGS_FIRST_QUERY: i32 = 8;
@@ -113,7 +115,7 @@ impl DynamoStore {
         &self,
         tenant: &str,
         postings: &[Posting],
-        through: &str,
+        mark: &PostedMark,
     ) -> Result<(), StoreError> {
         let items: Vec<Item> = postings
             .iter()
@@ -121,7 +123,8 @@ impl DynamoStore {
             .collect();
         let units = self.write_items(items).await?;
         self.posting_units.add(units);
-        let marked = self
+        let through = &mark.through;
+        let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -130,7 +133,11 @@ impl DynamoStore {
                 AttributeValue::S(format!("{POSTED_PREFIX}{tenant}")),
             )
             .item(SORT_KEY, AttributeValue::S(POSTED_SORT_KEY.into()))
-            .item(THROUGH, AttributeValue::S(through.to_string()))
+            .item(THROUGH, AttributeValue::S(through.to_string()));
+        if let Some(size) = mark.log_size {
+            put = put.item(LOG_SIZE, AttributeValue::N(size.to_string()));
+        }
+        let marked = put
             .condition_expression("attribute_not_exists(#through) OR #through < :through")
             .expression_attribute_names("#through", THROUGH)
             .expression_attribute_values(":through", AttributeValue::S(through.to_string()))
@@ -156,10 +163,10 @@ impl DynamoStore {
     }
 
     /// The tenant's posted-through mark, read now.
-    pub(crate) async fn read_posted_through(
+    pub(crate) async fn read_posted_mark(
         &self,
         tenant: &str,
-    ) -> Result<Option<Ulid>, StoreError> {
+    ) -> Result<Option<PostedMark>, StoreError> {
         let item = self
             .get_item(&format!("{POSTED_PREFIX}{tenant}"), POSTED_SORT_KEY, true)
             .await?;
@@ -172,7 +179,14 @@ impl DynamoStore {
         if let Ok(mut marks) = self.posted_marks.lock() {
             marks.insert(tenant.to_string(), (through, Instant::now()));
         }
-        Ok(through)
+        Ok(through.map(|through| PostedMark {
+            through: through.to_string(),
+            log_size: item
+                .as_ref()
+                .and_then(|i| i.get(LOG_SIZE))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok()),
+        }))
     }
 
     /// The mark as this process last read it, if that was recent.
@@ -185,7 +199,10 @@ impl DynamoStore {
             .filter(|(_, at)| at.elapsed() < MARK_FRESHNESS);
         match known {
             Some((through, _)) => Ok(through),
-            None => self.read_posted_through(tenant).await,
+            None => Ok(self
+                .read_posted_mark(tenant)
+                .await?
+                .and_then(|mark| parse_cursor(&mark.through).ok())),
         }
     }
 

@@ -8,7 +8,9 @@ use audit_core::error::StoreError;
 use audit_core::event::{Event, PageEvent};
 use audit_core::metadata::ObservedProperty;
 use audit_core::pivot::Posting;
-use audit_core::store::{EventStore, IdempotentPut, RangePage, RangeRead, TenantSettings};
+use audit_core::store::{
+    EventStore, IdempotentPut, PostedMark, RangePage, RangeRead, TenantSettings,
+};
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, PutRequest, ReturnConsumedCapacity, WriteRequest,
 };
@@ -274,20 +276,17 @@ impl EventStore for DynamoStore {
             .await
     }
 
-    async fn posted_through(&self, tenant: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .read_posted_through(tenant)
-            .await?
-            .map(|c| c.to_string()))
+    async fn posted_mark(&self, tenant: &str) -> Result<Option<PostedMark>, StoreError> {
+        self.read_posted_mark(tenant).await
     }
 
     async fn put_postings(
         &self,
         tenant: &str,
         postings: &[Posting],
-        through: &str,
+        mark: &PostedMark,
     ) -> Result<(), StoreError> {
-        self.write_postings(tenant, postings, through).await
+        self.write_postings(tenant, postings, mark).await
     }
 
     async fn mark_dirty(&self, tenant: &str, until_ms: i64) -> Result<(), StoreError> {

@@ -18,7 +18,7 @@ use crate::error::StoreError;
 use crate::event::MAX_PARTITION_KEY_BYTES;
 use crate::event::{format_time, PageEvent};
 use crate::pivot::{pivot_key, PostingsBuilder, PIVOT_INDEXES};
-use crate::store::{EventStore, RangeRead};
+use crate::store::{EventStore, PostedMark, RangeRead};
 
 /// Most leaves one tenant gains in one run; the rest wait for the next.
 const MAX_LEAVES_PER_RUN: usize = 200_000;
@@ -87,6 +87,51 @@ pub struct Sealer<S> {
     origin: String,
     settle_horizon: Duration,
     heartbeat: Duration,
+    cadence: PostingCadence,
+}
+
+/// When the sealer writes a tenant's pivot postings (docs/KEY-DESIGN.md,
+/// "Posting cadence"): a posting item costs a write unit however few
+/// cursors it lists, so a quiet tenant's are written in batches; its tail
+/// above the mark, which pivot reads scan, stays within about `batch`
+/// events or `max_lag`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PostingCadence {
+    /// Settled events waiting that make a tenant due.
+    pub batch: u64,
+    /// Age of the oldest of them that makes a tenant due.
+    pub max_lag: Duration,
+}
+
+impl PostingCadence {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            batch: config.posting_batch,
+            max_lag: config.posting_max_lag,
+        }
+    }
+
+    /// Whether a tenant whose postings reach `mark`, and whose log now holds
+    /// `log_size` leaves, is due at the settle horizon `top`. What can't be
+    /// told (no mark, a size unknown) is due.
+    pub fn due(&self, mark: Option<&PostedMark>, log_size: Option<u64>, top: Ulid) -> bool {
+        let Some(mark) = mark else {
+            return true;
+        };
+        let Ok(through) = Ulid::from_string(&mark.through) else {
+            return true;
+        };
+        let lag_ms = top.timestamp_ms().saturating_sub(through.timestamp_ms());
+        if u128::from(lag_ms) >= self.max_lag.as_millis() {
+            return true;
+        }
+        match (log_size, mark.log_size) {
+            // The log holds the same settled events: those it gained since
+            // the mark moved are the ones waiting.
+            (Some(now), Some(then)) => now.saturating_sub(then) >= self.batch,
+            _ => true,
+        }
+    }
 }
 
 /// The first cursor not yet settled at `now`.
@@ -106,6 +151,7 @@ impl<S: EventStore + LogStore> Sealer<S> {
             origin: config.checkpoint_origin.clone(),
             settle_horizon: config.settle_horizon,
             heartbeat: config.checkpoint_heartbeat,
+            cadence: PostingCadence::from_config(config),
         }
     }
 
@@ -126,9 +172,12 @@ impl<S: EventStore + LogStore> Sealer<S> {
                 continue;
             }
             report.tenants_checked += 1;
-            // The postings and the log are independent: one failing never
-            // stops the other.
-            let posted_all = match self.post_tenant(&mark.tenant, now).await {
+            // The log first: its size tells the postings how many settled
+            // events wait for them. The two are independent: one failing
+            // never stops the other.
+            let sealed = self.seal_log(&mark.tenant, now, due).await;
+            let log_size = sealed.as_ref().ok().map(|(_, _, size)| *size);
+            let posted_all = match self.post_when_due(&mark.tenant, now, log_size).await {
                 Ok((posted, complete)) => {
                     report.events_posted += posted;
                     complete
@@ -139,8 +188,8 @@ impl<S: EventStore + LogStore> Sealer<S> {
                     false
                 }
             };
-            match self.seal_tenant(&mark.tenant, now, due).await {
-                Ok((checkpoint, added)) => {
+            match sealed {
+                Ok((checkpoint, added, _)) => {
                     report.leaves_added += added;
                     let mut sealed = mark.clone();
                     sealed.sealed_through_ms = horizon_ms;
@@ -148,7 +197,8 @@ impl<S: EventStore + LogStore> Sealer<S> {
                         sealed.checkpoint_at_ms = now.timestamp_millis();
                         report.checkpoints.push(checkpoint);
                     }
-                    // Only a complete run may say the tenant is sealed this far.
+                    // Only a complete run may say the tenant is sealed this
+                    // far; one whose postings wait stays queued for them.
                     if added < MAX_LEAVES_PER_RUN as u64 && posted_all {
                         self.store.put_sealed(&sealed).await?;
                     }
@@ -172,6 +222,17 @@ impl<S: EventStore + LogStore> Sealer<S> {
         now: DateTime<Utc>,
         heartbeat: bool,
     ) -> Result<(Option<CheckpointRecord>, u64), StoreError> {
+        let (checkpoint, added, _) = self.seal_log(tenant, now, heartbeat).await?;
+        Ok((checkpoint, added))
+    }
+
+    /// [`Self::seal_tenant`], and the log's size after it.
+    async fn seal_log(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+        heartbeat: bool,
+    ) -> Result<(Option<CheckpointRecord>, u64, u64), StoreError> {
         let latest = self.store.latest_checkpoint(tenant).await?;
         let size = latest.as_ref().map_or(0, |c| c.tree_size);
         let mut frontier = self.load_frontier(tenant, size).await?;
@@ -189,7 +250,7 @@ impl<S: EventStore + LogStore> Sealer<S> {
             .settled_leaves(tenant, last_cursor.as_deref(), now)
             .await?;
         if leaves.is_empty() && (!heartbeat || latest.is_none()) {
-            return Ok((None, 0));
+            return Ok((None, 0, size));
         }
         if let Some((_, entry, _)) = leaves.last() {
             last_cursor = Some(entry.cursor.to_string());
@@ -224,7 +285,25 @@ impl<S: EventStore + LogStore> Sealer<S> {
             last_cursor,
         };
         self.store.put_checkpoint(tenant, &record).await?;
-        Ok((Some(record), added))
+        Ok((Some(record), added, frontier.size))
+    }
+
+    /// Writes the tenant's postings if they are due ([`PostingCadence`]).
+    /// Returns the events posted and whether none wait any more.
+    async fn post_when_due(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+        log_size: Option<u64>,
+    ) -> Result<(u64, bool), StoreError> {
+        let mark = self.store.posted_mark(tenant).await?;
+        if !self
+            .cadence
+            .due(mark.as_ref(), log_size, horizon(now, self.settle_horizon))
+        {
+            return Ok((0, false));
+        }
+        self.post_from(tenant, mark.as_ref(), now, log_size).await
     }
 
     /// Writes the pivot postings of the tenant's settled events that have
@@ -236,12 +315,25 @@ impl<S: EventStore + LogStore> Sealer<S> {
         tenant: &str,
         now: DateTime<Utc>,
     ) -> Result<(u64, bool), StoreError> {
+        let mark = self.store.posted_mark(tenant).await?;
+        self.post_from(tenant, mark.as_ref(), now, None).await
+    }
+
+    /// Posts from `mark` to the horizon; the new mark records `log_size`
+    /// when this run reaches the horizon.
+    async fn post_from(
+        &self,
+        tenant: &str,
+        mark: Option<&PostedMark>,
+        now: DateTime<Utc>,
+        log_size: Option<u64>,
+    ) -> Result<(u64, bool), StoreError> {
         let top = horizon(now, self.settle_horizon);
         if top == Ulid::nil() {
             return Ok((0, true));
         }
-        let mut lo = match self.store.posted_through(tenant).await? {
-            Some(cursor) => Ulid(parse_cursor(&cursor)?.0.saturating_add(1)),
+        let mut lo = match mark {
+            Some(mark) => Ulid(parse_cursor(&mark.through)?.0.saturating_add(1)),
             None => Ulid::nil(),
         };
         let hi = Ulid(top.0 - 1);
@@ -295,8 +387,12 @@ impl<S: EventStore + LogStore> Sealer<S> {
         }
         match through {
             Some(through) if posted > 0 => {
+                let mark = PostedMark {
+                    through,
+                    log_size: log_size.filter(|_| complete),
+                };
                 self.store
-                    .put_postings(tenant, &builder.finish(), &through)
+                    .put_postings(tenant, &builder.finish(), &mark)
                     .await?;
                 Ok((posted as u64, complete))
             }
@@ -430,5 +526,43 @@ mod tests {
             horizon(now, Duration::from_secs(10)),
             Ulid::from_parts(990_000, 0)
         );
+    }
+
+    fn mark_at(ms: u64, log_size: Option<u64>) -> PostedMark {
+        PostedMark {
+            through: Ulid::from_parts(ms, u128::MAX).to_string(),
+            log_size,
+        }
+    }
+
+    #[test]
+    fn postings_are_due_for_a_batch_the_lag_or_what_cannot_be_told() {
+        let cadence = PostingCadence {
+            batch: 100,
+            max_lag: Duration::from_secs(60),
+        };
+        let top = Ulid::from_parts(1_000_000, 0);
+        let recent = mark_at(990_000, Some(500));
+        assert!(cadence.due(None, Some(0), top), "nothing posted yet");
+        assert!(!cadence.due(Some(&recent), Some(599), top), "99 waiting");
+        assert!(cadence.due(Some(&recent), Some(600), top), "100 waiting");
+        assert!(
+            cadence.due(Some(&recent), None, top),
+            "the log's size unknown"
+        );
+        assert!(
+            cadence.due(Some(&mark_at(990_000, None)), Some(501), top),
+            "the mark's size unknown"
+        );
+        assert!(!cadence.due(Some(&mark_at(940_001, Some(500))), Some(501), top));
+        assert!(
+            cadence.due(Some(&mark_at(940_000, Some(500))), Some(501), top),
+            "the oldest waiting is a minute old"
+        );
+        let every_run = PostingCadence {
+            max_lag: Duration::ZERO,
+            ..cadence
+        };
+        assert!(every_run.due(Some(&recent), Some(500), top));
     }
 }
