@@ -8,11 +8,14 @@ use serde::Serialize;
 pub const JSON: &str = "application/json";
 
 pub fn json_response<T: Serialize>(status: u16, body: &T) -> Response<Body> {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => Response::builder()
+    // Text, not binary: API Gateway's response then carries the JSON as a
+    // string, not base64 of it (a third larger, encoded and then scanned
+    // again as the runtime writes the response).
+    match serde_json::to_string(body) {
+        Ok(text) => Response::builder()
             .status(status)
             .header("content-type", JSON)
-            .body(Body::Binary(bytes))
+            .body(Body::Text(text))
             .unwrap_or_else(|_| fallback_error()),
         Err(err) => {
             tracing::error!(error = %err, "response serialisation failed");
