@@ -167,6 +167,9 @@ pub async fn memory() -> Result<Section, BenchError> {
 
 /// Lambda's CPU share at 128 MB: 128/1769 of a core.
 pub(super) const SHARE_128MB_PER_100K: u64 = 100_000 * 128 / 1769;
+/// The list function's memory (`template.yaml`): its pages of 1000 are
+/// CPU-bound.
+pub(super) const LIST_MEMORY_MB: u64 = 512;
 
 /// Idle time between invocations under the share: one period of the
 /// cgroup's CPU quota and a margin, so each request starts with the whole
@@ -176,24 +179,32 @@ pub(super) const SHARE_128MB_PER_100K: u64 = 100_000 * 128 / 1769;
 /// 0.85× and at 1.86× the raw calls in two runs (2026-11-28).
 pub(super) const PAUSE: std::time::Duration = std::time::Duration::from_millis(120);
 
+/// Lambda's CPU share at `memory_mb`, in µs per 100 000 µs (a whole vCPU
+/// at 1769 MB).
+pub(super) fn share_per_100k(memory_mb: u64) -> u64 {
+    100_000 * memory_mb / 1769
+}
+
 /// A cgroup limiting its members to the 128 MB CPU share, or why there is none.
 pub(super) fn cpu_share_cgroup() -> Result<std::path::PathBuf, String> {
-    let v1 = std::path::Path::new("/sys/fs/cgroup/cpu/audit-bench-128mb");
-    let v1_made = std::fs::create_dir_all(v1)
+    cpu_share_cgroup_for(128)
+}
+
+/// A cgroup limiting its members to the CPU share of `memory_mb`.
+pub(super) fn cpu_share_cgroup_for(memory_mb: u64) -> Result<std::path::PathBuf, String> {
+    let quota = share_per_100k(memory_mb);
+    let name = format!("audit-bench-{memory_mb}mb");
+    let v1 = std::path::Path::new("/sys/fs/cgroup/cpu").join(&name);
+    let v1_made = std::fs::create_dir_all(&v1)
         .and_then(|()| std::fs::write(v1.join("cpu.cfs_period_us"), "100000"))
-        .and_then(|()| {
-            std::fs::write(
-                v1.join("cpu.cfs_quota_us"),
-                SHARE_128MB_PER_100K.to_string(),
-            )
-        });
+        .and_then(|()| std::fs::write(v1.join("cpu.cfs_quota_us"), quota.to_string()));
     if v1_made.is_ok() {
-        return Ok(v1.to_path_buf());
+        return Ok(v1);
     }
-    let v2 = std::path::Path::new("/sys/fs/cgroup/audit-bench-128mb");
-    std::fs::create_dir_all(v2)
-        .and_then(|()| std::fs::write(v2.join("cpu.max"), format!("{SHARE_128MB_PER_100K} 100000")))
-        .map(|()| v2.to_path_buf())
+    let v2 = std::path::Path::new("/sys/fs/cgroup").join(&name);
+    std::fs::create_dir_all(&v2)
+        .and_then(|()| std::fs::write(v2.join("cpu.max"), format!("{quota} 100000")))
+        .map(|()| v2)
         .map_err(|e| format!("no cgroup CPU quota could be set ({e}); run as root"))
 }
 
