@@ -832,3 +832,46 @@ async fn a_quiet_tenants_postings_wait_for_a_batch_or_the_lag() {
     written.reverse();
     assert_eq!(logins(&api, &token).await, written);
 }
+
+/// Postings that wait don't keep a tenant in every run: once its log is
+/// sealed and its heartbeat written, the next run passes it by until it
+/// writes again or its postings fall due.
+#[tokio::test]
+async fn waiting_postings_do_not_repeat_heartbeats() {
+    let api = Api::configured(|config| {
+        config.posting_batch = 40;
+        config.posting_max_lag = std::time::Duration::from_secs(3600);
+        config.checkpoint_heartbeat = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let token = api.token("acme");
+    let settle = chrono::Duration::from_std(api.env.config.settle_horizon).unwrap();
+    ingest(&api, &token, 10, "first").await;
+    seal_now(&api).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    ingest(&api, &token, 5, "waiting").await;
+    let start = Utc::now() + settle;
+    let sealed = sealer(&api)
+        .run(start + chrono::Duration::seconds(200))
+        .await
+        .unwrap();
+    assert_eq!(sealed.checkpoints.len(), 1, "the waiting events are sealed");
+    assert_eq!(sealed.events_posted, 0, "5 waiting of 40");
+    let next = sealer(&api)
+        .run(start + chrono::Duration::seconds(210))
+        .await
+        .unwrap();
+    assert_eq!(next.tenants_checked, 0, "{next:?}");
+    assert!(next.checkpoints.is_empty(), "{next:?}");
+    let beat = sealer(&api)
+        .run(start + chrono::Duration::seconds(270))
+        .await
+        .unwrap();
+    assert_eq!(beat.checkpoints.len(), 1, "one heartbeat a minute later");
+    assert_eq!(beat.events_posted, 0);
+    let due = sealer(&api)
+        .run(start + chrono::Duration::seconds(3700))
+        .await
+        .unwrap();
+    assert_eq!(due.events_posted, 5, "{due:?}");
+}

@@ -194,7 +194,7 @@ impl<S: EventStore> MetadataHandler<S> {
                 "extended": self.extended,
                 "targets": [
                     {"target": "event", "description": "top-level event fields", "fields": event_fields},
-                    {"target": "data", "description": "data.<path>: properties seen in this tenant's events", "fields": observed_fields("data")},
+                    {"target": "data", "description": "data.<path>: properties seen in this tenant's events, and those of the API's own read records", "fields": observed_fields("data")},
                     {"target": "indexedData", "description": "indexedData.<key>: string properties seen in this tenant's events", "fields": observed_fields("indexedData")},
                 ],
                 "services": services.iter().map(|(service, types)| json!({"serviceName": service, "eventTypes": types})).collect::<Vec<_>>(),

@@ -69,7 +69,7 @@ pub struct Config {
     /// once this many settled events wait for them, 1..=100000 (default
     /// 1000: a posting then lists about as many cursors as an item holds).
     pub posting_batch: u64,
-    /// `POSTING_MAX_LAG_SECONDS`: ... or once the oldest of them is this old,
+    /// `POSTING_MAX_LAG_SECONDS`: ... or once they were last written this long ago,
     /// 0..=86400 (default 3600; 0 posts every run).
     pub posting_max_lag: Duration,
 }

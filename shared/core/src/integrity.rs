@@ -72,13 +72,15 @@ pub struct EntryView {
 
 /// A tenant in the sealing queue: when events may last have been written
 /// (`dirty_until`, epoch ms), how far its log is sealed (`sealed_through`:
-/// every event older than this is a leaf), and its last checkpoint's time.
+/// every event older than this is a leaf), its last checkpoint's time, and
+/// when its waiting pivot postings fall due (`None`: none wait).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SealMark {
     pub tenant: String,
     pub dirty_until_ms: i64,
     pub sealed_through_ms: i64,
     pub checkpoint_at_ms: i64,
+    pub postings_due_at_ms: Option<i64>,
 }
 
 /// The store of the integrity log (the port; `audit_dynamo::DynamoStore`

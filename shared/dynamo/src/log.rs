@@ -24,6 +24,7 @@ const ROOT: &str = "root";
 const DIRTY_UNTIL: &str = "dirtyUntil";
 const SEALED_THROUGH: &str = "sealedThrough";
 const CHECKPOINT_AT: &str = "checkpointAt";
+const POSTINGS_DUE_AT: &str = "postingsDueAt";
 /// How long a partial tile lives unless written again (heartbeats rewrite
 /// the newest at least hourly).
 const PARTIAL_TILE_SECONDS: i64 = 7 * 86_400;
@@ -318,6 +319,9 @@ impl LogStore for DynamoStore {
                 if state {
                     mark.sealed_through_ms = number(&item, SEALED_THROUGH);
                     mark.checkpoint_at_ms = number(&item, CHECKPOINT_AT);
+                    mark.postings_due_at_ms = item
+                        .contains_key(POSTINGS_DUE_AT)
+                        .then(|| number(&item, POSTINGS_DUE_AT));
                 } else {
                     mark.dirty_until_ms = number(&item, DIRTY_UNTIL);
                 }
@@ -343,6 +347,12 @@ impl LogStore for DynamoStore {
             CHECKPOINT_AT.to_string(),
             AttributeValue::N(mark.checkpoint_at_ms.to_string()),
         );
+        if let Some(due_at) = mark.postings_due_at_ms {
+            item.insert(
+                POSTINGS_DUE_AT.to_string(),
+                AttributeValue::N(due_at.to_string()),
+            );
+        }
         let output = self
             .client
             .put_item()

@@ -111,6 +111,21 @@ impl PostingCadence {
         }
     }
 
+    /// `None` when [`Self::due`]; else the horizon (epoch ms) at which the
+    /// lag makes the tenant due.
+    pub fn due_at(
+        &self,
+        mark: Option<&PostedMark>,
+        log_size: Option<u64>,
+        top: Ulid,
+    ) -> Option<i64> {
+        if self.due(mark, log_size, top) {
+            return None;
+        }
+        let through = mark.and_then(|m| Ulid::from_string(&m.through).ok())?;
+        Some(through.timestamp_ms() as i64 + self.max_lag.as_millis() as i64)
+    }
+
     /// Whether a tenant whose postings reach `mark`, and whose log now holds
     /// `log_size` leaves, is due at the settle horizon `top`. What can't be
     /// told (no mark, a size unknown) is due.
@@ -168,7 +183,10 @@ impl<S: EventStore + LogStore> Sealer<S> {
             let dirty = mark.dirty_until_ms > mark.sealed_through_ms;
             let due =
                 now.timestamp_millis() - mark.checkpoint_at_ms >= self.heartbeat.as_millis() as i64;
-            if !dirty && !due {
+            let postings_due = mark
+                .postings_due_at_ms
+                .is_some_and(|at| now.timestamp_millis() >= at);
+            if !dirty && !due && !postings_due {
                 continue;
             }
             report.tenants_checked += 1;
@@ -177,15 +195,15 @@ impl<S: EventStore + LogStore> Sealer<S> {
             // never stops the other.
             let sealed = self.seal_log(&mark.tenant, now, due).await;
             let log_size = sealed.as_ref().ok().map(|(_, _, size)| *size);
-            let posted_all = match self.post_when_due(&mark.tenant, now, log_size).await {
-                Ok((posted, complete)) => {
+            let postings_due_at_ms = match self.post_when_due(&mark.tenant, now, log_size).await {
+                Ok((posted, due_at)) => {
                     report.events_posted += posted;
-                    complete
+                    Some(due_at)
                 }
                 Err(err) => {
                     tracing::error!(error = %err, tenant = %mark.tenant, "posting failed");
                     report.failures += 1;
-                    false
+                    None
                 }
             };
             match sealed {
@@ -198,8 +216,13 @@ impl<S: EventStore + LogStore> Sealer<S> {
                         report.checkpoints.push(checkpoint);
                     }
                     // Only a complete run may say the tenant is sealed this
-                    // far; one whose postings wait stays queued for them.
-                    if added < MAX_LEAVES_PER_RUN as u64 && posted_all {
+                    // far; postings that wait say when they fall due, so
+                    // the tenant is checked again then even if it writes
+                    // nothing more. A failed posting leaves the tenant dirty.
+                    if let (true, Some(due_at)) =
+                        (added < MAX_LEAVES_PER_RUN as u64, postings_due_at_ms)
+                    {
+                        sealed.postings_due_at_ms = due_at;
                         self.store.put_sealed(&sealed).await?;
                     }
                 }
@@ -289,21 +312,24 @@ impl<S: EventStore + LogStore> Sealer<S> {
     }
 
     /// Writes the tenant's postings if they are due ([`PostingCadence`]).
-    /// Returns the events posted and whether none wait any more.
+    /// Returns the events posted and, if some still wait, when they fall
+    /// due (epoch ms).
     async fn post_when_due(
         &self,
         tenant: &str,
         now: DateTime<Utc>,
         log_size: Option<u64>,
-    ) -> Result<(u64, bool), StoreError> {
+    ) -> Result<(u64, Option<i64>), StoreError> {
         let mark = self.store.posted_mark(tenant).await?;
-        if !self
-            .cadence
-            .due(mark.as_ref(), log_size, horizon(now, self.settle_horizon))
-        {
-            return Ok((0, false));
+        let top = horizon(now, self.settle_horizon);
+        if let Some(due_at) = self.cadence.due_at(mark.as_ref(), log_size, top) {
+            // The lag will make them due once the horizon passes it.
+            let settle_ms = self.settle_horizon.as_millis() as i64;
+            return Ok((0, Some(due_at + settle_ms)));
         }
-        self.post_from(tenant, mark.as_ref(), now, log_size).await
+        let (posted, complete) = self.post_from(tenant, mark.as_ref(), now, log_size).await?;
+        // A run that stopped short continues at the next.
+        Ok((posted, (!complete).then(|| now.timestamp_millis())))
     }
 
     /// Writes the pivot postings of the tenant's settled events that have
