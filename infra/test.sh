@@ -21,6 +21,9 @@ wait_for_port() { # up to 30 s for a server on 127.0.0.1:$1
   return 1
 }
 
+# The debug binaries the later steps run (a CARGO_TARGET_DIR is honoured).
+bin="${CARGO_TARGET_DIR:-$root/target}/debug"
+
 step "rustfmt and clippy"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
@@ -68,12 +71,12 @@ st_port=$(free_port)
 # a finding. Long-polls held 1 s at most: the contract is the same, the run
 # minutes shorter.
 # Sealed every second, so the integrity routes are fuzzed over a live log.
-TAIL_MAX_WAIT_SECONDS=1 ./target/debug/audit-local serve --memory --no-relay --port "$st_port" \
+TAIL_MAX_WAIT_SECONDS=1 "$bin"/audit-local serve --memory --no-relay --port "$st_port" \
   --seal-every 1s > .local/contract-serve.log 2>&1 &
 serve_pid=$!
 trap 'kill $serve_pid 2>/dev/null || true' EXIT
 wait_for_port "$st_port"
-token=$(./target/debug/audit-local token --tenant contract --scope "audit:read audit:write audit:admin")
+token=$("$bin"/audit-local token --tenant contract --scope "audit:read audit:write audit:admin")
 st_status=0
 PYTHONPATH=infra/contract SCHEMATHESIS_HOOKS=hooks \
   .local/schemathesis/bin/schemathesis run openapi.yaml --url "http://127.0.0.1:$st_port" \
@@ -99,22 +102,22 @@ done
 node infra/integrity/verify-proof.mjs "$api" "$token" "$cursor"
 vkey=$(curl -sf "$api/audit/verifier-key" -H "Authorization: Bearer $token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["verifierKey"])')
 rm -rf .local/verify-bundle
-./target/debug/audit verify --online --url "$api" --token "$token" --verifier-key "$vkey" --save .local/verify-bundle
-./target/debug/audit verify --bundle .local/verify-bundle --verifier-key "$vkey"
+"$bin"/audit verify --online --url "$api" --token "$token" --verifier-key "$vkey" --save .local/verify-bundle
+"$bin"/audit verify --bundle .local/verify-bundle --verifier-key "$vkey"
 kill $serve_pid 2>/dev/null || true
 
 step "audit CLI: ingest killed midway and rerun, exports in each format (OCSF schema-validated, peak RSS)"
 tool ocsf python3 ocsf-json-schema jsonschema
 bulk_port=$(free_port)
-./target/debug/audit-local serve --memory --no-relay --port "$bulk_port" > .local/cli-serve.log 2>&1 &
+"$bin"/audit-local serve --memory --no-relay --port "$bulk_port" > .local/cli-serve.log 2>&1 &
 bulk_pid=$!
 trap 'kill $bulk_pid 2>/dev/null || true' EXIT
 wait_for_port "$bulk_port"
-bulk_token=$(./target/debug/audit-local token --tenant bulk --scope "audit:read audit:write" --ttl 2h)
+bulk_token=$("$bin"/audit-local token --tenant bulk --scope "audit:read audit:write" --ttl 2h)
 # 100k NDJSON lines ingested (killed midway, rerun), then exported in each
 # format: about 5 minutes here (ingest about 950 lines/s in a debug build,
 # exports about 3000 events/s, the OCSF validation of 100k records 2 min).
-.local/ocsf/bin/python infra/cli/bulk.py ./target/debug/audit "http://127.0.0.1:$bulk_port" "$bulk_token" \
+.local/ocsf/bin/python infra/cli/bulk.py "$bin"/audit "http://127.0.0.1:$bulk_port" "$bulk_token" \
   .local/cli-bulk "${CLI_BULK_INGEST:-100000}" "${CLI_BULK_TOTAL:-100000}"
 kill $bulk_pid 2>/dev/null || true
 

@@ -720,3 +720,41 @@ async fn expired_events_never_appear_and_large_data_is_shortened_in_pages() {
     let (found, _) = query_all(&api, &token, &json!({"and": [{"field": "eventType", "operator": "eq", "value": "old"}], "from": "2000-01-01T00:00:00Z"}), 10).await;
     assert!(found.is_empty());
 }
+
+/// A posted pivot's page makes the calls it needs and no more: the tail
+/// above the mark, the value's postings, their events, and beside them
+/// the read's own record (the mark is read once a second per process).
+#[tokio::test]
+async fn a_posted_pivot_page_makes_four_calls() {
+    let api = Api::with_faults(Faults::default()).await;
+    let token = api.token("acme");
+    let events: Vec<Value> = (0..300)
+        .map(|i| json!({"eventType": "e", "serviceName": "s", "userId": format!("u-{}", i % 3)}))
+        .collect();
+    let written = ingest(&api, &token, events).await;
+    assert_eq!(written.len(), 300);
+    let store = std::sync::Arc::new(audit_dynamo::DynamoStore::new(
+        api.env.direct.clone(),
+        &api.env.config.table_name,
+    ));
+    let later = Utc::now()
+        + chrono::Duration::from_std(api.env.config.settle_horizon).unwrap()
+        + chrono::Duration::seconds(1);
+    audit_core::integrity::seal::Sealer::new(store, &api.env.config)
+        .post_tenant("acme", later)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let query = json!({"and": [{"field": "userId", "operator": "eq", "value": "u-1"}]});
+    let calls = || api.proxy().counters.requests.load(Ordering::SeqCst);
+    let mut counts = Vec::new();
+    for _ in 0..2 {
+        let before = calls();
+        let (found, pages) = query_all(&api, &token, &query, 1000).await;
+        counts.push(calls() - before);
+        assert_eq!((found.len(), pages), (100, 1));
+    }
+    // The first also reads the mark, the retention and marks the tenant
+    // for sealing; the second is a warm one.
+    assert_eq!(counts[1], 4, "{counts:?}");
+}
