@@ -39,7 +39,11 @@ async fn every_release_binary_answers_the_runtime_api() {
         ("metadata", "get-audit-metadata.json", 200),
     ];
     for (binary, file, want) in cases {
-        let path = root().join("target/release").join(binary);
+        let path = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root().join("target"))
+            .join("release")
+            .join(binary);
         assert!(
             path.exists(),
             "{} is missing: run cargo build --release first",
