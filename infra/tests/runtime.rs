@@ -10,6 +10,15 @@ use audit_infra::runtime_api::{lambda_environment, run_binary};
 use audit_infra::testkit::TestEnv;
 use serde_json::Value;
 
+/// A release binary, from CARGO_TARGET_DIR when one is set.
+fn release_binary(name: &str) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("release")
+        .join(name)
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -39,11 +48,7 @@ async fn every_release_binary_answers_the_runtime_api() {
         ("metadata", "get-audit-metadata.json", 200),
     ];
     for (binary, file, want) in cases {
-        let path = std::env::var_os("CARGO_TARGET_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| root().join("target"))
-            .join("release")
-            .join(binary);
+        let path = release_binary(binary);
         assert!(
             path.exists(),
             "{} is missing: run cargo build --release first",
@@ -72,7 +77,7 @@ async fn every_release_binary_answers_the_runtime_api() {
     }
     // the stream function takes a DynamoDB stream event; a TTL removal publishes nothing
     let runs = run_binary(
-        &root().join("target/release/stream"),
+        &release_binary("stream"),
         lambda_environment("", "stream", &deployment),
         vec![event("dynamodb-stream-ttl-remove.json")],
     )
