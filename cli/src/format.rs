@@ -203,10 +203,25 @@ pub struct Printer<W: Write> {
     json_first: bool,
     csv: Option<csv::Writer<W>>,
     csv_columns: Vec<String>,
+    /// A streamed CSV writes its header with its first row (or at the end).
+    csv_header_pending: bool,
 }
 
 impl<W: Write> Printer<W> {
     pub fn new(format: Format, out: W) -> Self {
+        if format == Format::Csv {
+            // Streamed (tail, query): the top-level columns, known before
+            // the first row; `export` adds the tenant's data columns.
+            return Self {
+                format,
+                out: None,
+                table_rows: Vec::new(),
+                json_first: true,
+                csv: Some(csv::Writer::from_writer(out)),
+                csv_columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
+                csv_header_pending: true,
+            };
+        }
         Self {
             format,
             out: Some(out),
@@ -214,6 +229,7 @@ impl<W: Write> Printer<W> {
             json_first: true,
             csv: None,
             csv_columns: Vec::new(),
+            csv_header_pending: false,
         }
     }
 
@@ -233,6 +249,7 @@ impl<W: Write> Printer<W> {
             json_first: true,
             csv: Some(writer),
             csv_columns: columns,
+            csv_header_pending: false,
         })
     }
 
@@ -262,6 +279,13 @@ impl<W: Write> Printer<W> {
                 Ok(())
             }
             (Format::Csv, _) => {
+                if first && self.out.is_none() && self.csv_header_pending {
+                    if let Some(writer) = &mut self.csv {
+                        writer
+                            .write_record(&self.csv_columns)
+                            .map_err(std::io::Error::other)?;
+                    }
+                }
                 let mut flat = Vec::new();
                 for target in ["data", "indexedData"] {
                     if let Some(value) = event.get(target) {
@@ -301,6 +325,14 @@ impl<W: Write> Printer<W> {
 
     /// Ends the output (closes the JSON array, draws the table).
     pub fn finish(mut self) -> std::io::Result<()> {
+        if self.csv_header_pending && self.json_first {
+            // No row came: the header alone.
+            if let Some(writer) = &mut self.csv {
+                writer
+                    .write_record(&self.csv_columns)
+                    .map_err(std::io::Error::other)?;
+            }
+        }
         match (self.format, &mut self.out) {
             (Format::Json, Some(out)) => {
                 if self.json_first {

@@ -52,7 +52,7 @@ enum Command {
         #[arg(long)]
         after: Option<String>,
         /// Events per page (1-1000).
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
     },
     /// Events matching conditions: `field op value`, e.g. `userId = u-1`,
@@ -66,8 +66,8 @@ enum Command {
         from: Option<String>,
         #[arg(long)]
         to: Option<String>,
-        /// At most this many results.
-        #[arg(long, conflicts_with = "all", default_value_t = 100)]
+        /// At most this many results (at least 1).
+        #[arg(long, conflicts_with = "all", default_value_t = 100, value_parser = at_least_one)]
         limit: usize,
         /// Every result.
         #[arg(long)]
@@ -124,6 +124,14 @@ enum Command {
 }
 
 /// A table on a terminal, NDJSON when piped.
+/// A count of at least one.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("a whole number of at least 1".to_string()),
+    }
+}
+
 fn default_format(chosen: Option<Format>) -> Format {
     chosen.unwrap_or(if std::io::stdout().is_terminal() {
         Format::Table
@@ -159,7 +167,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                     format: format.unwrap_or(Format::Ndjson),
                     from,
                     after,
-                    limit: limit.clamp(1, 1000),
+                    limit,
                 },
             )
             .await?;

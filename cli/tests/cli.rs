@@ -110,6 +110,28 @@ async fn exit_codes_and_messages_say_what_went_wrong() {
         .collect();
     assert_eq!(lines.len(), 1, "{stdout}");
     assert_eq!(lines[0]["userId"], "u-1");
+    // Every format every command offers prints: CSV from a query, a header
+    // and one row.
+    let (code, stdout, stderr) = audit(
+        &base,
+        &token,
+        &["query", "userId", "=", "u-1", "--format", "csv"],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(rows[0].starts_with("cursor,timestamp,"), "{stdout}");
+    assert!(rows[1].contains(",u-1,"), "{stdout}");
+    // Out-of-range counts are usage errors, before any request.
+    for args in [
+        &["tail", "--limit", "0"][..],
+        &["tail", "--limit", "1001"],
+        &["query", "--limit", "0"],
+    ] {
+        let (code, _, stderr) = audit(&base, &token, args).await;
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+    }
 }
 
 /// `audit ingest` sends each line as the file holds it: what the API's

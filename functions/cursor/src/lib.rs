@@ -74,21 +74,21 @@ impl<S: EventStore + LogStore> CursorHandler<S> {
         match route {
             Route::Lookup => {
                 let cursor = path_cursor(request)?;
-                query_parameters(request, &[])?;
+                query_parameters(request, Route::Lookup.spec().query)?;
                 self.auditor
                     .around(&caller, facts, self.lookup(tenant, cursor))
                     .await
             }
             Route::Proof => {
                 let cursor = path_cursor(request)?;
-                let params = query_parameters(request, &["treeSize"])?;
+                let params = query_parameters(request, Route::Proof.spec().query)?;
                 let size = proofs::optional_size(&params, "treeSize")?;
                 self.auditor
                     .around(&caller, facts, self.inclusion(tenant, cursor, size))
                     .await
             }
             Route::Checkpoint => {
-                query_parameters(request, &[])?;
+                query_parameters(request, Route::Checkpoint.spec().query)?;
                 self.auditor
                     .around(&caller, facts, self.checkpoint(tenant))
                     .await
@@ -100,7 +100,7 @@ impl<S: EventStore + LogStore> CursorHandler<S> {
                     .await
             }
             Route::Consistency => {
-                let params = query_parameters(request, &["from", "to"])?;
+                let params = query_parameters(request, Route::Consistency.spec().query)?;
                 let from = proofs::optional_size(&params, "from")?.ok_or_else(|| {
                     ApiError::bad_request("from", "`from` (a tree size) is required")
                 })?;
@@ -116,7 +116,7 @@ impl<S: EventStore + LogStore> CursorHandler<S> {
                     .await
             }
             Route::VerifierKey => {
-                query_parameters(request, &[])?;
+                query_parameters(request, Route::VerifierKey.spec().query)?;
                 let key = serde_json::json!({ "verifierKey": self.verifier_key });
                 self.auditor
                     .around(&caller, facts, async move { Ok(json_response(200, &key)) })

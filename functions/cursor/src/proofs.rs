@@ -6,6 +6,7 @@ use std::num::IntErrorKind;
 
 use audit_core::integrity::proofs::{seconds_until_sealed, Placement};
 use audit_core::integrity::{CheckpointRecord, LogStore};
+use audit_core::routes::Route;
 use audit_core::{ApiError, EventStore};
 use audit_http::request::{link, parse_limit, query_parameters};
 use audit_http::response::json_response;
@@ -60,7 +61,7 @@ pub struct CheckpointPage {
 
 impl CheckpointPage {
     pub fn parse(request: &Request) -> Result<Self, ApiError> {
-        let params = query_parameters(request, &["fromSize", "after", "limit"])?;
+        let params = query_parameters(request, Route::Checkpoints.spec().query)?;
         let after = match params.get("after") {
             // The timestamp of the last checkpoint of the previous page.
             Some(text) if chrono::DateTime::parse_from_rfc3339(text).is_err() => {
@@ -86,7 +87,7 @@ pub struct EntryPage {
 
 impl EntryPage {
     pub fn parse(request: &Request) -> Result<Self, ApiError> {
-        let params = query_parameters(request, &["start", "limit"])?;
+        let params = query_parameters(request, Route::Entries.spec().query)?;
         Ok(Self {
             start: optional_size(&params, "start")?.unwrap_or(0),
             limit: parse_limit(params.get("limit"), MAX_PAGE, MAX_PAGE)?,

@@ -40,7 +40,7 @@ pub struct QueryParams {
 
 /// Validates a tail request completely before anything runs.
 fn parse_tail(request: &Request) -> Result<TailParams, ApiError> {
-    let params = query_parameters(request, &["limit", "from", "after", "wait", "selfAudit"])?;
+    let params = query_parameters(request, Route::Tail.spec().query)?;
     let filter = SelfAuditFilter::parse(params.get("selfAudit"))?;
     let limit = parse_limit(params.get("limit"), DEFAULT_TAIL_PAGE, MAX_PAGE)?;
     let start = match (params.get("from"), params.get("after")) {
@@ -201,7 +201,7 @@ impl<S: EventStore> ListHandler<S> {
 
     /// Validates a query request completely, cursor included, before anything runs.
     fn parse_query(&self, request: &Request, caller: &Caller) -> Result<QueryParams, ApiError> {
-        let params = query_parameters(request, &["limit", "cursor"])?;
+        let params = query_parameters(request, Route::Query.spec().query)?;
         let limit = parse_limit(params.get("limit"), DEFAULT_QUERY_PAGE, MAX_PAGE)?;
         require_json(request)?;
         let body = parse_json_body(request.body().as_ref(), "a query such as {\"and\":[]}")?;

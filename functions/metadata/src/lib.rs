@@ -32,7 +32,7 @@ pub struct PropertiesQuery {
 }
 
 fn parse_properties(request: &Request) -> Result<PropertiesQuery, ApiError> {
-    let params = query_parameters(request, &["target", "serviceName", "eventType"])?;
+    let params = query_parameters(request, Route::Properties.spec().query)?;
     let target = params
         .get("target")
         .filter(|t| !t.is_empty())
@@ -131,7 +131,7 @@ impl<S: EventStore> MetadataHandler<S> {
         // Only authorised, well-formed reads are recorded: bad input changes nothing.
         match route {
             Route::Metadata => {
-                query_parameters(request, &[])?;
+                query_parameters(request, Route::Metadata.spec().query)?;
                 self.auditor
                     .around(&caller, facts(request, route), self.metadata(&caller))
                     .await

@@ -379,7 +379,7 @@ fn check_value(
                 format!("`in` takes at most {MAX_IN_VALUES} values"),
             )),
             Value::Array(list) if list.iter().all(scalar_ok) => Ok(()),
-            _ => wrong(&format!("an array of {expected} values")),
+            _ => wrong(&format!("an array whose every value is {expected}")),
         },
         // `contains` on a `data` array looks for an element of any scalar type.
         Operator::Contains if field.field_type == FieldType::Any && scalar_ok(value) => Ok(()),

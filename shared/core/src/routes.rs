@@ -36,6 +36,9 @@ pub struct RouteSpec {
     pub self_audit: Option<&'static str>,
     /// The Lambda binary that serves it.
     pub function: &'static str,
+    /// The query parameters it takes; any other, or one given twice, is a
+    /// 400 before the route runs.
+    pub query: &'static [&'static str],
 }
 
 pub const ROUTES: &[RouteSpec] = &[
@@ -45,6 +48,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_WRITE,
         self_audit: None,
         function: "ingest",
+        query: &[],
     },
     RouteSpec {
         route: Route::Lookup,
@@ -52,6 +56,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_READ,
         self_audit: Some("audit.lookup"),
         function: "cursor",
+        query: &[],
     },
     RouteSpec {
         route: Route::Tail,
@@ -59,6 +64,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_READ,
         self_audit: Some("audit.list"),
         function: "list",
+        query: &["limit", "from", "after", "wait", "selfAudit"],
     },
     RouteSpec {
         route: Route::Query,
@@ -66,6 +72,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_READ,
         self_audit: Some("audit.query"),
         function: "list",
+        query: &["limit", "cursor"],
     },
     RouteSpec {
         route: Route::Metadata,
@@ -73,6 +80,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_READ,
         self_audit: Some("audit.metadata"),
         function: "metadata",
+        query: &[],
     },
     RouteSpec {
         route: Route::Properties,
@@ -80,6 +88,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_READ,
         self_audit: Some("audit.metadata.properties"),
         function: "metadata",
+        query: &["target", "serviceName", "eventType"],
     },
     RouteSpec {
         route: Route::GetSettings,
@@ -87,6 +96,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_ADMIN,
         self_audit: None,
         function: "metadata",
+        query: &[],
     },
     RouteSpec {
         route: Route::PutSettings,
@@ -94,6 +104,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_ADMIN,
         self_audit: Some("audit.settings.updated"),
         function: "metadata",
+        query: &[],
     },
     RouteSpec {
         route: Route::Checkpoint,
@@ -101,6 +112,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_READ,
         self_audit: Some("audit.checkpoint"),
         function: "cursor",
+        query: &[],
     },
     RouteSpec {
         route: Route::Checkpoints,
@@ -108,6 +120,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_READ,
         self_audit: Some("audit.checkpoints"),
         function: "cursor",
+        query: &["fromSize", "after", "limit"],
     },
     RouteSpec {
         route: Route::Proof,
@@ -115,6 +128,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_READ,
         self_audit: Some("audit.proof"),
         function: "cursor",
+        query: &["treeSize"],
     },
     RouteSpec {
         route: Route::Consistency,
@@ -122,6 +136,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_READ,
         self_audit: Some("audit.consistency"),
         function: "cursor",
+        query: &["from", "to"],
     },
     RouteSpec {
         route: Route::Entries,
@@ -129,6 +144,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_READ,
         self_audit: Some("audit.entries"),
         function: "cursor",
+        query: &["start", "limit"],
     },
     RouteSpec {
         route: Route::VerifierKey,
@@ -136,6 +152,7 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: SCOPE_READ,
         self_audit: Some("audit.verifier-key"),
         function: "cursor",
+        query: &[],
     },
 ];
 

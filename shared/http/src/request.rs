@@ -43,6 +43,9 @@ pub fn authorised(request: &Request, tenant_claim: &str) -> Result<(Route, Calle
     let caller = caller(request, tenant_claim)?;
     let route = route(request)?;
     caller.require(route.scope())?;
+    // Every route's parameters come from the route table, checked here
+    // once, so no route can take an unknown or repeated one.
+    query_parameters(request, route.spec().query)?;
     Ok((route, caller))
 }
 
@@ -172,13 +175,15 @@ pub fn query_parameters(
     let mut found = HashMap::new();
     for (key, value) in params.iter() {
         if !known.contains(&key) {
-            return Err(ApiError::bad_request(
-                key,
+            let message = if known.is_empty() {
+                format!("unknown query parameter `{key}`: this route takes none")
+            } else {
                 format!(
                     "unknown query parameter `{key}` (known: {})",
                     known.join(", ")
-                ),
-            ));
+                )
+            };
+            return Err(ApiError::bad_request(key, message));
         }
         found.insert(key.to_string(), value.to_string());
     }
