@@ -614,6 +614,22 @@ async fn query_cursors_cannot_be_tampered_with_or_reused_elsewhere() {
     assert_eq!(response.status().as_u16(), 415);
 }
 
+/// The sealer's postings of acme, as if the settle horizon had passed for
+/// everything stored: (events posted, whether it reached the horizon).
+async fn post_as_if_settled(api: &Api) -> (u64, bool) {
+    let store = Arc::new(audit_dynamo::DynamoStore::new(
+        api.env.direct.clone(),
+        &api.env.config.table_name,
+    ));
+    let later = Utc::now()
+        + chrono::Duration::from_std(api.env.config.settle_horizon).unwrap()
+        + chrono::Duration::seconds(1);
+    audit_core::integrity::seal::Sealer::new(store, &api.env.config)
+        .post_tenant("acme", later)
+        .await
+        .unwrap()
+}
+
 /// Each request reads a bounded number of items and hands out `next`, even
 /// with 0 results; following `next` still finds every match.
 #[tokio::test]
@@ -646,17 +662,7 @@ async fn queries_do_bounded_work_and_resume() {
     assert_eq!(found, vec![written[420].clone(), written[3].clone()]);
     assert!(pages >= 5, "the unposted tail is scanned ({pages})");
     // Once posted, the pivot reads only matching items: one request.
-    let store = std::sync::Arc::new(audit_dynamo::DynamoStore::new(
-        api.env.direct.clone(),
-        &api.env.config.table_name,
-    ));
-    let later = Utc::now()
-        + chrono::Duration::from_std(api.env.config.settle_horizon).unwrap()
-        + chrono::Duration::seconds(1);
-    let (posted, complete) = audit_core::integrity::seal::Sealer::new(store, &api.env.config)
-        .post_tenant("acme", later)
-        .await
-        .unwrap();
+    let (posted, complete) = post_as_if_settled(&api).await;
     assert!(complete && posted >= 450, "posted {posted}");
     // A process trusts a posted-through mark it read for 1 s.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -733,17 +739,7 @@ async fn a_posted_pivot_page_makes_four_calls() {
         .collect();
     let written = ingest(&api, &token, events).await;
     assert_eq!(written.len(), 300);
-    let store = std::sync::Arc::new(audit_dynamo::DynamoStore::new(
-        api.env.direct.clone(),
-        &api.env.config.table_name,
-    ));
-    let later = Utc::now()
-        + chrono::Duration::from_std(api.env.config.settle_horizon).unwrap()
-        + chrono::Duration::seconds(1);
-    audit_core::integrity::seal::Sealer::new(store, &api.env.config)
-        .post_tenant("acme", later)
-        .await
-        .unwrap();
+    post_as_if_settled(&api).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let query = json!({"and": [{"field": "userId", "operator": "eq", "value": "u-1"}]});
     let calls = || api.proxy().counters.requests.load(Ordering::SeqCst);

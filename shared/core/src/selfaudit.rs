@@ -261,9 +261,15 @@ pub fn record_properties(event_type: &'static str) -> Vec<ObservedProperty> {
 /// The properties of every read's record, for the event types `wanted`
 /// keeps.
 pub fn read_record_properties(wanted: impl Fn(&str) -> bool) -> Vec<ObservedProperty> {
-    crate::routes::read_record_event_types()
-        .filter(|event_type| wanted(event_type))
-        .flat_map(record_properties)
+    // The same for every request: built once per process.
+    static ALL: std::sync::LazyLock<Vec<ObservedProperty>> = std::sync::LazyLock::new(|| {
+        crate::routes::read_record_event_types()
+            .flat_map(record_properties)
+            .collect()
+    });
+    ALL.iter()
+        .filter(|property| wanted(&property.event_type))
+        .cloned()
         .collect()
 }
 
