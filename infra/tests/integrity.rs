@@ -10,9 +10,12 @@ use std::sync::Arc;
 
 use audit_core::integrity::merkle::{verify_consistency, verify_inclusion};
 use audit_core::integrity::note::NoteVerifier;
+use audit_core::integrity::seal::SealBudget;
 use audit_core::integrity::verify::{verify, EventStatus, Evidence, Report};
+use audit_core::integrity::LogStore;
 use audit_core::integrity::{decode_hash, event_leaf_hash, CheckpointRecord, EntryView};
 use audit_core::Event;
+use audit_core::EventStore;
 use audit_dynamo::table::{self, CHECKPOINT_PREFIX, PARTITION_KEY, SORT_KEY};
 use audit_dynamo::{event_to_item, DynamoStore};
 use audit_infra::relay::LocalPublisher;
@@ -874,4 +877,135 @@ async fn waiting_postings_do_not_repeat_heartbeats() {
         .await
         .unwrap();
     assert_eq!(due.events_posted, 5, "{due:?}");
+}
+
+/// A budget that is spent once it has been asked `asks` times. (The sealer
+/// asks before each tenant and before each page after a tenant's first.)
+fn budget_of_asks(asks: usize) -> SealBudget {
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    SealBudget::when(move || asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= asks)
+}
+
+fn store_of(api: &Api) -> DynamoStore {
+    DynamoStore::new(api.env.direct.clone(), &api.env.config.table_name)
+}
+
+async fn tree_size(api: &Api, tenant: &str) -> Option<u64> {
+    store_of(api)
+        .latest_checkpoint(tenant)
+        .await
+        .unwrap()
+        .map(|c| c.tree_size)
+}
+
+/// A run whose budget is spent leaves the tenants it did not reach queued,
+/// says how many, and the next run takes them before a tenant it sealed,
+/// even one that has written again since: no tenant waits behind others
+/// that keep writing, as one run after another runs out of time.
+#[tokio::test]
+async fn tenants_a_run_had_no_time_for_go_first_in_the_next() {
+    let api = Api::start().await;
+    for tenant in ["alpha", "bravo", "charlie"] {
+        ingest(&api, &api.token(tenant), 3, tenant).await;
+    }
+    let later = Utc::now()
+        + chrono::Duration::from_std(api.env.config.settle_horizon).unwrap()
+        + chrono::Duration::seconds(1);
+    let first = sealer(&api)
+        .run_within(later, &budget_of_asks(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.tenants_checked, first.tenants_deferred),
+        (1, 2),
+        "{first:?}"
+    );
+    assert_eq!(tree_size(&api, "alpha").await, Some(3));
+    assert_eq!(tree_size(&api, "bravo").await, None);
+    assert_eq!(tree_size(&api, "charlie").await, None);
+    // alpha writes again: in name order it would be sealed first again.
+    ingest(&api, &api.token("alpha"), 2, "again").await;
+    store_of(&api)
+        .mark_dirty(
+            "alpha",
+            (later + chrono::Duration::hours(1)).timestamp_millis(),
+        )
+        .await
+        .unwrap();
+    let later = later + chrono::Duration::seconds(5);
+    let second = sealer(&api)
+        .run_within(later, &budget_of_asks(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.tenants_checked, second.tenants_deferred),
+        (1, 2),
+        "{second:?}"
+    );
+    assert_eq!(
+        tree_size(&api, "bravo").await,
+        Some(3),
+        "the longest waiting first"
+    );
+    assert_eq!(tree_size(&api, "alpha").await, Some(3));
+    let rest = sealer(&api).run(later).await.unwrap();
+    assert_eq!(rest.tenants_deferred, 0, "{rest:?}");
+    assert_eq!(tree_size(&api, "charlie").await, Some(3));
+    assert_eq!(tree_size(&api, "alpha").await, Some(5));
+}
+
+/// A tenant whose sealing the budget stops after a page keeps the leaves
+/// and postings of that page, stays queued, and the next run goes on from
+/// there: every event is sealed once, in order, and every pivot query
+/// finds every event.
+#[tokio::test]
+async fn a_tenant_the_budget_cut_short_goes_on_where_it_stopped() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let mut cursors = Vec::new();
+    for batch in 0..3 {
+        cursors.extend(ingest(&api, &token, 700, &format!("b{batch}")).await);
+    }
+    let later = Utc::now()
+        + chrono::Duration::from_std(api.env.config.settle_horizon).unwrap()
+        + chrono::Duration::seconds(1);
+    // One ask lets the tenant start; the next, after its first page of
+    // leaves, is refused, and so is the one after its first page of postings.
+    let cut = sealer(&api)
+        .run_within(later, &budget_of_asks(1))
+        .await
+        .unwrap();
+    assert_eq!(cut.leaves_added, 1000, "{cut:?}");
+    assert_eq!(cut.events_posted, 1000, "{cut:?}");
+    assert_eq!(cut.tenants_deferred, 1, "{cut:?}");
+    let cut_checkpoint = cut.checkpoints[0].clone();
+    assert_eq!(cut_checkpoint.tree_size, 1000);
+    let queue = store_of(&api).seal_queue().await.unwrap();
+    assert!(
+        queue
+            .iter()
+            .any(|m| m.tenant == "acme" && m.dirty_until_ms > m.sealed_through_ms),
+        "the tenant is still queued: {queue:?}"
+    );
+    let rest = sealer(&api).run(later).await.unwrap();
+    assert_eq!(rest.leaves_added, 1100, "{rest:?}");
+    assert_eq!(rest.tenants_deferred, 0, "{rest:?}");
+    // The log holds each event once, in cursor order, and extends the cut
+    // run's tree.
+    let (checkpoints, entries, _) = evidence(&api, &token).await;
+    let sealed: Vec<String> = entries.iter().map(|e| e.cursor.clone()).collect();
+    assert_eq!(&sealed[..cursors.len()], &cursors[..]);
+    let report = run_verifier(
+        &api,
+        &token,
+        &[cut_checkpoint.note],
+        Utc::now().timestamp_millis(),
+    )
+    .await;
+    assert!(report.ok(), "{:?}", report.log);
+    assert!(checkpoints.iter().any(|c| c.tree_size >= 2100));
+    let mut found = logins(&api, &token).await;
+    found.sort();
+    cursors.sort();
+    assert_eq!(found, cursors, "every event by its pivot");
 }

@@ -5,9 +5,10 @@
 //! resource that publishes the verifier key at deploy.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use audit_core::config::Config;
-use audit_core::integrity::seal::{SealReport, Sealer};
+use audit_core::integrity::seal::{SealBudget, SealReport, Sealer};
 use audit_core::integrity::{CheckpointRecord, LogStore};
 use audit_core::publish::{BusEntry, Publisher};
 use audit_core::EventStore;
@@ -50,10 +51,25 @@ impl<S: EventStore + LogStore, P: Publisher> SealHandler<S, P> {
         self.sealer.signer().verifier().vkey()
     }
 
-    /// One run: seal, then publish every new checkpoint. `Err` when a
-    /// checkpoint could not be published (it is kept all the same).
+    /// One run with no time limit (the local runner, tests).
     pub async fn run(&self, now: DateTime<Utc>) -> Result<SealReport, String> {
-        let report = self.sealer.seal_all(now).await.map_err(|e| e.to_string())?;
+        self.run_within(now, &SealBudget::unlimited()).await
+    }
+
+    /// One run: seal within `budget`, then publish every new checkpoint.
+    /// `Err` when a checkpoint could not be published (it is kept all the
+    /// same) or a tenant failed; tenants the budget left wait for the next
+    /// run and are no failure.
+    pub async fn run_within(
+        &self,
+        now: DateTime<Utc>,
+        budget: &SealBudget,
+    ) -> Result<SealReport, String> {
+        let report = self
+            .sealer
+            .seal_all(now, budget)
+            .await
+            .map_err(|e| e.to_string())?;
         let entries: Vec<BusEntry> = report
             .checkpoints
             .iter()
@@ -71,6 +87,7 @@ impl<S: EventStore + LogStore, P: Publisher> SealHandler<S, P> {
         }
         tracing::info!(
             tenants = report.tenants_checked,
+            deferred = report.tenants_deferred,
             checkpoints = report.checkpoints.len(),
             leaves = report.leaves_added,
             failures = report.failures,
@@ -116,7 +133,30 @@ impl<S: EventStore + LogStore, P: Publisher> SealHandler<S, P> {
     }
 }
 
+/// How long a run invoked with `remaining` time before its deadline may go
+/// on starting work: a tenth of it (at least 5 s) is kept to finish the
+/// tenant at hand, write its tiles and publish the checkpoints.
+pub fn run_budget(remaining: Duration) -> Duration {
+    let margin = (remaining / 10).max(Duration::from_secs(5));
+    remaining.saturating_sub(margin)
+}
+
 /// Whether an invocation is a CloudFormation custom resource request.
 pub fn is_custom_resource(payload: &Value) -> bool {
     payload.get("RequestType").is_some() && payload.get("ResponseURL").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_keeps_a_tenth_of_its_time_and_at_least_five_seconds() {
+        assert_eq!(
+            run_budget(Duration::from_secs(300)),
+            Duration::from_secs(270)
+        );
+        assert_eq!(run_budget(Duration::from_secs(30)), Duration::from_secs(25));
+        assert_eq!(run_budget(Duration::from_secs(3)), Duration::ZERO);
+    }
 }

@@ -1,8 +1,10 @@
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use audit_core::config::DEVELOPMENT_CHECKPOINT_KEY;
+use audit_core::integrity::seal::SealBudget;
 use lambda_runtime::{service_fn, LambdaEvent};
-use seal::{is_custom_resource, SealHandler};
+use seal::{is_custom_resource, run_budget, SealHandler};
 use serde_json::Value;
 use stream::eventbridge::EventBridgePublisher;
 
@@ -45,10 +47,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 handler.answer_custom_resource(&event.payload).await?;
                 return Ok::<_, lambda_runtime::Error>(Value::Null);
             }
-            let report = handler.run(chrono::Utc::now()).await?;
+            // The run stops starting work before the invocation times out.
+            let remaining = event
+                .context
+                .deadline()
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let budget = SealBudget::until(Instant::now() + run_budget(remaining));
+            let report = handler.run_within(chrono::Utc::now(), &budget).await?;
             Ok(serde_json::json!({
                 "checkpoints": report.checkpoints.len(),
                 "leaves": report.leaves_added,
+                "deferred": report.tenants_deferred,
             }))
         }
     }))

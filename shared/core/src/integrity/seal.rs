@@ -12,7 +12,7 @@ use ulid::Ulid;
 use super::merkle::{self, Hash};
 use super::note::{Checkpoint, NoteSigner};
 use super::tiles::{decode_hashes, frontier_tiles, EntryRecord, Frontier, TileId};
-use super::{encode_hash, event_leaf_hash, CheckpointRecord, LogStore};
+use super::{encode_hash, event_leaf_hash, CheckpointRecord, LogStore, SealMark};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::event::MAX_PARTITION_KEY_BYTES;
@@ -74,11 +74,60 @@ impl DirtyMarks {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct SealReport {
     pub tenants_checked: usize,
+    /// Tenants with work that the run's budget left, whole or in part, to
+    /// the next run (which takes them first).
+    pub tenants_deferred: usize,
     pub checkpoints: Vec<CheckpointRecord>,
     pub leaves_added: u64,
     /// Events whose pivot postings this run wrote.
     pub events_posted: u64,
     pub failures: usize,
+}
+
+/// How long a run may go on starting work. A scheduled run must end before
+/// its invocation times out: one cut off mid-run would begin again at the
+/// same tenants, and those after them would never be reached.
+pub struct SealBudget {
+    spent: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl SealBudget {
+    pub fn unlimited() -> Self {
+        Self::when(|| false)
+    }
+
+    /// Spent at `deadline`.
+    pub fn until(deadline: Instant) -> Self {
+        Self::when(move || Instant::now() >= deadline)
+    }
+
+    /// Spent once `spent` says so; it is asked before each tenant and
+    /// before each page of events read after a tenant's first.
+    pub fn when(spent: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            spent: Box::new(spent),
+        }
+    }
+
+    fn is_spent(&self) -> bool {
+        (self.spent)()
+    }
+}
+
+/// Since when (epoch ms) the tenant of `mark` has had work waiting: new
+/// settled events, a heartbeat checkpoint or postings due. `None` when it
+/// has none. A run takes the longest waiting first, so a tenant that one
+/// run's budget did not reach (its mark unchanged) goes before those that
+/// run sealed.
+pub fn waiting_since(mark: &SealMark, now_ms: i64, heartbeat: Duration) -> Option<i64> {
+    let dirty = (mark.dirty_until_ms > mark.sealed_through_ms).then_some(mark.sealed_through_ms);
+    let checkpoint_due = mark.checkpoint_at_ms + heartbeat.as_millis() as i64;
+    let heartbeat_due = (now_ms >= checkpoint_due).then_some(checkpoint_due);
+    let postings_due = mark.postings_due_at_ms.filter(|at| now_ms >= *at);
+    [dirty, heartbeat_due, postings_due]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 pub struct Sealer<S> {
@@ -175,27 +224,45 @@ impl<S: EventStore + LogStore> Sealer<S> {
     }
 
     /// Seals every tenant that has new settled events, and gives a fresh
-    /// checkpoint to every tenant whose last one is a heartbeat old.
-    pub async fn seal_all(&self, now: DateTime<Utc>) -> Result<SealReport, StoreError> {
+    /// checkpoint to every tenant whose last one is a heartbeat old; the
+    /// longest waiting first, until `budget` is spent. Every tenant a run
+    /// starts gains at least a page of leaves and of postings.
+    pub async fn seal_all(
+        &self,
+        now: DateTime<Utc>,
+        budget: &SealBudget,
+    ) -> Result<SealReport, StoreError> {
         let mut report = SealReport::default();
-        let horizon_ms = now.timestamp_millis() - self.settle_horizon.as_millis() as i64;
-        for mark in self.store.seal_queue().await? {
-            let dirty = mark.dirty_until_ms > mark.sealed_through_ms;
-            let due =
-                now.timestamp_millis() - mark.checkpoint_at_ms >= self.heartbeat.as_millis() as i64;
-            let postings_due = mark
-                .postings_due_at_ms
-                .is_some_and(|at| now.timestamp_millis() >= at);
-            if !dirty && !due && !postings_due {
-                continue;
+        let now_ms = now.timestamp_millis();
+        let horizon_ms = now_ms - self.settle_horizon.as_millis() as i64;
+        let mut queue: Vec<(i64, SealMark)> = self
+            .store
+            .seal_queue()
+            .await?
+            .into_iter()
+            .filter_map(|mark| Some((waiting_since(&mark, now_ms, self.heartbeat)?, mark)))
+            .collect();
+        queue.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.tenant.cmp(&y.tenant)));
+        for (at, (_, mark)) in queue.iter().enumerate() {
+            if budget.is_spent() {
+                report.tenants_deferred += queue.len() - at;
+                tracing::warn!(
+                    deferred = queue.len() - at,
+                    "the sealing run's budget is spent: the tenants left go first next run"
+                );
+                break;
             }
+            let due = now_ms - mark.checkpoint_at_ms >= self.heartbeat.as_millis() as i64;
             report.tenants_checked += 1;
             // The log first: its size tells the postings how many settled
             // events wait for them. The two are independent: one failing
             // never stops the other.
-            let sealed = self.seal_log(&mark.tenant, now, due).await;
-            let log_size = sealed.as_ref().ok().map(|(_, _, size)| *size);
-            let postings_due_at_ms = match self.post_when_due(&mark.tenant, now, log_size).await {
+            let sealed = self.seal_log(&mark.tenant, now, due, budget).await;
+            let log_size = sealed.as_ref().ok().map(|sealed| sealed.size);
+            let postings_due_at_ms = match self
+                .post_when_due(&mark.tenant, now, log_size, budget)
+                .await
+            {
                 Ok((posted, due_at)) => {
                     report.events_posted += posted;
                     Some(due_at)
@@ -207,23 +274,25 @@ impl<S: EventStore + LogStore> Sealer<S> {
                 }
             };
             match sealed {
-                Ok((checkpoint, added, _)) => {
-                    report.leaves_added += added;
+                Ok(sealed_log) => {
+                    report.leaves_added += sealed_log.added;
                     let mut sealed = mark.clone();
                     sealed.sealed_through_ms = horizon_ms;
-                    if let Some(checkpoint) = checkpoint {
-                        sealed.checkpoint_at_ms = now.timestamp_millis();
+                    if let Some(checkpoint) = sealed_log.checkpoint {
+                        sealed.checkpoint_at_ms = now_ms;
                         report.checkpoints.push(checkpoint);
                     }
                     // Only a complete run may say the tenant is sealed this
                     // far; postings that wait say when they fall due, so
                     // the tenant is checked again then even if it writes
                     // nothing more. A failed posting leaves the tenant dirty.
-                    if let (true, Some(due_at)) =
-                        (added < MAX_LEAVES_PER_RUN as u64, postings_due_at_ms)
-                    {
-                        sealed.postings_due_at_ms = due_at;
-                        self.store.put_sealed(&sealed).await?;
+                    match (sealed_log.complete, postings_due_at_ms) {
+                        (true, Some(due_at)) => {
+                            sealed.postings_due_at_ms = due_at;
+                            self.store.put_sealed(&sealed).await?;
+                        }
+                        (false, _) => report.tenants_deferred += 1,
+                        (true, None) => {}
                     }
                 }
                 Err(err) => {
@@ -245,17 +314,20 @@ impl<S: EventStore + LogStore> Sealer<S> {
         now: DateTime<Utc>,
         heartbeat: bool,
     ) -> Result<(Option<CheckpointRecord>, u64), StoreError> {
-        let (checkpoint, added, _) = self.seal_log(tenant, now, heartbeat).await?;
-        Ok((checkpoint, added))
+        let sealed = self
+            .seal_log(tenant, now, heartbeat, &SealBudget::unlimited())
+            .await?;
+        Ok((sealed.checkpoint, sealed.added))
     }
 
-    /// [`Self::seal_tenant`], and the log's size after it.
+    /// [`Self::seal_tenant`] within `budget`.
     async fn seal_log(
         &self,
         tenant: &str,
         now: DateTime<Utc>,
         heartbeat: bool,
-    ) -> Result<(Option<CheckpointRecord>, u64, u64), StoreError> {
+        budget: &SealBudget,
+    ) -> Result<SealedLog, StoreError> {
         let latest = self.store.latest_checkpoint(tenant).await?;
         let size = latest.as_ref().map_or(0, |c| c.tree_size);
         let mut frontier = self.load_frontier(tenant, size).await?;
@@ -269,11 +341,16 @@ impl<S: EventStore + LogStore> Sealer<S> {
             }
         }
         let mut last_cursor = latest.as_ref().and_then(|c| c.last_cursor.clone());
-        let leaves = self
-            .settled_leaves(tenant, last_cursor.as_deref(), now)
+        let (leaves, complete) = self
+            .settled_leaves(tenant, last_cursor.as_deref(), now, budget)
             .await?;
         if leaves.is_empty() && (!heartbeat || latest.is_none()) {
-            return Ok((None, 0, size));
+            return Ok(SealedLog {
+                checkpoint: None,
+                added: 0,
+                size,
+                complete,
+            });
         }
         if let Some((_, entry, _)) = leaves.last() {
             last_cursor = Some(entry.cursor.to_string());
@@ -308,7 +385,12 @@ impl<S: EventStore + LogStore> Sealer<S> {
             last_cursor,
         };
         self.store.put_checkpoint(tenant, &record).await?;
-        Ok((Some(record), added, frontier.size))
+        Ok(SealedLog {
+            checkpoint: Some(record),
+            added,
+            size: frontier.size,
+            complete,
+        })
     }
 
     /// Writes the tenant's postings if they are due ([`PostingCadence`]).
@@ -319,6 +401,7 @@ impl<S: EventStore + LogStore> Sealer<S> {
         tenant: &str,
         now: DateTime<Utc>,
         log_size: Option<u64>,
+        budget: &SealBudget,
     ) -> Result<(u64, Option<i64>), StoreError> {
         let mark = self.store.posted_mark(tenant).await?;
         let top = horizon(now, self.settle_horizon);
@@ -327,7 +410,9 @@ impl<S: EventStore + LogStore> Sealer<S> {
             let settle_ms = self.settle_horizon.as_millis() as i64;
             return Ok((0, Some(due_at + settle_ms)));
         }
-        let (posted, complete) = self.post_from(tenant, mark.as_ref(), now, log_size).await?;
+        let (posted, complete) = self
+            .post_from(tenant, mark.as_ref(), now, log_size, budget)
+            .await?;
         // A run that stopped short continues at the next.
         Ok((posted, (!complete).then(|| now.timestamp_millis())))
     }
@@ -342,7 +427,8 @@ impl<S: EventStore + LogStore> Sealer<S> {
         now: DateTime<Utc>,
     ) -> Result<(u64, bool), StoreError> {
         let mark = self.store.posted_mark(tenant).await?;
-        self.post_from(tenant, mark.as_ref(), now, None).await
+        self.post_from(tenant, mark.as_ref(), now, None, &SealBudget::unlimited())
+            .await
     }
 
     /// Posts from `mark` to the horizon; the new mark records `log_size`
@@ -353,6 +439,7 @@ impl<S: EventStore + LogStore> Sealer<S> {
         mark: Option<&PostedMark>,
         now: DateTime<Utc>,
         log_size: Option<u64>,
+        budget: &SealBudget,
     ) -> Result<(u64, bool), StoreError> {
         let top = horizon(now, self.settle_horizon);
         if top == Ulid::nil() {
@@ -368,7 +455,7 @@ impl<S: EventStore + LogStore> Sealer<S> {
         let mut through = None;
         let mut complete = true;
         while lo <= hi {
-            if posted >= MAX_POSTED_PER_RUN {
+            if posted >= MAX_POSTED_PER_RUN || (posted > 0 && budget.is_spent()) {
                 complete = false;
                 break;
             }
@@ -467,10 +554,11 @@ impl<S: EventStore + LogStore> Sealer<S> {
         tenant: &str,
         after: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(Hash, EntryRecord, String)>, StoreError> {
+        budget: &SealBudget,
+    ) -> Result<(Vec<(Hash, EntryRecord, String)>, bool), StoreError> {
         let top = horizon(now, self.settle_horizon);
         if top == Ulid::nil() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), true));
         }
         let mut lo = match after {
             Some(cursor) => {
@@ -482,7 +570,10 @@ impl<S: EventStore + LogStore> Sealer<S> {
         };
         let hi = Ulid(top.0 - 1);
         let mut leaves = Vec::new();
-        while lo <= hi && leaves.len() < MAX_LEAVES_PER_RUN {
+        while lo <= hi {
+            if leaves.len() >= MAX_LEAVES_PER_RUN || (!leaves.is_empty() && budget.is_spent()) {
+                return Ok((leaves, false));
+            }
             // The leaf hash is of the parsed event.
             let limit = READ_PAGE.min(MAX_LEAVES_PER_RUN - leaves.len());
             let page = self
@@ -512,8 +603,20 @@ impl<S: EventStore + LogStore> Sealer<S> {
                 .map_err(|_| StoreError::Corrupt(format!("stored cursor {last}")))?;
             lo = Ulid(last.0.saturating_add(1));
         }
-        Ok(leaves)
+        Ok((leaves, true))
     }
+}
+
+/// What sealing one tenant's log did.
+struct SealedLog {
+    /// The new checkpoint, if any.
+    checkpoint: Option<CheckpointRecord>,
+    added: u64,
+    /// The log's size after it.
+    size: u64,
+    /// Whether every settled event is now a leaf (else the rest wait for
+    /// the next run: a cap or the budget stopped it).
+    complete: bool,
 }
 
 /// One page of a tenant's settled events, oldest first. Strongly
@@ -590,5 +693,45 @@ mod tests {
             ..cadence
         };
         assert!(every_run.due(Some(&recent), Some(500), top));
+    }
+
+    #[test]
+    fn work_waits_since_the_tenant_was_last_sealed_its_heartbeat_or_postings_fell_due() {
+        let heartbeat = Duration::from_secs(60);
+        let mark = SealMark {
+            tenant: "t".into(),
+            dirty_until_ms: 0,
+            sealed_through_ms: 500_000,
+            checkpoint_at_ms: 480_000,
+            postings_due_at_ms: None,
+        };
+        assert_eq!(
+            waiting_since(&mark, 530_000, heartbeat),
+            None,
+            "nothing to do"
+        );
+        assert_eq!(
+            waiting_since(&mark, 540_000, heartbeat),
+            Some(540_000),
+            "a heartbeat due"
+        );
+        let dirty = SealMark {
+            dirty_until_ms: 600_000,
+            ..mark.clone()
+        };
+        assert_eq!(waiting_since(&dirty, 530_000, heartbeat), Some(500_000));
+        let posting = SealMark {
+            postings_due_at_ms: Some(520_000),
+            ..mark.clone()
+        };
+        assert_eq!(waiting_since(&posting, 519_999, heartbeat), None);
+        assert_eq!(waiting_since(&posting, 530_000, heartbeat), Some(520_000));
+        let never_sealed = SealMark {
+            dirty_until_ms: 600_000,
+            sealed_through_ms: 0,
+            checkpoint_at_ms: 0,
+            ..mark
+        };
+        assert_eq!(waiting_since(&never_sealed, 530_000, heartbeat), Some(0));
     }
 }
