@@ -32,6 +32,8 @@ impl Failure {
 pub struct Page {
     pub body: Value,
     pub retry_after: Option<u64>,
+    /// The server's clock when it answered (its `Date` header), epoch ms.
+    pub date_ms: Option<i64>,
 }
 
 /// The exit code of an unexpected answer.
@@ -151,16 +153,23 @@ impl Client {
                 request = request.bearer_auth(token);
             }
             let outcome = request.send().await;
-            let (status, retry_after, body) = match outcome {
+            let (status, retry_after, date_ms, body) = match outcome {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    let retry_after = response
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok());
+                    let header = |name: &str| {
+                        response
+                            .headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
+                    let retry_after = header("retry-after").and_then(|v| v.parse::<u64>().ok());
+                    // An HTTP date is RFC 2822's form, in GMT.
+                    let date_ms = header("date")
+                        .and_then(|v| chrono::DateTime::parse_from_rfc2822(&v).ok())
+                        .map(|t| t.timestamp_millis());
                     let body: Value = response.json().await.unwrap_or(Value::Null);
-                    (status, retry_after, body)
+                    (status, retry_after, date_ms, body)
                 }
                 Err(err) if attempt < 5 => {
                     eprintln!("audit: {err}; retrying");
@@ -176,7 +185,13 @@ impl Client {
                 }
             };
             match status {
-                200..=299 => return Ok(Page { body, retry_after }),
+                200..=299 => {
+                    return Ok(Page {
+                        body,
+                        retry_after,
+                        date_ms,
+                    })
+                }
                 401 | 403 => return Err(auth_failure(status, &body)),
                 404 => return Err(Failure::new(EXIT_NOT_FOUND, reason(status, &body))),
                 429 | 503 if attempt < 5 => {

@@ -68,6 +68,13 @@ pub struct Options {
     pub limit: u32,
 }
 
+/// When the event of `cursor` was written (a cursor is a ULID), epoch ms.
+fn cursor_ms(cursor: &str) -> Option<i64> {
+    ulid::Ulid::from_string(cursor)
+        .ok()
+        .map(|u| u.timestamp_ms() as i64)
+}
+
 pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
     let mut state = match &options.state {
         Some(path) => read_state(path)?,
@@ -95,12 +102,27 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
     };
     let mut printer = Printer::new(format, stdout.lock());
     let write_failed = |e: std::io::Error| Failure::new(EXIT_FAILED, format!("stdout: {e}"));
+    // Without --follow, the trail as it stood when the first page was
+    // answered: each page read adds its own record to the trail, and a
+    // small page (`--limit 1`) would chase them for ever.
+    let mut end_ms: Option<i64> = None;
     loop {
         let page = client.get_page(&next).await?;
+        if !options.follow && end_ms.is_none() {
+            // `Date` has whole seconds: the rest of that second is kept.
+            end_ms = Some(page.date_ms.map_or(i64::MAX, |ms| ms + 1000));
+        }
         let events = page.body["events"].as_array().cloned().unwrap_or_default();
         let count = events.len();
+        let mut reached_end = false;
         for event in events {
             let cursor = event["cursor"].as_str().map(str::to_string);
+            if let (Some(end), Some(written_ms)) = (end_ms, cursor.as_deref().and_then(cursor_ms)) {
+                if written_ms > end {
+                    reached_end = true;
+                    break;
+                }
+            }
             // Already written before a restart: skipped.
             if let (Some(cursor), Some(last)) = (&cursor, &state.last_cursor) {
                 if cursor <= last {
@@ -113,6 +135,15 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
             }
         }
         printer.flush().map_err(write_failed)?;
+        if reached_end {
+            // The state keeps this page's link: a resumed tail reads it
+            // again and skips what was written.
+            state.next = Some(next.clone());
+            if let Some(path) = &options.state {
+                write_state(path, &state)?;
+            }
+            break;
+        }
         let Some(link) = page.body["_links"]["next"]["href"].as_str() else {
             return Err(Failure::new(EXIT_FAILED, "a page without `next`"));
         };

@@ -267,3 +267,84 @@ async fn a_killed_and_restarted_tail_writes_every_event_exactly_once() {
     assert!(Path::new(&state).exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn cursors_of(ndjson: &str) -> Vec<String> {
+    ndjson
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| e["cursor"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Without --follow, a tail prints the trail as it stood when it started
+/// and ends, even one event a page with its own reads' records included
+/// (each page read adds one: with more settled events waiting than it reads
+/// in a settle horizon, it used to chase them for ever); a resumed
+/// tail goes on from there, writing nothing twice.
+#[tokio::test]
+async fn a_tail_without_follow_ends_at_the_trail_as_it_started() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    // More events than one-a-page reads within a settle horizon, so its
+    // reads' records settle as fast as it reads.
+    let mut posted = Vec::new();
+    for batch in 0..2 {
+        posted.extend(
+            post(
+                &base,
+                &token,
+                (0..300)
+                    .map(|i| json!({"eventType": "user.login", "serviceName": "idp", "userId": format!("u-{batch}-{i}")}))
+                    .collect(),
+            )
+            .await,
+        );
+    }
+    assert_eq!(posted.len(), 600);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let state = std::env::temp_dir().join(format!("tail-end-{}.json", ulid::Ulid::new()));
+    let state_arg = state.to_string_lossy().to_string();
+    let args = [
+        "tail",
+        "--limit",
+        "1",
+        "--format",
+        "ndjson",
+        "--state",
+        state_arg.as_str(),
+    ];
+    let started_ms = chrono::Utc::now().timestamp_millis();
+    let (code, stdout, stderr) =
+        tokio::time::timeout(Duration::from_secs(60), audit(&base, &token, &args))
+            .await
+            .expect("the tail ends");
+    assert_eq!(code, 0, "{stderr}");
+    let first = cursors_of(&stdout);
+    for cursor in &posted {
+        assert!(first.contains(cursor), "{cursor} in {stdout}");
+    }
+    for cursor in &first {
+        let ms = ulid::Ulid::from_string(cursor).unwrap().timestamp_ms() as i64;
+        // The server's clock is this machine's; its `Date` has whole seconds.
+        assert!(
+            ms <= started_ms + 2000,
+            "{cursor} written after the tail began"
+        );
+    }
+    // The first run's own reads are in the trail now: a resumed tail
+    // prints them, after what it printed before and none of it again.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (code, stdout, stderr) =
+        tokio::time::timeout(Duration::from_secs(60), audit(&base, &token, &args))
+            .await
+            .expect("the resumed tail ends");
+    assert_eq!(code, 0, "{stderr}");
+    let second = cursors_of(&stdout);
+    assert!(!second.is_empty(), "the first run's reads are recorded");
+    let last_first = first.last().cloned().unwrap_or_default();
+    assert!(
+        second.iter().all(|c| *c > last_first),
+        "{second:?} after {last_first}"
+    );
+    let _ = std::fs::remove_file(&state);
+}
