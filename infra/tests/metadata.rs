@@ -598,6 +598,10 @@ async fn retention_is_per_tenant_bounded_admin_only_and_audited() {
         change.data.unwrap()["retentionDays"],
         json!({"from": 90, "to": 30})
     );
+    // and, shortening retention, is kept as long as the events it shortened
+    let change_days = chrono::DateTime::parse_from_rfc3339(&change.expires_at).unwrap()
+        - chrono::DateTime::parse_from_rfc3339(&change.timestamp).unwrap();
+    assert_eq!(change_days.num_days(), 90);
     let (_, settings) = json_of(api.get(&admin, "/audit/settings").await).await;
     assert_eq!(
         (

@@ -278,6 +278,7 @@ impl<S: EventStore> MetadataHandler<S> {
                 caller,
                 &facts(request, route),
                 json!({"retentionDays": {"from": before.retention_days, "to": retention_days}}),
+                before.retention_days,
             )
             .await?;
         let mut body = serde_json::to_value(&settings).unwrap_or_default();

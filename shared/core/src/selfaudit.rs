@@ -94,13 +94,18 @@ impl<S: EventStore> SelfAuditor<S> {
     }
 
     /// Records a change made through the API (e.g. settings) as an event.
+    ///
+    /// The record is kept for at least `kept_days_at_least` days: a change
+    /// that shortens retention is kept as long as the events it shortened,
+    /// not only as long as the new retention.
     pub async fn record_change(
         &self,
         caller: &Caller,
         facts: &RequestFacts,
         data: serde_json::Value,
+        kept_days_at_least: u32,
     ) -> Result<(), StoreError> {
-        self.write(caller, facts, data).await
+        self.write(caller, facts, data, kept_days_at_least).await
     }
 
     /// Runs `read` and writes its record at the same time. A failed record
@@ -127,7 +132,7 @@ impl<S: EventStore> SelfAuditor<S> {
 
     async fn record(&self, caller: &Caller, facts: &RequestFacts) -> Result<(), StoreError> {
         let event = self
-            .record_of(caller, facts, read_record_data(caller, facts))
+            .record_of(caller, facts, read_record_data(caller, facts), 0)
             .await?;
         // No sightings: a read's record has the properties every read's
         // record has, which metadata lists from `record_properties`.
@@ -139,8 +144,11 @@ impl<S: EventStore> SelfAuditor<S> {
         caller: &Caller,
         facts: &RequestFacts,
         data: serde_json::Value,
+        kept_days_at_least: u32,
     ) -> Result<(), StoreError> {
-        let event = self.record_of(caller, facts, data).await?;
+        let event = self
+            .record_of(caller, facts, data, kept_days_at_least)
+            .await?;
         self.put(&caller.tenant, &event).await?;
         // A change's `data` is its own: metadata lists its properties once
         // a record of it is stored (first sighting per process only).
@@ -154,14 +162,20 @@ impl<S: EventStore> SelfAuditor<S> {
         Ok(())
     }
 
-    /// The record, with the tenant's retention and a fresh cursor.
+    /// The record, with the tenant's retention (or `kept_days_at_least`,
+    /// if longer) and a fresh cursor.
     async fn record_of(
         &self,
         caller: &Caller,
         facts: &RequestFacts,
         data: serde_json::Value,
+        kept_days_at_least: u32,
     ) -> Result<Event, StoreError> {
-        let retention = self.retention.retention_days(&caller.tenant).await?;
+        let retention = self
+            .retention
+            .retention_days(&caller.tenant)
+            .await?
+            .max(kept_days_at_least);
         Ok(record_event(
             caller,
             facts,
