@@ -26,6 +26,18 @@ impl Failure {
             message: message.into(),
         }
     }
+
+    /// Writing to stdout failed. A reader that closed the pipe (`| head`)
+    /// wanted no more: that ends the command quietly, with 0, as `cat`
+    /// and `rg` do (a tail's state is written only after its page is
+    /// flushed, so it resumes from what the reader took).
+    pub fn stdout(err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            Self::new(0, "")
+        } else {
+            Self::new(EXIT_FAILED, format!("stdout: {err}"))
+        }
+    }
 }
 
 /// A response body and its `Retry-After`.

@@ -146,7 +146,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())
             .and_then(|_| out.flush())
-            .map_err(|e| Failure::new(EXIT_FAILED, format!("stdout: {e}")))
+            .map_err(Failure::stdout)
     };
     match cli.command {
         Command::Tail {
@@ -252,7 +252,10 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             Ok(if report.ok() { 0 } else { EXIT_FAILED })
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "audit", &mut std::io::stdout());
+            // Generated into memory: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "audit", &mut script);
+            print(&String::from_utf8_lossy(&script))?;
             Ok(0)
         }
     }
@@ -271,7 +274,9 @@ async fn main() {
     let code = match run(cli).await {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("audit: {}", failure.message);
+            if !failure.message.is_empty() {
+                eprintln!("audit: {}", failure.message);
+            }
             failure.code
         }
     };

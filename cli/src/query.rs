@@ -4,7 +4,7 @@
 use audit_core::event::queryable_fields;
 use serde_json::{json, Value};
 
-use crate::client::{Client, Failure, EXIT_FAILED, EXIT_USAGE};
+use crate::client::{Client, Failure, EXIT_USAGE};
 use crate::format::{Format, Printer};
 
 /// `=` `!=` `in` `^=` `contains` `exists` `>` `>=` `<` `<=`, and the API's
@@ -164,7 +164,7 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
     }
     let stdout = std::io::stdout();
     let mut printer = Printer::new(options.format, stdout.lock());
-    let write_failed = |e: std::io::Error| Failure::new(EXIT_FAILED, format!("stdout: {e}"));
+    let write_failed = Failure::stdout;
     let mut written = 0usize;
     let mut next = Some("/audit/query?limit=1000".to_string());
     while let Some(url) = next.take() {

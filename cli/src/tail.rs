@@ -101,7 +101,7 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         other => other,
     };
     let mut printer = Printer::new(format, stdout.lock());
-    let write_failed = |e: std::io::Error| Failure::new(EXIT_FAILED, format!("stdout: {e}"));
+    let write_failed = Failure::stdout;
     // Without --follow, the trail as it stood when the first page was
     // answered: each page read adds its own record to the trail, and a
     // small page (`--limit 1`) would chase them for ever.

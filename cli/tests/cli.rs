@@ -348,3 +348,43 @@ async fn a_tail_without_follow_ends_at_the_trail_as_it_started() {
     );
     let _ = std::fs::remove_file(&state);
 }
+
+/// A reader that closes the pipe (`audit query ... | head -1`) ends the
+/// command quietly with 0, whatever it was printing: no "Broken pipe"
+/// error, no panic.
+#[tokio::test]
+async fn a_closed_pipe_ends_a_command_quietly() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    post(
+        &base,
+        &token,
+        vec![json!({"eventType": "user.login", "serviceName": "idp", "userId": "u-1"})],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let commands: [&[&str]; 4] = [
+        &["query", "userId", "=", "u-1", "--format", "ndjson"],
+        &["tail", "--format", "ndjson"],
+        &["get", "--help"],
+        &["completions", "bash"],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = tokio::process::Command::new(AUDIT)
+            .args(args)
+            .env("AUDIT_URL", &base)
+            .env("AUDIT_TOKEN", &token)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("audit runs")
+            .wait_with_output()
+            .await
+            .expect("audit ends");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
