@@ -29,8 +29,9 @@ impl Failure {
 
     /// Writing to stdout failed. A reader that closed the pipe (`| head`)
     /// wanted no more: that ends the command quietly, with 0, as `cat`
-    /// and `rg` do (a tail's state is written only after its page is
-    /// flushed, so it resumes from what the reader took).
+    /// and `rg` do. A tail's state is written only after a page is
+    /// flushed whole, so a resumed tail prints the cut page again (what
+    /// the reader took of it included: dedupe by `cursor`).
     pub fn stdout(err: std::io::Error) -> Self {
         if err.kind() == std::io::ErrorKind::BrokenPipe {
             Self::new(0, "")

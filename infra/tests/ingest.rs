@@ -223,6 +223,31 @@ async fn a_platform_token_writes_for_any_tenant_a_tenant_token_only_for_its_own(
     .await;
     assert_eq!(status, 403);
     assert_eq!(error_code(&body), "forbidden");
+    assert_eq!(body["error"]["field"], "accountId", "{body}");
+    // In a batch, the refused event's result names its field; the others are stored.
+    let (status, body) = json_of(
+        api.post_json(
+            &tenant,
+            "/audit/events",
+            &json!({"events": [
+                {"eventType": "a", "serviceName": "b"},
+                {"eventType": "a", "serviceName": "b", "accountId": "globex"},
+            ]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 207, "{body}");
+    assert_eq!(body["results"][0]["status"], "stored", "{body}");
+    let refused = &body["results"][1];
+    assert_eq!(
+        (
+            refused["error"]["code"].as_str(),
+            refused["error"]["field"].as_str()
+        ),
+        (Some("forbidden"), Some("events[1].accountId")),
+        "{body}"
+    );
     let (status, _) = json_of(
         api.post_json(
             &tenant,
@@ -235,7 +260,7 @@ async fn a_platform_token_writes_for_any_tenant_a_tenant_token_only_for_its_own(
     assert_eq!(status, 201);
     let events = api.env.events_by_tenant().await;
     assert_eq!(events["globex"].len(), 1);
-    assert_eq!(events["acme"].len(), 1);
+    assert_eq!(events["acme"].len(), 2);
     // globex reads its event, acme can't see it
     let cursor = &events["globex"][0];
     let (status, _) = json_of(
@@ -449,6 +474,7 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
             (400, "invalid_request"),
             "{bad}"
         );
+        assert_eq!(answer["error"]["field"], "cursor", "{bad}: {answer}");
     }
     let (status, answer) = json_of(
         api.get(&token, "/audit/events/01ARZ3NDEKTSV4RRFFQ69G5FAV")

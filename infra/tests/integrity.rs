@@ -954,10 +954,10 @@ async fn tenants_a_run_had_no_time_for_go_first_in_the_next() {
     assert_eq!(tree_size(&api, "alpha").await, Some(5));
 }
 
-/// A tenant whose sealing the budget stops after a page keeps the leaves
-/// and postings of that page, stays queued, and the next run goes on from
-/// there: every event is sealed once, in order, and every pivot query
-/// finds every event.
+/// A tenant whose log the budget stops after a page keeps the leaves of
+/// that page, stays queued, and the next run goes on from there: every
+/// event is sealed once, in order, and every pivot query finds every
+/// event.
 #[tokio::test]
 async fn a_tenant_the_budget_cut_short_goes_on_where_it_stopped() {
     let api = Api::start().await;
@@ -966,27 +966,37 @@ async fn a_tenant_the_budget_cut_short_goes_on_where_it_stopped() {
     for batch in 0..3 {
         cursors.extend(ingest(&api, &token, 700, &format!("b{batch}")).await);
     }
+    // Past the writes' dirty marks (two seal intervals): only the tenant's
+    // own unsealed mark can keep it queued after the cut run.
     let later = Utc::now()
-        + chrono::Duration::from_std(api.env.config.settle_horizon).unwrap()
+        + chrono::Duration::from_std(
+            api.env.config.settle_horizon + api.env.config.seal_interval * 2,
+        )
+        .unwrap()
         + chrono::Duration::seconds(1);
-    // One ask lets the tenant start; the next, after its first page of
-    // leaves, is refused, and so is the one after its first page of postings.
-    let cut = sealer(&api)
-        .run_within(later, &budget_of_asks(1))
-        .await
-        .unwrap();
+    // The first ask lets the tenant start; the second, after its first
+    // page of leaves, is refused. (The postings' asks are let through, so
+    // only the log's mark can keep the tenant queued.)
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let log_cut =
+        SealBudget::when(move || asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1);
+    let cut = sealer(&api).run_within(later, &log_cut).await.unwrap();
     assert_eq!(cut.leaves_added, 1000, "{cut:?}");
-    assert_eq!(cut.events_posted, 1000, "{cut:?}");
+    assert_eq!(cut.events_posted, 2100, "{cut:?}");
     assert_eq!(cut.tenants_deferred, 1, "{cut:?}");
     let cut_checkpoint = cut.checkpoints[0].clone();
     assert_eq!(cut_checkpoint.tree_size, 1000);
     let queue = store_of(&api).seal_queue().await.unwrap();
-    assert!(
-        queue
-            .iter()
-            .any(|m| m.tenant == "acme" && m.dirty_until_ms > m.sealed_through_ms),
-        "the tenant is still queued: {queue:?}"
-    );
+    let still_queued = queue.iter().any(|m| {
+        m.tenant == "acme"
+            && audit_core::integrity::seal::waiting_since(
+                m,
+                later.timestamp_millis(),
+                api.env.config.checkpoint_heartbeat,
+            )
+            .is_some()
+    });
+    assert!(still_queued, "the tenant is still queued: {queue:?}");
     let rest = sealer(&api).run(later).await.unwrap();
     assert_eq!(rest.leaves_added, 1100, "{rest:?}");
     assert_eq!(rest.tenants_deferred, 0, "{rest:?}");
@@ -1004,6 +1014,48 @@ async fn a_tenant_the_budget_cut_short_goes_on_where_it_stopped() {
     .await;
     assert!(report.ok(), "{:?}", report.log);
     assert!(checkpoints.iter().any(|c| c.tree_size >= 2100));
+    let mut found = logins(&api, &token).await;
+    found.sort();
+    cursors.sort();
+    assert_eq!(found, cursors, "every event by its pivot");
+}
+
+/// A tenant whose log a run finishes but whose postings the budget cuts
+/// short is reported deferred, its postings fall due at once, and the
+/// next run posts the rest: every pivot query finds every event.
+#[tokio::test]
+async fn postings_the_budget_cut_short_are_due_at_the_next_run() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let mut cursors = Vec::new();
+    for batch in 0..3 {
+        cursors.extend(ingest(&api, &token, 700, &format!("b{batch}")).await);
+    }
+    let later = Utc::now()
+        + chrono::Duration::from_std(api.env.config.settle_horizon).unwrap()
+        + chrono::Duration::seconds(1);
+    // Asks: the tenant, the log's pages 2 and 3, then the postings' page 2.
+    let cut = sealer(&api)
+        .run_within(later, &budget_of_asks(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (cut.leaves_added, cut.events_posted, cut.tenants_deferred),
+        (2100, 1000, 1),
+        "{cut:?}"
+    );
+    let queue = store_of(&api).seal_queue().await.unwrap();
+    let mark = queue.iter().find(|m| m.tenant == "acme").unwrap();
+    assert_eq!(
+        mark.postings_due_at_ms,
+        Some(later.timestamp_millis()),
+        "{mark:?}"
+    );
+    let rest = sealer(&api)
+        .run(later + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(rest.events_posted, 1100, "{rest:?}");
     let mut found = logins(&api, &token).await;
     found.sort();
     cursors.sort();

@@ -278,7 +278,9 @@ impl<S: EventStore> MetadataHandler<S> {
                 caller,
                 &facts(request, route),
                 json!({"retentionDays": {"from": before.retention_days, "to": retention_days}}),
-                before.retention_days,
+                // Both are known here: the retention read back after the
+                // change may still be the old one.
+                before.retention_days.max(retention_days),
             )
             .await?;
         let mut body = serde_json::to_value(&settings).unwrap_or_default();

@@ -74,7 +74,7 @@ impl Caller {
         if self.has_scope(scope) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
+            Err(ApiError::forbidden(format!(
                 "the token lacks the `{scope}` scope"
             )))
         }

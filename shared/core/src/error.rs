@@ -17,8 +17,13 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
+    #[error("{message}")]
+    Forbidden {
+        /// The field that asked for what the token may not do, when one did
+        /// (a batch event's `accountId`).
+        field: Option<String>,
+        message: String,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -44,6 +49,13 @@ impl ApiError {
         }
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::Forbidden {
+            field: None,
+            message: message.into(),
+        }
+    }
+
     pub fn bad_input(message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             field: None,
@@ -56,7 +68,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => "invalid_request",
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -69,7 +81,9 @@ impl ApiError {
 
     pub fn field(&self) -> Option<&str> {
         match self {
-            ApiError::BadRequest { field, .. } => field.as_deref(),
+            ApiError::BadRequest { field, .. } | ApiError::Forbidden { field, .. } => {
+                field.as_deref()
+            }
             _ => None,
         }
     }

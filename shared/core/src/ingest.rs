@@ -420,10 +420,16 @@ impl<S: EventStore> IngestService<S> {
             None => Ok(caller.tenant.clone()),
             Some(tenant) if tenant == caller.tenant => Ok(caller.tenant.clone()),
             Some(tenant) if caller.has_scope(SCOPE_PLATFORM) => Ok(tenant.to_string()),
-            Some(_) => Err(ApiError::Forbidden(format!(
-                "{}a tenant token may only write to its own tenant; naming another `accountId` needs the `{SCOPE_PLATFORM}` scope",
-                if path.is_empty() { String::new() } else { format!("{path}: ") }
-            ))),
+            Some(_) => Err(ApiError::Forbidden {
+                field: Some(if path.is_empty() {
+                    "accountId".to_string()
+                } else {
+                    format!("{path}.accountId")
+                }),
+                message: format!(
+                    "a tenant token may only write to its own tenant; naming another `accountId` needs the `{SCOPE_PLATFORM}` scope"
+                ),
+            }),
         }
     }
 }

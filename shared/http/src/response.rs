@@ -29,7 +29,7 @@ pub fn status_of(err: &ApiError) -> u16 {
     match err {
         ApiError::BadRequest { .. } => 400,
         ApiError::Unauthorized(_) => 401,
-        ApiError::Forbidden(_) => 403,
+        ApiError::Forbidden { .. } => 403,
         ApiError::NotFound(_) => 404,
         ApiError::PayloadTooLarge(_) => 413,
         ApiError::UnsupportedMediaType(_) => 415,

@@ -74,8 +74,9 @@ impl DirtyMarks {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct SealReport {
     pub tenants_checked: usize,
-    /// Tenants with work that the run's budget left, whole or in part, to
-    /// the next run (which takes them first).
+    /// Tenants with work this run left, whole or in part, to the next: its
+    /// budget was spent before them or during them, or a tenant reached a
+    /// run's cap of events.
     pub tenants_deferred: usize,
     pub checkpoints: Vec<CheckpointRecord>,
     pub leaves_added: u64,
@@ -259,12 +260,14 @@ impl<S: EventStore + LogStore> Sealer<S> {
             // never stops the other.
             let sealed = self.seal_log(&mark.tenant, now, due, budget).await;
             let log_size = sealed.as_ref().ok().map(|sealed| sealed.size);
+            let mut postings_complete = true;
             let postings_due_at_ms = match self
                 .post_when_due(&mark.tenant, now, log_size, budget)
                 .await
             {
-                Ok((posted, due_at)) => {
+                Ok((posted, due_at, complete)) => {
                     report.events_posted += posted;
+                    postings_complete = complete;
                     Some(due_at)
                 }
                 Err(err) => {
@@ -281,18 +284,23 @@ impl<S: EventStore + LogStore> Sealer<S> {
                     if let Some(checkpoint) = sealed_log.checkpoint {
                         sealed.checkpoint_at_ms = now_ms;
                         report.checkpoints.push(checkpoint);
+                    } else if sealed_log.size == 0 {
+                        // No log yet, so no heartbeat to give: without this,
+                        // one would look due since 1970 and go first in
+                        // every run.
+                        sealed.checkpoint_at_ms = now_ms;
                     }
                     // Only a complete run may say the tenant is sealed this
                     // far; postings that wait say when they fall due, so
                     // the tenant is checked again then even if it writes
-                    // nothing more. A failed posting leaves the tenant dirty.
-                    match (sealed_log.complete, postings_due_at_ms) {
-                        (true, Some(due_at)) => {
-                            sealed.postings_due_at_ms = due_at;
-                            self.store.put_sealed(&sealed).await?;
-                        }
-                        (false, _) => report.tenants_deferred += 1,
-                        (true, None) => {}
+                    // nothing more (postings cut short are due at once). A
+                    // failed posting leaves the tenant dirty.
+                    if !(sealed_log.complete && postings_complete) {
+                        report.tenants_deferred += 1;
+                    }
+                    if let (true, Some(due_at)) = (sealed_log.complete, postings_due_at_ms) {
+                        sealed.postings_due_at_ms = due_at;
+                        self.store.put_sealed(&sealed).await?;
                     }
                 }
                 Err(err) => {
@@ -394,27 +402,32 @@ impl<S: EventStore + LogStore> Sealer<S> {
     }
 
     /// Writes the tenant's postings if they are due ([`PostingCadence`]).
-    /// Returns the events posted and, if some still wait, when they fall
-    /// due (epoch ms).
+    /// Returns the events posted; if some still wait, when they fall due
+    /// (epoch ms); and whether the run wrote all that were due (else a cap
+    /// or the budget cut it short, and the rest are due at once).
     async fn post_when_due(
         &self,
         tenant: &str,
         now: DateTime<Utc>,
         log_size: Option<u64>,
         budget: &SealBudget,
-    ) -> Result<(u64, Option<i64>), StoreError> {
+    ) -> Result<(u64, Option<i64>, bool), StoreError> {
         let mark = self.store.posted_mark(tenant).await?;
         let top = horizon(now, self.settle_horizon);
         if let Some(due_at) = self.cadence.due_at(mark.as_ref(), log_size, top) {
             // The lag will make them due once the horizon passes it.
             let settle_ms = self.settle_horizon.as_millis() as i64;
-            return Ok((0, Some(due_at + settle_ms)));
+            return Ok((0, Some(due_at + settle_ms), true));
         }
         let (posted, complete) = self
             .post_from(tenant, mark.as_ref(), now, log_size, budget)
             .await?;
         // A run that stopped short continues at the next.
-        Ok((posted, (!complete).then(|| now.timestamp_millis())))
+        Ok((
+            posted,
+            (!complete).then(|| now.timestamp_millis()),
+            complete,
+        ))
     }
 
     /// Writes the pivot postings of the tenant's settled events that have
@@ -595,7 +608,10 @@ impl<S: EventStore + LogStore> Sealer<S> {
                     event.cursor.clone(),
                 ));
             }
-            let Some(last) = page.last_cursor else { break };
+            // More, but nowhere to resume: the rest waits for the next run.
+            let Some(last) = page.last_cursor else {
+                return Ok((leaves, !page.more));
+            };
             if !page.more {
                 break;
             }
