@@ -7,6 +7,8 @@ use std::time::Duration;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{json, Value};
 
+/// The `client_id` of the tokens `audit-local token` mints by default.
+pub const DEV_CLIENT_ID: &str = "audit-local-dev";
 pub const DEFAULT_SECRET: &str = "audit-local-development-secret-do-not-use-in-aws";
 pub const DEFAULT_ISSUER: &str = "https://audit-local.invalid/";
 pub const DEFAULT_AUDIENCE: &str = "audit-trail-api";
@@ -45,9 +47,28 @@ impl DevAuth {
 
     /// Mints a token for `tenant` with space-separated `scopes`.
     pub fn mint(&self, tenant: &str, scopes: &str, ttl: Duration) -> String {
+        self.mint_as(
+            tenant,
+            scopes,
+            ttl,
+            &format!("dev-user@{tenant}"),
+            DEV_CLIENT_ID,
+        )
+    }
+
+    /// [`Self::mint`] for a given subject (`sub`) and client (`client_id`):
+    /// a SIEM poller's token, to try `selfAudit=others`.
+    pub fn mint_as(
+        &self,
+        tenant: &str,
+        scopes: &str,
+        ttl: Duration,
+        subject: &str,
+        client_id: &str,
+    ) -> String {
         self.mint_claims(json!({
-            "sub": format!("dev-user@{tenant}"),
-            "client_id": "audit-local-dev",
+            "sub": subject,
+            "client_id": client_id,
             self.tenant_claim.clone(): tenant,
             "scope": scopes,
             "iss": self.issuer,

@@ -321,10 +321,15 @@ async fn every_read_route_records_itself_and_ingest_does_not() {
 #[tokio::test]
 async fn a_poller_can_leave_out_self_audit_records() {
     let api = api().await;
-    let poller = api.env.auth.mint_claims(json!({
-        "tenant_id": "acme", "scope": RW, "client_id": "siem", "sub": "siem-bot",
-        "iss": api.env.auth.issuer, "aud": api.env.auth.audience, "exp": chrono::Utc::now().timestamp() + 600
-    }));
+    // The poller's token as README says to mint one locally.
+    let minted = std::process::Command::new(env!("CARGO_BIN_EXE_audit-local"))
+        .args(["token", "--tenant", "acme", "--scope", RW])
+        .args(["--client", "siem", "--subject", "siem-bot"])
+        .env("AUDIT_LOCAL_JWT_SECRET", "test-secret")
+        .output()
+        .expect("audit-local token runs");
+    assert!(minted.status.success(), "{minted:?}");
+    let poller = String::from_utf8_lossy(&minted.stdout).trim().to_string();
     let analyst = api.token("acme"); // client audit-local-dev
     seed(&api, &analyst).await;
     for token in [&poller, &poller, &analyst] {

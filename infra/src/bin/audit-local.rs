@@ -63,6 +63,12 @@ enum Command {
         scope: String,
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// The token's `client_id` (e.g. `siem`, to try `selfAudit=others`).
+        #[arg(long, default_value = audit_infra::devauth::DEV_CLIENT_ID)]
+        client: String,
+        /// The token's subject (`sub`); default `dev-user@<tenant>`.
+        #[arg(long)]
+        subject: Option<String>,
     },
 }
 
@@ -70,12 +76,22 @@ enum Command {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Token { tenant, scope, ttl } => {
+        Command::Token {
+            tenant,
+            scope,
+            ttl,
+            client,
+            subject,
+        } => {
             let ttl = parse_ttl(&ttl)?;
             if !audit_core::auth::is_valid_tenant(&tenant) {
                 return Err("--tenant: letters, digits and - _ . : @ only".into());
             }
-            println!("{}", DevAuth::default().mint(&tenant, &scope, ttl));
+            let subject = subject.unwrap_or_else(|| format!("dev-user@{tenant}"));
+            println!(
+                "{}",
+                DevAuth::default().mint_as(&tenant, &scope, ttl, &subject, &client)
+            );
             Ok(())
         }
         Command::Serve {
