@@ -7,7 +7,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use audit_cli::client::{Client, Failure, EXIT_FAILED};
+use audit_cli::client::{Client, Failure, EXIT_FAILED, EXIT_USAGE};
 use audit_cli::format::Format;
 use audit_cli::{export, ingest, metadata_tree, query, tail, verify};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -118,6 +118,15 @@ enum Command {
         /// Findings as NDJSON instead of a summary.
         #[arg(long)]
         json: bool,
+        /// Judge the evidence as of this time (RFC 3339): when an archived
+        /// bundle was saved. Default: now.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// A log whose newest checkpoint, or an event in none, is older than
+        /// this is `stale` (the sealer gives every tenant one each hour, so
+        /// older means the newest events may have been removed); 0: off.
+        #[arg(long, default_value = "2h")]
+        max_checkpoint_age: String,
     },
     /// Shell completions (bash, zsh, fish, ...) on stdout.
     Completions { shell: clap_complete::Shell },
@@ -236,7 +245,22 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             trusted,
             save,
             json,
+            as_of,
+            max_checkpoint_age,
         } => {
+            let as_of_ms = match as_of {
+                None => chrono::Utc::now().timestamp_millis(),
+                Some(text) => chrono::DateTime::parse_from_rfc3339(&text)
+                    .map(|t| t.timestamp_millis())
+                    .map_err(|e| {
+                        Failure::new(
+                            EXIT_USAGE,
+                            format!("--as-of: `{text}` is not RFC 3339: {e}"),
+                        )
+                    })?,
+            };
+            let max_checkpoint_age_ms = verify::parse_age(&max_checkpoint_age)
+                .map_err(|e| Failure::new(EXIT_USAGE, format!("--max-checkpoint-age: {e}")))?;
             let api = online.then_some(&client);
             let report = verify::run(
                 api,
@@ -245,6 +269,8 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                     bundle,
                     trusted,
                     save,
+                    as_of_ms,
+                    max_checkpoint_age_ms,
                 },
             )
             .await?;

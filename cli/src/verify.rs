@@ -87,6 +87,31 @@ pub struct Options {
     pub bundle: Option<PathBuf>,
     pub trusted: Vec<PathBuf>,
     pub save: Option<PathBuf>,
+    /// The time the evidence is judged at (epoch ms): now, or when an
+    /// archived bundle was saved.
+    pub as_of_ms: i64,
+    /// `stale` beyond this (ms); `None`: not checked.
+    pub max_checkpoint_age_ms: Option<i64>,
+}
+
+/// `--max-checkpoint-age`: `2h`, `90m`, `1d`, `45s`; `0` turns the check off.
+pub fn parse_age(text: &str) -> Result<Option<i64>, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let seconds = number.parse::<i64>().ok().and_then(|n| match unit {
+        "s" | "" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    });
+    match seconds.and_then(|s| s.checked_mul(1000)) {
+        Some(0) => Ok(None),
+        Some(ms) => Ok(Some(ms)),
+        None => Err(format!("`{text}` is not an age such as 2h, 90m or 1d")),
+    }
 }
 
 /// Walks the API: checkpoints and entry records first, then the events (so
@@ -193,7 +218,8 @@ pub async fn run(client: Option<&Client>, options: Options) -> Result<Report, Fa
         entries: &entries,
         checkpoints: &notes,
         trusted: &trusted,
-        now_ms: chrono::Utc::now().timestamp_millis(),
+        now_ms: options.as_of_ms,
+        stale_after_ms: options.max_checkpoint_age_ms,
     };
     Ok(verify(&evidence, events))
 }

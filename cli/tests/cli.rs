@@ -388,3 +388,100 @@ async fn a_closed_pipe_ends_a_command_quietly() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+/// `audit verify` end to end: online it passes and saves a bundle; offline
+/// the bundle passes as of now, is `stale` judged hours later unless the
+/// age check is off, and a second, altered copy of an event fails it.
+#[tokio::test]
+async fn verify_checks_a_saved_bundle_offline_and_names_what_is_wrong() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    post(
+        &base,
+        &token,
+        (0..5)
+            .map(|i| json!({"eventType": "user.login", "serviceName": "idp", "userId": format!("u-{i}")}))
+            .collect(),
+    )
+    .await;
+    let sealer = seal::SealHandler::new(
+        std::sync::Arc::new(audit_dynamo::DynamoStore::new(
+            env.direct.clone(),
+            &env.config.table_name,
+        )),
+        &env.config,
+        audit_infra::relay::LocalPublisher::new(Vec::new()),
+        "audit-trail.test",
+    );
+    // Settled, so the tail serves what the log holds.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    sealer.run(chrono::Utc::now()).await.expect("a sealing run");
+    let key: Value = reqwest::Client::new()
+        .get(format!("{base}/audit/verifier-key"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["verifierKey"].as_str().unwrap().to_string();
+    let bundle = std::env::temp_dir().join(format!("bundle-{}", ulid::Ulid::new()));
+    let bundle_arg = bundle.to_string_lossy().to_string();
+    let (code, stdout, stderr) = audit(
+        &base,
+        &token,
+        &[
+            "verify",
+            "--online",
+            "--verifier-key",
+            &key,
+            "--save",
+            &bundle_arg,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let offline = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "verify",
+            "--bundle",
+            bundle_arg.as_str(),
+            "--verifier-key",
+            key.as_str(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<String>>()
+    };
+    let run = |args: Vec<String>| {
+        let base = base.clone();
+        let token = token.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            audit(&base, &token, &args).await
+        }
+    };
+    let (code, stdout, _) = run(offline(&[])).await;
+    assert_eq!(code, 0, "{stdout}");
+    let hours_later = (chrono::Utc::now() + chrono::Duration::hours(3)).to_rfc3339();
+    let mut late = offline(&[]);
+    late.extend(["--as-of".to_string(), hours_later.clone()]);
+    let (code, stdout, _) = run(late.clone()).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("\"stale\""), "{stdout}");
+    late.extend(["--max-checkpoint-age".to_string(), "0".to_string()]);
+    let (code, stdout, _) = run(late).await;
+    assert_eq!(code, 0, "{stdout}");
+    // A second copy of the first event, altered, ahead of the original.
+    let events_path = bundle.join("events.ndjson");
+    let events = std::fs::read_to_string(&events_path).unwrap();
+    let first = events.lines().next().unwrap();
+    let mut altered: Value = serde_json::from_str(first).unwrap();
+    altered["userId"] = json!("TAMPERED");
+    std::fs::write(&events_path, format!("{altered}\n{events}")).unwrap();
+    let (code, stdout, _) = run(offline(&[])).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("duplicate_event"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&bundle);
+}

@@ -136,6 +136,7 @@ async fn run_verifier(api: &Api, token: &str, trusted: &[String], now_ms: i64) -
             checkpoints: &notes,
             trusted,
             now_ms,
+            stale_after_ms: Some(2 * 3_600_000),
         },
         events,
     )

@@ -50,7 +50,8 @@ pub struct EventFinding {
 #[serde(rename_all = "camelCase")]
 pub struct LogFinding {
     /// `bad_signature`, `root_mismatch`, `truncated`, `rolled_back`,
-    /// `out_of_order`, `wrong_origin`, `bad_entry`.
+    /// `out_of_order`, `wrong_origin`, `bad_entry`, `duplicate_event`,
+    /// `stale`.
     pub problem: &'static str,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,9 +86,21 @@ pub struct Evidence<'a> {
     /// Checkpoints the user holds from elsewhere (the bus, a SIEM): the log
     /// must still contain them.
     pub trusted: &'a [String],
-    /// Milliseconds since the epoch, for `expiresAt`.
+    /// Milliseconds since the epoch, for `expiresAt` and staleness: now, or
+    /// when an archived bundle was saved.
     pub now_ms: i64,
+    /// How old the newest checkpoint, or an event no checkpoint covers, may
+    /// be at `now_ms` (ms) before the log is `stale`: the sealer gives every
+    /// tenant a checkpoint at least once a heartbeat, so an older one means
+    /// the newest events (and their checkpoints) may have been removed, or
+    /// the sealer has stopped. `None`: not checked.
+    pub stale_after_ms: Option<i64>,
 }
+
+/// An entry's `expiresAt` is at least the shortest retention after its
+/// event was written; earlier is an edited entry (a deletion passed off as
+/// retention). A minute's slack for the clock between cursor and record.
+const MIN_RETENTION_MS: i64 = crate::settings::MIN_RETENTION_DAYS as i64 * 86_400_000 - 60_000;
 
 type Sizes<'a> = std::iter::Peekable<std::collections::btree_map::Iter<'a, u64, Vec<Checkpoint>>>;
 
@@ -179,6 +192,16 @@ pub fn verify(evidence: &Evidence, events: impl IntoIterator<Item = Event>) -> R
             });
             continue;
         };
+        if expires.timestamp_millis() < cursor.timestamp_ms() as i64 + MIN_RETENTION_MS {
+            report.log.push(LogFinding {
+                problem: "bad_entry",
+                detail: format!(
+                    "entry record {position} ({cursor}) expires at {}, sooner than any retention allows after its event was written",
+                    entry.expires_at
+                ),
+                tree_size: None,
+            });
+        }
         if entry.leaf_index != position as u64 || previous.is_some_and(|p| p >= cursor) {
             report.log.push(LogFinding {
                 problem: "out_of_order",
@@ -219,18 +242,41 @@ pub fn verify(evidence: &Evidence, events: impl IntoIterator<Item = Event>) -> R
         .and_then(|i| leaves.get(i))
         .map(|(cursor, _, _)| *cursor);
     let mut present: HashMap<Ulid, Event> = HashMap::new();
+    // Copies beyond the first of a cursor: the trail holds one event per
+    // cursor, so a second is tampering whichever copy comes first.
+    let mut copies: HashMap<Ulid, Vec<Event>> = HashMap::new();
     let mut unreadable = Vec::new();
     for event in events {
         match Ulid::from_string(&event.cursor) {
-            Ok(cursor) => {
-                present.insert(cursor, event);
-            }
+            Ok(cursor) => match present.entry(cursor) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    copies.entry(cursor).or_default().push(event)
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(event);
+                }
+            },
             Err(_) => unreadable.push(event.cursor),
         }
     }
+    let mut duplicated: Vec<&Ulid> = copies.keys().collect();
+    duplicated.sort();
+    for cursor in duplicated {
+        report.log.push(LogFinding {
+            problem: "duplicate_event",
+            detail: format!("the events hold {cursor} more than once"),
+            tree_size: None,
+        });
+    }
     for (index, (cursor, hash, expires_ms)) in leaves.iter().enumerate().take(covered) {
+        let extra = copies.remove(cursor).unwrap_or_default();
         let status = match present.remove(cursor) {
-            Some(event) if event_leaf_hash(&event) == *hash => EventStatus::Verified,
+            Some(event)
+                if event_leaf_hash(&event) == *hash
+                    && extra.iter().all(|copy| event_leaf_hash(copy) == *hash) =>
+            {
+                EventStatus::Verified
+            }
             Some(_) => EventStatus::Altered,
             None if *expires_ms <= evidence.now_ms => EventStatus::Expired,
             None => EventStatus::Missing,
@@ -240,6 +286,44 @@ pub fn verify(evidence: &Evidence, events: impl IntoIterator<Item = Event>) -> R
             status,
             leaf_index: Some(index as u64),
         });
+    }
+    if let Some(stale_after_ms) = evidence.stale_after_ms {
+        let oldest_allowed = evidence.now_ms - stale_after_ms;
+        let newest_checkpoint = by_size
+            .values()
+            .flatten()
+            .filter_map(|c| chrono::DateTime::parse_from_rfc3339(&c.timestamp).ok())
+            .map(|t| t.timestamp_millis())
+            .max();
+        let oldest_unsealed = present
+            .keys()
+            .filter(|cursor| last_sealed.is_none_or(|last| **cursor > last))
+            .map(|cursor| cursor.timestamp_ms() as i64)
+            .min();
+        let stale_checkpoint = newest_checkpoint.filter(|at| *at < oldest_allowed);
+        let stale_event = oldest_unsealed.filter(|at| *at < oldest_allowed);
+        if stale_checkpoint.is_some() || stale_event.is_some() {
+            let at = |ms: i64| {
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .map(crate::event::format_time)
+                    .unwrap_or_default()
+            };
+            report.log.push(LogFinding {
+                problem: "stale",
+                detail: match (stale_checkpoint, stale_event) {
+                    (_, Some(event_ms)) => format!(
+                        "an event written at {} is in no checkpoint, more than {} s before {}: the sealer has stopped, or newer checkpoints were removed",
+                        at(event_ms), stale_after_ms / 1000, at(evidence.now_ms)
+                    ),
+                    (Some(checkpoint_ms), None) => format!(
+                        "the newest checkpoint is of {}, more than {} s before {}: the newest events and their checkpoints may have been removed, or the sealer has stopped",
+                        at(checkpoint_ms), stale_after_ms / 1000, at(evidence.now_ms)
+                    ),
+                    (None, None) => String::new(),
+                },
+                tree_size: None,
+            });
+        }
     }
     let mut rest: Vec<Ulid> = present.into_keys().collect();
     rest.sort();
@@ -324,6 +408,7 @@ mod tests {
                 checkpoints: std::slice::from_ref(&note),
                 trusted: &[],
                 now_ms: 0,
+                stale_after_ms: None,
             },
             events,
         );
@@ -331,5 +416,160 @@ mod tests {
         assert!(report.ok());
         assert_eq!(report.counts.get("verified"), Some(&count));
         println!("verifier: {rate:.0} events/s on one thread ({count} events)");
+    }
+
+    /// A log of `count` events, sealed under one checkpoint of
+    /// `checkpoint_at`; its key, entries, note and events.
+    fn sealed(
+        count: u64,
+        checkpoint_at: &str,
+    ) -> (NoteVerifier, Vec<EntryView>, String, Vec<Event>) {
+        let signer = NoteSigner::from_secret("test", "test");
+        let mut builder = RootBuilder::default();
+        let mut entries = Vec::new();
+        let events: Vec<Event> = (0..count).map(event).collect();
+        for (i, e) in events.iter().enumerate() {
+            let leaf = event_leaf_hash(e);
+            builder.push(leaf);
+            entries.push(EntryView {
+                leaf_index: i as u64,
+                cursor: e.cursor.clone(),
+                expires_at: e.expires_at.clone(),
+                leaf_hash: encode_hash(&leaf),
+            });
+        }
+        let note = signer.sign(&Checkpoint {
+            origin: "test/t".into(),
+            size: count,
+            root: builder.root(),
+            timestamp: checkpoint_at.into(),
+        });
+        (signer.verifier(), entries, note, events)
+    }
+
+    /// The events' cursors are of 2023-11-14T22:13:20Z; "now" is a minute
+    /// after the checkpoint unless a test says otherwise.
+    const CHECKPOINT_AT: &str = "2023-11-14T23:00:00.000Z";
+    const NOW_MS: i64 = 1_700_002_860_000;
+
+    fn verified(
+        key: &NoteVerifier,
+        entries: &[EntryView],
+        notes: &[String],
+        events: Vec<Event>,
+        now_ms: i64,
+    ) -> Report {
+        verify(
+            &Evidence {
+                key,
+                origin: None,
+                entries,
+                checkpoints: notes,
+                trusted: &[],
+                now_ms,
+                stale_after_ms: Some(2 * 3_600_000),
+            },
+            events,
+        )
+    }
+
+    fn problems(report: &Report) -> Vec<&'static str> {
+        report.log.iter().map(|f| f.problem).collect()
+    }
+
+    #[test]
+    fn a_second_copy_of_a_cursor_is_named_whichever_comes_first() {
+        let (key, entries, note, events) = sealed(5, CHECKPOINT_AT);
+        let mut tampered = events[2].clone();
+        tampered.user_id = Some("TAMPERED".into());
+        for tampered_first in [true, false] {
+            let mut given = events.clone();
+            given.insert(if tampered_first { 2 } else { 3 }, tampered.clone());
+            let report = verified(&key, &entries, std::slice::from_ref(&note), given, NOW_MS);
+            assert!(!report.ok(), "{report:?}");
+            assert_eq!(problems(&report), ["duplicate_event"]);
+            assert_eq!(report.events[2].status, EventStatus::Altered);
+        }
+        // An exact second copy is named too.
+        let mut given = events.clone();
+        given.push(events[0].clone());
+        let report = verified(&key, &entries, std::slice::from_ref(&note), given, NOW_MS);
+        assert_eq!(problems(&report), ["duplicate_event"]);
+        let report = verified(&key, &entries, std::slice::from_ref(&note), events, NOW_MS);
+        assert!(report.ok(), "{report:?}");
+    }
+
+    #[test]
+    fn an_entry_expiring_sooner_than_any_retention_is_a_bad_entry() {
+        let (key, mut entries, note, mut events) = sealed(5, CHECKPOINT_AT);
+        // Event 3 deleted, and its entry edited to say it had expired.
+        events.remove(3);
+        entries[3].expires_at = "2020-01-01T00:00:00.000Z".into();
+        let report = verified(
+            &key,
+            &entries,
+            std::slice::from_ref(&note),
+            events.clone(),
+            NOW_MS,
+        );
+        assert!(!report.ok(), "{report:?}");
+        assert_eq!(problems(&report), ["bad_entry"]);
+        // A day after it was written is a retention the API allows.
+        let written = Ulid::from_string(&entries[3].cursor)
+            .unwrap()
+            .timestamp_ms() as i64;
+        entries[3].expires_at = chrono::DateTime::from_timestamp_millis(written + 86_400_000)
+            .map(crate::event::format_time)
+            .unwrap();
+        // Judged two days on (an archived bundle: staleness not asked).
+        let report = verify(
+            &Evidence {
+                key: &key,
+                origin: None,
+                entries: &entries,
+                checkpoints: std::slice::from_ref(&note),
+                trusted: &[],
+                now_ms: written + 2 * 86_400_000,
+                stale_after_ms: None,
+            },
+            events,
+        );
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.counts.get("expired"), Some(&1));
+    }
+
+    #[test]
+    fn no_checkpoint_for_longer_than_allowed_is_stale() {
+        let (key, entries, note, events) = sealed(5, CHECKPOINT_AT);
+        let two_hours = 2 * 3_600_000;
+        // Fresh: fine.
+        let report = verified(
+            &key,
+            &entries,
+            std::slice::from_ref(&note),
+            events.clone(),
+            NOW_MS,
+        );
+        assert!(report.ok(), "{report:?}");
+        // The same bundle judged three hours later: no heartbeat since.
+        let later = NOW_MS + 3 * 3_600_000;
+        let report = verified(
+            &key,
+            &entries,
+            std::slice::from_ref(&note),
+            events.clone(),
+            later,
+        );
+        assert_eq!(problems(&report), ["stale"]);
+        // No checkpoint and no entries at all, the events unsealed for
+        // longer than allowed (an altered one among them).
+        let mut altered = events.clone();
+        altered[1].user_id = Some("TAMPERED".into());
+        let report = verified(&key, &[], &[], altered.clone(), later);
+        assert_eq!(problems(&report), ["stale"]);
+        // Within the allowance, unsealed events are no finding.
+        let written = Ulid::from_string(&events[0].cursor).unwrap().timestamp_ms() as i64;
+        let report = verified(&key, &[], &[], altered, written + two_hours - 1000);
+        assert!(report.ok(), "{report:?}");
     }
 }
