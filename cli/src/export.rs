@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use crate::client::{Client, Failure, EXIT_FAILED, EXIT_USAGE};
-use crate::format::{Format, Printer};
+use crate::format::{Format, Printer, COLUMNS};
 use crate::query::parse_time;
 
 pub struct Options {
@@ -25,12 +25,23 @@ fn io_failure(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |e| Failure::new(EXIT_FAILED, format!("{}: {e}", path.display()))
 }
 
-/// The cursor of a written line, whatever the format.
-fn line_cursor(format: Format, line: &str) -> Option<String> {
+/// The fields of one CSV record (quoted as the csv crate writes them).
+fn csv_fields(record: &str) -> Option<Vec<String>> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(record.as_bytes())
+        .records()
+        .next()?
+        .ok()
+        .map(|fields| fields.iter().map(str::to_string).collect())
+}
+
+/// The cursor of a written record, whatever the format.
+fn record_cursor(format: Format, record: &str) -> Option<String> {
     match format {
-        Format::Csv => line.split(',').next().map(str::to_string),
+        Format::Csv => csv_fields(record)?.into_iter().next(),
         _ => {
-            let value: Value = serde_json::from_str(line).ok()?;
+            let value: Value = serde_json::from_str(record).ok()?;
             value["cursor"]
                 .as_str()
                 .or_else(|| value["metadata"]["uid"].as_str())
@@ -40,7 +51,10 @@ fn line_cursor(format: Format, line: &str) -> Option<String> {
 }
 
 /// What an earlier run left: the last cursor written and, for CSV, its
-/// header. A partial last line (a run killed mid-write) is cut off.
+/// header. A partial last record (a run killed mid-write) is cut off. A CSV
+/// record may span lines (a quoted field holding a newline): it is whole
+/// at a line end with an even count of `"` (quotes inside a quoted field
+/// are doubled).
 fn resume_point(
     path: &Path,
     format: Format,
@@ -51,19 +65,29 @@ fn resume_point(
     let mut reader = BufReader::new(file);
     let (mut complete_len, mut last, mut header) = (0u64, None, None);
     let mut line = String::new();
+    let mut record = String::new();
     loop {
         line.clear();
         let read = reader.read_line(&mut line).map_err(io_failure(path))?;
         if read == 0 || !line.ends_with('\n') {
             break;
         }
-        complete_len += read as u64;
-        let text = line.trim_end();
-        if format == Format::Csv && header.is_none() {
-            header = Some(text.split(',').map(str::to_string).collect());
+        record.push_str(&line);
+        if format == Format::Csv && record.matches('"').count() % 2 == 1 {
             continue;
         }
-        if let Some(cursor) = line_cursor(format, text) {
+        complete_len += record.len() as u64;
+        let text = std::mem::take(&mut record);
+        if format == Format::Csv && header.is_none() {
+            header = Some(csv_fields(&text).ok_or_else(|| {
+                Failure::new(
+                    EXIT_USAGE,
+                    format!("{}: its first line is not a CSV header", path.display()),
+                )
+            })?);
+            continue;
+        }
+        if let Some(cursor) = record_cursor(format, text.trim_end()) {
             last = Some(cursor);
         }
     }
@@ -110,10 +134,22 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
     let out = BufWriter::new(file);
     let mut printer = if options.format == Format::Csv {
         let (columns, new_file) = match header {
-            Some(header) => (
-                header.into_iter().filter(|c| c.contains('.')).collect(),
-                false,
-            ),
+            // The file's own columns: the top-level ones, then its data
+            // columns, in the order the first run wrote them.
+            Some(header)
+                if header.len() >= COLUMNS.len() && header[..COLUMNS.len()] == *COLUMNS =>
+            {
+                (header[COLUMNS.len()..].to_vec(), false)
+            }
+            Some(_) => {
+                return Err(Failure::new(
+                    EXIT_USAGE,
+                    format!(
+                        "{}: its header is not one `audit export` writes; export to a new file",
+                        options.out.display()
+                    ),
+                ))
+            }
             None => (data_columns(client).await?, true),
         };
         Printer::csv(out, columns, new_file).map_err(io_failure(&options.out))?

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use audit_core::query::FieldPath;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 use serde_json::{json, Map, Value};
 
@@ -181,16 +182,15 @@ fn cell(value: Option<&Value>) -> String {
     }
 }
 
-/// `data` (and `indexedData`) flattened by dotted path: `data.a.b`.
-pub fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
-    match value {
-        Value::Object(map) => {
-            for (key, inner) in map {
-                flatten(&format!("{prefix}.{key}"), inner, out);
-            }
-        }
-        other => out.push((prefix.to_string(), cell(Some(other)))),
+/// A CSV column's cell: a top-level field, or a `data`/`indexedData`
+/// property named as metadata names it (`data.user.role`,
+/// `data["k8s.pod"]`, `indexedData["team name"]`), found by the same path
+/// reading queries use.
+fn column_cell(event: &Value, column: &str) -> String {
+    if COLUMNS.contains(&column) {
+        return cell(event.get(column));
     }
+    cell(FieldPath::parse(column).and_then(|path| path.value_in(event)))
 }
 
 /// Writes events in one format. Streaming formats write as they go; the
@@ -286,23 +286,10 @@ impl<W: Write> Printer<W> {
                             .map_err(std::io::Error::other)?;
                     }
                 }
-                let mut flat = Vec::new();
-                for target in ["data", "indexedData"] {
-                    if let Some(value) = event.get(target) {
-                        flatten(target, value, &mut flat);
-                    }
-                }
                 let row: Vec<String> = self
                     .csv_columns
                     .iter()
-                    .map(|column| match column.split_once('.') {
-                        Some(_) => flat
-                            .iter()
-                            .find(|(path, _)| path == column)
-                            .map(|(_, v)| v.clone())
-                            .unwrap_or_default(),
-                        None => cell(event.get(column.as_str())),
-                    })
+                    .map(|column| column_cell(event, column))
                     .collect();
                 match &mut self.csv {
                     Some(writer) => writer.write_record(&row).map_err(std::io::Error::other),

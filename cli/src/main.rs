@@ -204,6 +204,14 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             Ok(0)
         }
         Command::Get { cursor } => {
+            // A cursor is a ULID: anything else would be a path of its own
+            // (`../settings`), not an event.
+            if ulid::Ulid::from_string(&cursor).is_err() {
+                return Err(Failure::new(
+                    EXIT_USAGE,
+                    format!("`{cursor}` is not a cursor (26 characters of Crockford base32)"),
+                ));
+            }
             let event = client.get(&format!("/audit/events/{cursor}")).await?;
             print(&format!(
                 "{}\n",

@@ -84,6 +84,16 @@ async fn exit_codes_and_messages_say_what_went_wrong() {
     // An unknown cursor: 4.
     let (code, _, stderr) = audit(&base, &token, &["get", "01KB0000000000000000000001"]).await;
     assert_eq!(code, 4, "{stderr}");
+    // Something that is not a cursor names no event: 2, and no request.
+    for not_a_cursor in [
+        "../../audit/settings",
+        "01KB0000000000000000000001/proof",
+        "x",
+    ] {
+        let (code, stdout, stderr) = audit(&base, &token, &["get", not_a_cursor]).await;
+        assert_eq!(code, 2, "{not_a_cursor}: {stdout}{stderr}");
+        assert!(stderr.contains("is not a cursor"), "{stderr}");
+    }
     // A malformed condition: 2, naming the part.
     let (code, _, stderr) = audit(&base, &token, &["query", "userId", "~", "u-1"]).await;
     assert_eq!(code, 2, "{stderr}");
@@ -484,4 +494,106 @@ async fn verify_checks_a_saved_bundle_offline_and_names_what_is_wrong() {
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("duplicate_event"), "{stdout}");
     let _ = std::fs::remove_dir_all(&bundle);
+}
+
+fn csv_records(text: &str) -> Vec<Vec<String>> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes())
+        .records()
+        .map(|r| {
+            r.expect("a CSV record")
+                .iter()
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// A CSV export fills every column metadata names, bracketed keys
+/// included, and one resumed from any cut (mid-line, inside a quoted field
+/// that holds a newline, after the header) ends as the whole export does.
+#[tokio::test]
+async fn a_csv_export_fills_every_column_and_resumes_from_any_cut() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    let from = audit_core::event::format_time(chrono::Utc::now() - chrono::Duration::seconds(5));
+    post(
+        &base,
+        &token,
+        (0..30)
+            .map(|i| json!({
+                "eventType": "deploy", "serviceName": "ci", "userId": format!("u-{i}"),
+                "message": format!("line one of {i}\nline \"two\", with a comma"),
+                "indexedData": {"team name": format!("team-{i}")},
+                "data": {"k8s.pod": format!("pod-{i}"), "display name": "Zoë", "nested": {"x.y": i, "plain": true}, "é": "accent"},
+            }))
+            .collect(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let to = audit_core::event::format_time(chrono::Utc::now() - chrono::Duration::seconds(1));
+    let dir = std::env::temp_dir().join(format!("export-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let export = |name: &str| {
+        let out = dir.join(name).to_string_lossy().to_string();
+        let (base, token, from, to) = (base.clone(), token.clone(), from.clone(), to.clone());
+        async move {
+            let args = [
+                "export", "--from", &from, "--to", &to, "--format", "csv", "--out", &out,
+            ];
+            let (code, _, stderr) = audit(&base, &token, &args).await;
+            assert_eq!(code, 0, "{stderr}");
+            std::fs::read_to_string(&out).unwrap()
+        }
+    };
+    let whole = export("whole.csv").await;
+    let records = csv_records(&whole);
+    assert_eq!(records.len(), 31, "a header and 30 rows");
+    let header = &records[0];
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|c| c == name)
+            .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+    };
+    let deploys: Vec<&Vec<String>> = records[1..]
+        .iter()
+        .filter(|r| r[column("eventType")] == "deploy")
+        .collect();
+    assert_eq!(deploys.len(), 30);
+    for row in &deploys {
+        let n: usize = row[column("userId")]
+            .trim_start_matches("u-")
+            .parse()
+            .unwrap();
+        assert_eq!(row[column("data[\"k8s.pod\"]")], format!("pod-{n}"));
+        assert_eq!(row[column("data[\"display name\"]")], "Zoë");
+        assert_eq!(row[column("data.nested[\"x.y\"]")], n.to_string());
+        assert_eq!(row[column("data.nested.plain")], "true");
+        assert_eq!(
+            row[column("indexedData[\"team name\"]")],
+            format!("team-{n}")
+        );
+        assert!(row[column("message")].contains('\n'));
+    }
+    let accent = header
+        .iter()
+        .position(|c| c.contains('é'))
+        .expect("a column for é");
+    assert!(deploys.iter().all(|r| r[accent] == "accent"));
+    // Cuts: after the header, mid-row, and inside the first multi-line message.
+    let header_end = whole.find('\n').unwrap() + 1;
+    let inside_message = whole.find("line one of").unwrap() + 5;
+    let mid_row = whole.len() / 2;
+    for (n, cut) in [header_end, inside_message, mid_row]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("cut-{n}.csv");
+        std::fs::write(dir.join(&name), &whole.as_bytes()[..cut]).unwrap();
+        let resumed = export(&name).await;
+        assert_eq!(csv_records(&resumed), records, "cut at byte {cut}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

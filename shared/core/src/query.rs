@@ -182,7 +182,8 @@ impl FieldPath {
         })
     }
 
-    fn lookup<'a>(&self, event: &'a Value) -> Option<&'a Value> {
+    /// The value at this path in an event's JSON; `None` when absent or null.
+    pub fn value_in<'a>(&self, event: &'a Value) -> Option<&'a Value> {
         let mut current = event;
         for segment in &self.segments {
             current = match current {
@@ -403,7 +404,7 @@ fn check_value(
 
 impl Condition {
     pub fn matches(&self, event: &Value) -> bool {
-        let found = self.field.lookup(event);
+        let found = self.field.value_in(event);
         let time = self.field.field_type == FieldType::Time;
         let equal = |a: &Value, b: &Value| compare(a, b, time) == Some(Ordering::Equal);
         let ordered = |wanted: &[Ordering]| {
