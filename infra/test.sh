@@ -100,6 +100,24 @@ for _ in $(seq 1 90); do
 done
 [ "$code" = 200 ] || { echo "event $cursor was not sealed in 90 s (last answer $code)" >&2; exit 1; }
 node infra/integrity/verify-proof.mjs "$api" "$token" "$cursor"
+# docs/INTEGRITY.md's by-hand check, run as written, on an event with numbers
+# Python prints differently from RFC 8785 (1e-7, a whole number past 2^53).
+awkward=$(curl -sf -X POST "$api/audit/events" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+  -d '{"eventType":"integrity.check","serviceName":"test-sh","data":{"small":1e-7,"big":123456789012345678,"key \u00e9":"x"}}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["cursor"])')
+for _ in $(seq 1 90); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$api/audit/events/$awkward/proof" -H "Authorization: Bearer $token")
+  [ "$code" = 200 ] && break
+  sleep 1
+done
+[ "$code" = 200 ] || { echo "event $awkward was not sealed in 90 s (last answer $code)" >&2; exit 1; }
+rm -rf .local/by-hand && mkdir -p .local/by-hand
+sed -n "/^python3 - <<'EOF'\$/,/^EOF\$/p" docs/INTEGRITY.md | sed '1d;$d' > .local/by-hand/check.py
+[ -s .local/by-hand/check.py ] || { echo "no by-hand script found in docs/INTEGRITY.md" >&2; exit 1; }
+(cd .local/by-hand \
+  && curl -sf "$api/audit/events/$awkward/proof" -H "Authorization: Bearer $token" > proof.json \
+  && curl -sf "$api/audit/events/$awkward" -H "Authorization: Bearer $token" > event.json \
+  && python3 check.py)
 vkey=$(curl -sf "$api/audit/verifier-key" -H "Authorization: Bearer $token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["verifierKey"])')
 rm -rf .local/verify-bundle
 "$bin"/audit verify --online --url "$api" --token "$token" --verifier-key "$vkey" --save .local/verify-bundle

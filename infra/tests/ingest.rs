@@ -65,11 +65,21 @@ async fn a_batch_answers_per_item_and_stores_only_valid_events() {
         {"eventType": "c", "serviceName": "s", "messageId": "m-1"},
         {"eventType": "c", "serviceName": "s", "messageId": "m-1"},
         {"eventType": "d", "serviceName": "s", "colour": "red"},
+        {"eventType": "e", "serviceName": "s", "data": {"blob": "x".repeat(MAX_EVENT_BYTES)}},
     ]});
     let (status, answer) = json_of(api.post_json(&token, "/audit/events", &body).await).await;
     assert_eq!(status, 207, "{answer}");
     let results = answer["results"].as_array().unwrap();
-    assert_eq!(results.len(), 5);
+    assert_eq!(results.len(), 6);
+    assert_eq!(
+        (
+            results[5]["error"]["code"].as_str(),
+            results[5]["error"]["field"].as_str()
+        ),
+        (Some("payload_too_large"), Some("events[5]")),
+        "an oversize event is named by its field: {}",
+        results[5]
+    );
     assert_eq!(results[0]["status"], "stored");
     assert_eq!(results[1]["status"], "refused");
     assert_eq!(results[1]["error"]["field"], "events[1].serviceName");

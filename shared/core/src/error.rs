@@ -28,8 +28,13 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("{0}")]
-    PayloadTooLarge(String),
+    #[error("{message}")]
+    PayloadTooLarge {
+        /// What is too large, when it is one part of the request (a batch's
+        /// `events[3]`, or `events` for too many of them).
+        field: Option<String>,
+        message: String,
+    },
     #[error("{0}")]
     Throttled(String),
     /// The event exists but is not in the integrity log yet.
@@ -70,7 +75,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::NotFound(_) => "not_found",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Throttled(_) => "throttled",
             ApiError::NotSealedYet { .. } => "not_sealed_yet",
@@ -81,9 +86,9 @@ impl ApiError {
 
     pub fn field(&self) -> Option<&str> {
         match self {
-            ApiError::BadRequest { field, .. } | ApiError::Forbidden { field, .. } => {
-                field.as_deref()
-            }
+            ApiError::BadRequest { field, .. }
+            | ApiError::Forbidden { field, .. }
+            | ApiError::PayloadTooLarge { field, .. } => field.as_deref(),
             _ => None,
         }
     }

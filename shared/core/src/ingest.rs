@@ -46,10 +46,13 @@ impl IngestRequest {
     /// Sorts a request body into one event or a batch; enforces the request limits.
     pub fn from_body(body: &[u8], idempotency_key: Option<String>) -> Result<Self, ApiError> {
         if body.len() > MAX_REQUEST_BYTES {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "the request is {} bytes; a request may take at most {MAX_REQUEST_BYTES} bytes (6 MB)",
-                body.len()
-            )));
+            return Err(ApiError::PayloadTooLarge {
+                field: None,
+                message: format!(
+                    "the request is {} bytes; a request may take at most {MAX_REQUEST_BYTES} bytes (6 MB)",
+                    body.len()
+                ),
+            });
         }
         let (value, defects) = parse_json_body_lenient(body, "an event or {\"events\":[...]}")?;
         match value {
@@ -78,10 +81,13 @@ impl IngestRequest {
                     return Err(ApiError::bad_request("events", "`events` is empty"));
                 }
                 if events.len() > MAX_EVENTS_PER_REQUEST {
-                    return Err(ApiError::PayloadTooLarge(format!(
-                        "the batch holds {} events; a request may carry at most {MAX_EVENTS_PER_REQUEST}",
-                        events.len()
-                    )));
+                    return Err(ApiError::PayloadTooLarge {
+                        field: Some("events".into()),
+                        message: format!(
+                            "the batch holds {} events; a request may carry at most {MAX_EVENTS_PER_REQUEST}",
+                            events.len()
+                        ),
+                    });
                 }
                 // A defect inside one event refuses that event alone.
                 let mut refused: HashMap<usize, ApiError> = HashMap::new();

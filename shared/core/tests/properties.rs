@@ -76,7 +76,9 @@ fn assert_client_error(err: &ApiError) -> Result<(), TestCaseError> {
     prop_assert!(
         matches!(
             err,
-            ApiError::BadRequest { .. } | ApiError::Forbidden { .. } | ApiError::PayloadTooLarge(_)
+            ApiError::BadRequest { .. }
+                | ApiError::Forbidden { .. }
+                | ApiError::PayloadTooLarge { .. }
         ),
         "unexpected error {:?}",
         err

@@ -31,7 +31,7 @@ pub fn status_of(err: &ApiError) -> u16 {
         ApiError::Unauthorized(_) => 401,
         ApiError::Forbidden { .. } => 403,
         ApiError::NotFound(_) => 404,
-        ApiError::PayloadTooLarge(_) => 413,
+        ApiError::PayloadTooLarge { .. } => 413,
         ApiError::UnsupportedMediaType(_) => 415,
         ApiError::NotSealedYet { .. } => 409,
         ApiError::Throttled(_) => 429,

@@ -36,10 +36,12 @@ impl NewEvent {
         };
         let size = serde_json::to_vec(&fields).map(|b| b.len()).unwrap_or(0);
         if size > MAX_EVENT_BYTES {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "{} is {size} bytes; an event may take at most {MAX_EVENT_BYTES} bytes (64 KiB)",
-                if path.is_empty() { "the event" } else { path }
-            )));
+            return Err(ApiError::PayloadTooLarge {
+                field: (!path.is_empty()).then(|| path.to_string()),
+                message: format!(
+                    "the event is {size} bytes; an event may take at most {MAX_EVENT_BYTES} bytes (64 KiB)"
+                ),
+            });
         }
         let assigned: Vec<&str> = EVENT_FIELDS
             .iter()
