@@ -182,15 +182,30 @@ fn cell(value: Option<&Value>) -> String {
     }
 }
 
-/// A CSV column's cell: a top-level field, or a `data`/`indexedData`
-/// property named as metadata names it (`data.user.role`,
-/// `data["k8s.pod"]`, `indexedData["team name"]`), found by the same path
-/// reading queries use.
-fn column_cell(event: &Value, column: &str) -> String {
-    if COLUMNS.contains(&column) {
-        return cell(event.get(column));
+/// Where a CSV column's cell comes from: a top-level field, or a
+/// `data`/`indexedData` property named as metadata names it
+/// (`data.user.role`, `data["k8s.pod"]`, `indexedData["team name"]`), read
+/// by the same path reader queries use. Parsed once per export.
+enum CsvColumn {
+    TopLevel(String),
+    Path(Option<FieldPath>),
+}
+
+impl CsvColumn {
+    fn new(name: &str) -> Self {
+        if COLUMNS.contains(&name) {
+            Self::TopLevel(name.to_string())
+        } else {
+            Self::Path(FieldPath::parse(name))
+        }
     }
-    cell(FieldPath::parse(column).and_then(|path| path.value_in(event)))
+
+    fn cell(&self, event: &Value) -> String {
+        match self {
+            Self::TopLevel(name) => cell(event.get(name)),
+            Self::Path(path) => cell(path.as_ref().and_then(|p| p.value_in(event))),
+        }
+    }
 }
 
 /// Writes events in one format. Streaming formats write as they go; the
@@ -203,6 +218,7 @@ pub struct Printer<W: Write> {
     json_first: bool,
     csv: Option<csv::Writer<W>>,
     csv_columns: Vec<String>,
+    csv_sources: Vec<CsvColumn>,
     /// A streamed CSV writes its header with its first row (or at the end).
     csv_header_pending: bool,
 }
@@ -219,6 +235,7 @@ impl<W: Write> Printer<W> {
                 json_first: true,
                 csv: Some(csv::Writer::from_writer(out)),
                 csv_columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
+                csv_sources: COLUMNS.iter().map(|c| CsvColumn::new(c)).collect(),
                 csv_header_pending: true,
             };
         }
@@ -229,6 +246,7 @@ impl<W: Write> Printer<W> {
             json_first: true,
             csv: None,
             csv_columns: Vec::new(),
+            csv_sources: Vec::new(),
             csv_header_pending: false,
         }
     }
@@ -248,6 +266,7 @@ impl<W: Write> Printer<W> {
             table_rows: Vec::new(),
             json_first: true,
             csv: Some(writer),
+            csv_sources: columns.iter().map(|c| CsvColumn::new(c)).collect(),
             csv_columns: columns,
             csv_header_pending: false,
         })
@@ -287,9 +306,9 @@ impl<W: Write> Printer<W> {
                     }
                 }
                 let row: Vec<String> = self
-                    .csv_columns
+                    .csv_sources
                     .iter()
-                    .map(|column| column_cell(event, column))
+                    .map(|column| column.cell(event))
                     .collect();
                 match &mut self.csv {
                     Some(writer) => writer.write_record(&row).map_err(std::io::Error::other),
