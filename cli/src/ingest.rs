@@ -44,12 +44,25 @@ struct Pending {
 }
 
 /// The event to send for one line: the line's own text, with a derived
-/// `messageId` written in after its `{` when it has none. `None`: the line
-/// is not a JSON object.
-pub fn event_text(number: usize, line: &str) -> Option<Box<RawValue>> {
-    let (value, defects) = audit_core::json::parse(line.as_bytes()).ok()?;
+/// `messageId` written in after its `{` when it has none. `Err`: why the
+/// line is not a JSON object.
+pub fn event_text(number: usize, line: &str) -> Result<Box<RawValue>, String> {
+    let (value, defects) = audit_core::json::parse(line.as_bytes()).map_err(|err| {
+        format!(
+            "not JSON (it breaks off or goes wrong at column {})",
+            err.column
+        )
+    })?;
+    let kind = match &value {
+        Value::Object(_) => "",
+        Value::Array(_) => "an array",
+        Value::String(_) => "a string",
+        Value::Number(_) => "a number",
+        Value::Bool(_) => "a boolean",
+        Value::Null => "null",
+    };
     let Value::Object(map) = value else {
-        return None;
+        return Err(format!("{kind}, not a JSON object"));
     };
     let text = line.trim();
     let derived = || json!(derived_message_id(number, line));
@@ -65,7 +78,9 @@ pub fn event_text(number: usize, line: &str) -> Option<Box<RawValue>> {
         // names it).
         Some(_) => text.to_string(),
         None => {
-            let inside = text.strip_prefix('{')?;
+            let inside = text
+                .strip_prefix('{')
+                .ok_or_else(|| "not a JSON object".to_string())?;
             let separator = if inside.trim_start().starts_with('}') {
                 ""
             } else {
@@ -74,7 +89,7 @@ pub fn event_text(number: usize, line: &str) -> Option<Box<RawValue>> {
             format!("{{\"messageId\":{}{separator}{inside}", derived())
         }
     };
-    RawValue::from_string(event).ok()
+    RawValue::from_string(event).map_err(|e| format!("not JSON: {e}"))
 }
 
 pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
@@ -113,11 +128,19 @@ pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
             bar.inc(1);
             continue;
         }
-        let Some(event) = event_text(number, &line) else {
-            bar.suspend(|| eprintln!("line {number}: refused: not a JSON object"));
-            outcome.refused += 1;
-            bar.inc(1);
-            continue;
+        // A file saved with a byte-order mark starts with one.
+        let line = match number {
+            1 => line.strip_prefix('\u{feff}').unwrap_or(&line).to_string(),
+            _ => line,
+        };
+        let event = match event_text(number, &line) {
+            Ok(event) => event,
+            Err(why) => {
+                bar.suspend(|| eprintln!("line {number}: refused: {why}"));
+                outcome.refused += 1;
+                bar.inc(1);
+                continue;
+            }
         };
         if batch.len() == BATCH || batch_bytes + line.len() > BATCH_BYTES {
             send(client, std::mem::take(&mut batch), &mut outcome, &bar).await?;
@@ -260,9 +283,19 @@ mod tests {
     }
 
     #[test]
-    fn a_line_that_is_not_an_object_is_refused_here() {
-        for line in ["[1]", "\"text\"", "{\"a\":", "nul", "12"] {
-            assert!(event_text(1, line).is_none(), "{line}");
+    fn a_line_that_is_not_an_object_is_refused_here_saying_why() {
+        for (line, why) in [
+            ("[1]", "an array, not a JSON object"),
+            ("\"text\"", "a string, not a JSON object"),
+            ("12", "a number, not a JSON object"),
+            (
+                "{\"a\":",
+                "not JSON (it breaks off or goes wrong at column 5)",
+            ),
+            ("nul", "not JSON"),
+        ] {
+            let refused = event_text(1, line).err().unwrap_or_default();
+            assert!(refused.starts_with(why), "{line}: {refused}");
         }
     }
 }

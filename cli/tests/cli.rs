@@ -160,7 +160,10 @@ async fn ingest_sends_each_line_as_written() {
     let dir = std::env::temp_dir().join(format!("audit-ingest-lines-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("events.ndjson");
-    std::fs::write(&file, lines.join("\n")).expect("file");
+    // Saved as some editors save: a byte-order mark, CRLF line ends, and a
+    // last line cut short.
+    let text = format!("\u{feff}{}\r\n{{\"eventType\":", lines.join("\r\n"));
+    std::fs::write(&file, text).expect("file");
     let path = file.display().to_string();
     let (code, _, stderr) = audit(&base, &token, &["ingest", &path]).await;
     assert_ne!(code, 0, "{stderr}");
@@ -175,6 +178,10 @@ async fn ingest_sends_each_line_as_written() {
     );
     assert!(
         stderr.contains("line 4: refused") && stderr.contains("given twice"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 5: refused: not JSON (it breaks off"),
         "{stderr}"
     );
     assert!(
