@@ -121,11 +121,41 @@ pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
     let mut outcome = Outcome::default();
     let mut batch: Vec<Pending> = Vec::new();
     let mut batch_bytes = 0;
-    for (index, line) in BufReader::new(reader).lines().enumerate() {
+    // Lines as bytes: one that is not UTF-8 is refused alone, not the file.
+    for (index, line) in BufReader::new(reader).split(b'\n').enumerate() {
         let number = index + 1;
-        let line = line.map_err(|e| Failure::new(EXIT_FAILED, format!("{source}: {e}")))?;
+        let mut line = line.map_err(|e| Failure::new(EXIT_FAILED, format!("{source}: {e}")))?;
+        // A CRLF line reads as `lines()` read it (its derived messageId with it).
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let refuse = |why: String, outcome: &mut Outcome| {
+            bar.suspend(|| eprintln!("line {number}: refused: {why}"));
+            outcome.refused += 1;
+            bar.inc(1);
+        };
+        let line = match String::from_utf8(line) {
+            Ok(line) => line,
+            Err(err) => {
+                refuse(format!("not UTF-8 ({err})"), &mut outcome);
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             bar.inc(1);
+            continue;
+        }
+        // Larger than a whole request may be: the API would refuse the
+        // batch it went in (413), and every rerun with it.
+        if line.len() > BATCH_BYTES {
+            refuse(
+                format!(
+                    "the line is {} bytes; an event may take at most {} bytes",
+                    line.len(),
+                    audit_core::event::MAX_EVENT_BYTES
+                ),
+                &mut outcome,
+            );
             continue;
         }
         // A file saved with a byte-order mark starts with one.
@@ -136,9 +166,7 @@ pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
         let event = match event_text(number, &line) {
             Ok(event) => event,
             Err(why) => {
-                bar.suspend(|| eprintln!("line {number}: refused: {why}"));
-                outcome.refused += 1;
-                bar.inc(1);
+                refuse(why, &mut outcome);
                 continue;
             }
         };

@@ -160,14 +160,26 @@ async fn ingest_sends_each_line_as_written() {
     let dir = std::env::temp_dir().join(format!("audit-ingest-lines-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("events.ndjson");
-    // Saved as some editors save: a byte-order mark, CRLF line ends, and a
-    // last line cut short.
-    let text = format!("\u{feff}{}\r\n{{\"eventType\":", lines.join("\r\n"));
+    // Saved as some editors save: a byte-order mark, CRLF line ends; then
+    // a line that is not UTF-8, one larger than a request may be, a good
+    // one, and a last line cut short.
+    let mut text = format!("\u{feff}{}\r\n", lines.join("\r\n")).into_bytes();
+    text.extend_from_slice(b"{\"eventType\":\"cli.bad\",\"serviceName\":\"\xff\xfe\"}\n");
+    text.extend_from_slice(
+        format!(
+            "{{\"eventType\":\"cli.huge\",\"serviceName\":\"cli\",\"data\":\"{}\"}}\n",
+            "x".repeat(5 * 1024 * 1024)
+        )
+        .as_bytes(),
+    );
+    text.extend_from_slice(b"{\"eventType\":\"cli.ok2\",\"serviceName\":\"cli\"}\n{\"eventType\":");
     std::fs::write(&file, text).expect("file");
     let path = file.display().to_string();
     let (code, _, stderr) = audit(&base, &token, &["ingest", &path]).await;
     assert_ne!(code, 0, "{stderr}");
-    assert!(stderr.contains("stored 1,"), "{stderr}");
+    assert!(stderr.contains("stored 2,"), "{stderr}");
+    assert!(stderr.contains("line 5: refused: not UTF-8"), "{stderr}");
+    assert!(stderr.contains("line 6: refused: the line is"), "{stderr}");
     assert!(
         stderr.contains("line 2: refused") && stderr.contains("given twice"),
         "{stderr}"
@@ -181,7 +193,7 @@ async fn ingest_sends_each_line_as_written() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("line 5: refused: not JSON (it breaks off"),
+        stderr.contains("line 8: refused: not JSON (it breaks off"),
         "{stderr}"
     );
     assert!(
@@ -194,8 +206,15 @@ async fn ingest_sends_each_line_as_written() {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    assert_eq!(stored.len(), 1, "{stdout}");
-    assert_eq!(stored[0]["eventType"], "cli.ok");
+    assert_eq!(stored.len(), 2, "{stdout}");
+    assert!(
+        stored.iter().any(|e| e["eventType"] == "cli.ok2"),
+        "{stdout}"
+    );
+    let stored: Vec<Value> = stored
+        .into_iter()
+        .filter(|e| e["eventType"] == "cli.ok")
+        .collect();
     assert_eq!(stored[0]["data"], json!({"n": 100, "f": 0.1}));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -154,16 +154,21 @@ impl NewEvent {
                 fields.remove("occurredAt");
             }
             Some(Value::String(s)) => {
-                let parsed = DateTime::parse_from_rfc3339(s).map_err(|_| {
+                let invalid = || {
                     ApiError::bad_request(
                         at("occurredAt"),
-                        "`occurredAt` must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
+                        "`occurredAt` must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z, within the years 0000-9999 in UTC",
                     )
-                })?;
-                fields.insert(
-                    "occurredAt".into(),
-                    Value::String(format_time(parsed.with_timezone(&Utc))),
-                );
+                };
+                let utc = DateTime::parse_from_rfc3339(s)
+                    .map_err(|_| invalid())?
+                    .with_timezone(&Utc);
+                // Stored in UTC: an offset must not carry it out of the
+                // four-digit years RFC 3339 can write (9999-12-31T23:00-01:00).
+                if !(0..=9999).contains(&chrono::Datelike::year(&utc)) {
+                    return Err(invalid());
+                }
+                fields.insert("occurredAt".into(), Value::String(format_time(utc)));
             }
             Some(_) => {
                 return Err(ApiError::bad_request(
@@ -343,13 +348,23 @@ pub const INVISIBLE_CHARACTERS: &[(char, char)] = &[
     ('\u{0}', ' '),
     ('\u{7f}', '\u{a0}'),
     ('\u{ad}', '\u{ad}'),
+    // combining grapheme joiner, Arabic letter mark, Hangul fillers,
+    // Khmer inherent vowels, Mongolian vowel separator
+    ('\u{34f}', '\u{34f}'),
+    ('\u{61c}', '\u{61c}'),
+    ('\u{115f}', '\u{1160}'),
     ('\u{1680}', '\u{1680}'),
+    ('\u{17b4}', '\u{17b5}'),
     ('\u{180e}', '\u{180e}'),
     ('\u{2000}', '\u{200f}'),
     ('\u{2028}', '\u{202f}'),
     ('\u{205f}', '\u{206f}'),
+    // Braille blank
+    ('\u{2800}', '\u{2800}'),
     ('\u{3000}', '\u{3000}'),
     ('\u{3164}', '\u{3164}'),
+    // variation selectors
+    ('\u{fe00}', '\u{fe0f}'),
     ('\u{feff}', '\u{feff}'),
     ('\u{ffa0}', '\u{ffa0}'),
 ];

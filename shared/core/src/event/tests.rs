@@ -154,3 +154,29 @@ fn names_of_invisible_characters_only_are_refused() {
         assert!(has_visible_text(visible), "{visible}");
     }
 }
+
+/// An `occurredAt` is stored in UTC: one an offset carries out of the
+/// years 0000-9999 would read back as no RFC 3339 time, so it is refused;
+/// the edges that stay inside are kept.
+#[test]
+fn an_occurred_at_outside_four_digit_utc_years_is_refused() {
+    for time in ["9999-12-31T23:59:59-01:00", "0000-01-01T00:00:00+01:00"] {
+        let err = NewEvent::parse(
+            json!({"eventType": "a", "serviceName": "b", "occurredAt": time}),
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(field_of(err), "occurredAt", "{time}");
+    }
+    for time in [
+        "9999-12-31T23:59:59Z",
+        "0000-01-01T00:00:00Z",
+        "2026-01-31T12:00:00+05:30",
+    ] {
+        let event = NewEvent::parse(
+            json!({"eventType": "a", "serviceName": "b", "occurredAt": time}),
+            "",
+        );
+        assert!(event.is_ok(), "{time}");
+    }
+}
