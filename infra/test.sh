@@ -93,24 +93,24 @@ api="http://127.0.0.1:$st_port"
 cursor=$(curl -sf -X POST "$api/audit/events" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
   -d '{"eventType":"integrity.check","serviceName":"test-sh","userId":"u-1","data":{"ratio":1.5,"name":"Zoë","tags":["a","b"],"nested":{"b":2,"a":1}}}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["cursor"])')
-for _ in $(seq 1 90); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' "$api/audit/events/$cursor/proof" -H "Authorization: Bearer $token")
-  [ "$code" = 200 ] && break
-  sleep 1
-done
-[ "$code" = 200 ] || { echo "event $cursor was not sealed in 90 s (last answer $code)" >&2; exit 1; }
+# Waits until the sealer has put event $1 in a checkpoint (its proof answers 200).
+wait_sealed() {
+  for _ in $(seq 1 90); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$api/audit/events/$1/proof" -H "Authorization: Bearer $token")
+    [ "$code" = 200 ] && return 0
+    sleep 1
+  done
+  echo "event $1 was not sealed in 90 s (last answer $code)" >&2
+  exit 1
+}
+wait_sealed "$cursor"
 node infra/integrity/verify-proof.mjs "$api" "$token" "$cursor"
 # docs/INTEGRITY.md's by-hand check, run as written, on an event with numbers
 # Python prints differently from RFC 8785 (1e-7, a whole number past 2^53).
 awkward=$(curl -sf -X POST "$api/audit/events" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
   -d '{"eventType":"integrity.check","serviceName":"test-sh","data":{"small":1e-7,"big":123456789012345678,"key \u00e9":"x"}}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["cursor"])')
-for _ in $(seq 1 90); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' "$api/audit/events/$awkward/proof" -H "Authorization: Bearer $token")
-  [ "$code" = 200 ] && break
-  sleep 1
-done
-[ "$code" = 200 ] || { echo "event $awkward was not sealed in 90 s (last answer $code)" >&2; exit 1; }
+wait_sealed "$awkward"
 rm -rf .local/by-hand && mkdir -p .local/by-hand
 sed -n "/^python3 - <<'EOF'\$/,/^EOF\$/p" docs/INTEGRITY.md | sed '1d;$d' > .local/by-hand/check.py
 [ -s .local/by-hand/check.py ] || { echo "no by-hand script found in docs/INTEGRITY.md" >&2; exit 1; }

@@ -378,40 +378,9 @@ mod tests {
     #[ignore]
     fn verifier_throughput() {
         let count = 100_000u64;
-        let signer = NoteSigner::from_secret("bench", "bench");
-        let mut builder = RootBuilder::default();
-        let mut entries = Vec::new();
-        let events: Vec<Event> = (0..count).map(event).collect();
-        for (i, e) in events.iter().enumerate() {
-            let leaf = event_leaf_hash(e);
-            builder.push(leaf);
-            entries.push(EntryView {
-                leaf_index: i as u64,
-                cursor: e.cursor.clone(),
-                expires_at: e.expires_at.clone(),
-                leaf_hash: encode_hash(&leaf),
-            });
-        }
-        let note = signer.sign(&Checkpoint {
-            origin: "bench/t".into(),
-            size: count,
-            root: builder.root(),
-            timestamp: "2026-11-27T09:00:00.000Z".into(),
-        });
-        let key = signer.verifier();
+        let (key, entries, note, events) = sealed(count, "2026-11-27T09:00:00.000Z");
         let started = std::time::Instant::now();
-        let report = verify(
-            &Evidence {
-                key: &key,
-                origin: None,
-                entries: &entries,
-                checkpoints: std::slice::from_ref(&note),
-                trusted: &[],
-                now_ms: 0,
-                stale_after_ms: None,
-            },
-            events,
-        );
+        let report = verified(&key, &entries, std::slice::from_ref(&note), events, 0);
         let rate = count as f64 / started.elapsed().as_secs_f64();
         assert!(report.ok());
         assert_eq!(report.counts.get("verified"), Some(&count));
