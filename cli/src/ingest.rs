@@ -53,6 +53,10 @@ pub fn event_text(number: usize, line: &str) -> Result<Box<RawValue>, String> {
             err.column
         )
     })?;
+    // A line whose own keys can't be read is null with a defect saying why.
+    if let (Value::Null, Some(defect)) = (&value, defects.first()) {
+        return Err(defect.message.clone());
+    }
     let kind = match &value {
         Value::Object(_) => "",
         Value::Array(_) => "an array",
@@ -321,6 +325,7 @@ mod tests {
                 "not JSON (it breaks off or goes wrong at column 5)",
             ),
             ("nul", "not JSON"),
+            (r#"{"\ud800":1}"#, "a key of the body holds a \\u escape"),
         ] {
             let refused = event_text(1, line).err().unwrap_or_default();
             assert!(refused.starts_with(why), "{line}: {refused}");

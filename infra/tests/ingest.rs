@@ -118,6 +118,49 @@ async fn a_batch_answers_per_item_and_stores_only_valid_events() {
     assert_eq!(api.env.events_by_tenant().await["acme"].len(), 122);
 }
 
+/// A string or key that JSON can carry but Unicode can't (half of a
+/// surrogate pair) refuses the event it sits in, by its path; the batch's
+/// other events are stored. (Before, the whole body was "not valid JSON".)
+#[tokio::test]
+async fn a_lone_surrogate_refuses_only_the_event_it_sits_in() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let body = r#"{"events":[
+        {"eventType":"a","serviceName":"s"},
+        {"eventType":"b","serviceName":"s","message":"\ud800"},
+        {"eventType":"c","serviceName":"s","data":{"\udc00":1}},
+        {"eventType":"d","serviceName":"s","message":"\ud83d\ude00"}
+    ]}"#;
+    let response = api
+        .http
+        .post(format!("{}/audit/events", api.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let (status, answer) = json_of(response).await;
+    assert_eq!(status, 207, "{answer}");
+    let statuses: Vec<&str> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["stored", "refused", "refused", "stored"],
+        "{answer}"
+    );
+    assert_eq!(answer["results"][1]["error"]["field"], "events[1].message");
+    assert_eq!(answer["results"][2]["error"]["field"], "events[2].data");
+    assert_eq!(api.env.events_by_tenant().await["acme"].len(), 2);
+    let cursor = answer["results"][3]["cursor"].as_str().unwrap();
+    let (_, event) = json_of(api.get(&token, &format!("/audit/events/{cursor}")).await).await;
+    assert_eq!(event["message"], "\u{1F600}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_retries_of_one_key_store_one_event() {
     let api = Api::start().await;

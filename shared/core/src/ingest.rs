@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::auth::{Caller, SCOPE_PLATFORM, SCOPE_WRITE};
 use crate::config::Config;
 use crate::cursor::CursorGenerator;
-use crate::error::{defect_error, parse_json_body_lenient, ApiError, StoreError};
+use crate::error::{ApiError, StoreError};
 use crate::event::{
     Event, NewEvent, MAX_EVENTS_PER_REQUEST, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REQUEST_BYTES,
 };
@@ -21,122 +21,15 @@ use crate::metadata::SeenProperties;
 use crate::settings::RetentionCache;
 use crate::store::{EventStore, IdempotentPut};
 
+mod request;
+pub use request::IngestRequest;
+
 /// BatchWriteItem's limit.
 const BATCH_WRITE_SIZE: usize = 25;
 /// Keyed events per store call: one transaction's worth (two actions each).
 const KEYED_WRITE_SIZE: usize = 50;
 /// Concurrent store calls per request.
 const WRITE_CONCURRENCY: usize = 8;
-
-/// The body of `POST /audit/events`, after JSON parsing.
-#[derive(Debug)]
-pub enum IngestRequest {
-    Single {
-        event: Value,
-        idempotency_key: Option<String>,
-    },
-    /// Each event, or why it was refused before validation (a duplicate
-    /// key or an inexact number inside it).
-    Batch {
-        events: Vec<Result<Value, ApiError>>,
-    },
-}
-
-impl IngestRequest {
-    /// Sorts a request body into one event or a batch; enforces the request limits.
-    pub fn from_body(body: &[u8], idempotency_key: Option<String>) -> Result<Self, ApiError> {
-        if body.len() > MAX_REQUEST_BYTES {
-            return Err(ApiError::PayloadTooLarge {
-                field: None,
-                message: format!(
-                    "the request is {} bytes; a request may take at most {MAX_REQUEST_BYTES} bytes (6 MB)",
-                    body.len()
-                ),
-            });
-        }
-        let (value, defects) = parse_json_body_lenient(body, "an event or {\"events\":[...]}")?;
-        match value {
-            Value::Object(mut map) if map.contains_key("events") => {
-                if map.len() > 1 {
-                    let extra: Vec<&str> = map
-                        .keys()
-                        .map(String::as_str)
-                        .filter(|k| *k != "events")
-                        .collect();
-                    return Err(ApiError::bad_request(
-                        extra[0],
-                        format!(
-                            "a batch body holds only `events`; unknown field(s): {}",
-                            extra.join(", ")
-                        ),
-                    ));
-                }
-                if idempotency_key.is_some() {
-                    return Err(ApiError::bad_request("Idempotency-Key", "the Idempotency-Key header applies to a single event; give each event of a batch a `messageId`"));
-                }
-                let Some(Value::Array(events)) = map.remove("events") else {
-                    return Err(ApiError::bad_request("events", "`events` must be an array"));
-                };
-                if events.is_empty() {
-                    return Err(ApiError::bad_request("events", "`events` is empty"));
-                }
-                if events.len() > MAX_EVENTS_PER_REQUEST {
-                    return Err(ApiError::PayloadTooLarge {
-                        field: Some("events".into()),
-                        message: format!(
-                            "the batch holds {} events; a request may carry at most {MAX_EVENTS_PER_REQUEST}",
-                            events.len()
-                        ),
-                    });
-                }
-                // A defect inside one event refuses that event alone.
-                let mut refused: HashMap<usize, ApiError> = HashMap::new();
-                for defect in defects {
-                    match batch_index(&defect.path) {
-                        Some(index) if index < events.len() => {
-                            refused.entry(index).or_insert_with(|| defect_error(defect));
-                        }
-                        _ => return Err(defect_error(defect)),
-                    }
-                }
-                let events = events
-                    .into_iter()
-                    .enumerate()
-                    .map(|(index, event)| match refused.remove(&index) {
-                        Some(err) => Err(err),
-                        None => Ok(event),
-                    })
-                    .collect();
-                Ok(IngestRequest::Batch { events })
-            }
-            Value::Object(_) => {
-                if let Some(defect) = defects.into_iter().next() {
-                    return Err(defect_error(defect));
-                }
-                if let Some(key) = &idempotency_key {
-                    if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
-                        return Err(ApiError::bad_request("Idempotency-Key", format!("the Idempotency-Key header must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters")));
-                    }
-                }
-                Ok(IngestRequest::Single {
-                    event: value,
-                    idempotency_key,
-                })
-            }
-            _ => Err(ApiError::bad_request(
-                "body",
-                "the body must be an event object or {\"events\":[...]}",
-            )),
-        }
-    }
-}
-
-/// The event a defect path such as `events[3].data.n` sits in.
-fn batch_index(path: &str) -> Option<usize> {
-    let rest = path.strip_prefix("events[")?;
-    let (digits, _) = rest.split_once(']')?;
-    digits.parse().ok()
-}
 
 /// The outcome for one event of a request.
 #[derive(Debug, Clone, PartialEq, Serialize)]

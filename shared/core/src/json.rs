@@ -42,10 +42,7 @@ pub fn parse(text: &[u8]) -> Result<(Value, Vec<Defect>), SyntaxError> {
         column: err.column(),
     })?;
     let mut defects = Vec::new();
-    let value = read(&raw, &mut String::new(), &mut defects, 0).map_err(|err| SyntaxError {
-        line: err.line(),
-        column: err.column(),
-    })?;
+    let value = read(&raw, &mut String::new(), &mut defects, 0);
     Ok((value, defects))
 }
 
@@ -72,32 +69,58 @@ impl<'de> Deserialize<'de> for Members {
     }
 }
 
+/// How a path is named in a message: the body itself has no path.
+fn shown(path: &str) -> &str {
+    if path.is_empty() {
+        "the body"
+    } else {
+        path
+    }
+}
+
+/// Records that the value at `path` could not be read as text although the
+/// body is JSON. Its syntax was checked as a whole first, so what is left is
+/// a string (or key) whose `\u` escapes are not Unicode: half of a surrogate
+/// pair alone. It is a defect of that value alone, so a batch refuses only
+/// the event it sits in, and the message says where it is.
+fn unreadable(path: &str, defects: &mut Vec<Defect>, what: &str) {
+    defects.push(Defect {
+        path: path.to_string(),
+        message: format!(
+            "{what}{} holds a \\u escape that is not Unicode text (half of a surrogate pair without its other half); send the character itself, or both halves",
+            if path.is_empty() {
+                "the body".to_string()
+            } else {
+                format!("`{path}`")
+            }
+        ),
+    });
+}
+
 /// Reads one value at `depth` levels of nesting. (A value deeper than
-/// [`MAX_NESTING`] is a defect, read as `null`: its request is refused.)
-fn read(
-    raw: &RawValue,
-    path: &mut String,
-    defects: &mut Vec<Defect>,
-    depth: usize,
-) -> Result<Value, serde_json::Error> {
+/// [`MAX_NESTING`], or one that can't be read as text, is a defect, read as
+/// `null`: its request is refused.)
+fn read(raw: &RawValue, path: &mut String, defects: &mut Vec<Defect>, depth: usize) -> Value {
     let text = raw.get().trim_start();
     if depth >= MAX_NESTING && matches!(text.as_bytes().first(), Some(b'{' | b'[')) {
-        let shown = if path.is_empty() {
-            "the body"
-        } else {
-            path.as_str()
-        };
         defects.push(Defect {
             path: path.clone(),
             message: format!(
-                "`{shown}` nests objects and lists more than {MAX_NESTING} levels deep"
+                "`{}` nests objects and lists more than {MAX_NESTING} levels deep",
+                shown(path)
             ),
         });
-        return Ok(Value::Null);
+        return Value::Null;
     }
     match text.as_bytes().first() {
         Some(b'{') => {
-            let Members(members) = serde_json::from_str(text)?;
+            let members = match serde_json::from_str(text) {
+                Ok(Members(members)) => members,
+                Err(_) => {
+                    unreadable(path, defects, "a key of ");
+                    return Value::Null;
+                }
+            };
             let mut seen = HashSet::with_capacity(members.len());
             let mut map = Map::new();
             for (key, member) in members {
@@ -111,33 +134,39 @@ fn read(
                         ),
                     });
                 } else {
-                    let value = read(&member, path, defects, depth + 1)?;
+                    let value = read(&member, path, defects, depth + 1);
                     map.insert(key, value);
                 }
                 path.truncate(len);
             }
-            Ok(Value::Object(map))
+            Value::Object(map)
         }
         Some(b'[') => {
-            let items: Vec<Box<RawValue>> = serde_json::from_str(text)?;
+            let items: Vec<Box<RawValue>> = match serde_json::from_str(text) {
+                Ok(items) => items,
+                Err(_) => {
+                    unreadable(path, defects, "");
+                    return Value::Null;
+                }
+            };
             let mut values = Vec::with_capacity(items.len());
             for (index, item) in items.iter().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{index}]"));
-                values.push(read(item, path, defects, depth + 1)?);
+                values.push(read(item, path, defects, depth + 1));
                 path.truncate(len);
             }
-            Ok(Value::Array(values))
+            Value::Array(values)
         }
         Some(b'-' | b'0'..=b'9') => {
             let literal = text.trim_end();
             match kept_number(literal) {
-                Some(number) => Ok(Value::Number(number)),
+                Some(number) => Value::Number(number),
                 None => {
                     let shown = if path.is_empty() {
-                        "the number".to_string()
+                        "the number"
                     } else {
-                        path.clone()
+                        path.as_str()
                     };
                     defects.push(Defect {
                         path: path.clone(),
@@ -145,11 +174,17 @@ fn read(
                             "`{shown}` holds {literal}, which can't be kept exactly: whole numbers must fit 64 bits (-9223372036854775808 to 18446744073709551615), fractions a double (at most 17 significant digits); send it as a string"
                         ),
                     });
-                    Ok(Value::Null)
+                    Value::Null
                 }
             }
         }
-        _ => serde_json::from_str(text),
+        _ => match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(_) => {
+                unreadable(path, defects, "");
+                Value::Null
+            }
+        },
     }
 }
 
@@ -373,7 +408,64 @@ mod tests {
         assert_eq!(err.line, 2);
     }
 
+    #[test]
+    fn a_lone_surrogate_is_a_defect_where_it_sits_not_a_syntax_error() {
+        for (text, path) in [
+            (r#"{"a":{"b":"\ud800"}}"#, "a.b"),
+            (r#"{"a":["x","\udc00"]}"#, "a[1]"),
+            (r#"{"a":{"\ud800":1}}"#, "a"),
+            (r#""\ud800\ud800""#, ""),
+        ] {
+            let found = defects(text);
+            assert_eq!(found.len(), 1, "{text}: {found:?}");
+            assert_eq!(found[0].path, path, "{text}");
+            assert!(found[0].message.contains("surrogate"), "{found:?}");
+        }
+        // Its neighbours are read as usual.
+        let (value, found) = parse(br#"{"a":"\ud800","b":"\ud83d\ude00"}"#).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(value["b"], "\u{1F600}");
+    }
+
     proptest! {
+        /// Any sequence of UTF-16 code units, escaped, as a value and as a
+        /// key: read back as sent when it is Unicode, else a defect at its
+        /// path. Never a syntax error, never another value.
+        #[test]
+        fn escaped_code_units_read_back_or_are_a_defect_at_their_path(
+            units in proptest::collection::vec(
+                prop_oneof![0u16..0x80, 0xd800u16..0xe000, any::<u16>()], 0..6),
+        ) {
+            let escaped: String = units.iter().map(|unit| format!("\\u{unit:04x}")).collect();
+            let sent = String::from_utf16(&units).ok();
+            let as_value = format!(r#"{{"ok":1,"v":"{escaped}"}}"#);
+            let (value, found) = parse(as_value.as_bytes()).unwrap();
+            prop_assert_eq!(&value["ok"], &Value::from(1));
+            match &sent {
+                Some(text) => {
+                    prop_assert!(found.is_empty());
+                    prop_assert_eq!(&value["v"], &Value::from(text.as_str()));
+                }
+                None => {
+                    prop_assert_eq!(found.len(), 1);
+                    prop_assert_eq!(found[0].path.as_str(), "v");
+                }
+            }
+            let as_key = format!(r#"{{"ok":1,"d":{{"{escaped}":1}}}}"#);
+            let (value, found) = parse(as_key.as_bytes()).unwrap();
+            prop_assert_eq!(&value["ok"], &Value::from(1));
+            match &sent {
+                Some(text) => {
+                    prop_assert!(found.is_empty());
+                    prop_assert_eq!(&value["d"][text.as_str()], &Value::from(1));
+                }
+                None => {
+                    prop_assert_eq!(found.len(), 1);
+                    prop_assert_eq!(found[0].path.as_str(), "d");
+                }
+            }
+        }
+
         /// Any bytes: no panic, and either a syntax error or a value.
         #[test]
         fn never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
