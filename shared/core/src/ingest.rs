@@ -13,9 +13,7 @@ use crate::auth::{Caller, SCOPE_PLATFORM, SCOPE_WRITE};
 use crate::config::Config;
 use crate::cursor::CursorGenerator;
 use crate::error::{ApiError, StoreError};
-use crate::event::{
-    Event, NewEvent, MAX_EVENTS_PER_REQUEST, MAX_IDEMPOTENCY_KEY_CHARS, MAX_REQUEST_BYTES,
-};
+use crate::event::{Event, NewEvent};
 use crate::integrity::seal::DirtyMarks;
 use crate::metadata::SeenProperties;
 use crate::settings::RetentionCache;
