@@ -4,6 +4,9 @@
 //! local subscribers (NDJSON on stdout, HTTP POST).
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,10 +39,63 @@ impl std::str::FromStr for Subscriber {
     }
 }
 
+/// The local stand-in for the template's `StreamFailureQueue`: what the
+/// stream mapping and EventBridge give up on goes there instead of being
+/// dropped. One JSON line per record, appended to a file (and logged), or
+/// only logged when there is no file.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetters {
+    path: Option<PathBuf>,
+}
+
+impl DeadLetters {
+    pub fn to_file(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: Some(path.into()),
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Keeps one record: `reason` says why it was given up on.
+    pub fn keep(&self, reason: &str, record: Value) {
+        let line = json!({
+            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "reason": reason,
+            "record": record,
+        });
+        tracing::error!(reason, file = ?self.path, "a stream record was given up on; it is kept with the dead letters");
+        let Some(path) = &self.path else { return };
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut file| writeln!(file, "{line}"));
+        if let Err(err) = written {
+            // The record is in the log line above, so it is not lost.
+            tracing::error!(error = %err, record = %line, "could not write the dead letter");
+        }
+    }
+}
+
+/// How a subscriber's answer is taken, as EventBridge takes an API
+/// destination's: 401, 407, 409, 429 and 5xx (and no answer at all) are
+/// retried; any other status below 200 or from 300 up is final.
+fn retried(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 407 | 409 | 429) || status.is_server_error()
+}
+
 /// Delivers entries as EventBridge would hand them to a rule target.
 pub struct LocalPublisher {
     subscribers: Vec<Subscriber>,
     http: reqwest::Client,
+    dead_letters: DeadLetters,
+    /// Set when a subscriber could not take an entry for now (a retried
+    /// status, or no answer): EventBridge would keep retrying it for a day,
+    /// so the relay does not count such a failure against the record.
+    outage: AtomicBool,
 }
 
 impl LocalPublisher {
@@ -47,7 +103,20 @@ impl LocalPublisher {
         Self {
             subscribers,
             http: reqwest::Client::new(),
+            dead_letters: DeadLetters::default(),
+            outage: AtomicBool::new(false),
         }
+    }
+
+    /// Where entries a subscriber refuses for good are kept.
+    pub fn with_dead_letters(mut self, dead_letters: DeadLetters) -> Self {
+        self.dead_letters = dead_letters;
+        self
+    }
+
+    /// Whether a subscriber was out since the last call.
+    pub fn take_outage(&self) -> bool {
+        self.outage.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -98,14 +167,30 @@ impl Publisher for LocalPublisher {
                 match subscriber {
                     Subscriber::Stdout => println!("{body}"),
                     Subscriber::Http(url) => {
-                        let delivered = self
+                        let answer = self
                             .http
                             .post(url)
                             .header("content-type", "application/json")
                             .body(body.clone())
                             .send()
-                            .await;
-                        ok &= delivered.is_ok_and(|r| r.status().is_success());
+                            .await
+                            .map(|response| response.status());
+                        match answer {
+                            Ok(status) if status.is_success() => {}
+                            Ok(status) if !retried(status) => {
+                                // Final, as EventBridge takes it: the entry
+                                // goes to the dead letters, and the bus has
+                                // taken it (nothing is sent again).
+                                self.dead_letters.keep(
+                                    &format!("subscriber {url} refused the entry with HTTP {status}, which is not retried"),
+                                    serde_json::from_str(&body).unwrap_or(Value::Null),
+                                );
+                            }
+                            _ => {
+                                self.outage.store(true, Ordering::SeqCst);
+                                ok = false;
+                            }
+                        }
                     }
                 }
             }
@@ -193,12 +278,25 @@ pub struct Relay {
     pub table: String,
     pub handler: Arc<StreamHandler<LocalPublisher>>,
     pub poll: Duration,
+    /// The longest pause between retries of a failed batch (backoff doubles
+    /// from `poll` up to it).
+    pub max_pause: Duration,
     /// Start at the oldest record kept (true) or only new ones (false).
     pub from_start: bool,
+    /// Where records the handler keeps failing go (the mapping's OnFailure
+    /// destination).
+    pub dead_letters: DeadLetters,
 }
 
-/// Longest pause between deliveries of a batch a subscriber keeps refusing.
-const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+/// Longest pause between deliveries of a batch a subscriber keeps refusing
+/// (`audit-local serve`'s `max_pause`).
+pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
+/// Retries of a record the handler fails, as the template's mapping allows
+/// (`MaximumRetryAttempts`), before it goes to the dead letters. Failures
+/// while a subscriber is out don't count: locally the subscriber stands in
+/// for EventBridge too, which would hold the entry and retry for a day.
+pub const MAX_RETRY_ATTEMPTS: u32 = 10;
 
 /// Where the relay reads: the stream and a position in each shard.
 struct Positions {
@@ -317,6 +415,8 @@ impl Relay {
     async fn run(self, mut positions: Positions) -> Result<(), String> {
         let mut retry: Vec<Value> = Vec::new();
         let mut failures: u32 = 0;
+        // Failed attempts of the first failed record that count against it.
+        let mut counted: u32 = 0;
         loop {
             if let Err(err) = self.discover_shards(&mut positions, true).await {
                 tracing::warn!(error = %err, "DescribeStream failed; retrying");
@@ -372,24 +472,42 @@ impl Relay {
                 let event: StreamEvent =
                     serde_json::from_value(json!({"Records": batch})).map_err(|e| e.to_string())?;
                 let response = self.handler.handle(event).await;
-                // As Lambda does: retry from the first failed record on. Unlike
-                // Lambda's bounded retries, the relay never drops a record: it
-                // backs off and keeps its position until the subscriber takes it.
+                let outage = self.handler.publisher().take_outage();
+                // As Lambda does: retry from the first failed record on, with
+                // backoff. While a subscriber is out, for as long as it takes
+                // (EventBridge's part); a record the handler fails for any
+                // other reason, MAX_RETRY_ATTEMPTS times, then it goes to
+                // the dead letters and the relay moves past it.
                 let failed: Vec<String> = response
                     .batch_item_failures
                     .iter()
                     .filter_map(|f| f.item_identifier.clone())
                     .collect();
-                match batch.iter().position(|r| {
+                let is_failed = |record: &Value| {
                     failed
                         .iter()
-                        .any(|f| r["dynamodb"]["SequenceNumber"] == f.as_str())
-                }) {
+                        .any(|f| record["dynamodb"]["SequenceNumber"] == f.as_str())
+                };
+                if !failed.is_empty() && !outage {
+                    counted += 1;
+                }
+                if counted > MAX_RETRY_ATTEMPTS {
+                    for record in batch.iter().filter(|r| is_failed(r)) {
+                        self.dead_letters.keep(
+                            &format!("the stream handler failed the record {} times", counted),
+                            record.clone(),
+                        );
+                    }
+                    counted = 0;
+                    failures = 0;
+                    batch.clear();
+                }
+                match batch.iter().position(is_failed) {
                     Some(first) => {
                         failures = failures.saturating_add(1);
                         retry = batch.split_off(first);
-                        pause = (self.poll * 2u32.saturating_pow(failures.min(10)))
-                            .min(MAX_RETRY_PAUSE);
+                        pause =
+                            (self.poll * 2u32.saturating_pow(failures.min(10))).min(self.max_pause);
                         tracing::warn!(
                             records = retry.len(),
                             failures,
@@ -397,7 +515,10 @@ impl Relay {
                             "a subscriber refused stream records; keeping them and retrying"
                         );
                     }
-                    None => failures = 0,
+                    None => {
+                        failures = 0;
+                        counted = 0;
+                    }
                 }
             }
             tokio::time::sleep(pause).await;

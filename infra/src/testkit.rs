@@ -30,6 +30,9 @@ pub struct TestEnv {
     pub auth: DevAuth,
     pub proxy: Option<FaultProxy>,
     pub embedded: Option<EmbeddedStore>,
+    /// Where a relay this environment starts keeps what it gives up on (a
+    /// file of its own in the temporary directory).
+    pub dead_letters: crate::relay::DeadLetters,
 }
 
 #[derive(Default)]
@@ -112,7 +115,21 @@ impl TestEnv {
             auth,
             proxy,
             embedded,
+            dead_letters: crate::relay::DeadLetters::to_file(
+                std::env::temp_dir().join(format!("{table_name}-dead-letters.ndjson")),
+            ),
         }
+    }
+
+    /// The records the relay gave up on, oldest first.
+    pub fn dead_letters_kept(&self) -> Vec<serde_json::Value> {
+        self.dead_letters
+            .path()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// Serves the gateway on a loopback port; returns its base URL.
@@ -166,7 +183,8 @@ impl TestEnv {
             .unwrap_or_default();
         let streams = crate::relay::streams_client(&endpoint).await;
         let handler = Arc::new(stream::StreamHandler::new(
-            crate::relay::LocalPublisher::new(subscribers),
+            crate::relay::LocalPublisher::new(subscribers)
+                .with_dead_letters(self.dead_letters.clone()),
             "audit-trail.local",
         ));
         crate::relay::Relay {
@@ -175,7 +193,9 @@ impl TestEnv {
             table: self.config.table_name.clone(),
             handler,
             poll: Duration::from_millis(50),
+            max_pause: Duration::from_millis(400),
             from_start,
+            dead_letters: self.dead_letters.clone(),
         }
         .start()
         .await
@@ -243,6 +263,9 @@ pub struct TestSubscriber {
     pub accepted_raw: Arc<std::sync::Mutex<Vec<String>>>,
     /// While set, every delivery is refused (503): a subscriber outage.
     pub down: Arc<std::sync::atomic::AtomicBool>,
+    /// The first delivery of an event whose `eventType` is a key here is
+    /// answered with that status.
+    pub first_answer: Arc<std::sync::Mutex<HashMap<String, u16>>>,
 }
 
 impl TestSubscriber {
@@ -255,6 +278,7 @@ impl TestSubscriber {
             attempts: Arc::default(),
             accepted_raw: Arc::default(),
             down: Arc::default(),
+            first_answer: Arc::default(),
         };
         let state = (subscriber.clone(), refuse_once);
         async fn receive(
@@ -280,6 +304,17 @@ impl TestSubscriber {
             if first_attempt && refuse_once.is_some_and(|kind| body["detail"]["eventType"] == kind)
             {
                 return StatusCode::SERVICE_UNAVAILABLE;
+            }
+            let told = body["detail"]["eventType"].as_str().and_then(|kind| {
+                subscriber
+                    .first_answer
+                    .lock()
+                    .expect("lock")
+                    .get(kind)
+                    .copied()
+            });
+            if let Some(status) = told.filter(|_| first_attempt) {
+                return StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
             }
             subscriber.accepted.lock().expect("lock").push(body);
             subscriber.accepted_raw.lock().expect("lock").push(raw);

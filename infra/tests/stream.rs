@@ -189,6 +189,161 @@ async fn a_subscriber_failure_re_delivers_only_that_entry() {
     }
 }
 
+async fn wait_until(done: impl Fn() -> bool, limit: Duration) {
+    let started = Instant::now();
+    while !done() && started.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The cursors of a batch's results, in order.
+async fn store_batch(api: &Api, events: Vec<serde_json::Value>) -> Vec<String> {
+    let token = api.token("acme");
+    let (status, answer) = json_of(
+        api.post_json(&token, "/audit/events", &json!({"events": events}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cursor"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A subscriber's answer is taken as EventBridge takes an API destination's:
+/// a status it retries (401, 407, 409, 429, 5xx) is sent again until taken;
+/// any other refusal is final, so the entry goes to the dead letters once
+/// and is never sent again, and nothing behind it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_refusal_is_retried_or_dead_lettered_by_its_status() {
+    let api = Api::streaming(None).await;
+    let subscriber = TestSubscriber::start(None).await;
+    let retried = [401u16, 407, 409, 429, 500, 503];
+    let final_refusals = [400u16, 403, 404, 410, 413, 422];
+    let statuses: Vec<u16> = retried.iter().chain(&final_refusals).copied().collect();
+    for status in &statuses {
+        subscriber
+            .first_answer
+            .lock()
+            .unwrap()
+            .insert(format!("s{status}"), *status);
+    }
+    api.env
+        .start_relay(vec![Subscriber::Http(subscriber.url.clone())])
+        .await;
+    let mut events: Vec<_> = statuses.iter().map(|s| event(&format!("s{s}"))).collect();
+    events.push(event("after"));
+    let cursors = store_batch(&api, events).await;
+    let expected_accepted = retried.len() + 1;
+    wait_until(
+        || {
+            subscriber.accepted_cursors().len() >= expected_accepted
+                && api.env.dead_letters_kept().len() >= final_refusals.len()
+        },
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let accepted = counts(subscriber.accepted_cursors());
+    let attempts = counts(subscriber.attempts.lock().unwrap().clone());
+    let kept: Vec<String> = api
+        .env
+        .dead_letters_kept()
+        .iter()
+        .map(|letter| {
+            letter["record"]["detail"]["cursor"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    for (status, cursor) in statuses.iter().zip(&cursors) {
+        if retried.contains(status) {
+            assert_eq!(
+                accepted.get(cursor),
+                Some(&1),
+                "{status} is retried and then taken"
+            );
+            assert_eq!(attempts[cursor], 2, "{status}");
+            assert!(!kept.contains(cursor), "{status} is not a dead letter");
+        } else {
+            assert_eq!(accepted.get(cursor), None, "{status}");
+            assert_eq!(attempts[cursor], 1, "{status} is final: never sent again");
+            assert_eq!(
+                kept.iter().filter(|k| *k == cursor).count(),
+                1,
+                "{status} is kept with the dead letters once"
+            );
+        }
+    }
+    assert_eq!(accepted.get(&cursors[statuses.len()]), Some(&1));
+    assert_eq!(kept.len(), final_refusals.len(), "{kept:?}");
+}
+
+/// A record the stream handler can't read fails every retry. After the
+/// mapping's 10 retries it is kept with the dead letters and the relay goes
+/// on. (Before, the relay retried it, and re-sent every record behind it,
+/// for as long as it ran.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_handler_keeps_failing_is_dead_lettered_and_the_stream_goes_on() {
+    use aws_sdk_dynamodb::types::AttributeValue::S;
+    let api = Api::streaming(None).await;
+    let subscriber = TestSubscriber::start(None).await;
+    api.env
+        .start_relay(vec![Subscriber::Http(subscriber.url.clone())])
+        .await;
+    // An item with an event's keys and `serviceName`, so the stream takes
+    // it for an event, but none of an event's other fields.
+    let poison = ulid::Ulid::new().to_string();
+    api.env
+        .direct
+        .put_item()
+        .table_name(&api.env.config.table_name)
+        .item("accountId", S("acme".into()))
+        .item("cursor", S(poison.clone()))
+        .item("serviceName", S("s".into()))
+        .send()
+        .await
+        .expect("put");
+    let before = store_batch(&api, vec![event("behind-the-poison")]).await;
+    wait_until(
+        || !api.env.dead_letters_kept().is_empty(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let kept = api.env.dead_letters_kept();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        kept[0]["record"]["dynamodb"]["Keys"]["cursor"]["S"],
+        poison.as_str()
+    );
+    assert!(
+        kept[0]["reason"].as_str().unwrap().contains("11 times"),
+        "{}",
+        kept[0]
+    );
+    // What was behind it arrived (maybe more than once: at least once, as
+    // Lambda retries from the first failed record on) ...
+    wait_for(&subscriber, 1).await;
+    assert!(subscriber.accepted_cursors().contains(&before[0]));
+    // ... and what comes after arrives once: the relay is past it.
+    let after = store_batch(&api, vec![event("after")]).await;
+    wait_until(
+        || subscriber.accepted_cursors().contains(&after[0]),
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        counts(subscriber.accepted_cursors()).get(&after[0]),
+        Some(&1)
+    );
+    assert_eq!(api.env.dead_letters_kept().len(), 1);
+}
+
 /// The lookup, the tail, the query and the stream return byte for byte the
 /// same JSON for an event, numbers and unicode included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,12 @@ enum Command {
         /// Don't run the stream relay.
         #[arg(long)]
         no_relay: bool,
+        /// Where the relay keeps what it gives up on, one JSON line each (the
+        /// template's StreamFailureQueue): entries a subscriber refuses with
+        /// a status EventBridge doesn't retry, and records the stream
+        /// handler fails 10 retries running.
+        #[arg(long, default_value = ".local/dead-letters.ndjson")]
+        dead_letters: String,
         /// How often the sealer appends settled events to each tenant's
         /// integrity log and signs a checkpoint (e.g. 5s, 1m).
         #[arg(long, default_value = "5s")]
@@ -102,6 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             table: table_name,
             subscribers,
             no_relay,
+            dead_letters,
             seal_every,
             no_seal,
         } => {
@@ -139,8 +146,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             if !no_relay {
                 let endpoint = config.dynamodb_endpoint.clone().unwrap_or_default();
+                if let Some(parent) = std::path::Path::new(&dead_letters).parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let dead_letters = audit_infra::relay::DeadLetters::to_file(&dead_letters);
                 let handler = std::sync::Arc::new(stream::StreamHandler::new(
-                    audit_infra::relay::LocalPublisher::new(subscribers.clone()),
+                    audit_infra::relay::LocalPublisher::new(subscribers.clone())
+                        .with_dead_letters(dead_letters.clone()),
                     "audit-trail.local",
                 ));
                 audit_infra::relay::Relay {
@@ -149,7 +161,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     table: config.table_name.clone(),
                     handler,
                     poll: Duration::from_millis(200),
+                    max_pause: audit_infra::relay::MAX_RETRY_PAUSE,
                     from_start: false,
+                    dead_letters,
                 }
                 // Positioned before the listener opens: no event stored
                 // after start-up is missed.
