@@ -101,11 +101,26 @@ impl Client {
         }
     }
 
+    /// Where to send a request for a path, or for a full URL from a `next`
+    /// link or a `--state` file. A full URL keeps only its path and query:
+    /// the request goes to the origin of `--url` whatever the link's host,
+    /// so the token is never sent anywhere the user did not name.
     fn url(&self, path_or_url: &str) -> String {
-        if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
-            path_or_url.to_string()
-        } else {
-            format!("{}{path_or_url}", self.base)
+        if !(path_or_url.starts_with("http://") || path_or_url.starts_with("https://")) {
+            return format!("{}{path_or_url}", self.base);
+        }
+        match (
+            reqwest::Url::parse(&self.base),
+            reqwest::Url::parse(path_or_url),
+        ) {
+            (Ok(mut url), Ok(link)) => {
+                url.set_path(link.path());
+                url.set_query(link.query());
+                url.set_fragment(None);
+                url.to_string()
+            }
+            // A base that is no URL fails on the request itself, saying so.
+            _ => format!("{}{path_or_url}", self.base),
         }
     }
 
@@ -218,6 +233,36 @@ impl Client {
                 }
                 _ => return Err(Failure::new(EXIT_UNAVAILABLE, reason(status, &body))),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_is_followed_on_the_origin_the_user_named_only() {
+        let client = Client::new("http://127.0.0.1:3000/", None);
+        for (link, expected) in [
+            (
+                "/audit/events?limit=5",
+                "http://127.0.0.1:3000/audit/events?limit=5",
+            ),
+            (
+                "http://127.0.0.1:3000/audit/events?cursor=a%2Bb",
+                "http://127.0.0.1:3000/audit/events?cursor=a%2Bb",
+            ),
+            (
+                "https://evil.example/audit/events?cursor=x",
+                "http://127.0.0.1:3000/audit/events?cursor=x",
+            ),
+            (
+                "http://user@evil.example:8080/audit/events#frag",
+                "http://127.0.0.1:3000/audit/events",
+            ),
+        ] {
+            assert_eq!(client.url(link), expected, "{link}");
         }
     }
 }

@@ -116,7 +116,13 @@ pub fn apigw_event(
         "requestContext": {
             "accountId": "000000000000",
             "apiId": "local",
-            "domainName": headers.get("host").cloned().unwrap_or_else(|| "localhost".into()),
+            // API Gateway routes by the domain, so its `domainName` is
+            // always a real host; a `Host` that is not one is not passed on.
+            "domainName": headers
+                .get("host")
+                .filter(|host| host.parse::<http::uri::Authority>().is_ok_and(|a| a.as_str() == host.as_str() && !a.as_str().contains('@')))
+                .cloned()
+                .unwrap_or_else(|| "localhost".into()),
             "domainPrefix": "local",
             "http": {
                 "method": method,

@@ -453,6 +453,38 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
         assert_eq!(status, want_status, "{name}: {answer}");
         assert_eq!(error_code(&answer), want_code, "{name}: {answer}");
     }
+    // A compressed body is refused for its coding, on every route with a
+    // body (it read as "not valid JSON" at line 1, column 1).
+    let admin = api.env.token("acme", "audit:read audit:write audit:admin");
+    for path in ["/audit/events", "/audit/query", "/audit/settings"] {
+        for coding in ["gzip", "br", "identity, deflate", "x-custom"] {
+            let request = if path == "/audit/settings" {
+                api.http.put(format!("{}{path}", api.base))
+            } else {
+                api.http.post(format!("{}{path}", api.base))
+            };
+            let (status, answer) = json_of(
+                request
+                    .bearer_auth(&admin)
+                    .header("content-type", "application/json")
+                    .header("content-encoding", coding)
+                    .body(b"\x1f\x8b\x08\x00".to_vec())
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 415, "{path} {coding}: {answer}");
+            assert_eq!(error_code(&answer), "unsupported_media_type");
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Content-Encoding"),
+                "{answer}"
+            );
+        }
+    }
     // the unknown field is named, and so is the missing one
     let (_, answer) = json_of(
         api.post_json(
@@ -535,6 +567,20 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
     )
     .await;
     assert_eq!((status, error_code(&answer).as_str()), (404, "not_found"));
+    // `identity` is no coding at all.
+    let (status, answer) = json_of(
+        api.http
+            .post(&url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .header("content-encoding", "identity")
+            .body(br#"{"eventType":"a","serviceName":"b"}"#.to_vec())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
 }
 
 #[tokio::test]

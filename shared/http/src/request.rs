@@ -100,18 +100,35 @@ pub fn has_json_content_type(request: &Request) -> bool {
         .unwrap_or(false)
 }
 
+/// A JSON body, not compressed: a content coding would otherwise reach the
+/// JSON reader as bytes and read as "not valid JSON" at line 1, column 1.
+/// (RFC 9110 makes an unsupported content coding a 415 too.)
 pub fn require_json(request: &Request) -> Result<(), ApiError> {
-    if has_json_content_type(request) {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType(
+    if !has_json_content_type(request) {
+        return Err(ApiError::UnsupportedMediaType(
             "send the body as JSON with `Content-Type: application/json`".into(),
-        ))
+        ));
+    }
+    let coded = request
+        .headers()
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .map(|coding| coding.trim().to_ascii_lowercase())
+        .find(|coding| !coding.is_empty() && coding != "identity");
+    match coded {
+        Some(coding) => Err(ApiError::UnsupportedMediaType(format!(
+            "the body is sent with `Content-Encoding: {coding}`; send it uncompressed (the API reads only identity-coded JSON)"
+        ))),
+        None => Ok(()),
     }
 }
 
 /// The request's own URL (scheme and host as the client saw them) with a
-/// new query string: links that work behind API Gateway and locally.
+/// new query string: links that work behind API Gateway and locally. The
+/// host is the domain API Gateway matched the request to (its context's
+/// `domainName`), not the `Host` header as sent; the header only when there
+/// is no context.
 pub fn link(request: &Request, query: &[(&str, String)]) -> String {
     let uri = request.uri();
     let scheme = request
@@ -120,10 +137,17 @@ pub fn link(request: &Request, query: &[(&str, String)]) -> String {
         .and_then(|v| v.to_str().ok())
         .or_else(|| uri.scheme_str())
         .unwrap_or("https");
-    let host = request
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
+    let domain = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.domain_name.as_deref(),
+        _ => None,
+    };
+    let host = domain
+        .or_else(|| {
+            request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
         .or_else(|| uri.authority().map(|a| a.as_str()));
     let query_string: Vec<String> = query
         .iter()
@@ -201,5 +225,46 @@ pub fn parse_limit(value: Option<&String>, default: usize, max: usize) -> Result
                 format!("`limit` must be a whole number from 1 to {max}"),
             )),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(host: &str, domain: Option<&str>) -> Request {
+        let mut event = serde_json::json!({
+            "version": "2.0",
+            "routeKey": "GET /audit/events",
+            "rawPath": "/audit/events",
+            "rawQueryString": "limit=5",
+            "headers": {"host": host, "x-forwarded-proto": "https"},
+            "requestContext": {
+                "accountId": "000000000000", "apiId": "api", "requestId": "r",
+                "routeKey": "GET /audit/events", "stage": "$default",
+                "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": 0,
+                "http": {"method": "GET", "path": "/audit/events", "protocol": "HTTP/1.1",
+                         "sourceIp": "192.0.2.1", "userAgent": "t"}
+            },
+            "isBase64Encoded": false
+        });
+        if let Some(domain) = domain {
+            event["requestContext"]["domainName"] = domain.into();
+        }
+        lambda_http::request::from_str(&event.to_string()).expect("an API Gateway v2 event")
+    }
+
+    /// Links name the domain API Gateway routed the request by, whatever
+    /// `Host` the client sent; `Host` only without a context.
+    #[test]
+    fn links_take_the_domain_api_gateway_matched_not_the_host_header() {
+        let domain = "abc.execute-api.eu-west-1.amazonaws.com";
+        let routed = request("attacker.example", Some(domain));
+        assert_eq!(
+            link(&routed, &[("cursor", "a+b".into())]),
+            format!("https://{domain}/audit/events?cursor=a%2Bb")
+        );
+        let bare = request("127.0.0.1:3000", None);
+        assert_eq!(link(&bare, &[]), "https://127.0.0.1:3000/audit/events");
     }
 }
