@@ -61,6 +61,9 @@ pub struct Counters {
     /// when DynamoDB commits a write but its answer is lost.
     pub answers_to_lose: AtomicU64,
     pub failed_requests: AtomicU64,
+    /// Every request's operation (`Query`, `BatchGetItem`, ...), in the
+    /// order they arrived: what a read costs in calls.
+    pub operations: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -188,6 +191,9 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
         );
     };
     let target = target_of(&parts.headers);
+    if let Ok(mut operations) = state.counters.operations.lock() {
+        operations.push(target.clone());
+    }
     let faults = state.faults.lock().map(|f| f.clone()).unwrap_or_default();
     let is_write = WRITE_TARGETS.contains(&target.as_str());
 
