@@ -617,6 +617,78 @@ async fn retention_is_per_tenant_bounded_admin_only_and_audited() {
     );
 }
 
+/// Concurrent changes of the retention each record the value they really
+/// replaced: read in cursor order, the records chain from the first value
+/// to the one the settings hold, each `from` the previous `to`, each
+/// value replaced once, and each record kept at least for the longer of its
+/// two retentions. (Before, racing changes read the same value and several
+/// recorded a change from it, with its retention.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_settings_changes_record_a_true_chain() {
+    let api = Api::start().await;
+    let admin = api.env.token("acme", "audit:read audit:write audit:admin");
+    let put = |days: u32| {
+        let (http, url, token) = (
+            api.http.clone(),
+            format!("{}/audit/settings", api.base),
+            admin.clone(),
+        );
+        async move {
+            json_of(
+                http.put(url)
+                    .bearer_auth(token)
+                    .json(&json!({"retentionDays": days}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    assert_eq!(put(10).await.0, 200);
+    let values: Vec<u32> = (0..24).map(|i| 100 + i).collect();
+    let answers = futures::future::join_all(values.iter().map(|days| put(*days))).await;
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+    }
+    let mut changes: Vec<Event> = stored_events(&api, "acme")
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "audit.settings.updated")
+        .collect();
+    changes.sort_by(|a, b| a.cursor.cmp(&b.cursor));
+    assert_eq!(changes.len(), values.len() + 1);
+    let chain: Vec<(u64, u64)> = changes
+        .iter()
+        .map(|change| {
+            let days = &change.data.as_ref().unwrap()["retentionDays"];
+            (days["from"].as_u64().unwrap(), days["to"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(chain[0], (90, 10));
+    for pair in chain.windows(2) {
+        assert_eq!(
+            pair[1].0, pair[0].1,
+            "a change from a value it did not replace: {chain:?}"
+        );
+    }
+    let (_, settings) = json_of(api.get(&admin, "/audit/settings").await).await;
+    assert_eq!(
+        settings["retentionDays"].as_u64(),
+        Some(chain.last().unwrap().1)
+    );
+    for (change, (from, to)) in changes.iter().zip(&chain) {
+        let kept = chrono::DateTime::parse_from_rfc3339(&change.expires_at).unwrap()
+            - chrono::DateTime::parse_from_rfc3339(&change.timestamp).unwrap();
+        // (Or the tenant's retention when it is written, if longer still:
+        // a record is an event of its time.)
+        assert!(
+            kept.num_days() as u64 >= *from.max(to),
+            "{from} -> {to}: {kept}"
+        );
+    }
+}
+
 /// A value of the listed type for a condition with the listed operator.
 fn value_for(field_type: &str, operator: &str) -> Value {
     let scalar = match field_type {

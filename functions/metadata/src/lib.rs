@@ -23,6 +23,10 @@ use chrono::Utc;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
+/// Tries of a settings change that finds the settings changed under it
+/// before it answers 503: each try loses only to a change that landed.
+const SETTINGS_ATTEMPTS: u32 = 50;
+
 pub const TARGETS: &[&str] = &["event", "data", "indexedData"];
 
 pub struct PropertiesQuery {
@@ -242,6 +246,7 @@ impl<S: EventStore> MetadataHandler<S> {
                     retention_days: self.default_retention_days,
                     updated_at: None,
                     updated_by: None,
+                    change_cursor: None,
                 },
                 true,
             ),
@@ -264,13 +269,40 @@ impl<S: EventStore> MetadataHandler<S> {
         require_json(request)?;
         let body = parse_json_body(request.body().as_ref(), "{\"retentionDays\": n}")?;
         let retention_days = validate_retention(&body)?;
-        let (before, _) = self.current_settings(&caller.tenant).await?;
-        let settings = TenantSettings {
-            retention_days,
-            updated_at: Some(format_time(Utc::now())),
-            updated_by: caller.subject.clone().or_else(|| caller.client_id.clone()),
+        // Read, then write only over what was read: of concurrent changes,
+        // each records the value it really replaced.
+        let mut attempt = 0u32;
+        let (before, settings, cursor) = loop {
+            let (before, is_default) = self.current_settings(&caller.tenant).await?;
+            let cursor = self.auditor.next_cursor();
+            let settings = TenantSettings {
+                retention_days,
+                updated_at: Some(format_time(Utc::now())),
+                updated_by: caller.subject.clone().or_else(|| caller.client_id.clone()),
+                change_cursor: Some(cursor.to_string()),
+            };
+            let expected = (!is_default).then_some(&before);
+            if self
+                .store
+                .replace_settings(&caller.tenant, &settings, expected)
+                .await?
+            {
+                break (before, settings, cursor);
+            }
+            attempt += 1;
+            if attempt >= SETTINGS_ATTEMPTS {
+                return Err(ApiError::Unavailable {
+                    retry_after_seconds: 1,
+                });
+            }
+            // Apart, so racing changes don't meet again at once.
+            // (The clock's nanoseconds are jitter enough for this.)
+            let jitter = 5 + u64::from(Utc::now().timestamp_subsec_nanos() % 20);
+            tokio::time::sleep(std::time::Duration::from_millis(
+                jitter * u64::from(attempt.min(8)),
+            ))
+            .await;
         };
-        self.store.put_settings(&caller.tenant, &settings).await?;
         self.auditor.retention().forget(&caller.tenant);
         // The change is itself an audit event; it must not go unrecorded.
         self.auditor
@@ -281,6 +313,7 @@ impl<S: EventStore> MetadataHandler<S> {
                 // Both are known here: the retention read back after the
                 // change may still be the old one.
                 before.retention_days.max(retention_days),
+                cursor,
             )
             .await?;
         let mut body = serde_json::to_value(&settings).unwrap_or_default();

@@ -98,14 +98,24 @@ impl<S: EventStore> SelfAuditor<S> {
     /// The record is kept for at least `kept_days_at_least` days: a change
     /// that shortens retention is kept as long as the events it shortened,
     /// not only as long as the new retention.
+    /// `cursor` is the record's, taken from [`Self::next_cursor`] before
+    /// the change was made, so that the change could be ordered by it.
     pub async fn record_change(
         &self,
         caller: &Caller,
         facts: &RequestFacts,
         data: serde_json::Value,
         kept_days_at_least: u32,
+        cursor: ulid::Ulid,
     ) -> Result<(), StoreError> {
-        self.write(caller, facts, data, kept_days_at_least).await
+        self.write(caller, facts, data, kept_days_at_least, cursor)
+            .await
+    }
+
+    /// A cursor for a record to be written shortly (within the write
+    /// deadline, as every record is).
+    pub fn next_cursor(&self) -> ulid::Ulid {
+        self.cursors.next()
     }
 
     /// Runs `read` and writes its record at the same time. A failed record
@@ -132,7 +142,13 @@ impl<S: EventStore> SelfAuditor<S> {
 
     async fn record(&self, caller: &Caller, facts: &RequestFacts) -> Result<(), StoreError> {
         let event = self
-            .record_of(caller, facts, read_record_data(caller, facts), 0)
+            .record_of(
+                caller,
+                facts,
+                read_record_data(caller, facts),
+                0,
+                self.cursors.next(),
+            )
             .await?;
         // No sightings: a read's record has the properties every read's
         // record has, which metadata lists from `record_properties`.
@@ -145,9 +161,10 @@ impl<S: EventStore> SelfAuditor<S> {
         facts: &RequestFacts,
         data: serde_json::Value,
         kept_days_at_least: u32,
+        cursor: ulid::Ulid,
     ) -> Result<(), StoreError> {
         let event = self
-            .record_of(caller, facts, data, kept_days_at_least)
+            .record_of(caller, facts, data, kept_days_at_least, cursor)
             .await?;
         self.put(&caller.tenant, &event).await?;
         // A change's `data` is its own: metadata lists its properties once
@@ -163,26 +180,21 @@ impl<S: EventStore> SelfAuditor<S> {
     }
 
     /// The record, with the tenant's retention (or `kept_days_at_least`,
-    /// if longer) and a fresh cursor.
+    /// if longer), under `cursor`.
     async fn record_of(
         &self,
         caller: &Caller,
         facts: &RequestFacts,
         data: serde_json::Value,
         kept_days_at_least: u32,
+        cursor: ulid::Ulid,
     ) -> Result<Event, StoreError> {
         let retention = self
             .retention
             .retention_days(&caller.tenant)
             .await?
             .max(kept_days_at_least);
-        Ok(record_event(
-            caller,
-            facts,
-            data,
-            self.cursors.next(),
-            retention,
-        ))
+        Ok(record_event(caller, facts, data, cursor, retention))
     }
 
     async fn put(&self, tenant: &str, event: &Event) -> Result<(), StoreError> {

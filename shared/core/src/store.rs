@@ -88,8 +88,17 @@ pub trait EventStore: Send + Sync {
     /// The tenant's settings item, if it has one.
     async fn get_settings(&self, tenant: &str) -> Result<Option<TenantSettings>, StoreError>;
 
-    async fn put_settings(&self, tenant: &str, settings: &TenantSettings)
-        -> Result<(), StoreError>;
+    /// Writes `settings` only if the stored settings are still `expected`
+    /// (`None`: none are stored) and `settings.change_cursor` is above the
+    /// stored one; `false` when not. Two concurrent changes must not both
+    /// record a change from the same value, nor their records read out of
+    /// order.
+    async fn replace_settings(
+        &self,
+        tenant: &str,
+        settings: &TenantSettings,
+        expected: Option<&TenantSettings>,
+    ) -> Result<bool, StoreError>;
 
     /// Records observed properties (idempotent).
     async fn put_properties(
@@ -151,4 +160,9 @@ pub struct TenantSettings {
     pub updated_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
+    /// The cursor of the audit record of the last change. Each change's
+    /// cursor is above the one before, so the records read in cursor order
+    /// are the changes in the order they were made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_cursor: Option<String>,
 }

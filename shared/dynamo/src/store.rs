@@ -231,11 +231,12 @@ impl EventStore for DynamoStore {
             .transpose()
     }
 
-    async fn put_settings(
+    async fn replace_settings(
         &self,
         tenant: &str,
         settings: &TenantSettings,
-    ) -> Result<(), StoreError> {
+        expected: Option<&TenantSettings>,
+    ) -> Result<bool, StoreError> {
         let mut item: Item =
             serde_dynamo::to_item(settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         item.insert(
@@ -243,14 +244,49 @@ impl EventStore for DynamoStore {
             AttributeValue::S(format!("{SETTINGS_PREFIX}{tenant}")),
         );
         item.insert(SORT_KEY.into(), AttributeValue::S(SETTINGS_SORT_KEY.into()));
-        self.client
+        let mut put = self
+            .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
+            .set_item(Some(item));
+        put = match expected {
+            None => put
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PARTITION_KEY),
+            // The value and the time it was set: a later change sets a new
+            // time, so the same pair is the same state.
+            Some(before) => {
+                let put = put
+                    .expression_attribute_names("#days", "retentionDays")
+                    .expression_attribute_names("#at", "updatedAt")
+                    .expression_attribute_values(
+                        ":days",
+                        AttributeValue::N(before.retention_days.to_string()),
+                    );
+                let (put, at) = match &before.updated_at {
+                    Some(at) => (
+                        put.expression_attribute_values(":at", AttributeValue::S(at.clone())),
+                        "#at = :at",
+                    ),
+                    None => (put, "attribute_not_exists(#at)"),
+                };
+                // The new record's cursor must be above the last one's.
+                let (put, order) = match &settings.change_cursor {
+                    Some(cursor) => (
+                        put.expression_attribute_names("#cc", "changeCursor")
+                            .expression_attribute_values(":cc", AttributeValue::S(cursor.clone())),
+                        " AND (attribute_not_exists(#cc) OR #cc < :cc)",
+                    ),
+                    None => (put, ""),
+                };
+                put.condition_expression(format!("#days = :days AND {at}{order}"))
+            }
+        };
+        match put.send().await.map_err(classify) {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     async fn put_properties(
