@@ -2,7 +2,7 @@
 //! page in memory at a time), resumable, with progress on stderr.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,7 +22,14 @@ pub struct Options {
 }
 
 fn io_failure(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
-    move |e| Failure::new(EXIT_FAILED, format!("{}: {e}", path.display()))
+    move |e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // A reader that closed the pipe wanted no more.
+            Failure::stdout(e)
+        } else {
+            Failure::new(EXIT_FAILED, format!("{}: {e}", path.display()))
+        }
+    }
 }
 
 /// The fields of one CSV record (quoted as the csv crate writes them).
@@ -123,15 +130,37 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
         DateTime::parse_from_rfc3339(&from).map_err(|e| Failure::new(EXIT_USAGE, e.to_string()))?,
         DateTime::parse_from_rfc3339(&to).map_err(|e| Failure::new(EXIT_USAGE, e.to_string()))?,
     );
-    let (resume_after, header) = resume_point(&options.out, options.format)?;
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&options.out)
-        .map_err(io_failure(&options.out))?;
-    file.seek(SeekFrom::End(0))
-        .map_err(io_failure(&options.out))?;
-    let out = BufWriter::new(file);
+    // Only a regular file can be read back and resumed. `-` is stdout; a
+    // pipe, a device or `/dev/stdout` is written straight through (reading
+    // it for a resume point would wait on it for ever).
+    let to_stdout = options.out.as_os_str() == "-";
+    let resumable =
+        !to_stdout && std::fs::metadata(&options.out).map_or(true, |meta| meta.is_file());
+    let (resume_after, header) = if resumable {
+        resume_point(&options.out, options.format)?
+    } else {
+        (None, None)
+    };
+    let out: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else if resumable {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&options.out)
+            .map_err(io_failure(&options.out))?;
+        file.seek(SeekFrom::End(0))
+            .map_err(io_failure(&options.out))?;
+        Box::new(file)
+    } else {
+        Box::new(
+            OpenOptions::new()
+                .write(true)
+                .open(&options.out)
+                .map_err(io_failure(&options.out))?,
+        )
+    };
+    let out = BufWriter::new(out);
     let mut printer = if options.format == Format::Csv {
         let (columns, new_file) = match header {
             // The file's own columns: the top-level ones, then its data

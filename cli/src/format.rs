@@ -208,6 +208,15 @@ impl CsvColumn {
     }
 }
 
+/// The I/O error inside a CSV error, kind and all, so a closed pipe is
+/// still a closed pipe to [`crate::client::Failure::stdout`].
+fn csv_io(err: csv::Error) -> std::io::Error {
+    match err.into_kind() {
+        csv::ErrorKind::Io(err) => err,
+        other => std::io::Error::other(format!("{other:?}")),
+    }
+}
+
 /// Writes events in one format. Streaming formats write as they go; the
 /// JSON array and the table collect (they are for finite results).
 pub struct Printer<W: Write> {
@@ -300,9 +309,7 @@ impl<W: Write> Printer<W> {
             (Format::Csv, _) => {
                 if first && self.out.is_none() && self.csv_header_pending {
                     if let Some(writer) = &mut self.csv {
-                        writer
-                            .write_record(&self.csv_columns)
-                            .map_err(std::io::Error::other)?;
+                        writer.write_record(&self.csv_columns).map_err(csv_io)?;
                     }
                 }
                 let row: Vec<String> = self
@@ -311,7 +318,7 @@ impl<W: Write> Printer<W> {
                     .map(|column| column.cell(event))
                     .collect();
                 match &mut self.csv {
-                    Some(writer) => writer.write_record(&row).map_err(std::io::Error::other),
+                    Some(writer) => writer.write_record(&row).map_err(csv_io),
                     None => Ok(()),
                 }
             }
@@ -334,9 +341,7 @@ impl<W: Write> Printer<W> {
         if self.csv_header_pending && self.json_first {
             // No row came: the header alone.
             if let Some(writer) = &mut self.csv {
-                writer
-                    .write_record(&self.csv_columns)
-                    .map_err(std::io::Error::other)?;
+                writer.write_record(&self.csv_columns).map_err(csv_io)?;
             }
         }
         match (self.format, &mut self.out) {

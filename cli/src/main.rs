@@ -89,6 +89,8 @@ enum Command {
         to: Option<String>,
         #[arg(long, value_enum, default_value = "ndjson")]
         format: Format,
+        /// A file, resumed where an earlier run stopped; `-` (stdout), a
+        /// pipe or a device is written straight through, never resumed.
         #[arg(long)]
         out: PathBuf,
     },

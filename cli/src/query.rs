@@ -127,23 +127,33 @@ pub fn parse_time(flag: &str, text: &str) -> Result<String, Failure> {
         text.find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len()),
     );
-    let seconds = number.parse::<i64>().ok().and_then(|n| match unit {
-        "s" => Some(n),
-        "m" => Some(n * 60),
-        "h" => Some(n * 3600),
-        "d" => Some(n * 86_400),
-        "w" => Some(n * 604_800),
+    let unit_seconds = match unit {
+        "s" => Some(1),
+        "m" => Some(60),
+        "h" => Some(3600),
+        "d" => Some(86_400),
+        "w" => Some(604_800),
         _ => None,
-    });
-    match seconds {
-        Some(seconds) => Ok(audit_core::event::format_time(
-            chrono::Utc::now() - chrono::Duration::seconds(seconds),
-        )),
-        None => Err(Failure::new(
+    };
+    let (Ok(count), Some(unit_seconds)) = (number.parse::<i64>(), unit_seconds) else {
+        return Err(Failure::new(
             EXIT_USAGE,
             format!("{flag} `{text}`: give a duration ago (7d, 12h, 30m, 45s) or an RFC 3339 time"),
-        )),
-    }
+        ));
+    };
+    // Checked all the way: a huge count is a usage error, never a panic.
+    count
+        .checked_mul(unit_seconds)
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|ago| chrono::Utc::now().checked_sub_signed(ago))
+        .filter(|at| chrono::Datelike::year(at) >= 0)
+        .map(audit_core::event::format_time)
+        .ok_or_else(|| {
+            Failure::new(
+                EXIT_USAGE,
+                format!("{flag} `{text}`: that is before the year 0000; give a shorter duration"),
+            )
+        })
 }
 
 pub struct Options {

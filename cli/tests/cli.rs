@@ -399,17 +399,20 @@ async fn a_closed_pipe_ends_a_command_quietly() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    let commands: [&[&str]; 4] = [
-        &["query", "userId", "=", "u-1", "--format", "ndjson"],
-        &["tail", "--format", "ndjson"],
-        &["get", "--help"],
-        &["completions", "bash"],
-    ];
+    // Every output format of both streaming commands (CSV's writer wrapped
+    // the error, and a closed pipe exited 1), and the rest.
+    let mut commands: Vec<Vec<&str>> = Vec::new();
+    for format in ["ndjson", "csv", "json", "table", "ocsf"] {
+        commands.push(vec!["query", "userId", "=", "u-1", "--format", format]);
+        commands.push(vec!["tail", "--format", format]);
+    }
+    commands.push(vec!["get", "--help"]);
+    commands.push(vec!["completions", "bash"]);
     for args in commands {
         let (reader, writer) = std::io::pipe().expect("a pipe");
         drop(reader);
         let output = tokio::process::Command::new(AUDIT)
-            .args(args)
+            .args(&args)
             .env("AUDIT_URL", &base)
             .env("AUDIT_TOKEN", &token)
             .stdout(writer)
@@ -622,4 +625,74 @@ async fn a_csv_export_fills_every_column_and_resumes_from_any_cut() {
         assert_eq!(csv_records(&resumed), records, "cut at byte {cut}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--out -`, `/dev/stdout` or a pipe is written straight through, never
+/// read back for a resume point (reading `/dev/stdout` piped waited on the
+/// pipe for ever).
+#[tokio::test]
+async fn export_writes_to_stdout_or_a_pipe_straight_through() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    let cursors = post(
+        &base,
+        &token,
+        (0..3)
+            .map(|i| json!({"eventType": "user.login", "serviceName": "idp", "userId": format!("u-{i}")}))
+            .collect(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    for out in ["-", "/dev/stdout"] {
+        let args = ["export", "--from", "1h", "--out", out];
+        let run = audit(&base, &token, &args);
+        let (code, stdout, stderr) = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .unwrap_or_else(|_| panic!("--out {out} hung"));
+        assert_eq!(code, 0, "{out}: {stderr}");
+        let written: Vec<String> = stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["serviceName"] == "idp")
+            .filter_map(|event| event["cursor"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(written, cursors, "{out}");
+        assert!(!Path::new("-").exists(), "no file named `-`");
+    }
+}
+
+/// A duration too long for the calendar is a usage error (exit 2), never
+/// a panic, in every option that takes one.
+#[tokio::test]
+async fn durations_too_long_for_the_calendar_are_usage_errors() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read");
+    for duration in [
+        "99999999d",
+        "2562047788015d",
+        "106751991167301d",
+        "9223372036854775807s",
+        "99999999999999999999d",
+        "1000000w",
+    ] {
+        for args in [
+            vec!["query", "--from", duration, "userId", "=", "x"],
+            vec!["query", "--to", duration, "userId", "=", "x"],
+            vec!["export", "--from", duration, "--out", "/dev/null"],
+        ] {
+            let (code, _, stderr) = audit(&base, &token, &args).await;
+            assert_eq!(code, 2, "{args:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        }
+    }
+    for age in ["9223372036854775807d", "99999999999999999999h"] {
+        let (code, _, stderr) = audit(
+            &base,
+            &token,
+            &["verify", "--online", "--max-checkpoint-age", age],
+        )
+        .await;
+        assert!(!stderr.contains("panicked"), "{age}: {stderr}");
+        assert_ne!(code, 101, "{age}: {stderr}");
+    }
 }

@@ -288,7 +288,7 @@ pub fn verify(evidence: &Evidence, events: impl IntoIterator<Item = Event>) -> R
         });
     }
     if let Some(stale_after_ms) = evidence.stale_after_ms {
-        let oldest_allowed = evidence.now_ms - stale_after_ms;
+        let oldest_allowed = evidence.now_ms.saturating_sub(stale_after_ms);
         let newest_checkpoint = by_size
             .values()
             .flatten()
