@@ -120,7 +120,7 @@ pub fn apigw_event(
             // always a real host; a `Host` that is not one is not passed on.
             "domainName": headers
                 .get("host")
-                .filter(|host| host.parse::<http::uri::Authority>().is_ok_and(|a| a.as_str() == host.as_str() && !a.as_str().contains('@')))
+                .filter(|host| is_plain_host(host))
                 .cloned()
                 .unwrap_or_else(|| "localhost".into()),
             "domainPrefix": "local",
@@ -172,6 +172,34 @@ impl Gateway {
 
 const MAX_BODY: usize = 10 * 1024 * 1024;
 
+/// A `Host` API Gateway could have routed by: a DNS name or an IP address,
+/// and an optional port; nothing else (no user, path or odd characters).
+pub fn is_plain_host(host: &str) -> bool {
+    let Ok(authority) = host.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let name = authority.host();
+    let name_ok = if let Some(inner) = name.strip_prefix('[') {
+        inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    };
+    // (`Authority::port` hides a port that is no u16: read it from the text.)
+    let port_ok = match host.strip_prefix(name) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .is_some_and(|port| port.parse::<u16>().is_ok()),
+        None => false,
+    };
+    authority.as_str() == host && name_ok && port_ok
+}
+
 async fn serve(
     State(gateway): State<Gateway>,
     request: HttpRequest<AxumBody>,
@@ -194,6 +222,17 @@ async fn serve(
                 v.push_str(&value)
             })
             .or_insert(value);
+    }
+    // API Gateway routes by the host: a request whose `Host` names none
+    // never reaches a function there.
+    if let Some(host) = headers.get("host") {
+        if !is_plain_host(host) {
+            return to_axum(plain_error(
+                400,
+                "invalid_request",
+                "the Host header must be a host name or address and an optional port",
+            ));
+        }
     }
     headers
         .entry("x-forwarded-proto".into())

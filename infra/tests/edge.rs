@@ -205,3 +205,78 @@ async fn an_all_refused_batch_carries_the_code_of_its_status() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(error_code(&body), "invalid_request");
 }
+
+/// One GET of `/audit?limit=1` with these `Host` and `X-Forwarded-Proto`
+/// lines, written byte for byte; the status and the body.
+async fn get_with_host(api: &Api, host: &str, proto: Option<&str>, token: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = api.base.trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let proto = proto
+        .map(|p| format!("X-Forwarded-Proto: {p}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET /audit?limit=1 HTTP/1.1\r\nHost: {host}\r\n{proto}Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A `Host` that names no host (empty, with a path, a user, a space, a
+/// quote, a port out of range) is a JSON 400, as API Gateway never routes
+/// it; it panicked the request's conversion, or bent the links' paths. A
+/// plain host is taken, and links use only `http` or `https`.
+#[tokio::test]
+async fn a_host_header_that_names_no_host_is_a_400_and_links_stay_whole() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    for host in [
+        "",
+        "a b",
+        "x\"y",
+        "h:99999",
+        "127.0.0.1:1/../x?",
+        "user@example.com",
+        "exa%6dple.com",
+        "[::1",
+    ] {
+        let (status, body) = get_with_host(&api, host, None, &token).await;
+        assert_eq!(status, 400, "Host `{host}`: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+        assert_eq!(body["error"]["code"], "invalid_request", "{host}");
+    }
+    for (host, proto, prefix) in [
+        ("api.example.com", None, "http://api.example.com/audit?"),
+        ("[::1]:8080", Some("https"), "https://[::1]:8080/audit?"),
+        (
+            "localhost:3000",
+            Some("javascript"),
+            "https://localhost:3000/audit?",
+        ),
+    ] {
+        let (status, body) = get_with_host(&api, host, proto, &token).await;
+        assert_eq!(status, 200, "Host `{host}`: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).expect("a page");
+        for link in ["self", "next"] {
+            let href = body["_links"][link]["href"].as_str().unwrap_or_default();
+            assert!(href.starts_with(prefix), "{host} {proto:?}: {href}");
+        }
+    }
+    // The server lives on.
+    let (status, _) = get_with_host(&api, "localhost", None, &token).await;
+    assert_eq!(status, 200);
+}

@@ -131,11 +131,13 @@ pub fn require_json(request: &Request) -> Result<(), ApiError> {
 /// is no context.
 pub fn link(request: &Request, query: &[(&str, String)]) -> String {
     let uri = request.uri();
+    // Only the two schemes a link to this API can have.
     let scheme = request
         .headers()
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .or_else(|| uri.scheme_str())
+        .filter(|scheme| matches!(*scheme, "http" | "https"))
         .unwrap_or("https");
     let domain = match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(context)) => context.domain_name.as_deref(),
