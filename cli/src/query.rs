@@ -1,7 +1,7 @@
 //! `audit query`: conditions written `field op value`, times as durations
 //! or RFC 3339, results followed through `next`.
 
-use audit_core::event::queryable_fields;
+use audit_core::event::{queryable_fields, FieldType};
 use serde_json::{json, Value};
 
 use crate::client::{Client, Failure, EXIT_USAGE};
@@ -16,7 +16,7 @@ pub fn operator(token: &str) -> Option<&'static str> {
         "in" => "in",
         "^=" | "startsWith" | "startswith" => "startsWith",
         "contains" => "contains",
-        "exists" => "exists",
+        "exists" | "!exists" => "exists",
         ">" | "gt" => "gt",
         ">=" | "gte" => "gte",
         "<" | "lt" => "lt",
@@ -25,17 +25,34 @@ pub fn operator(token: &str) -> Option<&'static str> {
     })
 }
 
-/// A value as the field needs it: top-level fields are text; under
-/// `data.` a JSON literal (`false`, `10`, `"10"`) is that literal, anything
-/// else text.
+/// A value as the field's type needs it (the field table's type for a
+/// top-level field): `true`/`false` for a boolean field (`sandbox`); text
+/// for a string or time field and under `indexedData.` (always strings),
+/// where a value in double quotes is a JSON string (`""` is the empty
+/// string); under `data.` a JSON literal (`false`, `10`, `"10"`) is that
+/// literal, anything else text.
 fn value_for(field: &str, text: &str) -> Value {
-    let top_level = queryable_fields().any(|(name, _)| name == field);
-    if top_level {
-        return Value::String(text.to_string());
-    }
-    match serde_json::from_str::<Value>(text) {
-        Ok(value @ (Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Null)) => value,
-        _ => Value::String(text.to_string()),
+    let quoted = || match serde_json::from_str::<Value>(text) {
+        Ok(Value::String(inner)) => Some(inner),
+        _ => None,
+    };
+    let top_level = queryable_fields().find(|(name, _)| *name == field);
+    let is_data = field == "data" || field.starts_with("data.") || field.starts_with("data[");
+    match top_level {
+        Some((_, FieldType::Boolean)) => match text {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            // The API names the type it needs.
+            _ => Value::String(text.to_string()),
+        },
+        Some(_) => Value::String(quoted().unwrap_or_else(|| text.to_string())),
+        None if !is_data => Value::String(quoted().unwrap_or_else(|| text.to_string())),
+        None => match serde_json::from_str::<Value>(text) {
+            Ok(value @ (Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Null)) => {
+                value
+            }
+            _ => Value::String(text.to_string()),
+        },
     }
 }
 
@@ -63,8 +80,15 @@ pub fn parse_conditions(args: &[String]) -> Result<Vec<Value>, Failure> {
             ));
         };
         if op == "exists" {
-            conditions.push(json!({"field": field, "operator": "exists", "value": true}));
-            i += 2;
+            // `exists`, `exists true`, `exists false`, or `!exists`.
+            let (present, used) = match words.get(i + 2).map(String::as_str) {
+                _ if op_word == "!exists" => (false, 2),
+                Some("true") => (true, 3),
+                Some("false") => (false, 3),
+                _ => (true, 2),
+            };
+            conditions.push(json!({"field": field, "operator": "exists", "value": present}));
+            i += used;
             continue;
         }
         let Some(text) = words.get(i + 2) else {
@@ -75,7 +99,8 @@ pub fn parse_conditions(args: &[String]) -> Result<Vec<Value>, Failure> {
         };
         let value = if op == "in" {
             Value::Array(text.split(',').map(|v| value_for(field, v)).collect())
-        } else if op == "startsWith" || op == "contains" && !field.starts_with("data") {
+        } else if op == "startsWith" {
+            // A prefix is always text.
             Value::String(text.clone())
         } else {
             value_for(field, text)
@@ -238,6 +263,55 @@ mod tests {
                 {"field": "eventType", "operator": "in", "value": ["user.login", "user.logout"]},
                 {"field": "traceId", "operator": "exists", "value": true},
                 {"field": "data.score", "operator": "gte", "value": 10},
+            ])
+        );
+    }
+
+    /// Every field gets a value of its own type: each top-level field's
+    /// from the field table (`sandbox` a boolean: it could not be queried
+    /// from the CLI), `indexedData` always text, `data` JSON literals; a
+    /// quoted value is a JSON string, so `""` is the empty string.
+    #[test]
+    fn each_field_gets_a_value_of_its_type() {
+        for (field, field_type) in queryable_fields() {
+            let value = &conditions_of(&[field, "=", "true"])[0]["value"];
+            match field_type {
+                FieldType::Boolean => assert_eq!(value, &json!(true), "{field}"),
+                _ => assert_eq!(value, &json!("true"), "{field}"),
+            }
+            let empty = &conditions_of(&[field, "=", "\"\""])[0]["value"];
+            if field_type != FieldType::Boolean {
+                assert_eq!(empty, &json!(""), "{field}");
+            }
+        }
+        for (text, expected) in [
+            ("10", json!("10")),
+            ("true", json!("true")),
+            ("\"x y\"", json!("x y")),
+        ] {
+            assert_eq!(
+                conditions_of(&["indexedData.team", "=", text])[0]["value"],
+                expected
+            );
+        }
+        for (text, expected) in [
+            ("10", json!(10)),
+            ("true", json!(true)),
+            ("\"10\"", json!("10")),
+            ("x", json!("x")),
+        ] {
+            assert_eq!(conditions_of(&["data.n", "=", text])[0]["value"], expected);
+        }
+        assert_eq!(
+            conditions_of(&[
+                "sandbox", "!=", "false", "traceId", "exists", "false", "userId", "!exists",
+                "data.x", "exists", "true"
+            ]),
+            json!([
+                {"field": "sandbox", "operator": "ne", "value": false},
+                {"field": "traceId", "operator": "exists", "value": false},
+                {"field": "userId", "operator": "exists", "value": false},
+                {"field": "data.x", "operator": "exists", "value": true},
             ])
         );
     }
