@@ -174,6 +174,32 @@ pub const COLUMNS: &[&str] = &[
     "accountId",
 ];
 
+/// Text from the trail as a terminal shows it safely: control characters
+/// (an escape sequence could retitle the window, recolour or overwrite
+/// lines) and the marks that reorder or hide text (bidi overrides and
+/// isolates, zero-width characters) are printed as escapes (`\n`,
+/// `\u{202e}`); everything else as it is.
+pub fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    };
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => shown.push_str("\\n"),
+            '\r' => shown.push_str("\\r"),
+            '\t' => shown.push_str("\\t"),
+            c if hidden(c) => shown.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => shown.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(shown)
+}
+
 fn cell(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => String::new(),
@@ -301,7 +327,7 @@ impl<W: Write> Printer<W> {
                         "cursor",
                     ]
                     .iter()
-                    .map(|c| cell(event.get(*c)))
+                    .map(|c| for_terminal(&cell(event.get(*c))).into_owned())
                     .collect(),
                 );
                 Ok(())
@@ -366,5 +392,47 @@ impl<W: Write> Printer<W> {
             _ => {}
         }
         self.flush()
+    }
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    use super::*;
+
+    /// Every control character and every reordering or hiding mark is
+    /// shown as an escape; no other character changes.
+    #[test]
+    fn text_for_a_terminal_holds_no_control_or_reordering_character() {
+        for code in 0u32..0x3000 {
+            let Some(c) = char::from_u32(code) else {
+                continue;
+            };
+            let text = format!("a{c}b");
+            let shown = for_terminal(&text);
+            let dangerous = c.is_control()
+                || matches!(code, 0x061c | 0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x2069);
+            if dangerous {
+                assert!(
+                    !shown.contains(c) && shown.starts_with('a') && shown.ends_with('b'),
+                    "U+{code:04X}: {shown:?}"
+                );
+            } else {
+                assert_eq!(shown, text, "U+{code:04X}");
+            }
+        }
+        assert_eq!(
+            for_terminal("\u{1b}]0;title\u{7}x\r\n"),
+            "\\u{1b}]0;title\\u{7}x\\r\\n"
+        );
+        // The metadata tree: one line per name, whatever a name holds.
+        let tree = crate::metadata_tree(&serde_json::json!({
+            "services": [{"serviceName": "s\u{202e}x", "eventTypes": ["a\nb", "c\u{0}"]}],
+            "targets": [],
+        }));
+        assert_eq!(tree.lines().count(), 4, "{tree}");
+        assert!(
+            !tree.contains('\u{202e}') && !tree.contains('\u{0}'),
+            "{tree}"
+        );
     }
 }

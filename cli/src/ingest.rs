@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::client::{Client, Failure, EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE};
+use crate::format::for_terminal;
 
 const BATCH: usize = 1000;
 /// Well under the API's 6 MB request limit.
@@ -134,7 +135,7 @@ pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
             line.pop();
         }
         let refuse = |why: String, outcome: &mut Outcome| {
-            bar.suspend(|| eprintln!("line {number}: refused: {why}"));
+            bar.suspend(|| eprintln!("line {number}: refused: {}", for_terminal(&why)));
             outcome.refused += 1;
             bar.inc(1);
         };
@@ -240,7 +241,9 @@ async fn send(
                         .replace(&format!("`events[{index}]`"), "the event")
                         .replace(&format!("events[{index}]."), "")
                         .replace(&format!("events[{index}]["), "[");
-                    bar.suspend(|| eprintln!("line {}: refused: {message}", pending.line));
+                    bar.suspend(|| {
+                        eprintln!("line {}: refused: {}", pending.line, for_terminal(&message))
+                    });
                 }
                 _ => {
                     retry.push(pending);

@@ -11,6 +11,13 @@ pub mod verify;
 
 use serde_json::Value;
 
+use crate::format::for_terminal;
+
+/// A string of the metadata, as a terminal shows it safely.
+fn shown(value: &Value) -> std::borrow::Cow<'_, str> {
+    for_terminal(value.as_str().unwrap_or_default())
+}
+
 /// The metadata as a tree of services and event types, then properties.
 pub fn metadata_tree(metadata: &Value) -> String {
     let mut out = String::new();
@@ -21,7 +28,7 @@ pub fn metadata_tree(metadata: &Value) -> String {
         out.push_str(&format!(
             "{} {}\n",
             if last { "└──" } else { "├──" },
-            service["serviceName"].as_str().unwrap_or_default()
+            shown(&service["serviceName"])
         ));
         let types = service["eventTypes"]
             .as_array()
@@ -36,15 +43,12 @@ pub fn metadata_tree(metadata: &Value) -> String {
                 } else {
                     "├──"
                 },
-                kind.as_str().unwrap_or_default()
+                shown(kind)
             ));
         }
     }
     for target in metadata["targets"].as_array().cloned().unwrap_or_default() {
-        out.push_str(&format!(
-            "{}\n",
-            target["target"].as_str().unwrap_or_default()
-        ));
+        out.push_str(&format!("{}\n", shown(&target["target"])));
         let fields = target["fields"].as_array().cloned().unwrap_or_default();
         for (i, field) in fields.iter().enumerate() {
             let operators: Vec<&str> = field["operators"]
@@ -60,8 +64,8 @@ pub fn metadata_tree(metadata: &Value) -> String {
                 } else {
                     "├──"
                 },
-                field["name"].as_str().unwrap_or_default(),
-                field["type"].as_str().unwrap_or_default(),
+                shown(&field["name"]),
+                shown(&field["type"]),
                 operators.join(" ")
             ));
         }

@@ -311,7 +311,10 @@ async fn main() {
         Ok(code) => code,
         Err(failure) => {
             if !failure.message.is_empty() {
-                eprintln!("audit: {}", failure.message);
+                eprintln!(
+                    "audit: {}",
+                    audit_cli::format::for_terminal(&failure.message)
+                );
             }
             failure.code
         }
