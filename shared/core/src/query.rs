@@ -217,19 +217,44 @@ fn condition_error(index: usize, message: String) -> ApiError {
     ApiError::bad_request(format!("and[{index}]"), message)
 }
 
+/// A window bound. Events are timed to the millisecond, so a bound inside a
+/// millisecond is taken at the next one (`from` takes events at or after
+/// it, `to` those before it: the same events either way), and the window
+/// the answer echoes is the one evaluated. A bound must be a time RFC 3339
+/// can write in UTC (years 0000-9999), as every echoed time is.
 fn parse_time(field: &str, value: &Value) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let refused = || {
+        ApiError::bad_request(
+            field,
+            format!("`{field}` must be an RFC 3339 time within the years 0000-9999 in UTC"),
+        )
+    };
     match value {
         Value::Null => Ok(None),
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|_| {
-                ApiError::bad_request(field, format!("`{field}` must be an RFC 3339 time"))
-            }),
+        Value::String(s) => {
+            let at = DateTime::parse_from_rfc3339(s)
+                .map_err(|_| refused())?
+                .with_timezone(&Utc);
+            let sub_ms = at.timestamp_subsec_nanos() % 1_000_000;
+            let at = if sub_ms == 0 {
+                Some(at)
+            } else {
+                at.checked_add_signed(Duration::nanoseconds(i64::from(1_000_000 - sub_ms)))
+            };
+            at.filter(|at| (0..=9999).contains(&chrono::Datelike::year(at)))
+                .map(Some)
+                .ok_or_else(refused)
+        }
         _ => Err(ApiError::bad_request(
             field,
             format!("`{field}` must be an RFC 3339 time string"),
         )),
     }
+}
+
+/// The earliest time a window may start: 0000-01-01T00:00:00Z.
+fn earliest() -> DateTime<Utc> {
+    DateTime::from_timestamp(-62_167_219_200, 0).unwrap_or_default()
 }
 
 impl Query {
@@ -252,7 +277,7 @@ impl Query {
         }
         let to = parse_time("to", map.get("to").unwrap_or(&Value::Null))?.unwrap_or(now);
         let from = parse_time("from", map.get("from").unwrap_or(&Value::Null))?
-            .unwrap_or(to - Duration::days(DEFAULT_WINDOW_DAYS));
+            .unwrap_or_else(|| (to - Duration::days(DEFAULT_WINDOW_DAYS)).max(earliest()));
         // `from` at or after `to` is an empty window, not an error.
         let raw_conditions = match map.get("and") {
             None | Some(Value::Null) => Vec::new(),
@@ -383,7 +408,13 @@ fn check_value(
             _ => wrong(&format!("an array whose every value is {expected}")),
         },
         // `contains` on a `data` array looks for an element of any scalar type.
-        Operator::Contains if field.field_type == FieldType::Any && scalar_ok(value) => Ok(()),
+        Operator::Contains if field.field_type == FieldType::Any => {
+            if scalar_ok(value) {
+                Ok(())
+            } else {
+                wrong("a string, number or boolean value")
+            }
+        }
         Operator::StartsWith | Operator::Contains if !value.is_string() => wrong("a string value"),
         Operator::StartsWith | Operator::Contains => Ok(()),
         Operator::Gt | Operator::Gte | Operator::Lt | Operator::Lte => {
@@ -391,10 +422,11 @@ fn check_value(
                 FieldType::Any => value.is_string() || value.is_number(),
                 _ => scalar_ok(value),
             };
-            if ok {
-                Ok(())
-            } else {
-                wrong(&format!("{expected} value"))
+            match field.field_type {
+                _ if ok => Ok(()),
+                // Booleans have no order.
+                FieldType::Any => wrong("a string or number value"),
+                _ => wrong(&format!("{expected} value")),
             }
         }
         Operator::Eq | Operator::Ne if scalar_ok(value) => Ok(()),

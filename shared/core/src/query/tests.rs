@@ -133,3 +133,113 @@ fn cursors_are_bound_to_tenant_and_query_and_tamper_proof() {
         .verify(&String::from_utf8_lossy(&tampered), "acme", "f1")
         .is_err());
 }
+
+/// A refusal names only value types the operator takes: every type its
+/// message says is needed is accepted (it said "a string, number or
+/// boolean" to a boolean for `lt`, and "a string" to `contains` on `data`,
+/// which takes numbers and booleans too).
+#[test]
+fn a_refused_value_is_told_only_types_that_are_taken() {
+    let fields = ["userId", "timestamp", "sandbox", "data.x"];
+    let samples = [
+        json!("x"),
+        json!(1),
+        json!(true),
+        json!(null),
+        json!({}),
+        json!("2026-01-01T00:00:00Z"),
+    ];
+    let representative = |kind: &str| match kind {
+        "string" => json!("x"),
+        "number" => json!(1),
+        "boolean" => json!(true),
+        _ => json!("2026-01-01T00:00:00Z"),
+    };
+    let accepted = |field: &str, op: &str, value: &Value| {
+        query(json!({"and": [{"field": field, "operator": op, "value": value}]})).is_ok()
+    };
+    let mut refusals = 0;
+    for field in fields {
+        for op in [
+            "eq",
+            "ne",
+            "gt",
+            "gte",
+            "lt",
+            "lte",
+            "contains",
+            "startsWith",
+            "in",
+        ] {
+            for sample in &samples {
+                let sent = if op == "in" {
+                    json!([sample])
+                } else {
+                    sample.clone()
+                };
+                let Err(err) =
+                    query(json!({"and": [{"field": field, "operator": op, "value": sent}]}))
+                else {
+                    continue;
+                };
+                let message = err.to_string();
+                let Some((_, needed)) = message.split_once(" needs ") else {
+                    continue; // the operator does not apply to the field
+                };
+                refusals += 1;
+                for kind in ["string", "number", "boolean", "RFC 3339 time"] {
+                    if needed.contains(kind) {
+                        let value = representative(kind);
+                        let value = if op == "in" { json!([value]) } else { value };
+                        assert!(
+                            accepted(field, op, &value),
+                            "{field} {op} {sent}: `{message}`, but {value} is refused"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(refusals > 20, "{refusals}");
+}
+
+/// The window evaluated is the window echoed, and an echoed bound is always
+/// a time RFC 3339 can write: a bound outside the years 0000-9999 in UTC is
+/// refused (it echoed `-0001-…` and `+10000-…`), a default `from` stops at
+/// the year 0000, and a bound inside a millisecond is taken at the next one
+/// (it was evaluated exactly but echoed cut, so the echoed window held
+/// other events).
+#[test]
+fn a_window_is_evaluated_as_it_is_echoed() {
+    for (field, bound) in [
+        ("from", "0000-01-01T00:00:00+01:00"),
+        ("to", "9999-12-31T23:59:59-01:00"),
+        ("to", "9999-12-31T23:59:59.9999Z"),
+    ] {
+        let err = query(json!({ field: bound })).expect_err(bound);
+        assert!(err.to_string().contains("0000-9999"), "{err}");
+    }
+    let q = query(json!({"to": "0000-01-01T00:00:00Z"})).unwrap();
+    assert_eq!(q.from, q.to);
+    assert_eq!(
+        crate::event::format_time(q.from),
+        "0000-01-01T00:00:00.000Z"
+    );
+    let q = query(json!({"from": "2026-01-01T00:00:42.537Z", "to": "2026-01-01T00:00:42.5371Z"}))
+        .unwrap();
+    assert_eq!(
+        crate::event::format_time(q.from),
+        "2026-01-01T00:00:42.537Z"
+    );
+    assert_eq!(crate::event::format_time(q.to), "2026-01-01T00:00:42.538Z");
+    // An event of that millisecond is in the window both ways.
+    let at = DateTime::parse_from_rfc3339("2026-01-01T00:00:42.537Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    assert!(q.from <= at && at < q.to);
+    let q = query(json!({"from": "2026-01-01T00:00:42.5371Z"})).unwrap();
+    assert_eq!(
+        crate::event::format_time(q.from),
+        "2026-01-01T00:00:42.538Z"
+    );
+}
