@@ -182,7 +182,18 @@ pub const COLUMNS: &[&str] = &[
 pub fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
     let hidden = |c: char| {
         c.is_control()
-            || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+            || matches!(
+                c,
+                '\u{00ad}'
+                    | '\u{061c}'
+                    | '\u{180e}'
+                    | '\u{200b}'..='\u{200f}'
+                    | '\u{2028}'..='\u{202e}'
+                    | '\u{2060}'..='\u{2069}'
+                    | '\u{feff}'
+                    | '\u{fff9}'..='\u{fffb}'
+                    | '\u{e0000}'..='\u{e007f}'
+            )
     };
     if !text.chars().any(hidden) {
         return std::borrow::Cow::Borrowed(text);
@@ -403,14 +414,27 @@ mod terminal_tests {
     /// shown as an escape; no other character changes.
     #[test]
     fn text_for_a_terminal_holds_no_control_or_reordering_character() {
-        for code in 0u32..0x3000 {
+        for code in (0u32..0x3000)
+            .chain(0xfff0..0x10000)
+            .chain(0xe0000..0xe0080)
+        {
             let Some(c) = char::from_u32(code) else {
                 continue;
             };
             let text = format!("a{c}b");
             let shown = for_terminal(&text);
             let dangerous = c.is_control()
-                || matches!(code, 0x061c | 0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x2069);
+                || matches!(
+                    code,
+                    0xad | 0x061c
+                        | 0x180e
+                        | 0x200b..=0x200f
+                        | 0x2028..=0x202e
+                        | 0x2060..=0x2069
+                        | 0xfeff
+                        | 0xfff9..=0xfffb
+                        | 0xe0000..=0xe007f
+                );
             if dangerous {
                 assert!(
                     !shown.contains(c) && shown.starts_with('a') && shown.ends_with('b'),

@@ -100,8 +100,11 @@ pub fn parse_conditions(args: &[String]) -> Result<Vec<Value>, Failure> {
         let value = if op == "in" {
             Value::Array(text.split(',').map(|v| value_for(field, v)).collect())
         } else if op == "startsWith" {
-            // A prefix is always text.
-            Value::String(text.clone())
+            // A prefix is always text (a quoted one a JSON string).
+            match serde_json::from_str::<Value>(text) {
+                Ok(Value::String(inner)) => Value::String(inner),
+                _ => Value::String(text.clone()),
+            }
         } else {
             value_for(field, text)
         };

@@ -192,12 +192,19 @@ pub fn is_plain_host(host: &str) -> bool {
     // (`Authority::port` hides a port that is no u16: read it from the text.)
     let port_ok = match host.strip_prefix(name) {
         Some("") => true,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .is_some_and(|port| port.parse::<u16>().is_ok()),
+        Some(rest) => rest.strip_prefix(':').is_some_and(|port| {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok()
+        }),
         None => false,
     };
-    authority.as_str() == host && name_ok && port_ok
+    // And as the URL parser the function's request is built with reads it
+    // (a name ending in a number is an IPv4 address to it: `1.2.3.256`).
+    authority.as_str() == host
+        && name_ok
+        && port_ok
+        && reqwest::Url::parse(&format!("http://{host}/")).is_ok()
 }
 
 async fn serve(
@@ -234,9 +241,13 @@ async fn serve(
             ));
         }
     }
-    headers
-        .entry("x-forwarded-proto".into())
-        .or_insert_with(|| "http".into());
+    // API Gateway sets the scheme itself; here a proxy in front may say
+    // `https`, and anything else is taken as the `http` this server is.
+    let proto = match headers.get("x-forwarded-proto").map(String::as_str) {
+        Some("https") => "https",
+        _ => "http",
+    };
+    headers.insert("x-forwarded-proto".into(), proto.into());
     let (route, path_parameters) = match match_route(&method, &path) {
         Ok(Some(found)) => found,
         Ok(None) => {

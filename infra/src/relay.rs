@@ -4,10 +4,10 @@
 //! local subscribers (NDJSON on stdout, HTTP POST).
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -66,8 +66,12 @@ impl DeadLetters {
             "reason": reason,
             "record": record,
         });
-        tracing::error!(reason, file = ?self.path, "a stream record was given up on; it is kept with the dead letters");
-        let Some(path) = &self.path else { return };
+        let Some(path) = &self.path else {
+            // No file: the log line is where it is kept.
+            tracing::error!(reason, record = %line, "a stream record was given up on");
+            return;
+        };
+        tracing::error!(reason, file = %path.display(), "a stream record was given up on; it is kept with the dead letters");
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -92,19 +96,27 @@ pub struct LocalPublisher {
     subscribers: Vec<Subscriber>,
     http: reqwest::Client,
     dead_letters: DeadLetters,
-    /// Set when a subscriber could not take an entry for now (a retried
-    /// status, or no answer): EventBridge would keep retrying it for a day,
-    /// so the relay does not count such a failure against the record.
-    outage: AtomicBool,
+    /// The records whose entry a subscriber could not take for now (a
+    /// retried status, or no answer) at its last delivery: EventBridge
+    /// would keep retrying it for a day, so the relay does not count such a
+    /// failure against the record.
+    out_for: Mutex<HashSet<String>>,
 }
+
+/// How long a subscriber may take to answer, as an EventBridge API
+/// destination allows (5 s); then it is out, and the entry is retried.
+const SUBSCRIBER_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl LocalPublisher {
     pub fn new(subscribers: Vec<Subscriber>) -> Self {
         Self {
             subscribers,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .timeout(SUBSCRIBER_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
             dead_letters: DeadLetters::default(),
-            outage: AtomicBool::new(false),
+            out_for: Mutex::default(),
         }
     }
 
@@ -114,9 +126,12 @@ impl LocalPublisher {
         self
     }
 
-    /// Whether a subscriber was out since the last call.
-    pub fn take_outage(&self) -> bool {
-        self.outage.swap(false, Ordering::SeqCst)
+    /// Whether any of these records is undelivered because a subscriber
+    /// was out at its last delivery.
+    pub fn out_for_any(&self, records: &[String]) -> bool {
+        self.out_for
+            .lock()
+            .is_ok_and(|out| records.iter().any(|record| out.contains(record)))
     }
 }
 
@@ -162,7 +177,7 @@ impl Publisher for LocalPublisher {
         let mut accepted = Vec::with_capacity(entries.len());
         for entry in entries {
             let body = envelope(entry);
-            let mut ok = true;
+            let (mut ok, mut out) = (true, false);
             for subscriber in &self.subscribers {
                 match subscriber {
                     Subscriber::Stdout => println!("{body}"),
@@ -187,11 +202,18 @@ impl Publisher for LocalPublisher {
                                 );
                             }
                             _ => {
-                                self.outage.store(true, Ordering::SeqCst);
+                                out = true;
                                 ok = false;
                             }
                         }
                     }
+                }
+            }
+            if let Ok(mut out_for) = self.out_for.lock() {
+                if out {
+                    out_for.insert(entry.record_id.clone());
+                } else {
+                    out_for.remove(&entry.record_id);
                 }
             }
             accepted.push(ok);
@@ -472,7 +494,6 @@ impl Relay {
                 let event: StreamEvent =
                     serde_json::from_value(json!({"Records": batch})).map_err(|e| e.to_string())?;
                 let response = self.handler.handle(event).await;
-                let outage = self.handler.publisher().take_outage();
                 // As Lambda does: retry from the first failed record on, with
                 // backoff. While a subscriber is out, for as long as it takes
                 // (EventBridge's part); a record the handler fails for any
@@ -488,7 +509,10 @@ impl Relay {
                         .iter()
                         .any(|f| record["dynamodb"]["SequenceNumber"] == f.as_str())
                 };
-                if !failed.is_empty() && !outage {
+                // A record still undelivered because a subscriber is out
+                // waits for it without counting (a record the handler can't
+                // read never reaches a subscriber, so it always counts).
+                if !failed.is_empty() && !self.handler.publisher().out_for_any(&failed) {
                     counted += 1;
                 }
                 if counted > MAX_RETRY_ATTEMPTS {

@@ -237,9 +237,11 @@ async fn get_with_host(api: &Api, host: &str, proto: Option<&str>, token: &str) 
 }
 
 /// A `Host` that names no host (empty, with a path, a user, a space, a
-/// quote, a port out of range) is a JSON 400, as API Gateway never routes
-/// it; it panicked the request's conversion, or bent the links' paths. A
-/// plain host is taken, and links use only `http` or `https`.
+/// quote, a port out of range, a name the URL parser reads as a bad IPv4
+/// address) is a JSON 400, as API Gateway never routes it; it panicked the
+/// request's conversion, or bent the links' paths. A plain host is taken,
+/// and links use only `http` or `https` (any other `X-Forwarded-Proto` is
+/// taken as the `http` the local server is).
 #[tokio::test]
 async fn a_host_header_that_names_no_host_is_a_400_and_links_stay_whole() {
     let api = Api::start().await;
@@ -253,6 +255,10 @@ async fn a_host_header_that_names_no_host_is_a_400_and_links_stay_whole() {
         "user@example.com",
         "exa%6dple.com",
         "[::1",
+        "1.2.3.256",
+        "1.2.3.4.5",
+        "h:+80",
+        "h:",
     ] {
         let (status, body) = get_with_host(&api, host, None, &token).await;
         assert_eq!(status, 400, "Host `{host}`: {body}");
@@ -265,8 +271,20 @@ async fn a_host_header_that_names_no_host_is_a_400_and_links_stay_whole() {
         (
             "localhost:3000",
             Some("javascript"),
-            "https://localhost:3000/audit?",
+            "http://localhost:3000/audit?",
         ),
+        (
+            "localhost:3000",
+            Some("a b"),
+            "http://localhost:3000/audit?",
+        ),
+        ("localhost:3000", Some(""), "http://localhost:3000/audit?"),
+        (
+            "localhost:3000",
+            Some("http, https"),
+            "http://localhost:3000/audit?",
+        ),
+        ("1.2.3.4:80", None, "http://1.2.3.4:80/audit?"),
     ] {
         let (status, body) = get_with_host(&api, host, proto, &token).await;
         assert_eq!(status, 200, "Host `{host}`: {body}");

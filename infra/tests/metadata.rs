@@ -689,6 +689,68 @@ async fn concurrent_settings_changes_record_a_true_chain() {
     }
 }
 
+/// A settings change whose answer DynamoDB lost (the write landed; the
+/// SDK's retry of it is then refused by the write itself) is a success,
+/// recorded once with the value it replaced. (It was taken for a change
+/// that lost a race: read again, written again, and recorded `from` its
+/// own value, the real change unrecorded.) The change and its record are
+/// one transaction, so a write that failed outright leaves neither.
+#[tokio::test]
+async fn a_settings_change_whose_answer_was_lost_is_recorded_once_and_truly() {
+    let api = Api::with_faults(Faults::default()).await;
+    let admin = api.env.token("acme", "audit:read audit:write audit:admin");
+    let put = |days: u32| {
+        let (http, url, token) = (
+            api.http.clone(),
+            format!("{}/audit/settings", api.base),
+            admin.clone(),
+        );
+        async move {
+            json_of(
+                http.put(url)
+                    .bearer_auth(token)
+                    .json(&json!({"retentionDays": days}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    assert_eq!(put(10).await.0, 200);
+    // Every attempt the SDK makes (4) lands or is refused by the first, and
+    // no answer of a landed one comes back: only a read can tell.
+    api.proxy().lose_next_write_answers(4);
+    let (status, answer) = put(20).await;
+    assert_eq!(status, 200, "{answer}");
+    api.proxy().lose_next_write_answers(0);
+    // A write that fails outright changes nothing and records nothing.
+    api.proxy().fail_next_writes(8);
+    let (status, answer) = put(30).await;
+    assert_eq!(status, 503, "{answer}");
+    api.proxy().fail_next_writes(0);
+    let mut changes: Vec<Event> = stored_events(&api, "acme")
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "audit.settings.updated")
+        .collect();
+    changes.sort_by(|a, b| a.cursor.cmp(&b.cursor));
+    let chain: Vec<Value> = changes
+        .iter()
+        .map(|change| change.data.as_ref().unwrap()["retentionDays"].clone())
+        .collect();
+    assert_eq!(
+        chain,
+        [json!({"from": 90, "to": 10}), json!({"from": 10, "to": 20})]
+    );
+    let (_, settings) = json_of(api.get(&admin, "/audit/settings").await).await;
+    assert_eq!(settings["retentionDays"], 20);
+    assert_eq!(
+        settings["changeCursor"].as_str(),
+        Some(changes[1].cursor.as_str())
+    );
+}
+
 /// A value of the listed type for a condition with the listed operator.
 fn value_for(field_type: &str, operator: &str) -> Value {
     let scalar = match field_type {

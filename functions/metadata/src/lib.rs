@@ -238,8 +238,19 @@ impl<S: EventStore> MetadataHandler<S> {
         ))
     }
 
-    async fn current_settings(&self, tenant: &str) -> Result<(TenantSettings, bool), ApiError> {
-        Ok(match self.store.get_settings(tenant).await? {
+    /// The tenant's settings, and whether they are the default. `consistent`
+    /// for a change, which must start from the latest.
+    async fn current_settings(
+        &self,
+        tenant: &str,
+        consistent: bool,
+    ) -> Result<(TenantSettings, bool), ApiError> {
+        let stored = if consistent {
+            self.store.get_settings_consistent(tenant).await?
+        } else {
+            self.store.get_settings(tenant).await?
+        };
+        Ok(match stored {
             Some(settings) => (settings, false),
             None => (
                 TenantSettings {
@@ -254,7 +265,7 @@ impl<S: EventStore> MetadataHandler<S> {
     }
 
     async fn get_settings(&self, caller: &Caller) -> Result<Response<Body>, ApiError> {
-        let (settings, is_default) = self.current_settings(&caller.tenant).await?;
+        let (settings, is_default) = self.current_settings(&caller.tenant, false).await?;
         let mut body = serde_json::to_value(&settings).unwrap_or_default();
         body["default"] = json!(is_default);
         Ok(json_response(200, &body))
@@ -269,26 +280,46 @@ impl<S: EventStore> MetadataHandler<S> {
         require_json(request)?;
         let body = parse_json_body(request.body().as_ref(), "{\"retentionDays\": n}")?;
         let retention_days = validate_retention(&body)?;
-        // Read, then write only over what was read: of concurrent changes,
-        // each records the value it really replaced.
+        // Read, then write only over what was read, with the change's record
+        // in the same transaction: of concurrent changes, each records the
+        // value it really replaced, and none lands unrecorded.
+        let facts = facts(request, route);
         let mut attempt = 0u32;
-        let (before, settings, cursor) = loop {
-            let (before, is_default) = self.current_settings(&caller.tenant).await?;
-            let cursor = self.auditor.next_cursor();
+        let (settings, record) = loop {
+            let (before, is_default) = self.current_settings(&caller.tenant, true).await?;
+            let record = self
+                .auditor
+                .change_record(
+                    caller,
+                    &facts,
+                    json!({"retentionDays": {"from": before.retention_days, "to": retention_days}}),
+                    // Both are known here: the retention read back after
+                    // the change may still be the old one.
+                    before.retention_days.max(retention_days),
+                )
+                .await?;
             let settings = TenantSettings {
                 retention_days,
                 updated_at: Some(format_time(Utc::now())),
                 updated_by: caller.subject.clone().or_else(|| caller.client_id.clone()),
-                change_cursor: Some(cursor.to_string()),
+                change_cursor: Some(record.cursor.clone()),
             };
             let expected = (!is_default).then_some(&before);
-            if self
+            let written = self
                 .store
-                .replace_settings(&caller.tenant, &settings, expected)
-                .await?
-            {
-                break (before, settings, cursor);
+                .replace_settings(&caller.tenant, &settings, expected, &record)
+                .await;
+            if matches!(written, Ok(true)) {
+                break (settings, record);
             }
+            // Refused, or no answer: a write whose answer was lost may have
+            // landed (the SDK's retry of it is then refused by the write
+            // itself). Its cursor in the settings says so.
+            let landed = self.store.get_settings_consistent(&caller.tenant).await?;
+            if landed.is_some_and(|landed| landed.change_cursor == settings.change_cursor) {
+                break (settings, record);
+            }
+            written?;
             attempt += 1;
             if attempt >= SETTINGS_ATTEMPTS {
                 return Err(ApiError::Unavailable {
@@ -304,18 +335,7 @@ impl<S: EventStore> MetadataHandler<S> {
             .await;
         };
         self.auditor.retention().forget(&caller.tenant);
-        // The change is itself an audit event; it must not go unrecorded.
-        self.auditor
-            .record_change(
-                caller,
-                &facts(request, route),
-                json!({"retentionDays": {"from": before.retention_days, "to": retention_days}}),
-                // Both are known here: the retention read back after the
-                // change may still be the old one.
-                before.retention_days.max(retention_days),
-                cursor,
-            )
-            .await?;
+        self.auditor.change_recorded(&record).await;
         let mut body = serde_json::to_value(&settings).unwrap_or_default();
         body["default"] = json!(false);
         Ok(json_response(200, &body))

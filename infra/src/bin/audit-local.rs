@@ -144,12 +144,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "audit:read audit:write audit:admin",
                 Duration::from_secs(12 * 3600),
             );
+            if let Some(parent) = std::path::Path::new(&dead_letters).parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            // What the relay and the sealer's publisher give up on.
+            let dead_letters = audit_infra::relay::DeadLetters::to_file(&dead_letters);
             if !no_relay {
                 let endpoint = config.dynamodb_endpoint.clone().unwrap_or_default();
-                if let Some(parent) = std::path::Path::new(&dead_letters).parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                let dead_letters = audit_infra::relay::DeadLetters::to_file(&dead_letters);
                 let handler = std::sync::Arc::new(stream::StreamHandler::new(
                     audit_infra::relay::LocalPublisher::new(subscribers.clone())
                         .with_dead_letters(dead_letters.clone()),
@@ -163,13 +164,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     poll: Duration::from_millis(200),
                     max_pause: audit_infra::relay::MAX_RETRY_PAUSE,
                     from_start: false,
-                    dead_letters,
+                    dead_letters: dead_letters.clone(),
                 }
                 // Positioned before the listener opens: no event stored
                 // after start-up is missed.
                 .start()
                 .await?;
-                eprintln!("Stream relay: each new event is delivered to {subscribers:?} (NDJSON on stdout)");
+                eprintln!("Stream relay: each new event is delivered to {subscribers:?} (NDJSON on stdout); what a subscriber refuses for good goes to {}", dead_letters.path().map(|p| p.display().to_string()).unwrap_or_default());
             }
             if !no_seal {
                 // The same sealer the seal function runs, on a timer; its
@@ -182,7 +183,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Vec::new()
                 } else {
                     subscribers.clone()
-                });
+                })
+                .with_dead_letters(dead_letters.clone());
                 let sealer = seal::SealHandler::new(store, &config, publisher, "audit-trail.local");
                 eprintln!(
                     "Sealer: every {}s; verifier key {}",

@@ -235,13 +235,8 @@ fn parse_time(field: &str, value: &Value) -> Result<Option<DateTime<Utc>>, ApiEr
             let at = DateTime::parse_from_rfc3339(s)
                 .map_err(|_| refused())?
                 .with_timezone(&Utc);
-            let sub_ms = at.timestamp_subsec_nanos() % 1_000_000;
-            let at = if sub_ms == 0 {
-                Some(at)
-            } else {
-                at.checked_add_signed(Duration::nanoseconds(i64::from(1_000_000 - sub_ms)))
-            };
-            at.filter(|at| (0..=9999).contains(&chrono::Datelike::year(at)))
+            up_to_millisecond(at)
+                .filter(|at| (0..=9999).contains(&chrono::Datelike::year(at)))
                 .map(Some)
                 .ok_or_else(refused)
         }
@@ -249,6 +244,14 @@ fn parse_time(field: &str, value: &Value) -> Result<Option<DateTime<Utc>>, ApiEr
             field,
             format!("`{field}` must be an RFC 3339 time string"),
         )),
+    }
+}
+
+/// `at`, or the next millisecond when it falls inside one.
+fn up_to_millisecond(at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match at.timestamp_subsec_nanos() % 1_000_000 {
+        0 => Some(at),
+        sub_ms => at.checked_add_signed(Duration::nanoseconds(i64::from(1_000_000 - sub_ms))),
     }
 }
 
@@ -275,7 +278,11 @@ impl Query {
                 format!("unknown field `{unknown}`; a query has `and`, `from`, `to`"),
             ));
         }
-        let to = parse_time("to", map.get("to").unwrap_or(&Value::Null))?.unwrap_or(now);
+        // Left out, `to` is now, at a millisecond as every bound is.
+        let to = match parse_time("to", map.get("to").unwrap_or(&Value::Null))? {
+            Some(to) => to,
+            None => up_to_millisecond(now).unwrap_or(now),
+        };
         let from = parse_time("from", map.get("from").unwrap_or(&Value::Null))?
             .unwrap_or_else(|| (to - Duration::days(DEFAULT_WINDOW_DAYS)).max(earliest()));
         // `from` at or after `to` is an empty window, not an error.

@@ -93,29 +93,39 @@ impl<S: EventStore> SelfAuditor<S> {
         &self.retention
     }
 
-    /// Records a change made through the API (e.g. settings) as an event.
+    /// The record of a change made through the API (e.g. settings), to be
+    /// written with the change itself (in one transaction), under a fresh
+    /// cursor. Its tenant is marked for sealing first, as for every
+    /// record.
     ///
     /// The record is kept for at least `kept_days_at_least` days: a change
     /// that shortens retention is kept as long as the events it shortened,
     /// not only as long as the new retention.
-    /// `cursor` is the record's, taken from [`Self::next_cursor`] before
-    /// the change was made, so that the change could be ordered by it.
-    pub async fn record_change(
+    pub async fn change_record(
         &self,
         caller: &Caller,
         facts: &RequestFacts,
         data: serde_json::Value,
         kept_days_at_least: u32,
-        cursor: ulid::Ulid,
-    ) -> Result<(), StoreError> {
-        self.write(caller, facts, data, kept_days_at_least, cursor)
-            .await
+    ) -> Result<Event, StoreError> {
+        let record = self
+            .record_of(caller, facts, data, kept_days_at_least, self.cursors.next())
+            .await?;
+        self.marks.before_write(&*self.store, &caller.tenant).await;
+        Ok(record)
     }
 
-    /// A cursor for a record to be written shortly (within the write
-    /// deadline, as every record is).
-    pub fn next_cursor(&self) -> ulid::Ulid {
-        self.cursors.next()
+    /// After a change's record is stored: a change's `data` is its own, so
+    /// metadata lists its properties once a record of it is stored (first
+    /// sighting per process only).
+    pub async fn change_recorded(&self, record: &Event) {
+        let sightings = self.seen.first_sightings(std::iter::once(record), true);
+        if !sightings.is_empty() {
+            if let Err(err) = self.store.put_properties(&sightings).await {
+                tracing::warn!(error = %err, "self-audit metadata not recorded; a later record will retry");
+                self.seen.forget(&sightings);
+            }
+        }
     }
 
     /// Runs `read` and writes its record at the same time. A failed record
@@ -153,30 +163,6 @@ impl<S: EventStore> SelfAuditor<S> {
         // No sightings: a read's record has the properties every read's
         // record has, which metadata lists from `record_properties`.
         self.put(&caller.tenant, &event).await
-    }
-
-    async fn write(
-        &self,
-        caller: &Caller,
-        facts: &RequestFacts,
-        data: serde_json::Value,
-        kept_days_at_least: u32,
-        cursor: ulid::Ulid,
-    ) -> Result<(), StoreError> {
-        let event = self
-            .record_of(caller, facts, data, kept_days_at_least, cursor)
-            .await?;
-        self.put(&caller.tenant, &event).await?;
-        // A change's `data` is its own: metadata lists its properties once
-        // a record of it is stored (first sighting per process only).
-        let sightings = self.seen.first_sightings(std::iter::once(&event), true);
-        if !sightings.is_empty() {
-            if let Err(err) = self.store.put_properties(&sightings).await {
-                tracing::warn!(error = %err, "self-audit metadata not recorded; a later record will retry");
-                self.seen.forget(&sightings);
-            }
-        }
-        Ok(())
     }
 
     /// The record, with the tenant's retention (or `kept_days_at_least`,

@@ -88,17 +88,26 @@ pub trait EventStore: Send + Sync {
     /// The tenant's settings item, if it has one.
     async fn get_settings(&self, tenant: &str) -> Result<Option<TenantSettings>, StoreError>;
 
-    /// Writes `settings` only if the stored settings are still `expected`
-    /// (`None`: none are stored) and `settings.change_cursor` is above the
-    /// stored one; `false` when not. Two concurrent changes must not both
-    /// record a change from the same value, nor their records read out of
-    /// order.
+    /// Writes `settings` and `record`, the audit event of the change, in one
+    /// transaction: both or neither. Only if the stored settings are still
+    /// `expected` (`None`: none are stored) and `settings.change_cursor` is
+    /// above the stored one; `false` when not. Two concurrent changes must
+    /// not both record a change from the same value, nor their records read
+    /// out of order, and no change may land unrecorded.
     async fn replace_settings(
         &self,
         tenant: &str,
         settings: &TenantSettings,
         expected: Option<&TenantSettings>,
+        record: &Event,
     ) -> Result<bool, StoreError>;
+
+    /// The tenant's settings item read strongly consistent (after a write
+    /// whose answer was lost: did it land?).
+    async fn get_settings_consistent(
+        &self,
+        tenant: &str,
+    ) -> Result<Option<TenantSettings>, StoreError>;
 
     /// Records observed properties (idempotent).
     async fn put_properties(

@@ -12,7 +12,8 @@ use audit_core::store::{
     EventStore, IdempotentPut, PostedMark, RangePage, RangeRead, TenantSettings,
 };
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, PutRequest, ReturnConsumedCapacity, WriteRequest,
+    AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity, TransactWriteItem,
+    WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -76,6 +77,21 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
+    /// The tenant's settings item, if it has one.
+    async fn read_settings(
+        &self,
+        tenant: &str,
+        consistent: bool,
+    ) -> Result<Option<TenantSettings>, StoreError> {
+        let partition = format!("{SETTINGS_PREFIX}{tenant}");
+        self.get_item(&partition, SETTINGS_SORT_KEY, consistent)
+            .await?
+            .map(|item| {
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .transpose()
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
@@ -222,13 +238,14 @@ impl EventStore for DynamoStore {
     }
 
     async fn get_settings(&self, tenant: &str) -> Result<Option<TenantSettings>, StoreError> {
-        let partition = format!("{SETTINGS_PREFIX}{tenant}");
-        self.get_item(&partition, SETTINGS_SORT_KEY, false)
-            .await?
-            .map(|item| {
-                serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
-            })
-            .transpose()
+        self.read_settings(tenant, false).await
+    }
+
+    async fn get_settings_consistent(
+        &self,
+        tenant: &str,
+    ) -> Result<Option<TenantSettings>, StoreError> {
+        self.read_settings(tenant, true).await
     }
 
     async fn replace_settings(
@@ -236,6 +253,7 @@ impl EventStore for DynamoStore {
         tenant: &str,
         settings: &TenantSettings,
         expected: Option<&TenantSettings>,
+        record: &Event,
     ) -> Result<bool, StoreError> {
         let mut item: Item =
             serde_dynamo::to_item(settings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -244,48 +262,78 @@ impl EventStore for DynamoStore {
             AttributeValue::S(format!("{SETTINGS_PREFIX}{tenant}")),
         );
         item.insert(SORT_KEY.into(), AttributeValue::S(SETTINGS_SORT_KEY.into()));
-        let mut put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        put = match expected {
-            None => put
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", PARTITION_KEY),
+        let mut names = HashMap::from([("#pk".to_string(), PARTITION_KEY.to_string())]);
+        let mut values = HashMap::new();
+        let condition = match expected {
+            None => "attribute_not_exists(#pk)".to_string(),
             // The value and the time it was set: a later change sets a new
             // time, so the same pair is the same state.
             Some(before) => {
-                let put = put
-                    .expression_attribute_names("#days", "retentionDays")
-                    .expression_attribute_names("#at", "updatedAt")
-                    .expression_attribute_values(
-                        ":days",
-                        AttributeValue::N(before.retention_days.to_string()),
-                    );
-                let (put, at) = match &before.updated_at {
-                    Some(at) => (
-                        put.expression_attribute_values(":at", AttributeValue::S(at.clone())),
-                        "#at = :at",
-                    ),
-                    None => (put, "attribute_not_exists(#at)"),
+                names.insert("#days".into(), "retentionDays".into());
+                names.insert("#at".into(), "updatedAt".into());
+                values.insert(
+                    ":days".to_string(),
+                    AttributeValue::N(before.retention_days.to_string()),
+                );
+                let at = match &before.updated_at {
+                    Some(at) => {
+                        values.insert(":at".to_string(), AttributeValue::S(at.clone()));
+                        "#at = :at"
+                    }
+                    None => "attribute_not_exists(#at)",
                 };
                 // The new record's cursor must be above the last one's.
-                let (put, order) = match &settings.change_cursor {
-                    Some(cursor) => (
-                        put.expression_attribute_names("#cc", "changeCursor")
-                            .expression_attribute_values(":cc", AttributeValue::S(cursor.clone())),
-                        " AND (attribute_not_exists(#cc) OR #cc < :cc)",
-                    ),
-                    None => (put, ""),
+                let order = match &settings.change_cursor {
+                    Some(cursor) => {
+                        names.insert("#cc".into(), "changeCursor".into());
+                        values.insert(":cc".to_string(), AttributeValue::S(cursor.clone()));
+                        " AND (attribute_not_exists(#cc) OR #cc < :cc)"
+                    }
+                    None => "",
                 };
-                put.condition_expression(format!("#days = :days AND {at}{order}"))
+                // (`#pk` keeps the names map the same in both branches.)
+                format!("attribute_exists(#pk) AND #days = :days AND {at}{order}")
             }
         };
-        match put.send().await.map_err(classify) {
+        let put_settings = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values((!values.is_empty()).then_some(values))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let put_record = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(event_to_item(record)?))
+            .condition_expression("attribute_not_exists(#sk)")
+            .expression_attribute_names("#sk", SORT_KEY)
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sent = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_settings).build())
+            .transact_items(TransactWriteItem::builder().put(put_record).build())
+            .send()
+            .await;
+        match sent {
             Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(err) => Err(err),
+            Err(err) => {
+                let settings_refused = err.as_service_error().is_some_and(|e| match e {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => c
+                        .cancellation_reasons()
+                        .first()
+                        .and_then(|reason| reason.code())
+                        == Some("ConditionalCheckFailed"),
+                    _ => false,
+                });
+                if settings_refused {
+                    Ok(false)
+                } else {
+                    Err(classify(err))
+                }
+            }
         }
     }
 

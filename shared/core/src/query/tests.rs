@@ -242,4 +242,12 @@ fn a_window_is_evaluated_as_it_is_echoed() {
         crate::event::format_time(q.from),
         "2026-01-01T00:00:42.538Z"
     );
+    // Left out, `to` is now at a millisecond too, and so the default `from`.
+    let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:42.5371Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let q = Query::parse(&json!({}), now).unwrap();
+    assert_eq!(crate::event::format_time(q.to), "2026-01-01T00:00:42.538Z");
+    assert_eq!(q.to.timestamp_subsec_nanos() % 1_000_000, 0);
+    assert_eq!(q.from.timestamp_subsec_nanos() % 1_000_000, 0);
 }
