@@ -28,16 +28,58 @@ pub struct State {
 }
 
 pub fn read_state(path: &Path) -> Result<State, Failure> {
+    let not_a_state = |why: String| {
+        Failure::new(
+            EXIT_USAGE,
+            format!(
+                "{} is not a state file of `audit tail`: {why}",
+                path.display()
+            ),
+        )
+    };
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| {
-            Failure::new(
-                EXIT_USAGE,
-                format!(
-                    "{} is not a state file of `audit tail`: {e}",
-                    path.display()
-                ),
-            )
-        }),
+        Ok(text) => {
+            let state: State =
+                serde_json::from_str(&text).map_err(|e| not_a_state(e.to_string()))?;
+            // What the tail skips and where it goes on come from this file:
+            // a cursor that is none, or one from the future, would skip
+            // events for good, so only what a tail can have written is taken.
+            if let Some(last) = &state.last_cursor {
+                let written_ms = ulid::Ulid::from_string(last)
+                    .ok()
+                    .filter(|cursor| cursor.to_string() == *last)
+                    .map(|cursor| cursor.timestamp_ms());
+                let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+                match written_ms {
+                    None => {
+                        return Err(not_a_state(format!(
+                            "`lastCursor` {last:?} is not a cursor"
+                        )))
+                    }
+                    Some(ms) if ms > now_ms + 60_000 => {
+                        return Err(not_a_state(format!(
+                            "`lastCursor` {last} is from the future; no tail wrote it"
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let Some(next) = &state.next {
+                let path_of = |link: &str| -> Option<String> {
+                    if link.starts_with('/') {
+                        return Some(link.to_string());
+                    }
+                    let url = reqwest::Url::parse(link).ok()?;
+                    matches!(url.scheme(), "http" | "https").then(|| url.path().to_string())
+                };
+                if !path_of(next).is_some_and(|p| p == "/audit" || p.starts_with("/audit?")) {
+                    return Err(not_a_state(format!(
+                        "`next` {next:?} is not a link of the tail"
+                    )));
+                }
+            }
+            Ok(state)
+        }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
         Err(err) => Err(Failure::new(
             EXIT_FAILED,

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use base64::Engine;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{json, Value};
 
@@ -105,6 +106,24 @@ impl DevAuth {
             &validation,
         )
         .map_err(|err| TokenRejected(format!("the bearer token was rejected: {}", reason(&err))))?;
+        // Its signature holds: now its claims as strictly as a body (a
+        // claim given twice would be read as its last copy).
+        if let Some(defect) = token
+            .split('.')
+            .nth(1)
+            .and_then(|payload| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload.trim_end_matches('='))
+                    .ok()
+            })
+            .and_then(|json| audit_core::json::parse(&json).ok())
+            .and_then(|(_, defects)| defects.into_iter().next())
+        {
+            return Err(TokenRejected(format!(
+                "the bearer token was rejected: its claims are not strict JSON: {}",
+                defect.message
+            )));
+        }
         match data.claims.get("iat") {
             None => {}
             Some(Value::Number(iat)) if iat.as_f64().is_some_and(|t| t <= now() as f64) => {}
@@ -122,6 +141,8 @@ impl DevAuth {
         Ok(data
             .claims
             .into_iter()
+            // A null claim is no claim (not the text `null`).
+            .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| (k, claim_string(&v)))
             .collect())
     }

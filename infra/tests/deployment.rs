@@ -378,11 +378,11 @@ async fn every_event_file_runs_through_its_handler() {
         1 + 3 + 1,
         "the ingest files stored 4 events beside the looked-up one"
     );
-    // lookup, list, query, metadata, properties, verifier key, and the
-    // settings change
+    // lookup, list, query, metadata, properties, verifier key, the
+    // settings read and the settings change
     assert_eq!(
         records.len(),
-        7,
+        8,
         "{:?}",
         records.iter().map(|e| &e.event_type).collect::<Vec<_>>()
     );

@@ -298,3 +298,66 @@ async fn a_host_header_that_names_no_host_is_a_400_and_links_stay_whole() {
     let (status, _) = get_with_host(&api, "localhost", None, &token).await;
     assert_eq!(status, 200);
 }
+
+/// A tenant claim that names no tenant is a 401: `null` (it became the
+/// tenant `null`, shared by every such token), a name with spaces around
+/// it (trimmed, ` acme ` was `acme`), or a claim given twice in the token
+/// (its last copy was read).
+#[tokio::test]
+async fn a_tenant_claim_that_names_no_tenant_is_refused() {
+    use base64::Engine;
+    let api = Api::start().await;
+    let now = chrono::Utc::now().timestamp();
+    let (issuer, audience) = (&api.env.auth.issuer, &api.env.auth.audience);
+    for tenant in [json!(null), json!(" acme "), json!("\tacme\n"), json!("")] {
+        let token = api
+            .env
+            .auth
+            .mint_claims(json!({"tenant_id": tenant, "scope": "audit:read",
+            "iss": issuer, "aud": audience, "exp": now + 600}));
+        let (status, body) = json_of(api.get(&token, "/audit/metadata").await).await;
+        assert_eq!(status, 401, "{tenant}: {body}");
+    }
+    // Signed by hand: the same claim twice in one payload.
+    let encode = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    let header = encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = encode(&format!(
+        r#"{{"tenant_id":"globex","tenant_id":"acme","scope":"audit:read","iss":"{issuer}","aud":"{audience}","exp":{}}}"#,
+        now + 600
+    ));
+    let message = format!("{header}.{payload}");
+    let signature = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &jsonwebtoken::EncodingKey::from_secret(b"test-secret"),
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .expect("signed");
+    let token = format!("{message}.{signature}");
+    let (status, body) = json_of(api.get(&token, "/audit/metadata").await).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("twice"),
+        "{body}"
+    );
+    // The same token with the claim once is taken.
+    let payload = encode(&format!(
+        r#"{{"tenant_id":"acme","scope":"audit:read","iss":"{issuer}","aud":"{audience}","exp":{}}}"#,
+        now + 600
+    ));
+    let message = format!("{header}.{payload}");
+    let signature = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &jsonwebtoken::EncodingKey::from_secret(b"test-secret"),
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .expect("signed");
+    let (status, body) = json_of(
+        api.get(&format!("{message}.{signature}"), "/audit/metadata")
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}

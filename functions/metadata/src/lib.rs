@@ -149,7 +149,11 @@ impl<S: EventStore> MetadataHandler<S> {
                     )
                     .await
             }
-            Route::GetSettings => self.get_settings(&caller).await,
+            Route::GetSettings => {
+                self.auditor
+                    .around(&caller, facts(request, route), self.get_settings(&caller))
+                    .await
+            }
             Route::PutSettings => self.put_settings(request, route, &caller).await,
             other => Err(not_served(other)),
         }

@@ -37,10 +37,9 @@ impl Caller {
                 "a valid bearer token is required".into(),
             ));
         };
-        let tenant = claims
-            .get(tenant_claim)
-            .map(|t| t.trim().to_string())
-            .unwrap_or_default();
+        // Taken as it is: a tenant id with spaces around it is not one
+        // (trimming made ` acme ` another name for `acme`).
+        let tenant = claims.get(tenant_claim).cloned().unwrap_or_default();
         if !is_valid_tenant(&tenant) {
             return Err(ApiError::Unauthorized(format!(
                 "the token has no usable `{tenant_claim}` claim"

@@ -223,7 +223,10 @@ pub fn format_time(at: DateTime<Utc>) -> String {
 mod page;
 mod parse;
 pub use page::PageEvent;
-pub use parse::{has_visible_text, visible_text_pattern, NewEvent, INVISIBLE_CHARACTERS};
+pub use parse::{
+    has_visible_text, names_the_api, visible_text_pattern, NewEvent, INVISIBLE_CHARACTERS,
+    SELF_AUDIT_SERVICE,
+};
 
 #[cfg(test)]
 mod tests;

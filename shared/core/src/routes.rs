@@ -94,7 +94,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::GetSettings,
         key: "GET /audit/settings",
         scope: SCOPE_ADMIN,
-        self_audit: None,
+        self_audit: Some("audit.settings.read"),
         function: "metadata",
         query: &[],
     },

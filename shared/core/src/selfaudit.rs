@@ -16,8 +16,9 @@ use crate::metadata::{properties_of, ObservedProperty};
 use crate::settings::RetentionCache;
 use crate::store::EventStore;
 
-/// The `serviceName` of every self-audit record.
-pub const SELF_AUDIT_SERVICE: &str = "audit-api";
+/// The `serviceName` of every self-audit record (reserved: ingest refuses
+/// it, [`crate::event::names_the_api`]).
+pub use crate::event::SELF_AUDIT_SERVICE;
 // The `eventType`s it records are in the route table:
 // [`crate::routes::self_audit_event_types`].
 
@@ -196,16 +197,42 @@ impl<S: EventStore> SelfAuditor<S> {
 
 /// What a read's record holds in `data`.
 fn read_record_data(caller: &Caller, facts: &RequestFacts) -> serde_json::Value {
+    let cut = |text: &str| cut_to(text, MAX_RECORD_DATA_CHARS);
+    let cut_some = |text: &Option<String>| text.as_deref().map(cut);
     json!({
-        "path": facts.path,
-        "method": facts.method,
-        "queryString": facts.query_string,
-        "userAgent": facts.user_agent,
-        "referer": facts.referer,
-        "sourceIp": facts.source_ip,
-        "subject": caller.subject,
-        "clientId": caller.client_id,
+        "path": cut(&facts.path),
+        "method": cut(&facts.method),
+        "queryString": cut(&facts.query_string),
+        "userAgent": cut_some(&facts.user_agent),
+        "referer": cut_some(&facts.referer),
+        "sourceIp": cut_some(&facts.source_ip),
+        "subject": cut_some(&caller.subject),
+        "clientId": cut_some(&caller.client_id),
     })
+}
+
+/// The most characters a record keeps of each fact in `data`: eight of
+/// them stay well inside an event's 64 KiB.
+const MAX_RECORD_DATA_CHARS: usize = 4096;
+
+/// `text`'s first `max` characters.
+fn cut_to(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// A record's top-level field holds no more than the field table lets a
+/// producer send (a `userId` of 2100 characters could key no posting, so no
+/// `userId` query found its record); the whole fact is in `data`, up to
+/// its own limit.
+fn within_field_limit(field: &str, value: Option<&String>) -> Option<String> {
+    let max = crate::event::EVENT_FIELDS
+        .iter()
+        .find_map(|spec| match spec.rule {
+            crate::event::FieldRule::OptionalText { max } if spec.name == field => Some(max),
+            _ => None,
+        })
+        .unwrap_or(MAX_RECORD_DATA_CHARS);
+    value.map(|text| cut_to(text, max))
 }
 
 /// A record of `facts` in the caller's tenant.
@@ -227,17 +254,17 @@ fn record_event(
         expires_at: format_time(now + chrono::Duration::days(i64::from(retention_days))),
         service_name: SELF_AUDIT_SERVICE.into(),
         event_type: facts.event_type.into(),
-        message: Some(format!("{} {}", facts.method, facts.path)),
+        message: within_field_limit("message", Some(&format!("{} {}", facts.method, facts.path))),
         sandbox: None,
-        user_id: caller.subject.clone(),
+        user_id: within_field_limit("userId", caller.subject.as_ref()),
         user_email: None,
-        client_id: caller.client_id.clone(),
+        client_id: within_field_limit("clientId", caller.client_id.as_ref()),
         jwt_id: None,
         message_id: None,
         reference_id: None,
         trace_id: None,
-        ip_address: facts.source_ip.clone(),
-        user_agent: facts.user_agent.clone(),
+        ip_address: within_field_limit("ipAddress", facts.source_ip.as_ref()),
+        user_agent: within_field_limit("userAgent", facts.user_agent.as_ref()),
         data: Some(data),
         indexed_data: None,
         may_have_more_data: None,
@@ -332,5 +359,62 @@ impl SelfAuditFilter {
                 !(same_client || same_subject)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever a token or a request carries, a record is an event a
+    /// producer could have sent: every field within the field table's
+    /// limits (so every query finds it by any field), the whole event
+    /// within 64 KiB.
+    #[test]
+    fn a_record_keeps_every_field_within_the_tables_limits() {
+        let long = |n: usize| "S".repeat(n);
+        let caller = Caller {
+            tenant: "acme".into(),
+            scopes: Default::default(),
+            subject: Some(long(2100)),
+            client_id: Some(long(5000)),
+        };
+        let facts = RequestFacts {
+            event_type: "audit.list",
+            path: format!("/audit/{}", long(100_000)),
+            method: "GET".into(),
+            query_string: long(100_000),
+            user_agent: Some(long(250_000)),
+            referer: Some(long(100_000)),
+            source_ip: Some("192.0.2.1".into()),
+        };
+        let record = record_event(
+            &caller,
+            &facts,
+            read_record_data(&caller, &facts),
+            ulid::Ulid::new(),
+            90,
+        );
+        let as_json = serde_json::to_value(&record).expect("json");
+        let parsed = crate::event::NewEvent::parse(
+            serde_json::json!({
+                "eventType": "x",
+                "serviceName": "x",
+                "userId": as_json["userId"],
+                "clientId": as_json["clientId"],
+                "userAgent": as_json["userAgent"],
+                "ipAddress": as_json["ipAddress"],
+                "message": as_json["message"],
+                "data": as_json["data"],
+            }),
+            "",
+        );
+        assert!(parsed.is_ok(), "{:?}", parsed.err());
+        assert!(serde_json::to_vec(&as_json).expect("bytes").len() < crate::event::MAX_EVENT_BYTES);
+        assert_eq!(
+            as_json["data"]["subject"],
+            long(2100),
+            "the whole subject is kept in data"
+        );
     }
 }

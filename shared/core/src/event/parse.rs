@@ -85,6 +85,14 @@ impl NewEvent {
             _ => None,
         }) {
             match fields.get(required) {
+                Some(Value::String(s)) if required == "serviceName" && names_the_api(s) => {
+                    return Err(ApiError::bad_request(
+                        at(required),
+                        format!(
+                            "`{SELF_AUDIT_SERVICE}` is the API's own service: its records are written by the API alone"
+                        ),
+                    ))
+                }
                 Some(Value::String(s)) if has_visible_text(s) => {
                     check_length(&at(required), s, max)?
                 }
@@ -382,6 +390,29 @@ pub fn visible_text_pattern() -> String {
         })
         .collect();
     format!("[^{ranges}]")
+}
+
+/// The `serviceName` of every self-audit record. Producers may not use it
+/// (a reader leaving the API's records out would not see theirs, and they
+/// would pass for the API's), nor anything that reads as it: other case,
+/// spaces or invisible marks, another dash.
+pub const SELF_AUDIT_SERVICE: &str = "audit-api";
+
+/// Reads as [`SELF_AUDIT_SERVICE`] to a person or a case-blind filter.
+pub fn names_the_api(name: &str) -> bool {
+    let seen: String = name
+        .chars()
+        .filter(|c| !c.is_whitespace() && has_visible_text(&c.to_string()))
+        .map(|c| match c {
+            // Dashes and hyphens of every script read as `-`.
+            '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{fe58}' | '\u{fe63}' | '\u{ff0d}' | '_' => {
+                '-'
+            }
+            c => c,
+        })
+        .flat_map(char::to_lowercase)
+        .collect();
+    seen == SELF_AUDIT_SERVICE
 }
 
 /// Holds a character that shows something.

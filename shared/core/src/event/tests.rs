@@ -180,3 +180,30 @@ fn an_occurred_at_outside_four_digit_utc_years_is_refused() {
         assert!(event.is_ok(), "{time}");
     }
 }
+
+/// The API's own service name, and anything that reads as it, is refused
+/// to producers; names that merely contain it are not.
+#[test]
+fn producers_may_not_use_the_apis_own_service_name() {
+    for taken in [
+        "audit-api",
+        "AUDIT-API",
+        " audit-api ",
+        "audit\u{200b}-api",
+        "audit\u{2010}api",
+        "audit\u{ff0d}api",
+        "audit_api",
+        "Audit - Api",
+    ] {
+        assert!(names_the_api(taken), "{taken:?}");
+        let err = NewEvent::parse(
+            serde_json::json!({"eventType": "audit.list", "serviceName": taken}),
+            "",
+        )
+        .expect_err(taken);
+        assert!(err.to_string().contains("the API's own"), "{err}");
+    }
+    for free in ["audit-apis", "my-audit-api", "auditapi", "audit-app", "idp"] {
+        assert!(!names_the_api(free), "{free:?}");
+    }
+}
