@@ -101,16 +101,32 @@ pub fn event_text(occurrence: usize, line: &str) -> Result<Box<RawValue>, String
     RawValue::from_string(event).map_err(|e| format!("not JSON: {e}"))
 }
 
+/// The lines of a file, for the progress bar: its line ends counted in a
+/// buffer's worth at a time (no line is held whole, however long).
+fn count_lines(file: std::fs::File) -> std::io::Result<u64> {
+    let mut reader = BufReader::new(file);
+    let (mut lines, mut last) = (0u64, b'\n');
+    loop {
+        let chunk = reader.fill_buf()?;
+        let Some(&end) = chunk.last() else { break };
+        lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        last = end;
+        let len = chunk.len();
+        reader.consume(len);
+    }
+    // A last line without its line end is a line too.
+    Ok(lines + u64::from(last != b'\n'))
+}
+
 pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
     let (reader, total): (Box<dyn Read>, Option<u64>) = if source == "-" {
         (Box::new(std::io::stdin()), None)
     } else {
-        let count = BufReader::new(
+        let count = count_lines(
             std::fs::File::open(source)
                 .map_err(|e| Failure::new(EXIT_USAGE, format!("{source}: {e}")))?,
         )
-        .lines()
-        .count() as u64;
+        .map_err(|e| Failure::new(EXIT_FAILED, format!("{source}: {e}")))?;
         let file = std::fs::File::open(source)
             .map_err(|e| Failure::new(EXIT_USAGE, format!("{source}: {e}")))?;
         (Box::new(file), Some(count))
@@ -132,9 +148,30 @@ pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
     let mut occurrences: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     let mut batch_bytes = 0;
     // Lines as bytes: one that is not UTF-8 is refused alone, not the file.
-    for (index, line) in BufReader::new(reader).split(b'\n').enumerate() {
-        let number = index + 1;
-        let mut line = line.map_err(|e| Failure::new(EXIT_FAILED, format!("{source}: {e}")))?;
+    // Each is read up to one byte past what a request may hold: a longer
+    // one is skipped to its end unread, so no line, however long, is held
+    // in memory.
+    let mut reader = BufReader::new(reader);
+    let read_failed = |e: std::io::Error| Failure::new(EXIT_FAILED, format!("{source}: {e}"));
+    let mut number = 0;
+    loop {
+        let mut line = Vec::new();
+        let read = (&mut reader)
+            .take(BATCH_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(read_failed)?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let mut skipped = 0;
+        if line.len() > BATCH_BYTES && line.last() != Some(&b'\n') {
+            skipped = reader.skip_until(b'\n').map_err(read_failed)?;
+            line.truncate(BATCH_BYTES + 1);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
         // A CRLF line reads as `lines()` read it (its derived messageId with it).
         if line.last() == Some(&b'\r') {
             line.pop();
@@ -144,6 +181,16 @@ pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
             outcome.refused += 1;
             bar.inc(1);
         };
+        if skipped > 0 {
+            refuse(
+                format!(
+                    "the line is more than {BATCH_BYTES} bytes; an event may take at most {} bytes",
+                    audit_core::event::MAX_EVENT_BYTES
+                ),
+                &mut outcome,
+            );
+            continue;
+        }
         let line = match String::from_utf8(line) {
             Ok(line) => line,
             Err(err) => {
@@ -331,6 +378,29 @@ mod tests {
         // With a defect elsewhere, it goes as written, for the API to refuse.
         let broken = r#"{"eventType":"a","eventType":"b","serviceName":"s","messageId":null}"#;
         assert_eq!(sent(4, broken), broken);
+    }
+
+    #[test]
+    fn lines_are_counted_by_their_ends_and_a_last_one_without() {
+        let dir = std::env::temp_dir().join(format!("audit-count-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (text, lines) in [
+            ("", 0),
+            ("a", 1),
+            ("a\n", 1),
+            ("a\nb", 2),
+            ("\n\n", 2),
+            ("a\r\nb\r\n", 2),
+        ] {
+            let path = dir.join("f");
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(
+                count_lines(std::fs::File::open(&path).unwrap()).unwrap(),
+                lines,
+                "{text:?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
