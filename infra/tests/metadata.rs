@@ -617,6 +617,20 @@ async fn retention_is_per_tenant_bounded_admin_only_and_audited() {
     );
 }
 
+/// `PUT /audit/settings` with `retentionDays`; the status and the body.
+async fn set_retention(api: &Api, token: &str, days: u32) -> (u16, Value) {
+    json_of(
+        api.http
+            .put(format!("{}/audit/settings", api.base))
+            .bearer_auth(token)
+            .json(&json!({"retentionDays": days}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 /// Concurrent changes of the retention each record the value they really
 /// replaced: read in cursor order, the records chain from the first value
 /// to the one the settings hold, each `from` the previous `to`, each
@@ -627,24 +641,7 @@ async fn retention_is_per_tenant_bounded_admin_only_and_audited() {
 async fn concurrent_settings_changes_record_a_true_chain() {
     let api = Api::start().await;
     let admin = api.env.token("acme", "audit:read audit:write audit:admin");
-    let put = |days: u32| {
-        let (http, url, token) = (
-            api.http.clone(),
-            format!("{}/audit/settings", api.base),
-            admin.clone(),
-        );
-        async move {
-            json_of(
-                http.put(url)
-                    .bearer_auth(token)
-                    .json(&json!({"retentionDays": days}))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }
-    };
+    let put = |days: u32| set_retention(&api, &admin, days);
     assert_eq!(put(10).await.0, 200);
     let values: Vec<u32> = (0..24).map(|i| 100 + i).collect();
     let answers = futures::future::join_all(values.iter().map(|days| put(*days))).await;
@@ -699,24 +696,7 @@ async fn concurrent_settings_changes_record_a_true_chain() {
 async fn a_settings_change_whose_answer_was_lost_is_recorded_once_and_truly() {
     let api = Api::with_faults(Faults::default()).await;
     let admin = api.env.token("acme", "audit:read audit:write audit:admin");
-    let put = |days: u32| {
-        let (http, url, token) = (
-            api.http.clone(),
-            format!("{}/audit/settings", api.base),
-            admin.clone(),
-        );
-        async move {
-            json_of(
-                http.put(url)
-                    .bearer_auth(token)
-                    .json(&json!({"retentionDays": days}))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }
-    };
+    let put = |days: u32| set_retention(&api, &admin, days);
     assert_eq!(put(10).await.0, 200);
     // Every attempt the SDK makes (4) lands or is refused by the first, and
     // no answer of a landed one comes back: only a read can tell.
