@@ -4,6 +4,7 @@
 use super::*;
 
 use audit_core::pivot::{PostingsBuilder, PIVOT_INDEXES};
+use audit_core::Config;
 
 /// The attribute a secondary index on `field` would key on (the layouts
 /// before 2026-11-28 had one per pivot field).
@@ -25,6 +26,16 @@ const GB_MONTH_IA: f64 = 0.10;
 const MONTHS: f64 = 3.0;
 /// DynamoDB adds 100 bytes of overhead to every item and index entry.
 const ITEM_OVERHEAD: usize = 100;
+/// Tenants by how many events they write an hour.
+const TENANT_EVENTS_PER_HOUR: [u64; 4] = [1, 10, 100, 1000];
+/// The posting cadence's longest wait until 2026-12-04.
+const MAX_LAG_UNTIL_2026_12_04: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How many events one posting covers for a tenant of `rate` events an
+/// hour: what waits when the lag runs out, at most a batch (at least one).
+fn events_per_posting(rate: u64, lag: std::time::Duration, batch: u64) -> u64 {
+    (rate * lag.as_secs() / 3600).clamp(1, batch)
+}
 
 /// A Pactflow-style request record, about 1 KB of JSON as sent: a user
 /// agent, a path, params, a user id and, for half of them, a trace id.
@@ -347,34 +358,73 @@ pub async fn levers() -> Result<Section, BenchError> {
             bytes_per_event,
         ));
     }
-    // Postings written by the sealer instead of indexes, at tenant volumes
-    // (events per one-minute sealing run), on top of the lone base item.
+    // Postings written by the sealer instead of indexes, measured at each
+    // number of events one posting covers, on top of the lone base item.
     let lone = LEVERS.last().ok_or("no levers")?;
     let (base_units, base_bytes) = items.iter().fold((0.0, 0usize), |(u, b), item| {
         let size = item_size(&stored(item, lone).0);
         (u + wru(size), b + size + ITEM_OVERHEAD)
     });
     let n = EVENTS as f64;
+    let cadence = Config::defaults();
+    let per_posting =
+        |rate: u64, lag: std::time::Duration| events_per_posting(rate, lag, cadence.posting_batch);
+    let mut sizes: Vec<u64> = TENANT_EVENTS_PER_HOUR
+        .iter()
+        .flat_map(|&rate| {
+            [
+                per_posting(rate, MAX_LAG_UNTIL_2026_12_04),
+                per_posting(rate, cadence.posting_max_lag),
+            ]
+        })
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    // $ per million (Standard, Standard-IA) by events per posting.
+    let mut costs = std::collections::BTreeMap::new();
     let mut posting_rows = Vec::new();
-    for run in [10, 100, 1000] {
-        let (units, computed, bytes) = posting_cost(&env, &items, run).await?;
+    for &run in &sizes {
+        let (units, computed, bytes) = posting_cost(&env, &items, run as usize).await?;
         let total_units = base_units / n + units;
         let total_bytes = base_bytes as f64 / n + bytes;
         let cost = price(total_units, total_bytes, WRU_STANDARD, GB_MONTH_STANDARD);
         let cost_ia = price(total_units, total_bytes, WRU_IA, GB_MONTH_IA);
         best = best.min(cost.min(cost_ia));
-        now.push(format!("${cost:.2} at {run} events per posting"));
+        costs.insert(run, cost);
         posting_rows.push(format!(
-            "| {run} events per posting | {units:.3} | {computed:.3} | {bytes:.0} B | {total_units:.2} | {total_bytes:.0} B | ${cost:.2} | ${cost_ia:.2} |"
+            "| {run} | {units:.3} | {computed:.3} | {bytes:.0} B | {total_units:.2} | {total_bytes:.0} B | ${cost:.2} | ${cost_ia:.2} |"
         ));
     }
+    let lag_now = cadence.posting_max_lag.as_secs_f64() / 3600.0;
+    let mut volume_rows = Vec::new();
+    for &rate in &TENANT_EVENTS_PER_HOUR {
+        let (then, now_size) = (
+            per_posting(rate, MAX_LAG_UNTIL_2026_12_04),
+            per_posting(rate, cadence.posting_max_lag),
+        );
+        let (then_cost, now_cost) = (costs[&then], costs[&now_size]);
+        let events = if rate == 1 { "event" } else { "events" };
+        now.push(format!(
+            "${now_cost:.2} for a tenant of {rate} {events} an hour"
+        ));
+        volume_rows.push(format!(
+            "| {rate} | {then} | ${then_cost:.2} | {now_size} | ${now_cost:.2} |"
+        ));
+    }
+    let volume_note = format!(
+        "The cost per event depends on how many events one posting covers. The sealer posts a tenant once {} of its settled events wait, or its postings were last written {lag_now:.0} hours ago (`POSTING_MAX_LAG_SECONDS`, {} s; an hour until 2026-12-04; docs/KEY-DESIGN.md, \"Posting cadence\"). So a tenant of a few events an hour has its postings written from as many events as a busy one:\n\n| tenant's events an hour | events per posting, an hour's lag (until 2026-12-04) | $ per million, Standard | events per posting, {lag_now:.0} hours' lag (now) | $ per million, Standard |\n| --- | --- | --- | --- | --- |\n{}\n\nMeasured by events per posting:",
+        cadence.posting_batch,
+        cadence.posting_max_lag.as_secs(),
+        volume_rows.join("\n"),
+    );
     let body = format!(
-        "{EVENTS} Pactflow-style request records (`infra/src/bench/levers.rs`: a user agent, a path, params, a userId, a traceId on half), **{:.0} bytes of JSON as sent** on average, stored as `event_to_item` stores them, then as each lever would. WRU per event are measured: each lever's table is created on the store with its indexes and projections, and the items are written with `ReturnConsumedCapacity`; the computed column applies DynamoDB's sizing rules (per started KB, per item and per index entry) as a cross-check. Bytes stored count the base item and every index entry, each with DynamoDB's 100 bytes of overhead. Prices per million events, kept 90 days (writes + 3 months of storage), us-east-1 on-demand: Standard $0.625 per million WRU and $0.25 per GB-month; Standard-IA $0.78125 per million WRU (25% dearer) and $0.10 per GB-month (60% cheaper), as on aws.amazon.com/dynamodb/pricing/on-demand/ seen through the docs search on 2026-11-27.\n\n| lever | base item | WRU per event, measured | WRU, by the rules | bytes stored per event | $ per million, Standard | $ per million, Standard-IA |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\n**Now: postings instead of indexes** (what the product writes since 2026-11-28): the sealer, which reads every settled event once in order, writes one item per (pivot field, value) per run, keyed `<tenant>#<tag>#<value>` and the posting's last cursor, listing its cursors in 16 bytes each (at most 1000 per item), then the tenant's posted-through mark. They are written here by the product's own code (`PostingsBuilder`, `EventStore::put_postings`) to a table of their own, the write units as DynamoDB reports them, the bytes of every item that table then holds, and added to the lone deflated base item above. The cost per event depends on how many events one posting covers. Since 2026-11-28 the sealer posts a tenant once 1000 of its settled events wait or the oldest is an hour old (docs/KEY-DESIGN.md, \"Posting cadence\"): about 1000 per posting for every tenant writing at least 1000 events an hour, an hour's events for a slower one (until then every run, a minute's events):\n\n| tenant volume | posting WRU per event, measured | by the rules | posting bytes per event | total WRU per event | total bytes per event | $ per million, Standard | $ per million, Standard-IA |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n\nReads under each lever (by the rules): projection `ALL` reads 1 item per returned event, about 0.125 RRU per 1 KB event (eventually consistent, 4 KB per unit, summed over the page). `KEYS_ONLY` reads the index entry and then the event by `BatchGetItem`: 2 items per returned event and 0.5 RRU per event (each item read rounds up to 4 KB on its own), about 4× the read units of `ALL`. Postings read one posting item per pivot value per run (up to 1000 cursors each) plus the events by `BatchGetItem`: at most 2 items per returned event, fewer when a posting lists many; and a filtered scan of the not-yet-posted tail (about a batch of 1000 events at most, or an hour's).\n\n**Against the target** ($2.00 per million ~1 KB events, batched, kept 90 days; table writes and storage): before ${before:.2}; with keys-only indexes, until 2026-11-28, ${until_now:.2}; **now {}** (postings, `data` deflated; with the posting cadence a tenant's postings cover about 1000 events once it writes 1000 an hour); the cheapest layout measured that still serves pivot queries ${best:.2} ({}); the base item alone, with no way to pivot, is the floor at ${floor:.2}. docs/KEY-DESIGN.md says which levers were kept and why.\n",
+        "{EVENTS} Pactflow-style request records (`infra/src/bench/levers.rs`: a user agent, a path, params, a userId, a traceId on half), **{:.0} bytes of JSON as sent** on average, stored as `event_to_item` stores them, then as each lever would. WRU per event are measured: each lever's table is created on the store with its indexes and projections, and the items are written with `ReturnConsumedCapacity`; the computed column applies DynamoDB's sizing rules (per started KB, per item and per index entry) as a cross-check. Bytes stored count the base item and every index entry, each with DynamoDB's 100 bytes of overhead. Prices per million events, kept 90 days (writes + 3 months of storage), us-east-1 on-demand: Standard $0.625 per million WRU and $0.25 per GB-month; Standard-IA $0.78125 per million WRU (25% dearer) and $0.10 per GB-month (60% cheaper), as on aws.amazon.com/dynamodb/pricing/on-demand/ seen through the docs search on 2026-11-27.\n\n| lever | base item | WRU per event, measured | WRU, by the rules | bytes stored per event | $ per million, Standard | $ per million, Standard-IA |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\n**Now: postings instead of indexes** (what the product writes since 2026-11-28): the sealer, which reads every settled event once in order, writes one item per (pivot field, value) per run, keyed `<tenant>#<tag>#<value>` and the posting's last cursor, listing its cursors in 16 bytes each (at most 1000 per item), then the tenant's posted-through mark. They are written here by the product's own code (`PostingsBuilder`, `EventStore::put_postings`) to a table of their own, the write units as DynamoDB reports them, the bytes of every item that table then holds, and added to the lone deflated base item above. {volume_note}\n\n| events per posting | posting WRU per event, measured | by the rules | posting bytes per event | total WRU per event | total bytes per event | $ per million, Standard | $ per million, Standard-IA |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n\nReads under each lever (by the rules): projection `ALL` reads 1 item per returned event, about 0.125 RRU per 1 KB event (eventually consistent, 4 KB per unit, summed over the page). `KEYS_ONLY` reads the index entry and then the event by `BatchGetItem`: 2 items per returned event and 0.5 RRU per event (each item read rounds up to 4 KB on its own), about 4× the read units of `ALL`. Postings read one posting item per pivot value per run (up to 1000 cursors each) plus the events by `BatchGetItem`: at most 2 items per returned event, fewer when a posting lists many; and a filtered scan of the not-yet-posted tail (a batch of {batch} events at most, plus the last run's; docs/KEY-DESIGN.md weighs the longer lag's scan against the writes it saves).\n\n**Against the target** ($2.00 per million ~1 KB events, batched, kept 90 days; table writes and storage): before ${before:.2}; with keys-only indexes, until 2026-11-28, ${until_now:.2}; **now {}** (postings, `data` deflated); the cheapest layout measured that still serves pivot queries ${best:.2} ({}); the base item alone, with no way to pivot, is the floor at ${floor:.2}. docs/KEY-DESIGN.md says which levers were kept and why.\n",
         sent_bytes as f64 / n,
         rows.join("\n"),
         posting_rows.join("\n"),
         now.join(", "),
         if best <= 2.0 { "met by that lever" } else { "**not met**" },
+        batch = cadence.posting_batch,
     );
     Ok(Section {
         title: "Cost levers for ~1 KB events".into(),

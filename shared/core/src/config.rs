@@ -70,9 +70,15 @@ pub struct Config {
     /// 1000: a posting then lists about as many cursors as an item holds).
     pub posting_batch: u64,
     /// `POSTING_MAX_LAG_SECONDS`: ... or once they were last written this long ago,
-    /// 0..=86400 (default 3600; 0 posts every run).
+    /// 0..=2592000 (default a week; 0 posts every run).
     pub posting_max_lag: Duration,
 }
+
+/// A week: a tenant of six events an hour has a batch waiting by then, so
+/// its postings list as many cursors each as a busy tenant's. Pivot reads
+/// scan the events waiting, at most a batch however long they wait
+/// (docs/KEY-DESIGN.md, "Posting cadence").
+pub const DEFAULT_POSTING_MAX_LAG_SECONDS: u64 = 7 * 24 * 3600;
 
 /// The checkpoint key used when none is configured (locally).
 pub const DEVELOPMENT_CHECKPOINT_KEY: &str = "audit-trail-development-checkpoint-key";
@@ -270,9 +276,9 @@ impl Config {
             )?,
             posting_max_lag: Duration::from_secs(settings.number(
                 "POSTING_MAX_LAG_SECONDS",
-                3600,
-                0..=86_400,
-                "seconds from 0 to 86400",
+                DEFAULT_POSTING_MAX_LAG_SECONDS,
+                0..=2_592_000,
+                "seconds from 0 to 2592000",
             )?),
         })
     }
