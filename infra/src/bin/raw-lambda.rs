@@ -9,9 +9,10 @@
 //! the tenant's events after the posted-through mark; then the `Query` of
 //! a pivot value's postings, then `BatchGetItem` of their cursors, 100 per
 //! call), `{"call": "get-item", "tenant", "cursor"}`. With
-//! `"selfAudit": true` a conditional `PutItem` of a record the size of a
-//! self-audit record, with its index keys, runs beside the read, as every read handler writes
-//! one while it reads. The answer is `{"count": <items returned>}`.
+//! `"selfAudit": true` a conditional `PutItem` of the self-audit record
+//! the handler writes for the same request (built as `selfaudit` builds
+//! it), runs beside the read, as every read handler writes one while it
+//! reads. The answer is `{"count": <items returned>}`.
 
 use audit_core::config::Config;
 use audit_core::selfaudit::SELF_AUDIT_SERVICE;
@@ -41,41 +42,71 @@ async fn call(client: &Client, table_name: &str, payload: &Value) -> Result<usiz
     read(client, table_name, payload).await
 }
 
-/// A put like the self-audit record's: a fresh cursor in the tenant's
-/// partition, ~400 bytes, refused should the key exist, and carrying the
-/// pivot index keys a read's record carries (`serviceName`, `eventType`,
-/// `userId` of the token's subject), so DynamoDB writes as many index
-/// entries for it as for the handler's record.
+/// The self-audit record a read handler writes for the bench's request,
+/// built as `selfaudit` builds one (the same fields, `data` with the same
+/// facts, deflated by the product's `event_to_item`) under a fresh cursor in
+/// the tenant's partition. Until 2026-12-04 this was a hand-made item of
+/// 598 bytes of request JSON against the handler's 768.
+fn record_item(tenant: &str, payload: &Value) -> Result<audit_dynamo::Item, Error> {
+    let cursor = ulid::Ulid::new();
+    let now = audit_core::event::cursor_time(cursor);
+    let (method, path, query_string, event_type) = match text(payload, "call")? {
+        "tail-page" => ("GET", "/audit".to_string(), "limit=1000", "audit.list"),
+        "index-page" => (
+            "POST",
+            "/audit/query".to_string(),
+            "limit=1000",
+            "audit.query",
+        ),
+        _ => (
+            "GET",
+            format!("/audit/events/{}", text(payload, "cursor")?),
+            "",
+            "audit.lookup",
+        ),
+    };
+    // What the bench's API Gateway event carries: `sub` = bench, no user
+    // agent, the source address 127.0.0.1.
+    let data = json!({
+        "path": path, "method": method, "queryString": query_string,
+        "userAgent": null, "referer": null, "sourceIp": "127.0.0.1",
+        "subject": "bench", "clientId": null,
+    });
+    let record = audit_core::Event {
+        cursor: cursor.to_string(),
+        account_id: tenant.into(),
+        organization_id: None,
+        timestamp: audit_core::event::format_time(now),
+        occurred_at: None,
+        expires_at: audit_core::event::format_time(now + chrono::Duration::days(90)),
+        service_name: SELF_AUDIT_SERVICE.into(),
+        event_type: event_type.into(),
+        message: Some(format!("{method} {path}")),
+        sandbox: None,
+        user_id: Some("bench".into()),
+        user_email: None,
+        client_id: None,
+        jwt_id: None,
+        message_id: None,
+        reference_id: None,
+        trace_id: None,
+        ip_address: Some("127.0.0.1".into()),
+        user_agent: None,
+        data: Some(data),
+        indexed_data: None,
+        may_have_more_data: None,
+    };
+    Ok(audit_dynamo::event_to_item(&record)?)
+}
+
+/// The record's put, refused should the key exist, as the store writes it.
 async fn put(client: &Client, table_name: &str, payload: &Value) -> Result<(), Error> {
-    let tenant = text(payload, "tenant")?;
-    let cursor = ulid::Ulid::new().to_string();
-    let data = "{\"path\":\"/audit/events/01JDQ8Z7W3P9X4K2M5N6B7C8D9\",\"method\":\"GET\",\"userAgent\":\"curl/8.5.0\",\"sourceIp\":\"203.0.113.7\",\"subject\":\"bench\"}";
-    let fields = [
-        ("serviceName", SELF_AUDIT_SERVICE),
-        ("eventType", "audit.list"),
-        ("userId", "bench"),
-    ];
-    let mut put = client
+    let item = record_item(text(payload, "tenant")?, payload)?;
+    client
         .put_item()
         .table_name(table_name)
-        .item(table::PARTITION_KEY, AttributeValue::S(tenant.into()))
-        .item(table::SORT_KEY, AttributeValue::S(cursor.clone()))
-        .item("cursor", AttributeValue::S(cursor))
-        .item("accountId", AttributeValue::S(tenant.into()))
-        .item(
-            "timestamp",
-            AttributeValue::S("2026-11-27T10:00:00.000Z".into()),
-        )
-        .item(
-            "expiresAt",
-            AttributeValue::S("2027-02-25T10:00:00.000Z".into()),
-        )
-        .item(table::TTL_ATTRIBUTE, AttributeValue::N("1803549600".into()))
-        .item("data", AttributeValue::S(data.into()));
-    for (field, value) in fields {
-        put = put.item(field, AttributeValue::S(value.into()));
-    }
-    put.condition_expression("attribute_not_exists(#sk)")
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(#sk)")
         .expression_attribute_names("#sk", table::SORT_KEY)
         .send()
         .await?;
