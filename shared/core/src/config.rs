@@ -322,6 +322,22 @@ mod tests {
         assert!(!config.self_audit_required);
         assert!(config.metadata_extended);
         assert!(config.warm_in_init);
+        // docs/CONFIGURATION.md: a week, so a tenant of 6 events an hour
+        // fills a batch of postings before the lag runs out.
+        assert_eq!(config.posting_batch, 1000);
+        assert_eq!(config.posting_max_lag, Duration::from_secs(604_800));
+    }
+
+    #[test]
+    fn the_posting_lag_runs_from_every_run_to_thirty_days() {
+        for (text, seconds) in [("0", 0), ("3600", 3600), ("2592000", 2_592_000)] {
+            let config = with(&[("POSTING_MAX_LAG_SECONDS", text)]).expect(text);
+            assert_eq!(config.posting_max_lag, Duration::from_secs(seconds));
+        }
+        for text in ["2592001", "-1", "a week"] {
+            let err = with(&[("POSTING_MAX_LAG_SECONDS", text)]).expect_err(text);
+            assert_eq!(err.variable, "POSTING_MAX_LAG_SECONDS");
+        }
     }
 
     #[test]
