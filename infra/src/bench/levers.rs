@@ -380,7 +380,7 @@ pub async fn levers() -> Result<Section, BenchError> {
         .collect();
     sizes.sort_unstable();
     sizes.dedup();
-    // $ per million (Standard, Standard-IA) by events per posting.
+    // $ per million (Standard) by events per posting.
     let mut costs = std::collections::BTreeMap::new();
     let mut posting_rows = Vec::new();
     for &run in &sizes {

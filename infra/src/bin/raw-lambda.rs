@@ -14,8 +14,9 @@
 //! it), runs beside the read, as every read handler writes one while it
 //! reads. The answer is `{"count": <items returned>}`.
 
+use audit_core::auth::Caller;
 use audit_core::config::Config;
-use audit_core::selfaudit::SELF_AUDIT_SERVICE;
+use audit_core::selfaudit::{read_record, RequestFacts};
 use audit_dynamo::table;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
@@ -43,13 +44,11 @@ async fn call(client: &Client, table_name: &str, payload: &Value) -> Result<usiz
 }
 
 /// The self-audit record a read handler writes for the bench's request,
-/// built as `selfaudit` builds one (the same fields, `data` with the same
+/// built by `selfaudit::read_record` (the same fields, `data` with the same
 /// facts, deflated by the product's `event_to_item`) under a fresh cursor in
 /// the tenant's partition. Until 2026-12-04 this was a hand-made item of
 /// 598 bytes of request JSON against the handler's 768.
 fn record_item(tenant: &str, payload: &Value) -> Result<audit_dynamo::Item, Error> {
-    let cursor = ulid::Ulid::new();
-    let now = audit_core::event::cursor_time(cursor);
     let (method, path, query_string, event_type) = match text(payload, "call")? {
         "tail-page" => ("GET", "/audit".to_string(), "limit=1000", "audit.list"),
         "index-page" => (
@@ -67,35 +66,22 @@ fn record_item(tenant: &str, payload: &Value) -> Result<audit_dynamo::Item, Erro
     };
     // What the bench's API Gateway event carries: `sub` = bench, no user
     // agent, the source address 127.0.0.1.
-    let data = json!({
-        "path": path, "method": method, "queryString": query_string,
-        "userAgent": null, "referer": null, "sourceIp": "127.0.0.1",
-        "subject": "bench", "clientId": null,
-    });
-    let record = audit_core::Event {
-        cursor: cursor.to_string(),
-        account_id: tenant.into(),
-        organization_id: None,
-        timestamp: audit_core::event::format_time(now),
-        occurred_at: None,
-        expires_at: audit_core::event::format_time(now + chrono::Duration::days(90)),
-        service_name: SELF_AUDIT_SERVICE.into(),
-        event_type: event_type.into(),
-        message: Some(format!("{method} {path}")),
-        sandbox: None,
-        user_id: Some("bench".into()),
-        user_email: None,
+    let caller = Caller {
+        tenant: tenant.into(),
+        scopes: Default::default(),
+        subject: Some("bench".into()),
         client_id: None,
-        jwt_id: None,
-        message_id: None,
-        reference_id: None,
-        trace_id: None,
-        ip_address: Some("127.0.0.1".into()),
-        user_agent: None,
-        data: Some(data),
-        indexed_data: None,
-        may_have_more_data: None,
     };
+    let facts = RequestFacts {
+        event_type,
+        path,
+        method: method.into(),
+        query_string: query_string.into(),
+        user_agent: None,
+        referer: None,
+        source_ip: Some("127.0.0.1".into()),
+    };
+    let record = read_record(&caller, &facts, ulid::Ulid::new(), 90);
     Ok(audit_dynamo::event_to_item(&record)?)
 }
 

@@ -195,6 +195,23 @@ impl<S: EventStore> SelfAuditor<S> {
     }
 }
 
+/// The record a read by `caller` with `facts` writes under `cursor`, kept
+/// `retention_days` (the benchmark's raw function writes the same one).
+pub fn read_record(
+    caller: &Caller,
+    facts: &RequestFacts,
+    cursor: ulid::Ulid,
+    retention_days: u32,
+) -> Event {
+    record_event(
+        caller,
+        facts,
+        read_record_data(caller, facts),
+        cursor,
+        retention_days,
+    )
+}
+
 /// What a read's record holds in `data`.
 fn read_record_data(caller: &Caller, facts: &RequestFacts) -> serde_json::Value {
     let cut = |text: &str| cut_to(text, MAX_RECORD_DATA_CHARS);
