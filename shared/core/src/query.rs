@@ -88,8 +88,17 @@ const MAX_FIELD_NAME_CHARS: usize = 2048;
 /// Most levels a `data` path may name (the table stores 31).
 const MAX_PATH_SEGMENTS: usize = 32;
 
-/// The keys of `.a["b c"][0]`; `None` if it is not such a path.
-fn parse_segments(mut rest: &str) -> Option<Vec<String>> {
+/// One step of a field path: an object key (`.key`, `["any key"]`) or an
+/// array position (`[2]`). Kept apart so `[0]` never names a key "0" and
+/// `.0` never names a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// The steps of `.a["b c"][0]`; `None` if it is not such a path.
+fn parse_segments(mut rest: &str) -> Option<Vec<Segment>> {
     let mut segments = Vec::new();
     while !rest.is_empty() {
         if segments.len() >= MAX_PATH_SEGMENTS {
@@ -105,7 +114,7 @@ fn parse_segments(mut rest: &str) -> Option<Vec<String>> {
             if !plain {
                 return None;
             }
-            segments.push(key.to_string());
+            segments.push(Segment::Key(key.to_string()));
             rest = &after[end..];
         } else if rest.starts_with("[\"") {
             // A JSON string up to its closing quote, then `]`.
@@ -114,7 +123,7 @@ fn parse_segments(mut rest: &str) -> Option<Vec<String>> {
             let key = stream.next()?.ok()?;
             let used = stream.byte_offset();
             rest = quoted.get(used..)?.strip_prefix(']')?;
-            segments.push(key);
+            segments.push(Segment::Key(key));
         } else if let Some(after) = rest.strip_prefix('[') {
             let end = after.find(']')?;
             let digits = &after[..end];
@@ -122,7 +131,7 @@ fn parse_segments(mut rest: &str) -> Option<Vec<String>> {
             {
                 return None;
             }
-            segments.push(digits.to_string());
+            segments.push(Segment::Index(digits.parse().ok()?));
             rest = &after[end + 1..];
         } else {
             return None;
@@ -135,7 +144,8 @@ fn parse_segments(mut rest: &str) -> Option<Vec<String>> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldPath {
     pub name: String,
-    pub segments: Vec<String>,
+    /// The root (`userId`, `data`, `indexedData`) first, as a key.
+    pub segments: Vec<Segment>,
     pub field_type: FieldType,
 }
 
@@ -149,7 +159,7 @@ impl FieldPath {
         if let Some((_, field_type)) = queryable_fields().find(|(f, _)| *f == name) {
             return Some(FieldPath {
                 name: name.into(),
-                segments: vec![name.into()],
+                segments: vec![Segment::Key(name.into())],
                 field_type,
             });
         }
@@ -166,14 +176,16 @@ impl FieldPath {
         let keys = match (root, rest.strip_prefix('.')) {
             // An indexedData key is one level: `indexedData.k8s.pod` names "k8s.pod".
             ("indexedData", Some(key)) if !key.is_empty() && !key.contains(['[', ']']) => {
-                vec![key.to_string()]
+                vec![Segment::Key(key.to_string())]
             }
             _ => parse_segments(rest)?,
         };
-        if keys.is_empty() || (root == "indexedData" && keys.len() != 1) {
+        // indexedData is a flat map of strings: one key, never a position.
+        let indexed_key = matches!(keys.as_slice(), [Segment::Key(_)]);
+        if keys.is_empty() || (root == "indexedData" && !indexed_key) {
             return None;
         }
-        let mut segments = vec![root.to_string()];
+        let mut segments = vec![Segment::Key(root.to_string())];
         segments.extend(keys);
         Some(FieldPath {
             name: name.into(),
@@ -186,9 +198,9 @@ impl FieldPath {
     pub fn value_in<'a>(&self, event: &'a Value) -> Option<&'a Value> {
         let mut current = event;
         for segment in &self.segments {
-            current = match current {
-                Value::Object(map) => map.get(segment)?,
-                Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            current = match (current, segment) {
+                (Value::Object(map), Segment::Key(key)) => map.get(key)?,
+                (Value::Array(items), Segment::Index(position)) => items.get(*position)?,
                 _ => return None,
             };
         }

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::error::{ApiError, StoreError};
 use crate::event::{Event, PageEvent, MAX_PARTITION_KEY_BYTES};
 use crate::pivot::pivot_key;
-use crate::query::{CursorSigner, Plan, Query, QueryCursor};
+use crate::query::{CursorSigner, Plan, Query, QueryCursor, Segment};
 use crate::store::{EventStore, RangeRead};
 
 pub const MAX_PAGE: usize = 1000;
@@ -251,10 +251,9 @@ impl<S: EventStore> TrailReader<S> {
         let per_pivot_budget = (budget / pivots.len().max(1)).max(1);
         let residual_filters = query.conditions.len() > usize::from(plan.index.is_some());
         // `data` is parsed only for a condition on it; a page only prints it.
-        let data_in_conditions = query
-            .conditions
-            .iter()
-            .any(|c| c.field.segments.first().is_some_and(|root| root == "data"));
+        let data_in_conditions = query.conditions.iter().any(
+            |c| matches!(c.field.segments.first(), Some(Segment::Key(root)) if root == "data"),
+        );
 
         let mut matched: Vec<PageEvent> = Vec::new();
         let mut items_read = 0;

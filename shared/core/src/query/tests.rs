@@ -79,7 +79,7 @@ fn every_operator_evaluates() {
     assert!(check("userId", "contains", json!("-1")));
     assert!(check("data.tags", "contains", json!("b")));
     assert!(check("data.user.role", "eq", json!("admin")));
-    assert!(check("data.tags.0", "eq", json!("a")));
+    assert!(check("data.tags[0]", "eq", json!("a")));
     assert!(check("indexedData.region", "startsWith", json!("eu")));
     assert!(check("userEmail", "exists", json!(false)));
     assert!(check("data.n", "gt", json!(4)));
@@ -93,6 +93,41 @@ fn every_operator_evaluates() {
     ));
     assert!(check("timestamp", "lt", json!("2026-01-02T01:00:00+00:00")));
     assert!(check("sandbox", "eq", json!(false)));
+}
+
+/// `[n]` names an array position and nothing else; `.key` and `["key"]`
+/// name an object key and nothing else, digits or not. A path means one
+/// thing whatever shape the event's data has.
+#[test]
+fn positions_and_keys_are_told_apart() {
+    let event = json!({"data": {"list": ["a", "b"], "map": {"0": "zero", "1": "one"}},
+        "indexedData": {"0": "x"}});
+    let check = |field: &str, value: &str| {
+        query(json!({"and": [{"field": field, "operator": "eq", "value": value}]}))
+            .unwrap()
+            .matches(&event)
+    };
+    assert!(check("data.list[1]", "b"));
+    assert!(!check("data.list.1", "b"), "`.1` is a key, not a position");
+    assert!(!check("data.list[\"1\"]", "b"), "`[\"1\"]` is a key");
+    assert!(check("data.map.1", "one"));
+    assert!(check("data.map[\"0\"]", "zero"));
+    assert!(
+        !check("data.map[0]", "zero"),
+        "`[0]` is a position, not a key"
+    );
+    assert!(check("indexedData.0", "x"));
+    assert!(check("indexedData[\"0\"]", "x"));
+    // indexedData is a flat map of strings: a position there names nothing.
+    for field in [
+        "indexedData[0]",
+        "indexedData[\"a\"][0]",
+        "indexedData.a[0]",
+    ] {
+        let err =
+            query(json!({"and": [{"field": field, "operator": "eq", "value": "x"}]})).unwrap_err();
+        assert_eq!(err.field(), Some("and[0]"), "{field}");
+    }
 }
 
 #[test]
