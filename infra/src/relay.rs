@@ -101,6 +101,10 @@ pub struct LocalPublisher {
     /// would keep retrying it for a day, so the relay does not count such a
     /// failure against the record.
     out_for: Mutex<HashSet<String>>,
+    /// For a record some subscriber is still out for, the subscribers (by
+    /// position) that have taken its entry, or refused it for good. Each
+    /// EventBridge target retries on its own, so a retry skips them.
+    taken_by: Mutex<HashMap<String, HashSet<usize>>>,
 }
 
 /// How long a subscriber may take to answer, as an EventBridge API
@@ -117,6 +121,7 @@ impl LocalPublisher {
                 .unwrap_or_default(),
             dead_letters: DeadLetters::default(),
             out_for: Mutex::default(),
+            taken_by: Mutex::default(),
         }
     }
 
@@ -178,9 +183,21 @@ impl Publisher for LocalPublisher {
         for entry in entries {
             let body = envelope(entry);
             let (mut ok, mut out) = (true, false);
-            for subscriber in &self.subscribers {
+            let mut taken = self
+                .taken_by
+                .lock()
+                .ok()
+                .and_then(|mut taken_by| taken_by.remove(&entry.record_id))
+                .unwrap_or_default();
+            for (position, subscriber) in self.subscribers.iter().enumerate() {
+                if taken.contains(&position) {
+                    continue;
+                }
                 match subscriber {
-                    Subscriber::Stdout => println!("{body}"),
+                    Subscriber::Stdout => {
+                        println!("{body}");
+                        taken.insert(position);
+                    }
                     Subscriber::Http(url) => {
                         let answer = self
                             .http
@@ -191,8 +208,11 @@ impl Publisher for LocalPublisher {
                             .await
                             .map(|response| response.status());
                         match answer {
-                            Ok(status) if status.is_success() => {}
+                            Ok(status) if status.is_success() => {
+                                taken.insert(position);
+                            }
                             Ok(status) if !retried(status) => {
+                                taken.insert(position);
                                 // Final, as EventBridge takes it: the entry
                                 // goes to the dead letters, and the bus has
                                 // taken it (nothing is sent again).
@@ -214,6 +234,11 @@ impl Publisher for LocalPublisher {
                     out_for.insert(entry.record_id.clone());
                 } else {
                     out_for.remove(&entry.record_id);
+                }
+            }
+            if !ok {
+                if let Ok(mut taken_by) = self.taken_by.lock() {
+                    taken_by.insert(entry.record_id.clone(), taken);
                 }
             }
             accepted.push(ok);

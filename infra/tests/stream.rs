@@ -189,6 +189,56 @@ async fn a_subscriber_failure_re_delivers_only_that_entry() {
     }
 }
 
+/// Each subscriber is retried on its own, as each EventBridge target is: an
+/// entry one subscriber was out for is sent again to that one only, never
+/// to those that took it or refused it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_only_to_the_subscriber_that_was_out() {
+    let api = Api::streaming(None).await;
+    let healthy = TestSubscriber::start(None).await;
+    let flaky = TestSubscriber::start(Some("flaky")).await;
+    let refusing = TestSubscriber::start(None).await;
+    refusing
+        .first_answer
+        .lock()
+        .unwrap()
+        .insert("flaky".into(), 400);
+    api.env
+        .start_relay(vec![
+            Subscriber::Http(healthy.url.clone()),
+            Subscriber::Http(flaky.url.clone()),
+            Subscriber::Http(refusing.url.clone()),
+        ])
+        .await;
+    let events: Vec<_> = (0..8)
+        .map(|i| event(if i == 3 { "flaky" } else { "fine" }))
+        .collect();
+    let cursors = store_batch(&api, events).await;
+    wait_for(&flaky, 8).await;
+    wait_for(&healthy, 8).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let flaky_attempts = counts(flaky.attempts.lock().unwrap().clone());
+    assert_eq!(
+        flaky_attempts[&cursors[3]], 2,
+        "the flaky one was sent it again"
+    );
+    assert_eq!(counts(flaky.accepted_cursors()).len(), 8);
+    for subscriber in [&healthy, &refusing] {
+        let attempts = counts(subscriber.attempts.lock().unwrap().clone());
+        assert_eq!(attempts.len(), 8);
+        assert!(
+            attempts.values().all(|n| *n == 1),
+            "a subscriber that took or refused an entry got it again: {attempts:?}"
+        );
+    }
+    assert_eq!(counts(healthy.accepted_cursors()).len(), 8);
+    assert_eq!(
+        refusing.accepted_cursors().len(),
+        7,
+        "it refused one for good"
+    );
+}
+
 async fn wait_until(done: impl Fn() -> bool, limit: Duration) {
     let started = Instant::now();
     while !done() && started.elapsed() < limit {
