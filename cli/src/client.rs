@@ -157,7 +157,7 @@ impl Client {
                     }
                 }
                 Err(err) if attempt < 8 => {
-                    eprintln!("audit: {err}; retrying");
+                    crate::say(&format!("audit: {err}; retrying"));
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(250 << attempt.min(6))).await;
                 }
@@ -200,7 +200,7 @@ impl Client {
                     (status, retry_after, date_ms, body)
                 }
                 Err(err) if attempt < 5 => {
-                    eprintln!("audit: {err}; retrying");
+                    crate::say(&format!("audit: {err}; retrying"));
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
                     continue;

@@ -234,11 +234,11 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
     }
     printer.finish().map_err(&failed)?;
     bar.finish_and_clear();
-    eprintln!(
+    crate::say(&format!(
         "exported {written} events to {} ({:.0} events/s)",
         options.out.display(),
         written as f64 / started.elapsed().as_secs_f64().max(0.001)
-    );
+    ));
     Ok(written)
 }
 

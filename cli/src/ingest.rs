@@ -177,7 +177,7 @@ pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
             line.pop();
         }
         let refuse = |why: String, outcome: &mut Outcome| {
-            bar.suspend(|| eprintln!("line {number}: refused: {}", for_terminal(&why)));
+            bar.suspend(|| crate::say(&format!("line {number}: refused: {}", for_terminal(&why))));
             outcome.refused += 1;
             bar.inc(1);
         };
@@ -253,13 +253,13 @@ pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
     }
     send(client, batch, &mut outcome, &bar).await?;
     bar.finish_and_clear();
-    eprintln!(
+    crate::say(&format!(
         "stored {}, duplicates {}, refused {} ({:.0} events/s)",
         outcome.stored,
         outcome.duplicates,
         outcome.refused,
         (outcome.stored + outcome.duplicates) as f64 / started.elapsed().as_secs_f64().max(0.001)
-    );
+    ));
     Ok(outcome)
 }
 
@@ -305,7 +305,11 @@ async fn send(
                         .replace(&format!("events[{index}]."), "")
                         .replace(&format!("events[{index}]["), "[");
                     bar.suspend(|| {
-                        eprintln!("line {}: refused: {}", pending.line, for_terminal(&message))
+                        crate::say(&format!(
+                            "line {}: refused: {}",
+                            pending.line,
+                            for_terminal(&message)
+                        ))
                     });
                 }
                 _ => {

@@ -13,6 +13,13 @@ use serde_json::Value;
 
 use crate::format::for_terminal;
 
+/// Writes a line to standard error. `eprintln!` panics when stderr is
+/// closed (`audit … 2>&1 | head`); a message nobody can read is dropped.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// A string of the metadata, as a terminal shows it safely.
 fn shown(value: &Value) -> std::borrow::Cow<'_, str> {
     for_terminal(value.as_str().unwrap_or_default())

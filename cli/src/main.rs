@@ -20,7 +20,8 @@ struct Cli {
         long,
         env = "AUDIT_URL",
         default_value = "http://127.0.0.1:3000",
-        global = true
+        global = true,
+        value_parser = api_url
     )]
     url: String,
     /// A bearer token.
@@ -140,6 +141,21 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("a whole number of at least 1".to_string()),
+    }
+}
+
+/// `--url`: an http(s) URL, refused as a usage error (exit 2) when it is
+/// not one, rather than retried as if the API were down.
+fn api_url(text: &str) -> Result<String, String> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+            Ok(text.to_string())
+        }
+        Ok(url) => Err(format!(
+            "`{}` is not an http(s) URL with a host",
+            url.scheme()
+        )),
+        Err(err) => Err(format!("not a URL ({err}); e.g. https://api.example.com")),
     }
 }
 
@@ -311,10 +327,10 @@ async fn main() {
         Ok(code) => code,
         Err(failure) => {
             if !failure.message.is_empty() {
-                eprintln!(
+                audit_cli::say(&format!(
                     "audit: {}",
                     audit_cli::format::for_terminal(&failure.message)
-                );
+                ));
             }
             failure.code
         }

@@ -31,14 +31,14 @@ pub fn operator(token: &str) -> Option<&'static str> {
 /// where a value in double quotes is a JSON string (`""` is the empty
 /// string); under `data.` a JSON literal (`false`, `10`, `"10"`) is that
 /// literal, anything else text.
-fn value_for(field: &str, text: &str) -> Value {
+fn value_for(field: &str, text: &str) -> Result<Value, Failure> {
     let quoted = || match serde_json::from_str::<Value>(text) {
         Ok(Value::String(inner)) => Some(inner),
         _ => None,
     };
     let top_level = queryable_fields().find(|(name, _)| *name == field);
     let is_data = field == "data" || field.starts_with("data.") || field.starts_with("data[");
-    match top_level {
+    Ok(match top_level {
         Some((_, FieldType::Boolean)) => match text {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
@@ -47,13 +47,24 @@ fn value_for(field: &str, text: &str) -> Value {
         },
         Some(_) => Value::String(quoted().unwrap_or_else(|| text.to_string())),
         None if !is_data => Value::String(quoted().unwrap_or_else(|| text.to_string())),
-        None => match serde_json::from_str::<Value>(text) {
-            Ok(value @ (Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Null)) => {
+        // Read as the API reads a body: a number that can't be kept exactly
+        // (1e-400, 0.1000000000000000055511151231257827) would be rounded
+        // on the way and compare as another number, so it is refused.
+        None => match audit_core::json::parse(text.as_bytes()) {
+            Ok((_, defects)) if !defects.is_empty() => {
+                return Err(Failure::new(
+                    EXIT_USAGE,
+                    format!(
+                        "condition on `{field}`: {text} can't be kept exactly (whole numbers fit 64 bits, fractions a double); to compare it as text, quote it: '\"{text}\"'"
+                    ),
+                ))
+            }
+            Ok((value @ (Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Null), _)) => {
                 value
             }
             _ => Value::String(text.to_string()),
         },
-    }
+    })
 }
 
 /// Conditions from the words of the command line: `field op value` (or
@@ -98,7 +109,11 @@ pub fn parse_conditions(args: &[String]) -> Result<Vec<Value>, Failure> {
             ));
         };
         let value = if op == "in" {
-            Value::Array(text.split(',').map(|v| value_for(field, v)).collect())
+            Value::Array(
+                text.split(',')
+                    .map(|v| value_for(field, v))
+                    .collect::<Result<_, _>>()?,
+            )
         } else if op == "startsWith" {
             // A prefix is always text (a quoted one a JSON string).
             match serde_json::from_str::<Value>(text) {
@@ -106,7 +121,7 @@ pub fn parse_conditions(args: &[String]) -> Result<Vec<Value>, Failure> {
                 _ => Value::String(text.clone()),
             }
         } else {
-            value_for(field, text)
+            value_for(field, text)?
         };
         conditions.push(json!({"field": field, "operator": op, "value": value}));
         i += 3;

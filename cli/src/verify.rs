@@ -197,7 +197,7 @@ pub async fn run(client: Option<&Client>, options: Options) -> Result<Report, Fa
     let key_text = match (&options.verifier_key, client) {
         (Some(key), _) => key.clone(),
         (None, Some(client)) => {
-            eprintln!("audit: no --verifier-key given: trusting the key the API serves (keep your own copy from the stack output)");
+            crate::say("audit: no --verifier-key given: trusting the key the API serves (keep your own copy from the stack output)");
             client.get("/audit/verifier-key").await?["verifierKey"]
                 .as_str()
                 .unwrap_or_default()

@@ -133,6 +133,37 @@ async fn exit_codes_and_messages_say_what_went_wrong() {
     assert_eq!(rows.len(), 2, "{stdout}");
     assert!(rows[0].starts_with("cursor,timestamp,"), "{stdout}");
     assert!(rows[1].contains(",u-1,"), "{stdout}");
+    // A number the API could not keep exactly is a usage error, never
+    // rounded on the way into another number (1e-400 went out as 0.0 and
+    // matched every zero); quoted, it is text.
+    post(
+        &base,
+        &token,
+        vec![json!({"eventType": "n", "serviceName": "s", "data": {"v": 0}})],
+    )
+    .await;
+    for number in [
+        "1e-400",
+        "1e400",
+        "18446744073709551616",
+        "0.1000000000000000055511151231257827",
+    ] {
+        let (code, stdout, stderr) = audit(&base, &token, &["query", "data.v", "=", number]).await;
+        assert_eq!(code, 2, "{number}: {stdout}{stderr}");
+        assert!(stderr.contains("kept exactly"), "{number}: {stderr}");
+        assert!(stdout.is_empty(), "{number}: {stdout}");
+        let quoted = format!("\"{number}\"");
+        let (code, _, stderr) = audit(&base, &token, &["query", "data.v", "=", &quoted]).await;
+        assert_eq!(code, 0, "{quoted}: {stderr}");
+    }
+    let (code, stdout, _) = audit(&base, &token, &["query", "data.v", "=", "0"]).await;
+    assert_eq!((code, stdout.lines().count()), (0, 1), "{stdout}");
+    // A --url that is no http(s) URL is a usage error, not an outage.
+    for url in ["not a url", "ftp://example.com", "http//127.0.0.1:3000"] {
+        let (code, _, stderr) = audit(url, &token, &["get", "01KB0000000000000000000001"]).await;
+        assert_eq!(code, 2, "{url}: {stderr}");
+        assert!(stderr.contains("--url"), "{url}: {stderr}");
+    }
     // Out-of-range counts are usage errors, before any request.
     for args in [
         &["tail", "--limit", "0"][..],
@@ -426,6 +457,30 @@ async fn a_closed_pipe_ends_a_command_quietly() {
         assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
+}
+
+/// A closed standard error (`audit … 2>&1 | head -c 10`) never panics the
+/// client: its messages are dropped and the exit code still says what
+/// happened (5: the API could not be reached, after retries it reported).
+#[tokio::test]
+async fn a_closed_stderr_does_not_panic() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let output = tokio::process::Command::new(AUDIT)
+        .args(["get", "01KB0000000000000000000001"])
+        .env("AUDIT_URL", &nowhere)
+        .env("AUDIT_TOKEN", "t")
+        .stdout(Stdio::piped())
+        .stderr(writer)
+        .spawn()
+        .expect("audit runs")
+        .wait_with_output()
+        .await
+        .expect("audit ends");
+    assert_eq!(output.status.code(), Some(5));
 }
 
 /// `audit verify` end to end: online it passes and saves a bundle; offline
