@@ -163,7 +163,7 @@ fn split_condition(arg: &str) -> Option<Vec<String>> {
 
 /// `7d`, `12h`, `30m`, `45s` ago, or RFC 3339.
 pub fn parse_time(flag: &str, text: &str) -> Result<String, Failure> {
-    if chrono::DateTime::parse_from_rfc3339(text).is_ok() {
+    if audit_core::event::parse_time(text).is_some() {
         return Ok(text.to_string());
     }
     let (number, unit) = text.split_at(
@@ -181,7 +181,7 @@ pub fn parse_time(flag: &str, text: &str) -> Result<String, Failure> {
     let (Ok(count), Some(unit_seconds)) = (number.parse::<i64>(), unit_seconds) else {
         return Err(Failure::new(
             EXIT_USAGE,
-            format!("{flag} `{text}`: give a duration ago (7d, 12h, 30m, 45s) or an RFC 3339 time"),
+            format!("{flag} `{text}`: give a duration ago (7d, 12h, 30m, 45s) or an RFC 3339 time (years 0000-9999 in UTC, no leap second)"),
         ));
     };
     // Checked all the way: a huge count is a usage error, never a panic.

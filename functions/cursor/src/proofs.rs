@@ -64,7 +64,7 @@ impl CheckpointPage {
         let params = query_parameters(request, Route::Checkpoints.spec().query)?;
         let after = match params.get("after") {
             // The timestamp of the last checkpoint of the previous page.
-            Some(text) if chrono::DateTime::parse_from_rfc3339(text).is_err() => {
+            Some(text) if audit_core::event::parse_time(text).is_none() => {
                 return Err(ApiError::bad_request(
                     "after",
                     "`after` is the timestamp of the last checkpoint of the previous page",

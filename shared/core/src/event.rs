@@ -220,6 +220,18 @@ pub fn format_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A time as the API takes one (`occurredAt`, query bounds and values,
+/// paging marks): RFC 3339 with any offset, `None` unless it names an
+/// instant [`format_time`] can write back. So a leap second (`:60`) is
+/// refused: chrono keeps it, but it would print as `23:59:60` in UTC, a
+/// time most readers refuse (and any minute's `:60` parses). So is a time
+/// an offset carries out of the years 0000-9999.
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let at = DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc);
+    let leap_second = at.timestamp_subsec_nanos() >= 1_000_000_000;
+    (!leap_second && (0..=9999).contains(&chrono::Datelike::year(&at))).then_some(at)
+}
+
 mod page;
 mod parse;
 pub use page::PageEvent;

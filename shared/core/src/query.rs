@@ -238,15 +238,13 @@ fn parse_time(field: &str, value: &Value) -> Result<Option<DateTime<Utc>>, ApiEr
     let refused = || {
         ApiError::bad_request(
             field,
-            format!("`{field}` must be an RFC 3339 time within the years 0000-9999 in UTC"),
+            format!("`{field}` must be an RFC 3339 time within the years 0000-9999 in UTC (no leap second)"),
         )
     };
     match value {
         Value::Null => Ok(None),
         Value::String(s) => {
-            let at = DateTime::parse_from_rfc3339(s)
-                .map_err(|_| refused())?
-                .with_timezone(&Utc);
+            let at = crate::event::parse_time(s).ok_or_else(refused)?;
             up_to_millisecond(at)
                 .filter(|at| (0..=9999).contains(&chrono::Datelike::year(at)))
                 .map(Some)
@@ -398,7 +396,7 @@ fn check_value(
         FieldType::String => v.is_string(),
         FieldType::Time => v
             .as_str()
-            .is_some_and(|s| DateTime::parse_from_rfc3339(s).is_ok()),
+            .is_some_and(|s| crate::event::parse_time(s).is_some()),
         FieldType::Boolean => v.is_boolean(),
         FieldType::Any => v.is_string() || v.is_number() || v.is_boolean(),
     };
@@ -501,8 +499,8 @@ impl Condition {
 fn compare(found: &Value, wanted: &Value, time: bool) -> Option<Ordering> {
     match (found, wanted) {
         (Value::String(x), Value::String(y)) if time => {
-            let x = DateTime::parse_from_rfc3339(x).ok()?;
-            let y = DateTime::parse_from_rfc3339(y).ok()?;
+            let x = crate::event::parse_time(x)?;
+            let y = crate::event::parse_time(y)?;
             Some(x.cmp(&y))
         }
         (Value::String(x), Value::String(y)) => Some(x.as_str().cmp(y.as_str())),

@@ -165,17 +165,13 @@ impl NewEvent {
                 let invalid = || {
                     ApiError::bad_request(
                         at("occurredAt"),
-                        "`occurredAt` must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z, within the years 0000-9999 in UTC",
+                        "`occurredAt` must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z, within the years 0000-9999 in UTC (no leap second: :60 is refused)",
                     )
                 };
-                let utc = DateTime::parse_from_rfc3339(s)
-                    .map_err(|_| invalid())?
-                    .with_timezone(&Utc);
                 // Stored in UTC: an offset must not carry it out of the
-                // four-digit years RFC 3339 can write (9999-12-31T23:00-01:00).
-                if !(0..=9999).contains(&chrono::Datelike::year(&utc)) {
-                    return Err(invalid());
-                }
+                // four-digit years RFC 3339 can write (9999-12-31T23:00-01:00),
+                // and a leap second has no UTC time to be written as.
+                let utc = super::parse_time(s).ok_or_else(invalid)?;
                 fields.insert("occurredAt".into(), Value::String(format_time(utc)));
             }
             Some(_) => {

@@ -156,11 +156,19 @@ fn names_of_invisible_characters_only_are_refused() {
 }
 
 /// An `occurredAt` is stored in UTC: one an offset carries out of the
-/// years 0000-9999 would read back as no RFC 3339 time, so it is refused;
-/// the edges that stay inside are kept.
+/// years 0000-9999, or a leap second, would read back as no RFC 3339 time
+/// a reader takes, so it is refused; the edges that stay inside are kept.
 #[test]
 fn an_occurred_at_outside_four_digit_utc_years_is_refused() {
-    for time in ["9999-12-31T23:59:59-01:00", "0000-01-01T00:00:00+01:00"] {
+    // A leap second (`:60`, in any minute chrono parses it) has no UTC
+    // time to be written back as: `22:59:60.500Z` is refused by readers.
+    for time in [
+        "9999-12-31T23:59:59-01:00",
+        "0000-01-01T00:00:00+01:00",
+        "2016-12-31T23:59:60.5+01:00",
+        "2016-12-31T23:59:60Z",
+        "2024-03-05T10:17:60Z",
+    ] {
         let err = NewEvent::parse(
             json!({"eventType": "a", "serviceName": "b", "occurredAt": time}),
             "",

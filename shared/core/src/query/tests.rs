@@ -130,6 +130,23 @@ fn positions_and_keys_are_told_apart() {
     }
 }
 
+/// Every time the query takes is one it could echo back in UTC: a leap
+/// second (`:60`) is refused as a bound and as a time field's value.
+#[test]
+fn a_leap_second_is_no_time() {
+    for bound in ["from", "to"] {
+        let err = query(json!({ bound: "2016-12-31T23:59:60Z" })).unwrap_err();
+        assert_eq!(err.field(), Some(bound));
+    }
+    for operator in ["eq", "gt", "lte"] {
+        let err = query(json!({"and": [{"field": "timestamp", "operator": operator,
+            "value": "2024-03-05T10:17:60Z"}]}))
+        .unwrap_err();
+        assert_eq!(err.field(), Some("and[0]"), "{operator}");
+    }
+    assert!(query(json!({"from": "2016-12-31T23:59:59.999Z"})).is_ok());
+}
+
 #[test]
 fn the_plan_picks_the_most_selective_pivot() {
     let q = query(json!({"and": [
