@@ -236,8 +236,8 @@ mod page;
 mod parse;
 pub use page::PageEvent;
 pub use parse::{
-    has_visible_text, names_the_api, visible_text_pattern, NewEvent, INVISIBLE_CHARACTERS,
-    SELF_AUDIT_SERVICE,
+    has_visible_text, is_invisible, names_the_api, visible_text_pattern, NewEvent,
+    INVISIBLE_CHARACTERS, SELF_AUDIT_SERVICE,
 };
 
 #[cfg(test)]

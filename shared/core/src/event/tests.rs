@@ -150,8 +150,46 @@ fn names_of_invisible_characters_only_are_refused() {
             );
         }
     }
-    for visible in ["é", "用户", "🦀", "-", "0", "\u{2010}"] {
+    for visible in [
+        "é",
+        "用户",
+        "🦀",
+        "-",
+        "0",
+        "\u{2010}",
+        "\u{13440}",
+        "\u{e1000}",
+    ] {
         assert!(has_visible_text(visible), "{visible}");
+    }
+    // Every default-ignorable code point (Unicode 16,
+    // DerivedCoreProperties.txt) is invisible, whatever the table groups.
+    let default_ignorable: &[(u32, u32)] = &[
+        (0xad, 0xad),
+        (0x34f, 0x34f),
+        (0x61c, 0x61c),
+        (0x115f, 0x1160),
+        (0x17b4, 0x17b5),
+        (0x180b, 0x180f),
+        (0x200b, 0x200f),
+        (0x202a, 0x202e),
+        (0x2060, 0x206f),
+        (0x3164, 0x3164),
+        (0xfe00, 0xfe0f),
+        (0xfeff, 0xfeff),
+        (0xffa0, 0xffa0),
+        (0xfff0, 0xfff8),
+        (0x1bca0, 0x1bca3),
+        (0x1d173, 0x1d17a),
+        (0xe0000, 0xe0fff),
+    ];
+    for &(lo, hi) in default_ignorable {
+        for code in lo..=hi {
+            let Some(c) = char::from_u32(code) else {
+                continue;
+            };
+            assert!(!has_visible_text(&c.to_string()), "U+{code:04X}");
+        }
     }
 }
 
@@ -202,6 +240,12 @@ fn producers_may_not_use_the_apis_own_service_name() {
         "audit\u{ff0d}api",
         "audit_api",
         "Audit - Api",
+        "audit api",
+        "audit\u{a0}api",
+        "ａｕｄｉｔ-ａｐｉ",
+        "audit-api\u{e0001}",
+        "audit\u{180b}-api",
+        "\u{1d173}audit-api",
     ] {
         assert!(names_the_api(taken), "{taken:?}");
         let err = NewEvent::parse(
