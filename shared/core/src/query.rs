@@ -127,7 +127,12 @@ fn parse_segments(mut rest: &str) -> Option<Vec<Segment>> {
         } else if let Some(after) = rest.strip_prefix('[') {
             let end = after.find(']')?;
             let digits = &after[..end];
-            if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit())
+            // One name per position: `[01]` is not `[1]` written again.
+            let leading_zero = digits.len() > 1 && digits.starts_with('0');
+            if digits.is_empty()
+                || digits.len() > 9
+                || leading_zero
+                || !digits.bytes().all(|b| b.is_ascii_digit())
             {
                 return None;
             }
