@@ -276,12 +276,12 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         } => {
             let as_of_ms = match as_of {
                 None => chrono::Utc::now().timestamp_millis(),
-                Some(text) => chrono::DateTime::parse_from_rfc3339(&text)
+                Some(text) => audit_core::event::parse_time(&text)
                     .map(|t| t.timestamp_millis())
-                    .map_err(|e| {
+                    .ok_or_else(|| {
                         Failure::new(
                             EXIT_USAGE,
-                            format!("--as-of: `{text}` is not RFC 3339: {e}"),
+                            format!("--as-of: `{text}` is not an RFC 3339 time (years 0000-9999 in UTC, no leap second)"),
                         )
                     })?,
             };

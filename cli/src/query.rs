@@ -51,7 +51,7 @@ fn value_for(field: &str, text: &str) -> Result<Value, Failure> {
         // (1e-400, 0.1000000000000000055511151231257827) would be rounded
         // on the way and compare as another number, so it is refused.
         None => match audit_core::json::parse(text.as_bytes()) {
-            Ok((_, defects)) if !defects.is_empty() => {
+            Ok((_, defects)) if !defects.is_empty() && is_number_literal(text) => {
                 return Err(Failure::new(
                     EXIT_USAGE,
                     format!(
@@ -59,12 +59,21 @@ fn value_for(field: &str, text: &str) -> Result<Value, Failure> {
                     ),
                 ))
             }
-            Ok((value @ (Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Null), _)) => {
+            Ok((value @ (Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Null), defects))
+                if defects.is_empty() =>
+            {
                 value
             }
             _ => Value::String(text.to_string()),
         },
     })
+}
+
+/// A JSON number as written (`-1`, `1e-400`): the only literal the API
+/// reads that a round trip through a double could change.
+fn is_number_literal(text: &str) -> bool {
+    text.trim_start()
+        .starts_with(|c: char| c == '-' || c.is_ascii_digit())
 }
 
 /// Conditions from the words of the command line: `field op value` (or
@@ -163,8 +172,22 @@ fn split_condition(arg: &str) -> Option<Vec<String>> {
 
 /// `7d`, `12h`, `30m`, `45s` ago, or RFC 3339.
 pub fn parse_time(flag: &str, text: &str) -> Result<String, Failure> {
-    if audit_core::event::parse_time(text).is_some() {
-        return Ok(text.to_string());
+    // Written back as the API writes times (UTC, milliseconds, a bound
+    // inside a millisecond taken at the next, as the API takes it), so
+    // `export` can compare an event's `timestamp` with it as text:
+    // `+02:00` as typed compared two hours off.
+    if let Some(at) = audit_core::event::parse_time(text) {
+        let sub_ms = at.timestamp_subsec_nanos() % 1_000_000;
+        let at = match sub_ms {
+            0 => Some(at),
+            _ => {
+                at.checked_add_signed(chrono::Duration::nanoseconds(i64::from(1_000_000 - sub_ms)))
+            }
+        }
+        .filter(|at| chrono::Datelike::year(at) <= 9999);
+        if let Some(at) = at {
+            return Ok(audit_core::event::format_time(at));
+        }
     }
     let (number, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
@@ -376,5 +399,18 @@ mod tests {
         );
         assert!(parse_time("--from", "7x").is_err());
         assert!(parse_time("--from", "7d").is_ok());
+        // Times are written back as the API writes them, so `export`'s text
+        // comparison is one of instants: an offset, a missing fraction and
+        // a bound inside a millisecond all land where the API puts them.
+        for (typed, written) in [
+            ("2026-01-02T00:00:00+02:00", "2026-01-01T22:00:00.000Z"),
+            ("2026-01-02T00:00:00Z", "2026-01-02T00:00:00.000Z"),
+            ("2026-01-02T00:00:00.0001Z", "2026-01-02T00:00:00.001Z"),
+        ] {
+            assert_eq!(parse_time("--to", typed).ok().as_deref(), Some(written));
+        }
+        for refused in ["2016-12-31T23:59:60Z", "9999-12-31T23:59:59.9999Z"] {
+            assert!(parse_time("--to", refused).is_err(), "{refused}");
+        }
     }
 }

@@ -105,6 +105,8 @@ pub struct LocalPublisher {
     /// position) that have taken its entry, or refused it for good. Each
     /// EventBridge target retries on its own, so a retry skips them.
     taken_by: Mutex<HashMap<String, HashSet<usize>>>,
+    /// Whether stdout was found closed (said once).
+    stdout_gone: std::sync::atomic::AtomicBool,
 }
 
 /// How long a subscriber may take to answer, as an EventBridge API
@@ -122,6 +124,7 @@ impl LocalPublisher {
             dead_letters: DeadLetters::default(),
             out_for: Mutex::default(),
             taken_by: Mutex::default(),
+            stdout_gone: Default::default(),
         }
     }
 
@@ -195,7 +198,18 @@ impl Publisher for LocalPublisher {
                 }
                 match subscriber {
                     Subscriber::Stdout => {
-                        println!("{body}");
+                        // `println!` panicked the relay when the reader of
+                        // `serve | jq` exited; a closed stdout has nobody to
+                        // deliver to, so its entries are dropped, said once.
+                        let mut out = std::io::stdout().lock();
+                        if let Err(err) = writeln!(out, "{body}").and_then(|()| out.flush()) {
+                            if !self
+                                .stdout_gone
+                                .swap(true, std::sync::atomic::Ordering::Relaxed)
+                            {
+                                tracing::warn!(error = %err, "stdout is closed: the stdout subscriber's entries are dropped");
+                            }
+                        }
                         taken.insert(position);
                     }
                     Subscriber::Http(url) => {

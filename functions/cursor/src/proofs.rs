@@ -62,15 +62,22 @@ pub struct CheckpointPage {
 impl CheckpointPage {
     pub fn parse(request: &Request) -> Result<Self, ApiError> {
         let params = query_parameters(request, Route::Checkpoints.spec().query)?;
+        // The timestamp of the last checkpoint of the previous page, written
+        // as checkpoint times are (UTC, milliseconds): it is compared as
+        // text with theirs, so `+02:00` or a missing fraction must not page
+        // differently from the same instant as the page wrote it.
         let after = match params.get("after") {
-            // The timestamp of the last checkpoint of the previous page.
-            Some(text) if audit_core::event::parse_time(text).is_none() => {
-                return Err(ApiError::bad_request(
-                    "after",
-                    "`after` is the timestamp of the last checkpoint of the previous page",
-                ))
-            }
-            other => other.cloned(),
+            None => None,
+            Some(text) => Some(
+                audit_core::event::parse_time(text)
+                    .map(audit_core::event::format_time)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "after",
+                            "`after` is the timestamp of the last checkpoint of the previous page",
+                        )
+                    })?,
+            ),
         };
         Ok(Self {
             from_size: optional_size(&params, "fromSize")?.unwrap_or(0),

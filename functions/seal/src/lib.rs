@@ -34,7 +34,12 @@ pub fn checkpoint_entry(checkpoint: &CheckpointRecord, source: &str) -> BusEntry
         source: source.to_string(),
         detail_type: CHECKPOINT_DETAIL_TYPE.to_string(),
         detail: detail.to_string(),
-        record_id: format!("{}#{}", checkpoint.origin, checkpoint.tree_size),
+        // Heartbeats repeat a size: the time tells two checkpoints apart, so
+        // the local relay's per-subscriber retry state never mixes them.
+        record_id: format!(
+            "{}#{}#{}",
+            checkpoint.origin, checkpoint.tree_size, checkpoint.timestamp
+        ),
     }
 }
 
@@ -158,5 +163,23 @@ mod tests {
         );
         assert_eq!(run_budget(Duration::from_secs(30)), Duration::from_secs(25));
         assert_eq!(run_budget(Duration::from_secs(3)), Duration::ZERO);
+    }
+
+    /// A heartbeat repeats the last size: its entry still has an id of its
+    /// own, or a publisher that tracks deliveries by id would take the new
+    /// checkpoint for the old one.
+    #[test]
+    fn checkpoints_of_one_size_have_entries_of_their_own() {
+        let checkpoint = |timestamp: &str| CheckpointRecord {
+            note: String::new(),
+            tree_size: 7,
+            root_hash: String::new(),
+            origin: "audit.local/acme".into(),
+            timestamp: timestamp.into(),
+            last_cursor: None,
+        };
+        let first = checkpoint_entry(&checkpoint("2026-12-05T01:00:00.000Z"), "s");
+        let heartbeat = checkpoint_entry(&checkpoint("2026-12-05T02:00:00.000Z"), "s");
+        assert_ne!(first.record_id, heartbeat.record_id);
     }
 }

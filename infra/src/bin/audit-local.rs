@@ -1,6 +1,7 @@
 //! `audit-local`: the whole Audit Trail API on one port, over the embedded
 //! DynamoDB-compatible store (or any endpoint, e.g. DynamoDB Local).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,6 +12,13 @@ use audit_infra::devauth::{parse_ttl, DevAuth};
 use audit_infra::embedded::EmbeddedStore;
 use audit_infra::gateway::Gateway;
 use clap::{Parser, Subcommand};
+
+/// `eprintln!` that never panics: a closed stderr only loses the line.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 #[derive(Parser)]
 #[command(
@@ -94,10 +102,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 return Err("--tenant: letters, digits and - _ . : @ only".into());
             }
             let subject = subject.unwrap_or_else(|| format!("dev-user@{tenant}"));
-            println!(
-                "{}",
-                DevAuth::default().mint_as(&tenant, &scope, ttl, &subject, &client)
-            );
+            let token = DevAuth::default().mint_as(&tenant, &scope, ttl, &subject, &client);
+            // A closed stdout (`token | head -c0`) is no reason to panic.
+            let _ = writeln!(std::io::stdout().lock(), "{token}");
             Ok(())
         }
         Command::Serve {
@@ -170,7 +177,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // after start-up is missed.
                 .start()
                 .await?;
-                eprintln!("Stream relay: each new event is delivered to {subscribers:?} (NDJSON on stdout); what a subscriber refuses for good goes to {}", dead_letters.path().map(|p| p.display().to_string()).unwrap_or_default());
+                say!("Stream relay: each new event is delivered to {subscribers:?} (NDJSON on stdout); what a subscriber refuses for good goes to {}", dead_letters.path().map(|p| p.display().to_string()).unwrap_or_default());
             }
             if !no_seal {
                 // The same sealer the seal function runs, on a timer; its
@@ -186,7 +193,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .with_dead_letters(dead_letters.clone());
                 let sealer = seal::SealHandler::new(store, &config, publisher, "audit-trail.local");
-                eprintln!(
+                say!(
                     "Sealer: every {}s; verifier key {}",
                     seal_every.as_secs(),
                     sealer.verifier_key()
@@ -208,11 +215,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
             let url = format!("http://127.0.0.1:{port}");
-            eprintln!("Audit Trail API on {url} (table `{}`)", config.table_name);
-            eprintln!("Development token for tenant `acme` (12 h):\n  export TOKEN={token}");
-            eprintln!("Try:");
-            eprintln!("  curl -s -X POST {url}/audit/events -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{{\"eventType\":\"user.login\",\"serviceName\":\"idp\",\"userId\":\"u-1\"}}'");
-            eprintln!("  curl -s {url}/audit/events/<cursor> -H \"Authorization: Bearer $TOKEN\"");
+            say!("Audit Trail API on {url} (table `{}`)", config.table_name);
+            say!("Development token for tenant `acme` (12 h):\n  export TOKEN={token}");
+            say!("Try:");
+            say!("  curl -s -X POST {url}/audit/events -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{{\"eventType\":\"user.login\",\"serviceName\":\"idp\",\"userId\":\"u-1\"}}'");
+            say!("  curl -s {url}/audit/events/<cursor> -H \"Authorization: Bearer $TOKEN\"");
             axum::serve(
                 listener,
                 gateway

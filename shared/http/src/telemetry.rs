@@ -22,7 +22,10 @@ pub fn init() {
 /// stderr, which Lambda sends to CloudWatch Logs like stdout, so that stdout
 /// stays free for what a program streams (the local relay's events).
 pub fn count_self_audit_failure(route: &'static str) {
-    eprintln!(
+    use std::io::Write;
+    // Never `eprintln!`: it panics when stderr is closed, here on a request.
+    let _ = writeln!(
+        std::io::stderr().lock(),
         "{}",
         serde_json::json!({
             "_aws": {"Timestamp": epoch_millis(), "CloudWatchMetrics": [{

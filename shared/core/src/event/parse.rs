@@ -388,9 +388,11 @@ pub const INVISIBLE_CHARACTERS: &[(char, char)] = &[
 ];
 
 /// The JSON Schema pattern of a name with a visible character. Characters
-/// past U+FFFF are written as themselves: `\uXXXX` holds four digits, and
-/// neither ECMA-262 without its `u` flag nor Python's `re` (schemathesis)
-/// reads `\u{...}`; openapi.yaml writes them as YAML `\U` escapes.
+/// past U+FFFF are written as themselves (openapi.yaml writes them as YAML
+/// `\U` escapes): `\uXXXX` holds four digits, and Python's `re`
+/// (schemathesis) does not read `\u{...}`. So the pattern needs a regex
+/// engine that reads code points: Python, Rust's `regex`, ECMA-262 with
+/// the `u` flag (ajv's default); ECMA-262 without it refuses the class.
 pub fn visible_text_pattern() -> String {
     let shown = |c: char| {
         if u32::from(c) > 0xffff {
@@ -419,32 +421,41 @@ pub fn visible_text_pattern() -> String {
 pub const SELF_AUDIT_SERVICE: &str = "audit-api";
 
 /// Reads as [`SELF_AUDIT_SERVICE`] to a person or a case-blind filter:
-/// in any case, in full-width forms, with invisible marks anywhere, and
-/// with its words apart by any dash, underscore or space (`audit api`,
-/// `Audit - Api`); `auditapi` reads as another word.
+/// in any case, in full-width forms, with its two words apart by any dash,
+/// `_`, space or invisible mark (`audit api`, `Audit - Api`,
+/// `audit\u{3164}api`), or with spaces and invisible marks inside a word
+/// (`aud\u{200a}it-api`). `auditapi` reads as another word.
 pub fn names_the_api(name: &str) -> bool {
+    let folded = name.chars().map(|c| match u32::from(c) {
+        // Full-width ASCII (`ａｕｄｉｔ`) reads as ASCII.
+        0xff01..=0xff5e => char::from_u32(u32::from(c) - 0xfee0).unwrap_or(c),
+        _ => c,
+    });
+    let dash = |c: char| {
+        matches!(
+            c,
+            '-' | '_' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{fe58}' | '\u{fe63}'
+        )
+    };
+    // Words split at every dash, space or invisible mark: `audit api`.
     let mut words: Vec<String> = vec![String::new()];
-    for c in name.chars() {
-        let c = match u32::from(c) {
-            // Full-width ASCII (`ａｕｄｉｔ`) reads as ASCII.
-            0xff01..=0xff5e => char::from_u32(u32::from(c) - 0xfee0).unwrap_or(c),
-            _ => c,
-        };
-        let separator = c.is_whitespace()
-            || matches!(
-                c,
-                '-' | '_' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{fe58}' | '\u{fe63}'
-            );
-        if separator {
+    // Spaces and invisible marks dropped, dashes kept: `aud it-api`.
+    let mut squeezed = String::new();
+    for c in folded {
+        let blank = c.is_whitespace() || is_invisible(c);
+        if dash(c) || blank {
             words.push(String::new());
-        } else if !is_invisible(c) {
-            if let Some(word) = words.last_mut() {
-                word.extend(c.to_lowercase());
-            }
+        } else if let Some(word) = words.last_mut() {
+            word.extend(c.to_lowercase());
+        }
+        if dash(c) {
+            squeezed.push('-');
+        } else if !blank {
+            squeezed.extend(c.to_lowercase());
         }
     }
     words.retain(|word| !word.is_empty());
-    words.join("-") == SELF_AUDIT_SERVICE
+    words.join("-") == SELF_AUDIT_SERVICE || squeezed == SELF_AUDIT_SERVICE
 }
 
 /// Shows nothing: in [`INVISIBLE_CHARACTERS`].

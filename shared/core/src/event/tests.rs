@@ -246,6 +246,12 @@ fn producers_may_not_use_the_apis_own_service_name() {
         "audit-api\u{e0001}",
         "audit\u{180b}-api",
         "\u{1d173}audit-api",
+        "aud\u{200a}it-api",
+        "audit-a\u{2009}pi",
+        "au\u{202f}dit_api",
+        "audit\u{3164}api",
+        "audit\u{2800}api",
+        "audit--api",
     ] {
         assert!(names_the_api(taken), "{taken:?}");
         let err = NewEvent::parse(
@@ -255,7 +261,14 @@ fn producers_may_not_use_the_apis_own_service_name() {
         .expect_err(taken);
         assert!(err.to_string().contains("the API's own"), "{err}");
     }
-    for free in ["audit-apis", "my-audit-api", "auditapi", "audit-app", "idp"] {
+    for free in [
+        "audit-apis",
+        "my-audit-api",
+        "auditapi",
+        "audit-app",
+        "idp",
+        "audit-a-pi",
+    ] {
         assert!(!names_the_api(free), "{free:?}");
     }
 }
