@@ -165,6 +165,51 @@ async fn sealed_log() -> (Api, String, Vec<String>) {
     (api, token, cursors)
 }
 
+/// The checkpoints page's `after` is a time, compared as the instant it
+/// names: the same instant with an offset or without its milliseconds
+/// pages exactly as the `next` link's own form does (as text, `+00:00`
+/// sorted before `Z` and the page began again at the checkpoint it was
+/// after).
+#[tokio::test]
+async fn checkpoint_paging_reads_after_as_an_instant() {
+    let (api, token, _) = sealed_log().await;
+    let first: CheckpointRecord = serde_json::from_value(
+        get_ok(&api, &token, "/audit/checkpoints?limit=1").await["checkpoints"][0].clone(),
+    )
+    .unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(&first.timestamp).unwrap();
+    let page = |after: String| {
+        let (api, token) = (&api, &token);
+        let path = format!(
+            "/audit/checkpoints?limit=5&fromSize={}&after={}",
+            first.tree_size,
+            after.replace('+', "%2B")
+        );
+        async move { get_ok(api, token, &path).await["checkpoints"].clone() }
+    };
+    let expected = page(first.timestamp.clone()).await;
+    assert!(
+        expected.as_array().is_some_and(
+            |c| !c.is_empty() && c.iter().all(|c| c["timestamp"] != first.timestamp.as_str())
+        ),
+        "{expected}"
+    );
+    let same_instant = [
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+        at.with_timezone(&chrono::FixedOffset::east_opt(7200).unwrap())
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    ];
+    for after in same_instant {
+        assert_eq!(page(after.clone()).await, expected, "after={after}");
+    }
+    let (status, _) = json_of(
+        api.get(&token, "/audit/checkpoints?after=2016-12-31T23:59:60Z")
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400, "a leap second is no checkpoint time");
+}
+
 #[tokio::test]
 async fn an_events_proof_verifies_by_rfc_6962_and_ed25519_alone() {
     let (api, token, cursors) = sealed_log().await;
