@@ -118,7 +118,7 @@ pub fn parse_age(text: &str) -> Result<Option<i64>, String> {
 /// every sealed event is old enough to be served).
 async fn fetch(
     client: &Client,
-) -> Result<(Vec<CheckpointRecord>, Vec<EntryView>, Vec<Event>), Failure> {
+) -> Result<(Vec<CheckpointRecord>, Vec<EntryView>, Vec<Value>), Failure> {
     let mut checkpoints: Vec<CheckpointRecord> = Vec::new();
     let mut next = "/audit/checkpoints?limit=1000".to_string();
     loop {
@@ -145,23 +145,26 @@ async fn fetch(
             next = page["_links"]["next"]["href"].as_str().map(str::to_string);
         }
     }
-    let mut events: Vec<Event> = Vec::new();
+    // Kept as the JSON the API gave, every key of it: the leaf is hashed
+    // from that, not from what an `Event` keeps of it.
+    let mut events: Vec<Value> = Vec::new();
     let mut next = "/audit?limit=1000".to_string();
     loop {
         let page = client.get(&next).await?;
-        let batch: Vec<Event> = serde_json::from_value(page["events"].clone()).map_err(|e| {
+        let batch = page["events"].as_array().cloned().unwrap_or_default();
+        let batch = checked_events(batch).map_err(|e| {
             Failure::new(EXIT_FAILED, format!("a page did not read as events: {e}"))
         })?;
         let count = batch.len();
         for event in batch {
             // Pages may shorten `data`; the leaf is of the whole event.
-            if event.may_have_more_data == Some(true) {
-                let whole = client
-                    .get(&format!("/audit/events/{}", event.cursor))
-                    .await?;
-                events.push(serde_json::from_value(whole).map_err(|e| {
-                    Failure::new(EXIT_FAILED, format!("event {}: {e}", event.cursor))
-                })?);
+            if event["mayHaveMoreData"] == Value::Bool(true) {
+                let cursor = event["cursor"].as_str().unwrap_or_default();
+                let whole = client.get(&format!("/audit/events/{cursor}")).await?;
+                events.extend(
+                    checked_events(vec![whole])
+                        .map_err(|e| Failure::new(EXIT_FAILED, format!("event {cursor}: {e}")))?,
+                );
             } else {
                 events.push(event);
             }
@@ -177,12 +180,22 @@ async fn fetch(
     Ok((checkpoints, entries, events))
 }
 
+/// Events as JSON values, each one that reads as an event (so a line that
+/// is no event at all is named, as before); the values are kept whole.
+fn checked_events(values: Vec<Value>) -> Result<Vec<Value>, String> {
+    for value in &values {
+        serde_json::from_value::<Event>(value.clone()).map_err(|e| e.to_string())?;
+    }
+    Ok(values)
+}
+
 pub async fn run(client: Option<&Client>, options: Options) -> Result<Report, Failure> {
     let (checkpoints, entries, events) = match (&options.bundle, client) {
         (Some(dir), _) => (
             read_ndjson::<CheckpointRecord>(&dir.join(CHECKPOINTS_FILE))?,
             read_ndjson::<EntryView>(&dir.join(ENTRIES_FILE))?,
-            read_ndjson::<Event>(&dir.join(EVENTS_FILE))?,
+            checked_events(read_ndjson::<Value>(&dir.join(EVENTS_FILE))?)
+                .map_err(|e| usage(format!("{}: {e}", dir.join(EVENTS_FILE).display())))?,
         ),
         (None, Some(client)) => fetch(client).await?,
         (None, None) => return Err(usage("give --bundle DIR, or --online")),
@@ -221,7 +234,12 @@ pub async fn run(client: Option<&Client>, options: Options) -> Result<Report, Fa
         now_ms: options.as_of_ms,
         stale_after_ms: options.max_checkpoint_age_ms,
     };
-    Ok(verify(&evidence, events))
+    Ok(verify(
+        &evidence,
+        events
+            .into_iter()
+            .map(audit_core::integrity::verify::GivenEvent::from_json),
+    ))
 }
 
 /// Prints the report: NDJSON findings (`--json`) or a summary; failures

@@ -567,10 +567,34 @@ async fn verify_checks_a_saved_bundle_offline_and_names_what_is_wrong() {
     late.extend(["--max-checkpoint-age".to_string(), "0".to_string()]);
     let (code, stdout, _) = run(late).await;
     assert_eq!(code, 0, "{stdout}");
-    // A second copy of the first event, altered, ahead of the original.
+    // A key the event type does not know, or `null` where the lookup
+    // leaves a field out, is altered (serde dropped both before hashing,
+    // and such a bundle verified); the file as saved verifies.
     let events_path = bundle.join("events.ndjson");
     let events = std::fs::read_to_string(&events_path).unwrap();
     let first = events.lines().next().unwrap();
+    let rest: String = events.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    let mut added: Value = serde_json::from_str(first).unwrap();
+    for (key, value) in [
+        ("approvedBy", json!("ceo")),
+        ("Message", json!("forged")),
+        ("userEmail", Value::Null),
+    ] {
+        let mut tampered = added.clone();
+        if tampered.get(key).is_some() {
+            continue;
+        }
+        tampered[key] = value;
+        std::fs::write(&events_path, format!("{tampered}\n{rest}")).unwrap();
+        let (code, stdout, _) = run(offline(&[])).await;
+        assert_eq!(code, 1, "{key}: {stdout}");
+        assert!(stdout.contains("\"altered\""), "{key}: {stdout}");
+    }
+    added = serde_json::from_str(first).unwrap();
+    std::fs::write(&events_path, format!("{added}\n{rest}")).unwrap();
+    let (code, stdout, _) = run(offline(&[])).await;
+    assert_eq!(code, 0, "the event as saved: {stdout}");
+    // A second copy of the first event, altered, ahead of the original.
     let mut altered: Value = serde_json::from_str(first).unwrap();
     altered["userId"] = json!("TAMPERED");
     std::fs::write(&events_path, format!("{altered}\n{events}")).unwrap();

@@ -132,8 +132,46 @@ fn check_roots(builder: &RootBuilder, report: &mut Report, sizes: &mut Sizes) {
     }
 }
 
+/// An event as the verifier was given it, with the leaf hash of exactly
+/// what it was given. From JSON, every key counts: a field the event type
+/// does not know (`"approvedBy": "ceo"`), or `null` where the lookup
+/// leaves a field out, makes another leaf, so it can't pass as verified
+/// (read into an `Event` first, serde dropped such keys before hashing).
+pub struct GivenEvent {
+    pub cursor: String,
+    pub leaf: Hash,
+}
+
+impl GivenEvent {
+    /// From the JSON a bundle line or a lookup holds. `mayHaveMoreData`
+    /// is a page's flag, never hashed (as `leaf_bytes` leaves it out).
+    pub fn from_json(mut value: serde_json::Value) -> Self {
+        if let Some(map) = value.as_object_mut() {
+            map.remove("mayHaveMoreData");
+        }
+        let cursor = value["cursor"].as_str().unwrap_or_default().to_string();
+        let bytes = serde_json_canonicalizer::to_vec(&value).unwrap_or_default();
+        Self {
+            cursor,
+            leaf: crate::integrity::merkle::leaf_hash(&bytes),
+        }
+    }
+}
+
+impl From<Event> for GivenEvent {
+    fn from(event: Event) -> Self {
+        Self {
+            leaf: event_leaf_hash(&event),
+            cursor: event.cursor,
+        }
+    }
+}
+
 /// Verifies `events` (any order) against the evidence.
-pub fn verify(evidence: &Evidence, events: impl IntoIterator<Item = Event>) -> Report {
+pub fn verify<E: Into<GivenEvent>>(
+    evidence: &Evidence,
+    events: impl IntoIterator<Item = E>,
+) -> Report {
     let mut report = Report::default();
     let mut by_size: BTreeMap<u64, Vec<Checkpoint>> = BTreeMap::new();
     let mut served = 0u64;
@@ -241,12 +279,13 @@ pub fn verify(evidence: &Evidence, events: impl IntoIterator<Item = Event>) -> R
         .checked_sub(1)
         .and_then(|i| leaves.get(i))
         .map(|(cursor, _, _)| *cursor);
-    let mut present: HashMap<Ulid, Event> = HashMap::new();
+    let mut present: HashMap<Ulid, GivenEvent> = HashMap::new();
     // Copies beyond the first of a cursor: the trail holds one event per
     // cursor, so a second is tampering whichever copy comes first.
-    let mut copies: HashMap<Ulid, Vec<Event>> = HashMap::new();
+    let mut copies: HashMap<Ulid, Vec<GivenEvent>> = HashMap::new();
     let mut unreadable = Vec::new();
     for event in events {
+        let event: GivenEvent = event.into();
         match Ulid::from_string(&event.cursor) {
             Ok(cursor) => match present.entry(cursor) {
                 std::collections::hash_map::Entry::Occupied(_) => {
@@ -271,10 +310,7 @@ pub fn verify(evidence: &Evidence, events: impl IntoIterator<Item = Event>) -> R
     for (index, (cursor, hash, expires_ms)) in leaves.iter().enumerate().take(covered) {
         let extra = copies.remove(cursor).unwrap_or_default();
         let status = match present.remove(cursor) {
-            Some(event)
-                if event_leaf_hash(&event) == *hash
-                    && extra.iter().all(|copy| event_leaf_hash(copy) == *hash) =>
-            {
+            Some(event) if event.leaf == *hash && extra.iter().all(|copy| copy.leaf == *hash) => {
                 EventStatus::Verified
             }
             Some(_) => EventStatus::Altered,
