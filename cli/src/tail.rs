@@ -117,6 +117,37 @@ fn cursor_ms(cursor: &str) -> Option<i64> {
         .map(|u| u.timestamp_ms() as i64)
 }
 
+/// `link` with this run's own `limit`, `selfAudit` and `wait` (present
+/// only with `--follow`): a resumed tail takes its position (`from`,
+/// `after`) from the state, but its options from the command line. Kept
+/// from the state's link, `--self-audit others` added to a running unit
+/// was ignored and its poller's own reads flooded the SIEM.
+fn with_run_options(link: &str, options: &Options) -> String {
+    const RUN_OPTIONS: [&str; 3] = ["limit", "selfAudit", "wait"];
+    let Some(mut url) = reqwest::Url::parse("http://tail.invalid/")
+        .ok()
+        .and_then(|base| base.join(link).ok())
+    else {
+        return link.to_string();
+    };
+    let position: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| !RUN_OPTIONS.contains(&name.as_ref()))
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    url.set_query(None);
+    {
+        let mut query = url.query_pairs_mut();
+        query.extend_pairs(position);
+        query.append_pair("limit", &options.limit.to_string());
+        query.append_pair("selfAudit", &options.self_audit);
+        if options.follow {
+            query.append_pair("wait", "20");
+        }
+    }
+    format!("{}?{}", url.path(), url.query().unwrap_or_default())
+}
+
 pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
     let mut state = match &options.state {
         Some(path) => read_state(path)?,
@@ -135,7 +166,10 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         }
         format!("/audit?{query}")
     };
-    let mut next = state.next.clone().unwrap_or(first);
+    let mut next = state
+        .next
+        .as_deref()
+        .map_or(first, |link| with_run_options(link, &options));
     let stdout = std::io::stdout();
     // Follow mode never ends, so a JSON array never closes: NDJSON then.
     let format = match options.format {
@@ -206,4 +240,39 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         }
     }
     printer.finish().map_err(write_failed)
+}
+
+#[cfg(test)]
+mod run_option_tests {
+    use super::*;
+
+    fn options(follow: bool, self_audit: &str, limit: u32) -> Options {
+        Options {
+            follow,
+            state: None,
+            self_audit: self_audit.into(),
+            format: Format::Ndjson,
+            from: None,
+            after: None,
+            limit,
+        }
+    }
+
+    /// A resumed tail keeps the state's position and takes this run's
+    /// options: `--self-audit`, `--limit`, and `wait` only with `--follow`.
+    #[test]
+    fn a_resumed_link_takes_this_runs_options() {
+        let saved = "http://127.0.0.1:3000/audit?limit=2&selfAudit=include&wait=20&after=01KB0000000000000000000001";
+        assert_eq!(
+            with_run_options(saved, &options(false, "others", 100)),
+            "/audit?after=01KB0000000000000000000001&limit=100&selfAudit=others"
+        );
+        assert_eq!(
+            with_run_options(
+                "/audit?from=01KB0000000000000000000001&limit=5&selfAudit=exclude",
+                &options(true, "include", 7)
+            ),
+            "/audit?from=01KB0000000000000000000001&limit=7&selfAudit=include&wait=20"
+        );
+    }
 }
