@@ -242,8 +242,10 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
     Ok(written)
 }
 
-/// The CSV's data columns: every `data` and `indexedData` path metadata has
-/// seen, sorted, so every export of a tenant has the same order.
+/// The CSV's data columns: `data` whole, as JSON (so nothing is lost that
+/// the property columns can't hold), then every `data` and `indexedData`
+/// path metadata has seen, sorted, so every export of a tenant has the
+/// same order.
 async fn data_columns(client: &Client) -> Result<Vec<String>, Failure> {
     let metadata = client.get("/audit/metadata").await?;
     let mut columns: Vec<String> = metadata["targets"]
@@ -257,5 +259,6 @@ async fn data_columns(client: &Client) -> Result<Vec<String>, Failure> {
         .collect();
     columns.sort();
     columns.dedup();
+    columns.insert(0, crate::format::WHOLE_DATA_COLUMN.to_string());
     Ok(columns)
 }

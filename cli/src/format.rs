@@ -228,13 +228,22 @@ fn cell(value: Option<&Value>) -> String {
 /// by the same path reader queries use. Parsed once per export.
 enum CsvColumn {
     TopLevel(String),
+    /// The whole of `data` as compact JSON: what the property columns
+    /// can't hold (a `data` that is a list or a string, paths deeper or
+    /// more than metadata records) is never lost.
+    WholeData,
     Path(Option<FieldPath>),
 }
+
+/// The export's column holding `data` whole, as JSON.
+pub const WHOLE_DATA_COLUMN: &str = "data";
 
 impl CsvColumn {
     fn new(name: &str) -> Self {
         if COLUMNS.contains(&name) {
             Self::TopLevel(name.to_string())
+        } else if name == WHOLE_DATA_COLUMN {
+            Self::WholeData
         } else {
             Self::Path(FieldPath::parse(name))
         }
@@ -243,6 +252,10 @@ impl CsvColumn {
     fn cell(&self, event: &Value) -> String {
         match self {
             Self::TopLevel(name) => cell(event.get(name)),
+            Self::WholeData => match event.get("data") {
+                None | Some(Value::Null) => String::new(),
+                Some(data) => data.to_string(),
+            },
             Self::Path(path) => cell(path.as_ref().and_then(|p| p.value_in(event))),
         }
     }

@@ -636,6 +636,13 @@ async fn a_csv_export_fills_every_column_and_resumes_from_any_cut() {
                 "indexedData": {"team name": format!("team-{i}")},
                 "data": {"k8s.pod": format!("pod-{i}"), "display name": "Zoë", "nested": {"x.y": i, "plain": true}, "é": "accent"},
             }))
+            // `data` no property column holds: a list, a string, deeper
+            // than metadata records; the `data` column holds it whole.
+            .chain([
+                json!({"eventType": "odd", "serviceName": "ci", "data": ["evidence-A", 1]}),
+                json!({"eventType": "odd", "serviceName": "ci", "data": "evidence-C"}),
+                json!({"eventType": "odd", "serviceName": "ci", "data": {"a": {"b": {"c": {"d": {"e": {"f": {"g": "evidence-D"}}}}}}}}),
+            ])
             .collect(),
     )
     .await;
@@ -657,7 +664,7 @@ async fn a_csv_export_fills_every_column_and_resumes_from_any_cut() {
     };
     let whole = export("whole.csv").await;
     let records = csv_records(&whole);
-    assert_eq!(records.len(), 31, "a header and 30 rows");
+    assert_eq!(records.len(), 34, "a header and 33 rows");
     let header = &records[0];
     let column = |name: &str| {
         header
@@ -670,6 +677,19 @@ async fn a_csv_export_fills_every_column_and_resumes_from_any_cut() {
         .filter(|r| r[column("eventType")] == "deploy")
         .collect();
     assert_eq!(deploys.len(), 30);
+    let whole_data: Vec<Value> = records[1..]
+        .iter()
+        .filter(|r| r[column("eventType")] == "odd")
+        .map(|r| serde_json::from_str(&r[column("data")]).expect("the data column is JSON"))
+        .collect();
+    assert_eq!(
+        whole_data,
+        [
+            json!(["evidence-A", 1]),
+            json!("evidence-C"),
+            json!({"a": {"b": {"c": {"d": {"e": {"f": {"g": "evidence-D"}}}}}}})
+        ]
+    );
     for row in &deploys {
         let n: usize = row[column("userId")]
             .trim_start_matches("u-")
