@@ -197,7 +197,11 @@ fn reason(err: &jsonwebtoken::errors::Error) -> String {
         ErrorKind::InvalidIssuer => "it is from another issuer (`iss`)".into(),
         ErrorKind::InvalidAudience => "it is for another audience (`aud`)".into(),
         ErrorKind::InvalidSignature => "its signature does not match".into(),
-        ErrorKind::MissingRequiredClaim(claim) => format!("it lacks the `{claim}` claim"),
+        // jsonwebtoken also says "missing" for a claim of the wrong type
+        // (`"exp": "soon"`, `1e300`): name both.
+        ErrorKind::MissingRequiredClaim(claim) => {
+            format!("it lacks a usable `{claim}` claim (absent, or of the wrong type)")
+        }
         ErrorKind::InvalidAlgorithm => "it is not signed with HS256".into(),
         _ => "it is not a well-formed signed JWT".into(),
     }
