@@ -117,6 +117,17 @@ fn cursor_ms(cursor: &str) -> Option<i64> {
         .map(|u| u.timestamp_ms() as i64)
 }
 
+/// A query parameter of a link (a path or a full URL).
+fn link_parameter(link: &str, name: &str) -> Option<String> {
+    let url = reqwest::Url::parse("http://tail.invalid/")
+        .ok()?
+        .join(link)
+        .ok()?;
+    url.query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
 /// `link` with this run's own `limit`, `selfAudit` and `wait` (present
 /// only with `--follow`): a resumed tail takes its position (`from`,
 /// `after`) from the state, but its options from the command line. Kept
@@ -166,10 +177,19 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         }
         format!("/audit?{query}")
     };
-    let mut next = state
-        .next
-        .as_deref()
-        .map_or(first, |link| with_run_options(link, &options));
+    let mut next = match (state.next.as_deref(), &state.last_cursor) {
+        (None, _) => first,
+        // The saved link's `from` is past the events its run's filter left
+        // out: a run that takes in more (`exclude` → `include`) goes on
+        // from the last event written instead, or it would skip those.
+        (Some(link), Some(last))
+            if link_parameter(link, "selfAudit").as_deref()
+                != Some(options.self_audit.as_str()) =>
+        {
+            with_run_options(&format!("/audit?after={last}"), &options)
+        }
+        (Some(link), _) => with_run_options(link, &options),
+    };
     let stdout = std::io::stdout();
     // Follow mode never ends, so a JSON array never closes: NDJSON then.
     let format = match options.format {
@@ -274,5 +294,10 @@ mod run_option_tests {
             ),
             "/audit?from=01KB0000000000000000000001&limit=7&selfAudit=include&wait=20"
         );
+        assert_eq!(
+            link_parameter(saved, "selfAudit").as_deref(),
+            Some("include")
+        );
+        assert_eq!(link_parameter("/audit?limit=1", "selfAudit"), None);
     }
 }

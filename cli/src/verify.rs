@@ -9,6 +9,7 @@ use audit_core::integrity::verify::{verify, Evidence, Report};
 use audit_core::integrity::{CheckpointRecord, EntryView};
 use audit_core::Event;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::client::{Client, Failure, EXIT_FAILED, EXIT_USAGE};
@@ -151,7 +152,12 @@ async fn fetch(
     let mut next = "/audit?limit=1000".to_string();
     loop {
         let page = client.get(&next).await?;
-        let batch = page["events"].as_array().cloned().unwrap_or_default();
+        let Some(batch) = page["events"].as_array().cloned() else {
+            return Err(Failure::new(
+                EXIT_FAILED,
+                "a page did not read as events: no `events` list",
+            ));
+        };
         let batch = checked_events(batch).map_err(|e| {
             Failure::new(EXIT_FAILED, format!("a page did not read as events: {e}"))
         })?;
@@ -180,11 +186,38 @@ async fn fetch(
     Ok((checkpoints, entries, events))
 }
 
+/// A bundle's events, each line read as the API reads a body
+/// (`audit_core::json`): a key given twice or a number no double holds is
+/// refused, naming the line, for a reader that took the other copy would
+/// see another event than the one hashed.
+fn read_bundle_events(path: &Path) -> Result<Vec<Value>, Failure> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut events = Vec::new();
+    for (number, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| usage(format!("{}: {e}", path.display())))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{} line {}", path.display(), number + 1);
+        let (value, defects) = audit_core::json::parse(line.as_bytes())
+            .map_err(|e| usage(format!("{}: not JSON (column {})", at(), e.column)))?;
+        if let Some(defect) = defects.first() {
+            return Err(Failure::new(
+                EXIT_FAILED,
+                format!("{}: {}", at(), defect.message),
+            ));
+        }
+        events.extend(checked_events(vec![value]).map_err(|e| usage(format!("{}: {e}", at())))?);
+    }
+    Ok(events)
+}
+
 /// Events as JSON values, each one that reads as an event (so a line that
 /// is no event at all is named, as before); the values are kept whole.
 fn checked_events(values: Vec<Value>) -> Result<Vec<Value>, String> {
     for value in &values {
-        serde_json::from_value::<Event>(value.clone()).map_err(|e| e.to_string())?;
+        Event::deserialize(value).map_err(|e| e.to_string())?;
     }
     Ok(values)
 }
@@ -194,8 +227,7 @@ pub async fn run(client: Option<&Client>, options: Options) -> Result<Report, Fa
         (Some(dir), _) => (
             read_ndjson::<CheckpointRecord>(&dir.join(CHECKPOINTS_FILE))?,
             read_ndjson::<EntryView>(&dir.join(ENTRIES_FILE))?,
-            checked_events(read_ndjson::<Value>(&dir.join(EVENTS_FILE))?)
-                .map_err(|e| usage(format!("{}: {e}", dir.join(EVENTS_FILE).display())))?,
+            read_bundle_events(&dir.join(EVENTS_FILE))?,
         ),
         (None, Some(client)) => fetch(client).await?,
         (None, None) => return Err(usage("give --bundle DIR, or --online")),

@@ -590,6 +590,18 @@ async fn verify_checks_a_saved_bundle_offline_and_names_what_is_wrong() {
         assert_eq!(code, 1, "{key}: {stdout}");
         assert!(stdout.contains("\"altered\""), "{key}: {stdout}");
     }
+    // A key given twice: `Value` kept the last copy (the genuine one) and
+    // verified, while a reader taking the first saw the forgery.
+    let twice = first.replacen('{', "{\"userId\":\"mallory\",", 1);
+    let twice = if added.get("userId").is_some() {
+        twice
+    } else {
+        twice.replacen('{', "{\"userId\":\"alice\",", 1)
+    };
+    std::fs::write(&events_path, format!("{twice}\n{rest}")).unwrap();
+    let (code, stdout, stderr) = run(offline(&[])).await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("line 1"), "{stderr}");
     added = serde_json::from_str(first).unwrap();
     std::fs::write(&events_path, format!("{added}\n{rest}")).unwrap();
     let (code, stdout, _) = run(offline(&[])).await;

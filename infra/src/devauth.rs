@@ -199,7 +199,7 @@ fn reason(err: &jsonwebtoken::errors::Error) -> String {
         ErrorKind::InvalidSignature => "its signature does not match".into(),
         // jsonwebtoken also says "missing" for a claim of the wrong type
         // (`"exp": "soon"`, `1e300`): name both.
-        ErrorKind::MissingRequiredClaim(claim) => {
+        ErrorKind::MissingRequiredClaim(claim) | ErrorKind::InvalidClaimFormat(claim) => {
             format!("it lacks a usable `{claim}` claim (absent, or of the wrong type)")
         }
         ErrorKind::InvalidAlgorithm => "it is not signed with HS256".into(),
