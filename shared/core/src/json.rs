@@ -171,7 +171,7 @@ fn read(raw: &RawValue, path: &mut String, defects: &mut Vec<Defect>, depth: usi
                     defects.push(Defect {
                         path: path.clone(),
                         message: format!(
-                            "`{shown}` holds {literal}, which can't be kept exactly: whole numbers must fit 64 bits (-9223372036854775808 to 18446744073709551615), fractions a double (at most 17 significant digits); send it as a string"
+                            "`{shown}` holds {literal}, which can't be kept exactly: whole numbers must fit 64 bits (-9223372036854775808 to 18446744073709551615), fractions a double (at most 17 significant digits); where the field takes text (in `data`, say), send it as a string"
                         ),
                     });
                     Value::Null
