@@ -172,22 +172,11 @@ fn split_condition(arg: &str) -> Option<Vec<String>> {
 
 /// `7d`, `12h`, `30m`, `45s` ago, or RFC 3339.
 pub fn parse_time(flag: &str, text: &str) -> Result<String, Failure> {
-    // Written back as the API writes times (UTC, milliseconds, a bound
-    // inside a millisecond taken at the next, as the API takes it), so
-    // `export` can compare an event's `timestamp` with it as text:
-    // `+02:00` as typed compared two hours off.
-    if let Some(at) = audit_core::event::parse_time(text) {
-        let sub_ms = at.timestamp_subsec_nanos() % 1_000_000;
-        let at = match sub_ms {
-            0 => Some(at),
-            _ => {
-                at.checked_add_signed(chrono::Duration::nanoseconds(i64::from(1_000_000 - sub_ms)))
-            }
-        }
-        .filter(|at| chrono::Datelike::year(at) <= 9999);
-        if let Some(at) = at {
-            return Ok(audit_core::event::format_time(at));
-        }
+    // Read as the API reads a bound and written back as it writes times
+    // (UTC, milliseconds), so `export` can compare an event's `timestamp`
+    // with it as text: `+02:00` as typed compared two hours off.
+    if let Some(at) = audit_core::event::parse_bound(text) {
+        return Ok(audit_core::event::format_time(at));
     }
     let (number, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())

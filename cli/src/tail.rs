@@ -117,13 +117,18 @@ fn cursor_ms(cursor: &str) -> Option<i64> {
         .map(|u| u.timestamp_ms() as i64)
 }
 
-/// A query parameter of a link (a path or a full URL).
-fn link_parameter(link: &str, name: &str) -> Option<String> {
-    let url = reqwest::Url::parse("http://tail.invalid/")
+/// A link (a path, or a full URL as a state may hold) as a URL to read.
+fn resolve_link(link: &str) -> Option<reqwest::Url> {
+    reqwest::Url::parse("http://tail.invalid/")
         .ok()?
         .join(link)
-        .ok()?;
-    url.query_pairs()
+        .ok()
+}
+
+/// A query parameter of a link.
+fn link_parameter(link: &str, name: &str) -> Option<String> {
+    resolve_link(link)?
+        .query_pairs()
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
 }
@@ -135,10 +140,7 @@ fn link_parameter(link: &str, name: &str) -> Option<String> {
 /// was ignored and its poller's own reads flooded the SIEM.
 fn with_run_options(link: &str, options: &Options) -> String {
     const RUN_OPTIONS: [&str; 3] = ["limit", "selfAudit", "wait"];
-    let Some(mut url) = reqwest::Url::parse("http://tail.invalid/")
-        .ok()
-        .and_then(|base| base.join(link).ok())
-    else {
+    let Some(mut url) = resolve_link(link) else {
         return link.to_string();
     };
     let position: Vec<(String, String)> = url
@@ -159,6 +161,23 @@ fn with_run_options(link: &str, options: &Options) -> String {
     format!("{}?{}", url.path(), url.query().unwrap_or_default())
 }
 
+/// Where a resumed tail goes on: the state's link with this run's options;
+/// but the saved link's `from` is past the events its run's filter left
+/// out, so a run that takes in more (`exclude` → `include`) goes on from
+/// the last event written instead, or it would skip those.
+fn resume_link(state: &State, options: &Options) -> Option<String> {
+    let link = state.next.as_deref()?;
+    Some(match &state.last_cursor {
+        Some(last)
+            if link_parameter(link, "selfAudit").as_deref()
+                != Some(options.self_audit.as_str()) =>
+        {
+            with_run_options(&format!("/audit?after={last}"), options)
+        }
+        _ => with_run_options(link, options),
+    })
+}
+
 pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
     let mut state = match &options.state {
         Some(path) => read_state(path)?,
@@ -177,19 +196,7 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         }
         format!("/audit?{query}")
     };
-    let mut next = match (state.next.as_deref(), &state.last_cursor) {
-        (None, _) => first,
-        // The saved link's `from` is past the events its run's filter left
-        // out: a run that takes in more (`exclude` → `include`) goes on
-        // from the last event written instead, or it would skip those.
-        (Some(link), Some(last))
-            if link_parameter(link, "selfAudit").as_deref()
-                != Some(options.self_audit.as_str()) =>
-        {
-            with_run_options(&format!("/audit?after={last}"), &options)
-        }
-        (Some(link), _) => with_run_options(link, &options),
-    };
+    let mut next = resume_link(&state, &options).unwrap_or(first);
     let stdout = std::io::stdout();
     // Follow mode never ends, so a JSON array never closes: NDJSON then.
     let format = match options.format {
@@ -299,5 +306,28 @@ mod run_option_tests {
             Some("include")
         );
         assert_eq!(link_parameter("/audit?limit=1", "selfAudit"), None);
+    }
+
+    /// The same filter goes on from the saved link; another goes on from
+    /// the last event written, since the saved `from` is past what the
+    /// old filter left out; no state, no link.
+    #[test]
+    fn a_changed_filter_resumes_after_the_last_event_written() {
+        let state = State {
+            next: Some("/audit?from=01KB0000000000000000000009&limit=100&selfAudit=exclude".into()),
+            last_cursor: Some("01KB0000000000000000000005".into()),
+        };
+        assert_eq!(
+            resume_link(&state, &options(false, "exclude", 100)).as_deref(),
+            Some("/audit?from=01KB0000000000000000000009&limit=100&selfAudit=exclude")
+        );
+        assert_eq!(
+            resume_link(&state, &options(false, "include", 100)).as_deref(),
+            Some("/audit?after=01KB0000000000000000000005&limit=100&selfAudit=include")
+        );
+        assert_eq!(
+            resume_link(&State::default(), &options(false, "include", 100)),
+            None
+        );
     }
 }

@@ -24,8 +24,12 @@ fn usage(message: impl Into<String>) -> Failure {
     Failure::new(EXIT_USAGE, message)
 }
 
-/// Reads NDJSON, one `T` per non-empty line, naming the line of a bad one.
-pub fn read_ndjson<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, Failure> {
+/// Each non-empty line of an NDJSON file read by `read`, which is told
+/// where the line is (`file line N`) to name it in its error.
+fn read_lines<T>(
+    path: &Path,
+    mut read: impl FnMut(&str, &str) -> Result<T, Failure>,
+) -> Result<Vec<T>, Failure> {
     let file = std::fs::File::open(path)
         .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
     let mut items = Vec::new();
@@ -34,12 +38,19 @@ pub fn read_ndjson<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, Failure> 
         if line.trim().is_empty() {
             continue;
         }
-        items.push(
-            serde_json::from_str(&line)
-                .map_err(|e| usage(format!("{} line {}: {e}", path.display(), number + 1)))?,
-        );
+        items.push(read(
+            &line,
+            &format!("{} line {}", path.display(), number + 1),
+        )?);
     }
     Ok(items)
+}
+
+/// Reads NDJSON, one `T` per non-empty line, naming the line of a bad one.
+pub fn read_ndjson<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, Failure> {
+    read_lines(path, |line, at| {
+        serde_json::from_str(line).map_err(|e| usage(format!("{at}: {e}")))
+    })
 }
 
 fn write_ndjson<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<(), Failure> {
@@ -158,17 +169,21 @@ async fn fetch(
                 "a page did not read as events: no `events` list",
             ));
         };
-        let batch = checked_events(batch).map_err(|e| {
-            Failure::new(EXIT_FAILED, format!("a page did not read as events: {e}"))
-        })?;
+        let batch = batch
+            .into_iter()
+            .map(checked_event)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                Failure::new(EXIT_FAILED, format!("a page did not read as events: {e}"))
+            })?;
         let count = batch.len();
         for event in batch {
             // Pages may shorten `data`; the leaf is of the whole event.
             if event["mayHaveMoreData"] == Value::Bool(true) {
                 let cursor = event["cursor"].as_str().unwrap_or_default();
                 let whole = client.get(&format!("/audit/events/{cursor}")).await?;
-                events.extend(
-                    checked_events(vec![whole])
+                events.push(
+                    checked_event(whole)
                         .map_err(|e| Failure::new(EXIT_FAILED, format!("event {cursor}: {e}")))?,
                 );
             } else {
@@ -191,35 +206,24 @@ async fn fetch(
 /// refused, naming the line, for a reader that took the other copy would
 /// see another event than the one hashed.
 fn read_bundle_events(path: &Path) -> Result<Vec<Value>, Failure> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
-    let mut events = Vec::new();
-    for (number, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| usage(format!("{}: {e}", path.display())))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{} line {}", path.display(), number + 1);
+    read_lines(path, |line, at| {
         let (value, defects) = audit_core::json::parse(line.as_bytes())
-            .map_err(|e| usage(format!("{}: not JSON (column {})", at(), e.column)))?;
+            .map_err(|e| usage(format!("{at}: not JSON (column {})", e.column)))?;
         if let Some(defect) = defects.first() {
             return Err(Failure::new(
                 EXIT_FAILED,
-                format!("{}: {}", at(), defect.message),
+                format!("{at}: {}", defect.message),
             ));
         }
-        events.extend(checked_events(vec![value]).map_err(|e| usage(format!("{}: {e}", at())))?);
-    }
-    Ok(events)
+        checked_event(value).map_err(|e| usage(format!("{at}: {e}")))
+    })
 }
 
-/// Events as JSON values, each one that reads as an event (so a line that
-/// is no event at all is named, as before); the values are kept whole.
-fn checked_events(values: Vec<Value>) -> Result<Vec<Value>, String> {
-    for value in &values {
-        Event::deserialize(value).map_err(|e| e.to_string())?;
-    }
-    Ok(values)
+/// An event as a JSON value, if it reads as an event (so a line that is no
+/// event at all is named, as before); the value is kept whole.
+fn checked_event(value: Value) -> Result<Value, String> {
+    Event::deserialize(&value).map_err(|e| e.to_string())?;
+    Ok(value)
 }
 
 pub async fn run(client: Option<&Client>, options: Options) -> Result<Report, Failure> {

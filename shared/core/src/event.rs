@@ -232,6 +232,24 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     (!leap_second && (0..=9999).contains(&chrono::Datelike::year(&at))).then_some(at)
 }
 
+/// `at`, or the next millisecond when it falls inside one.
+pub fn up_to_millisecond(at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match at.timestamp_subsec_nanos() % 1_000_000 {
+        0 => Some(at),
+        sub_ms => {
+            at.checked_add_signed(chrono::Duration::nanoseconds(i64::from(1_000_000 - sub_ms)))
+        }
+    }
+}
+
+/// A time window's bound as the API takes it: [`parse_time`], a bound
+/// inside a millisecond taken at the next (events are timed to the
+/// millisecond, so the same events either way), still within 0000-9999.
+/// The query's `from`/`to` and the CLI's `--from`/`--to` both read it here.
+pub fn parse_bound(text: &str) -> Option<DateTime<Utc>> {
+    up_to_millisecond(parse_time(text)?).filter(|at| chrono::Datelike::year(at) <= 9999)
+}
+
 mod page;
 mod parse;
 pub use page::PageEvent;

@@ -248,25 +248,11 @@ fn parse_time(field: &str, value: &Value) -> Result<Option<DateTime<Utc>>, ApiEr
     };
     match value {
         Value::Null => Ok(None),
-        Value::String(s) => {
-            let at = crate::event::parse_time(s).ok_or_else(refused)?;
-            up_to_millisecond(at)
-                .filter(|at| (0..=9999).contains(&chrono::Datelike::year(at)))
-                .map(Some)
-                .ok_or_else(refused)
-        }
+        Value::String(s) => crate::event::parse_bound(s).map(Some).ok_or_else(refused),
         _ => Err(ApiError::bad_request(
             field,
             format!("`{field}` must be an RFC 3339 time string"),
         )),
-    }
-}
-
-/// `at`, or the next millisecond when it falls inside one.
-fn up_to_millisecond(at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    match at.timestamp_subsec_nanos() % 1_000_000 {
-        0 => Some(at),
-        sub_ms => at.checked_add_signed(Duration::nanoseconds(i64::from(1_000_000 - sub_ms))),
     }
 }
 
@@ -296,7 +282,7 @@ impl Query {
         // Left out, `to` is now, at a millisecond as every bound is.
         let to = match parse_time("to", map.get("to").unwrap_or(&Value::Null))? {
             Some(to) => to,
-            None => up_to_millisecond(now).unwrap_or(now),
+            None => crate::event::up_to_millisecond(now).unwrap_or(now),
         };
         let from = parse_time("from", map.get("from").unwrap_or(&Value::Null))?
             .unwrap_or_else(|| (to - Duration::days(DEFAULT_WINDOW_DAYS)).max(earliest()));
