@@ -40,7 +40,8 @@ enum Command {
     Integrity,
     /// The first request after a cold start, under Lambda's 128 MB CPU share.
     FirstRequest,
-    /// Write units and bytes per ~1 KB event under each cost lever.
+    /// Write units and bytes per ~1 KB event under each cost lever, and the
+    /// cost per million events that quotes them.
     Levers,
     /// One tenant's write ceiling under a per-partition-key limit.
     Ceiling,
@@ -71,7 +72,8 @@ async fn main() -> Result<(), audit_infra::bench::BenchError> {
         Command::HandlerCpu { events } => vec![bench::handler_cpu(events).await?],
         Command::Integrity => vec![bench::integrity().await?],
         Command::FirstRequest => vec![bench::first_request().await?],
-        Command::Levers => vec![bench::levers().await?],
+        // The cost section quotes the levers' figures: written with them.
+        Command::Levers => vec![bench::levers().await?, bench::cost()],
         Command::Ceiling => vec![bench::ceiling().await?],
         Command::Cli { events } => vec![bench::cli(events).await?],
         Command::All { events } => bench::all(events).await?,

@@ -70,15 +70,19 @@ pub struct Config {
     /// 1000: a posting then lists about as many cursors as an item holds).
     pub posting_batch: u64,
     /// `POSTING_MAX_LAG_SECONDS`: ... or once they were last written this long ago,
-    /// 0..=2592000 (default a week; 0 posts every run).
+    /// 0..=315360000 (default 3650 days, the longest retention; 0 posts every run).
     pub posting_max_lag: Duration,
 }
 
-/// A week: a tenant of six events an hour has a batch waiting by then, so
-/// its postings list as many cursors each as a busy tenant's. Pivot reads
-/// scan the events waiting, at most a batch however long they wait
-/// (docs/KEY-DESIGN.md, "Posting cadence").
-pub const DEFAULT_POSTING_MAX_LAG_SECONDS: u64 = 7 * 24 * 3600;
+/// As long as an event can be kept (3650 days): a tenant's postings wait
+/// for a batch however slowly it writes, so each lists as many cursors as a
+/// busy tenant's. Pivot reads scan the events waiting, at most a batch
+/// however long they wait, so the lag bounds no read (docs/KEY-DESIGN.md,
+/// "Posting cadence"). A week until 2026-12-05, an hour until 2026-12-04.
+pub const DEFAULT_POSTING_MAX_LAG_SECONDS: u64 = MAX_POSTING_MAX_LAG_SECONDS;
+
+/// The longest lag a deployment may set: the longest retention.
+pub const MAX_POSTING_MAX_LAG_SECONDS: u64 = crate::settings::MAX_RETENTION_DAYS as u64 * 24 * 3600;
 
 /// The checkpoint key used when none is configured (locally).
 pub const DEVELOPMENT_CHECKPOINT_KEY: &str = "audit-trail-development-checkpoint-key";
@@ -277,8 +281,8 @@ impl Config {
             posting_max_lag: Duration::from_secs(settings.number(
                 "POSTING_MAX_LAG_SECONDS",
                 DEFAULT_POSTING_MAX_LAG_SECONDS,
-                0..=2_592_000,
-                "seconds from 0 to 2592000",
+                0..=MAX_POSTING_MAX_LAG_SECONDS,
+                "seconds from 0 to 315360000 (3650 days)",
             )?),
         })
     }
@@ -322,19 +326,19 @@ mod tests {
         assert!(!config.self_audit_required);
         assert!(config.metadata_extended);
         assert!(config.warm_in_init);
-        // docs/CONFIGURATION.md: a week, so a tenant of 6 events an hour
-        // fills a batch of postings before the lag runs out.
+        // docs/CONFIGURATION.md: 3650 days, so a tenant of one event an
+        // hour fills a batch of postings before the lag runs out.
         assert_eq!(config.posting_batch, 1000);
-        assert_eq!(config.posting_max_lag, Duration::from_secs(604_800));
+        assert_eq!(config.posting_max_lag, Duration::from_secs(315_360_000));
     }
 
     #[test]
-    fn the_posting_lag_runs_from_every_run_to_thirty_days() {
-        for (text, seconds) in [("0", 0), ("3600", 3600), ("2592000", 2_592_000)] {
+    fn the_posting_lag_runs_from_every_run_to_the_longest_retention() {
+        for (text, seconds) in [("0", 0), ("3600", 3600), ("315360000", 315_360_000)] {
             let config = with(&[("POSTING_MAX_LAG_SECONDS", text)]).expect(text);
             assert_eq!(config.posting_max_lag, Duration::from_secs(seconds));
         }
-        for text in ["2592001", "-1", "a week"] {
+        for text in ["315360001", "-1", "a week"] {
             let err = with(&[("POSTING_MAX_LAG_SECONDS", text)]).expect_err(text);
             assert_eq!(err.variable, "POSTING_MAX_LAG_SECONDS");
         }

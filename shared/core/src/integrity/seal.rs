@@ -711,6 +711,28 @@ mod tests {
         assert!(every_run.due(Some(&recent), Some(500), top));
     }
 
+    /// The default cadence waits for a batch even from a tenant of one event
+    /// an hour (a week's 168 events, 1000 hours' 1000), so its postings list
+    /// as many cursors as a busy tenant's (docs/KEY-DESIGN.md).
+    #[test]
+    fn by_default_a_slow_tenant_is_posted_a_batch_at_a_time() {
+        let cadence = PostingCadence::from_config(&Config::defaults());
+        let hour_ms = 3_600_000;
+        let posted_at = 10 * hour_ms;
+        let mark = mark_at(posted_at, Some(0));
+        let after = |hours: u64| Ulid::from_parts(posted_at + hours * hour_ms, 0);
+        assert!(!cadence.due(Some(&mark), Some(168), after(168)), "a week");
+        assert!(!cadence.due(Some(&mark), Some(999), after(999)));
+        assert!(cadence.due(Some(&mark), Some(1000), after(1000)), "a batch");
+        let due_at = cadence.due_at(Some(&mark), Some(999), after(999));
+        let years = |ms: i64| (ms - posted_at as i64) / (365 * 24 * hour_ms as i64);
+        assert_eq!(
+            due_at.map(years),
+            Some(10),
+            "the lag: the longest retention"
+        );
+    }
+
     #[test]
     fn work_waits_since_the_tenant_was_last_sealed_its_heartbeat_or_postings_fell_due() {
         let heartbeat = Duration::from_secs(60);
