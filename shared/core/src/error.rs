@@ -35,8 +35,6 @@ pub enum ApiError {
         field: Option<String>,
         message: String,
     },
-    #[error("{0}")]
-    Throttled(String),
     /// The event exists but is not in the integrity log yet.
     #[error("the event is not sealed yet; it will be within {retry_after_seconds} s")]
     NotSealedYet { retry_after_seconds: u64 },
@@ -77,7 +75,6 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::Throttled(_) => "throttled",
             ApiError::NotSealedYet { .. } => "not_sealed_yet",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal => "internal_error",

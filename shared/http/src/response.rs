@@ -34,7 +34,6 @@ pub fn status_of(err: &ApiError) -> u16 {
         ApiError::PayloadTooLarge { .. } => 413,
         ApiError::UnsupportedMediaType(_) => 415,
         ApiError::NotSealedYet { .. } => 409,
-        ApiError::Throttled(_) => 429,
         ApiError::Internal => 500,
         ApiError::Unavailable { .. } => 503,
     }
