@@ -129,6 +129,38 @@ impl Client {
         Ok(self.get_page(path_or_url).await?.body)
     }
 
+    /// The tenant this token reads, from its trail's first event (`None`
+    /// while the trail is empty): the API names no tenant otherwise, and a
+    /// resumed run checks it goes on with the trail it began with.
+    pub async fn tenant(&self) -> Result<Option<String>, Failure> {
+        let page = self.get("/audit?limit=1").await?;
+        Ok(page["events"][0]["accountId"].as_str().map(str::to_string))
+    }
+
+    /// Refuses to go on from `what` (a state or an export file) written
+    /// from `written_for`'s trail when this token reads another tenant's.
+    pub async fn check_same_tenant(&self, written_for: &str, what: &str) -> Result<(), Failure> {
+        match self.tenant().await? {
+            Some(reads) if reads != written_for => Err(Failure::new(
+                EXIT_USAGE,
+                format!(
+                    "{what} holds the trail of tenant {written_for}, and this token reads tenant {reads}'s: start a new one"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The event of a page, whole: a page shortens large `data` (and says
+    /// so with `mayHaveMoreData`), so such an event is looked up by cursor.
+    pub async fn whole_event(&self, event: Value) -> Result<Value, Failure> {
+        if event["mayHaveMoreData"] != Value::Bool(true) {
+            return Ok(event);
+        }
+        let cursor = event["cursor"].as_str().unwrap_or_default();
+        self.get(&format!("/audit/events/{cursor}")).await
+    }
+
     /// POST JSON; the status and body as they are (the caller reads
     /// per-item results), with retries only for network errors and 429.
     pub async fn post_json<B: serde::Serialize + ?Sized>(

@@ -43,36 +43,78 @@ fn csv_fields(record: &str) -> Option<Vec<String>> {
         .map(|fields| fields.iter().map(str::to_string).collect())
 }
 
-/// The cursor of a written record, whatever the format.
-fn record_cursor(format: Format, record: &str) -> Option<String> {
+/// The cursor and the tenant (`accountId`) of a record as this format
+/// writes it; `None` for a record it does not write (another format's, or
+/// not one of `audit export`'s at all). `account_column` is the CSV
+/// header's `accountId` column.
+fn record_identity(
+    format: Format,
+    record: &str,
+    account_column: Option<usize>,
+) -> Option<(String, String)> {
+    let text = |value: &Value| value.as_str().map(str::to_string);
     match format {
-        Format::Csv => csv_fields(record)?.into_iter().next(),
+        Format::Csv => {
+            let mut fields = csv_fields(record)?;
+            let account = fields.get(account_column?)?.clone();
+            let cursor = fields.drain(..).next()?;
+            ulid::Ulid::from_string(&cursor).ok()?;
+            Some((cursor, account))
+        }
+        Format::Ocsf => {
+            let value: Value = serde_json::from_str(record).ok()?;
+            if value["class_uid"] != 6003 {
+                return None;
+            }
+            let metadata = &value["metadata"];
+            Some((text(&metadata["uid"])?, text(&metadata["tenant_uid"])?))
+        }
         _ => {
             let value: Value = serde_json::from_str(record).ok()?;
-            value["cursor"]
-                .as_str()
-                .or_else(|| value["metadata"]["uid"].as_str())
-                .map(str::to_string)
+            if value.get("class_uid").is_some() {
+                return None;
+            }
+            Some((text(&value["cursor"])?, text(&value["accountId"])?))
         }
     }
 }
 
-/// What an earlier run left: the last cursor written and, for CSV, its
-/// header. A partial last record (a run killed mid-write) is cut off. A CSV
-/// record may span lines (a quoted field holding a newline): it is whole
-/// at a line end with an even count of `"` (quotes inside a quoted field
-/// are doubled).
-fn resume_point(
-    path: &Path,
-    format: Format,
-) -> Result<(Option<String>, Option<Vec<String>>), Failure> {
+/// What an earlier run left.
+struct ResumePoint {
+    /// The last cursor written.
+    last: Option<String>,
+    /// The tenant whose trail the file holds.
+    account: Option<String>,
+    /// A CSV file's header.
+    header: Option<Vec<String>>,
+}
+
+/// What an earlier run left: the last cursor written, its tenant and, for
+/// CSV, the header. A partial last record (a run killed mid-write) is cut
+/// off. A complete record this format does not write (another format's,
+/// another file's) is refused: appending would mix two kinds of record. A
+/// CSV record may span lines (a quoted field holding a newline): it is
+/// whole at a line end with an even count of `"` (quotes inside a quoted
+/// field are doubled).
+fn resume_point(path: &Path, format: Format) -> Result<ResumePoint, Failure> {
+    let mut point = ResumePoint {
+        last: None,
+        account: None,
+        header: None,
+    };
     let Ok(file) = File::open(path) else {
-        return Ok((None, None));
+        return Ok(point);
     };
     let mut reader = BufReader::new(file);
-    let (mut complete_len, mut last, mut header) = (0u64, None, None);
+    let (mut complete_len, mut account_column, mut number) = (0u64, None, 0usize);
     let mut line = String::new();
     let mut record = String::new();
+    let not_ours = |why: String| {
+        Failure::new(
+            EXIT_USAGE,
+            format!("{}: {why}; export to a new file", path.display()),
+        )
+    };
     loop {
         line.clear();
         let read = reader.read_line(&mut line).map_err(io_failure(path))?;
@@ -84,26 +126,49 @@ fn resume_point(
             continue;
         }
         complete_len += record.len() as u64;
+        number += 1;
         let text = std::mem::take(&mut record);
-        if format == Format::Csv && header.is_none() {
-            header = Some(csv_fields(&text).ok_or_else(|| {
-                Failure::new(
-                    EXIT_USAGE,
-                    format!("{}: its first line is not a CSV header", path.display()),
-                )
-            })?);
+        if format == Format::Csv && point.header.is_none() {
+            let header = csv_fields(&text)
+                .ok_or_else(|| not_ours("its first line is not a CSV header".into()))?;
+            account_column = header.iter().position(|c| c == "accountId");
+            point.header = Some(header);
             continue;
         }
-        if let Some(cursor) = record_cursor(format, text.trim_end()) {
-            last = Some(cursor);
+        if text.trim().is_empty() {
+            continue;
         }
+        let (cursor, account) = record_identity(format, text.trim_end(), account_column)
+            .ok_or_else(|| {
+                not_ours(format!(
+                    "record {number} is not a {} record as `audit export` writes it",
+                    format_name(format)
+                ))
+            })?;
+        match &point.account {
+            Some(seen) if *seen != account => {
+                return Err(not_ours(format!(
+                    "it holds the trails of tenants {seen} and {account}"
+                )))
+            }
+            _ => point.account = Some(account),
+        }
+        point.last = Some(cursor);
     }
     let file = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(io_failure(path))?;
     file.set_len(complete_len).map_err(io_failure(path))?;
-    Ok((last, header))
+    Ok(point)
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Csv => "CSV",
+        Format::Ocsf => "OCSF",
+        _ => "NDJSON",
+    }
 }
 
 /// The smallest cursor of a time: where a range starts.
@@ -137,7 +202,12 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
     let resumable =
         !to_stdout && std::fs::metadata(&options.out).map_or(true, |meta| meta.is_file());
     let (resume_after, header) = if resumable {
-        resume_point(&options.out, options.format)?
+        let point = resume_point(&options.out, options.format)?;
+        if let Some(account) = &point.account {
+            let what = format!("{}", options.out.display());
+            client.check_same_tenant(account, &what).await?;
+        }
+        (point.last, point.header)
     } else {
         (None, None)
     };
@@ -208,12 +278,7 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
                 break 'pages;
             }
             // A page shortens large `data`; the export holds whole events.
-            let event = if event["mayHaveMoreData"] == Value::Bool(true) {
-                let cursor = event["cursor"].as_str().unwrap_or_default();
-                client.get(&format!("/audit/events/{cursor}")).await?
-            } else {
-                event
-            };
+            let event = client.whole_event(event).await?;
             printer.write(&event).map_err(&failed)?;
             written += 1;
             if let Ok(at) = DateTime::parse_from_rfc3339(&time) {

@@ -313,6 +313,13 @@ impl<W: Write> Printer<W> {
         }
     }
 
+    /// The same printer, for output that goes on from an earlier run's: a
+    /// streamed CSV writes no header (the run that began it wrote one).
+    pub fn continuing(mut self) -> Self {
+        self.csv_header_pending = false;
+        self
+    }
+
     /// CSV with these data columns after the top-level ones (a stable
     /// order: known before the first row, so the export streams).
     pub fn csv(out: W, data_columns: Vec<String>, header: bool) -> std::io::Result<Self> {

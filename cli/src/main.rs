@@ -31,6 +31,25 @@ struct Cli {
     command: Command,
 }
 
+/// The formats a file of events can be resumed in: streamed records, one
+/// per event (a JSON array or a table is for a finite answer).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Ndjson,
+    Csv,
+    Ocsf,
+}
+
+impl From<ExportFormat> for Format {
+    fn from(format: ExportFormat) -> Self {
+        match format {
+            ExportFormat::Ndjson => Format::Ndjson,
+            ExportFormat::Csv => Format::Csv,
+            ExportFormat::Ocsf => Format::Ocsf,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The gap-free trail, oldest first; with --follow, forever.
@@ -89,7 +108,7 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
         #[arg(long, value_enum, default_value = "ndjson")]
-        format: Format,
+        format: ExportFormat,
         /// A file, resumed where an earlier run stopped; `-` (stdout), a
         /// pipe or a device is written straight through, never resumed.
         #[arg(long)]
@@ -253,7 +272,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 export::Options {
                     from,
                     to,
-                    format,
+                    format: format.into(),
                     out,
                 },
             )

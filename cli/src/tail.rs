@@ -25,6 +25,10 @@ pub struct State {
     pub next: Option<String>,
     /// The last cursor written.
     pub last_cursor: Option<String>,
+    /// The tenant whose trail it is (every event's `accountId`): a resume
+    /// with another tenant's token is refused, not read from this position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
 }
 
 pub fn read_state(path: &Path) -> Result<State, Failure> {
@@ -196,6 +200,10 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         }
         format!("/audit?{query}")
     };
+    if let (Some(account), Some(path)) = (&state.account_id, &options.state) {
+        let what = format!("the state file {}", path.display());
+        client.check_same_tenant(account, &what).await?;
+    }
     let mut next = resume_link(&state, &options).unwrap_or(first);
     let stdout = std::io::stdout();
     // Follow mode never ends, so a JSON array never closes: NDJSON then.
@@ -204,6 +212,11 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         other => other,
     };
     let mut printer = Printer::new(format, stdout.lock());
+    if state.next.is_some() {
+        // Resumed: its output goes on from the last run's (`>> trail.csv`),
+        // so a CSV header is not written again.
+        printer = printer.continuing();
+    }
     let write_failed = Failure::stdout;
     // Without --follow, the trail as it stood when the first page was
     // answered: each page read adds its own record to the trail, and a
@@ -232,9 +245,16 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
                     continue;
                 }
             }
+            // A page shortens large `data`; a forwarder ships whole events.
+            let event = client.whole_event(event).await?;
             printer.write(&event).map_err(write_failed)?;
             if cursor.is_some() {
                 state.last_cursor = cursor;
+            }
+            if let Some(account) = event["accountId"].as_str() {
+                if state.account_id.as_deref() != Some(account) {
+                    state.account_id = Some(account.to_string());
+                }
             }
         }
         printer.flush().map_err(write_failed)?;
@@ -316,6 +336,7 @@ mod run_option_tests {
         let state = State {
             next: Some("/audit?from=01KB0000000000000000000009&limit=100&selfAudit=exclude".into()),
             last_cursor: Some("01KB0000000000000000000005".into()),
+            account_id: None,
         };
         assert_eq!(
             resume_link(&state, &options(false, "exclude", 100)).as_deref(),

@@ -180,8 +180,8 @@ async fn fetch(
         for event in batch {
             // Pages may shorten `data`; the leaf is of the whole event.
             if event["mayHaveMoreData"] == Value::Bool(true) {
-                let cursor = event["cursor"].as_str().unwrap_or_default();
-                let whole = client.get(&format!("/audit/events/{cursor}")).await?;
+                let cursor = event["cursor"].as_str().unwrap_or_default().to_string();
+                let whole = client.whole_event(event).await?;
                 events.push(
                     checked_event(whole)
                         .map_err(|e| Failure::new(EXIT_FAILED, format!("event {cursor}: {e}")))?,

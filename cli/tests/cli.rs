@@ -416,6 +416,122 @@ async fn a_tail_without_follow_ends_at_the_trail_as_it_started() {
     let _ = std::fs::remove_file(&state);
 }
 
+/// A page shortens `data` over `LIST_DATA_MAX_BYTES`; what the CLI writes
+/// from pages (a tail a forwarder ships, an export) holds every event whole,
+/// in every format that carries `data`.
+#[tokio::test]
+async fn a_tail_and_an_export_write_events_whole() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    let big = "x".repeat(20_000);
+    let posted = post(
+        &base,
+        &token,
+        vec![
+            json!({"eventType": "file.upload", "serviceName": "drive", "data": {"big": big}}),
+            json!({"eventType": "file.view", "serviceName": "drive", "data": {"small": 1}}),
+        ],
+    )
+    .await;
+    assert_eq!(posted.len(), 2);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let runs: [&[&str]; 3] = [
+        &["tail", "--self-audit", "exclude", "--format", "ndjson"],
+        &["tail", "--self-audit", "exclude", "--format", "ocsf"],
+        &["export", "--from", "1h", "--format", "ndjson", "--out", "-"],
+    ];
+    for args in runs {
+        let (code, stdout, stderr) = audit(&base, &token, args).await;
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        let lines: Vec<Value> = stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .filter(|line: &Value| line.to_string().contains("file."))
+            .collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {stdout}");
+        assert!(
+            stdout.contains(&big) && !stdout.contains("mayHaveMoreData"),
+            "{args:?}: the large event is whole"
+        );
+    }
+}
+
+/// A resumed run goes on only with what it began: an export file of
+/// another format or another tenant's trail, or a tail state another
+/// tenant's token wrote, is exit 2 and left as it was (a resume read from
+/// its position exported nothing, or mixed records). A resumed CSV tail
+/// writes no second header.
+#[tokio::test]
+async fn a_resumed_run_goes_on_only_with_the_format_and_the_tenant_it_began() {
+    let (env, base) = served().await;
+    let acme = env.token("acme", "audit:read audit:write");
+    let beta = env.token("beta", "audit:read audit:write");
+    for token in [&acme, &beta] {
+        let event = json!({"eventType": "user.login", "serviceName": "idp"});
+        assert_eq!(
+            post(&base, token, vec![event.clone(), event]).await.len(),
+            2
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let dir = std::env::temp_dir().join(format!("audit-resume-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    for format in ["ndjson", "csv", "ocsf"] {
+        let out = file(&format!("acme.{format}"));
+        let args = [
+            "export",
+            "--from",
+            "1h",
+            "--format",
+            format,
+            "--out",
+            out.as_str(),
+        ];
+        let (code, _, stderr) = audit(&base, &acme, &args).await;
+        assert_eq!(code, 0, "{stderr}");
+        let written = std::fs::read(&out).expect("export");
+        // Another tenant's token, the same arguments.
+        let (code, _, stderr) = audit(&base, &beta, &args).await;
+        assert_eq!(code, 2, "{format} with beta's token: {stderr}");
+        assert!(stderr.contains("tenant acme"), "{stderr}");
+        // The same file as another format.
+        for other in ["ndjson", "csv", "ocsf"]
+            .into_iter()
+            .filter(|f| *f != format)
+        {
+            let args = [
+                "export",
+                "--from",
+                "1h",
+                "--format",
+                other,
+                "--out",
+                out.as_str(),
+            ];
+            let (code, _, stderr) = audit(&base, &acme, &args).await;
+            assert_eq!(code, 2, "a {format} file resumed as {other}: {stderr}");
+        }
+        assert_eq!(std::fs::read(&out).expect("export"), written, "{format}");
+    }
+    let state = file("state.json");
+    let tail = ["tail", "--state", state.as_str(), "--format", "csv"];
+    let (code, first, stderr) = audit(&base, &acme, &tail).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(first.starts_with("cursor,"), "{first}");
+    let (code, stdout, stderr) = audit(&base, &beta, &tail).await;
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
+    assert!(stderr.contains("tenant acme"), "{stderr}");
+    let event = json!({"eventType": "user.logout", "serviceName": "idp"});
+    assert_eq!(post(&base, &acme, vec![event]).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (code, second, stderr) = audit(&base, &acme, &tail).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(second.contains("user.logout"), "{second}");
+    assert!(!second.contains("cursor,"), "one header in all: {second}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A reader that closes the pipe (`audit query ... | head -1`) ends the
 /// command quietly with 0, whatever it was printing: no "Broken pipe"
 /// error, no panic.

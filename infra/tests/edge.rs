@@ -123,8 +123,8 @@ async fn an_undeclared_method_on_a_known_route_is_405_with_allow() {
 }
 
 /// Every route of the route table refuses, before it runs, a query
-/// parameter it doesn't take and one it takes given twice: a 400 naming it,
-/// whatever the function behind the route.
+/// parameter it doesn't take and one it takes given twice (`limit=1&%6Cimit=2`
+/// too): a 400 naming it, whatever the function behind the route.
 #[tokio::test]
 async fn every_route_refuses_unknown_and_repeated_query_parameters() {
     let api = Api::start().await;
@@ -135,7 +135,13 @@ async fn every_route_refuses_unknown_and_repeated_query_parameters() {
         let path = template.replace("{cursor}", &cursor);
         let mut cases = vec![("bogus".to_string(), format!("{path}?bogus=1"))];
         if let Some(taken) = spec.query.first() {
-            cases.push((taken.to_string(), format!("{path}?{taken}=1&{taken}=2")));
+            // The same name however it is spelled: plain, or with its first
+            // (or every) character percent-encoded, as the name is decoded.
+            let first_encoded = format!("%{:02X}{}", taken.as_bytes()[0], &taken[1..]);
+            let all_encoded: String = taken.bytes().map(|b| format!("%{b:02x}")).collect();
+            for other in [taken.to_string(), first_encoded, all_encoded] {
+                cases.push((taken.to_string(), format!("{path}?{taken}=1&{other}=2")));
+            }
         }
         for (field, target) in cases {
             let response = api

@@ -250,6 +250,31 @@ async fn the_idempotency_header_must_agree_with_the_body() {
     assert_eq!(status, 201, "{answer}");
 }
 
+/// One header, one key: a header given twice (which API Gateway joins with a
+/// comma), a comma, a space or a tab is refused, and stores nothing.
+#[tokio::test]
+async fn an_idempotency_header_is_one_visible_key() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let url = format!("{}/audit/events", api.base);
+    let event = json!({"eventType": "a", "serviceName": "s"});
+    let cases: [&[&str]; 5] = [&["k1", "k2"], &["k1,k2"], &["k1, k2"], &["a b"], &["a\tb"]];
+    for values in cases {
+        let mut request = api.http.post(&url).bearer_auth(&token).json(&event);
+        for value in values {
+            request = request.header("Idempotency-Key", *value);
+        }
+        let (status, answer) = json_of(request.send().await.expect("send")).await;
+        assert_eq!(status, 400, "{values:?}: {answer}");
+        assert_eq!(answer["error"]["field"], "Idempotency-Key", "{answer}");
+    }
+    assert!(!api.env.events_by_tenant().await.contains_key("acme"));
+    let request = api.http.post(&url).bearer_auth(&token).json(&event);
+    let request = request.header("Idempotency-Key", "k1");
+    let (status, answer) = json_of(request.send().await.expect("send")).await;
+    assert_eq!(status, 201, "{answer}");
+}
+
 #[tokio::test]
 async fn a_platform_token_writes_for_any_tenant_a_tenant_token_only_for_its_own() {
     let api = Api::start().await;

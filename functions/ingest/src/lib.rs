@@ -17,6 +17,35 @@ pub struct IngestHandler<S> {
     tenant_claim: String,
 }
 
+/// The `Idempotency-Key` header: one value of visible ASCII. A header given
+/// twice arrives joined with a comma (API Gateway joins repeated headers), so
+/// a comma is refused, as a query parameter given twice is: never one key
+/// made of two.
+fn idempotency_header(request: &Request) -> Result<Option<String>, ApiError> {
+    let mut values = request.headers().get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let refused = |message: &str| ApiError::bad_request("Idempotency-Key", message);
+    if values.next().is_some() {
+        return Err(refused(
+            "the Idempotency-Key header is given more than once",
+        ));
+    }
+    let bytes = value.as_bytes();
+    if bytes.contains(&b',') {
+        return Err(refused(
+            "the Idempotency-Key header holds a comma: one key, without commas (a header given twice arrives joined by one)",
+        ));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(key) if bytes.iter().all(|b| b.is_ascii_graphic()) => Ok(Some(key.to_string())),
+        _ => Err(refused(
+            "the Idempotency-Key header must be visible ASCII, without spaces or tabs",
+        )),
+    }
+}
+
 impl<S: EventStore + 'static> HttpHandler for IngestHandler<S> {
     async fn respond(&self, request: Request) -> Result<Response<Body>, ApiError> {
         self.try_handle(request).await
@@ -38,17 +67,7 @@ impl<S: EventStore> IngestHandler<S> {
             return Err(not_served(route));
         }
         require_json(&request)?;
-        let idempotency_key = request
-            .headers()
-            .get("idempotency-key")
-            .map(|v| v.to_str().map(str::to_string))
-            .transpose()
-            .map_err(|_| {
-                ApiError::bad_request(
-                    "Idempotency-Key",
-                    "the Idempotency-Key header must be visible ASCII",
-                )
-            })?;
+        let idempotency_key = idempotency_header(&request)?;
         match IngestRequest::from_body(request.body().as_ref(), idempotency_key)? {
             IngestRequest::Single {
                 event,

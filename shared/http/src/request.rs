@@ -9,7 +9,7 @@ use audit_core::routes::Route;
 use audit_core::selfaudit::RequestFacts;
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::response::JSON;
 
@@ -178,6 +178,14 @@ pub fn encode_component(value: &str) -> String {
     utf8_percent_encode(value, COMPONENT).to_string()
 }
 
+/// A query component as form decoding reads it: `+` is a space, `%XX` a
+/// byte (invalid UTF-8 replaced).
+fn decode_component(raw: &str) -> String {
+    percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// Reads query-string parameters, refusing any not in `known` (typos in a
 /// poller's URL should fail loudly, not silently read something else).
 pub fn query_parameters(
@@ -186,13 +194,15 @@ pub fn query_parameters(
 ) -> Result<HashMap<String, String>, ApiError> {
     // A parameter given twice (`limit=1000&limit=5`) is ambiguous: refused,
     // never resolved by taking one of them. Counted on the raw query string,
-    // since API Gateway joins repeated values with commas.
+    // since API Gateway joins repeated values with commas, by the name as
+    // decoded (`%6Cimit` is `limit`), since the values are read decoded.
     let mut names = HashSet::new();
     for pair in request.uri().query().unwrap_or_default().split('&') {
-        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-        if !name.is_empty() && !names.insert(name) {
+        let raw_name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        let name = decode_component(raw_name);
+        if !name.is_empty() && !names.insert(name.clone()) {
             return Err(ApiError::bad_request(
-                name,
+                name.as_str(),
                 format!("the query parameter `{name}` is given more than once"),
             ));
         }
