@@ -232,13 +232,23 @@ async fn serve(
     }
     // API Gateway routes by the host: a request whose `Host` names none
     // never reaches a function there.
-    if let Some(host) = headers.get("host") {
-        if !is_plain_host(host) {
+    // A request without one (HTTP/1.1 requires it) had links to
+    // `http://localhost/`, which lead nowhere.
+    match headers.get("host") {
+        Some(host) if is_plain_host(host) => {}
+        Some(_) => {
             return to_axum(plain_error(
                 400,
                 "invalid_request",
                 "the Host header must be a host name or address and an optional port",
-            ));
+            ))
+        }
+        None => {
+            return to_axum(plain_error(
+                400,
+                "invalid_request",
+                "the request has no Host header (API Gateway routes by it)",
+            ))
         }
     }
     // API Gateway sets the scheme itself; here a proxy in front may say
@@ -291,12 +301,20 @@ async fn serve(
     };
     let body = match to_bytes(request.into_body(), MAX_BODY).await {
         Ok(body) => body,
-        Err(_) => {
-            return to_axum(plain_error(
-                413,
-                "payload_too_large",
-                "a request may take at most 6 MB",
-            ));
+        Err(err) => {
+            // A body the connection could not deliver (a malformed chunk, a
+            // connection cut short) is not a large one.
+            return to_axum(
+                if err.into_inner().is::<http_body_util::LengthLimitError>() {
+                    plain_error(413, "payload_too_large", "a request may take at most 6 MB")
+                } else {
+                    plain_error(
+                        400,
+                        "invalid_request",
+                        "the request body could not be read (malformed or cut short)",
+                    )
+                },
+            );
         }
     };
     let event = apigw_event(

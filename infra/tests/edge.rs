@@ -223,8 +223,13 @@ async fn get_with_host(api: &Api, host: &str, proto: Option<&str>, token: &str) 
     let proto = proto
         .map(|p| format!("X-Forwarded-Proto: {p}\r\n"))
         .unwrap_or_default();
+    // `None`'s stand-in: no Host line at all.
+    let host = match host {
+        "<none>" => String::new(),
+        host => format!("Host: {host}\r\n"),
+    };
     let request = format!(
-        "GET /audit?limit=1 HTTP/1.1\r\nHost: {host}\r\n{proto}Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "GET /audit?limit=1 HTTP/1.1\r\n{host}{proto}Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
     socket.write_all(request.as_bytes()).await.expect("write");
     let mut answer = Vec::new();
@@ -242,7 +247,7 @@ async fn get_with_host(api: &Api, host: &str, proto: Option<&str>, token: &str) 
     (status, body)
 }
 
-/// A `Host` that names no host (empty, with a path, a user, a space, a
+/// A missing `Host`, or one that names no host (empty, with a path, a user, a space, a
 /// quote, a port out of range, a name the URL parser reads as a bad IPv4
 /// address) is a JSON 400, as API Gateway never routes it; it panicked the
 /// request's conversion, or bent the links' paths. A plain host is taken,
@@ -253,6 +258,7 @@ async fn a_host_header_that_names_no_host_is_a_400_and_links_stay_whole() {
     let api = Api::start().await;
     let token = api.token("acme");
     for host in [
+        "<none>",
         "",
         "a b",
         "x\"y",
@@ -363,4 +369,43 @@ fn signed_by_hand(payload: &str) -> String {
     )
     .expect("signed");
     format!("{message}.{signature}")
+}
+
+/// A body the connection cannot deliver (a chunk size that is no number) is
+/// a 400, not a 413: only a body over the 6 MB limit is too large.
+#[tokio::test]
+async fn a_malformed_chunked_body_is_a_400_and_only_a_large_one_a_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let address = api.base.trim_start_matches("http://").to_string();
+    let big_chunk = format!("{:x}\r\n{}\r\n0\r\n\r\n", 7 << 20, "x".repeat(7 << 20));
+    for (chunks, status, code) in [
+        ("zz\r\n{}\r\n0\r\n\r\n".to_string(), 400, "invalid_request"),
+        (big_chunk, 413, "payload_too_large"),
+    ] {
+        let mut socket = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /audit/events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        socket.write_all(head.as_bytes()).await.expect("write");
+        // The server may answer and close before reading a large body.
+        let _ = socket.write_all(chunks.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let body: serde_json::Value = answer
+            .split_once("\r\n\r\n")
+            .and_then(|(_, body)| serde_json::from_str(body).ok())
+            .unwrap_or_default();
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{}",
+            &answer[..answer.len().min(300)]
+        );
+        assert_eq!(error_code(&body), code, "{body}");
+    }
+    assert!(!api.env.events_by_tenant().await.contains_key("acme"));
 }
