@@ -130,11 +130,24 @@ impl Client {
     }
 
     /// The tenant this token reads, from its trail's first event (`None`
-    /// while the trail is empty): the API names no tenant otherwise, and a
-    /// resumed run checks it goes on with the trail it began with.
+    /// while its settled trail is empty): the API names no tenant
+    /// otherwise, and a resumed run checks it goes on with the trail it
+    /// began with. A page may be empty and not the last (its read budget
+    /// spent on expired items), so pages are followed to the first event or
+    /// the caught-up end, 20 pages at most.
     pub async fn tenant(&self) -> Result<Option<String>, Failure> {
-        let page = self.get("/audit?limit=1").await?;
-        Ok(page["events"][0]["accountId"].as_str().map(str::to_string))
+        let mut next = "/audit?limit=1&selfAudit=include".to_string();
+        for _ in 0..20 {
+            let page = self.get_page(&next).await?;
+            if let Some(account) = page.body["events"][0]["accountId"].as_str() {
+                return Ok(Some(account.to_string()));
+            }
+            match page.body["_links"]["next"]["href"].as_str() {
+                Some(link) if page.retry_after.is_none() => next = link.to_string(),
+                _ => break,
+            }
+        }
+        Ok(None)
     }
 
     /// Refuses to go on from `what` (a state or an export file) written

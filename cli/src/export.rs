@@ -81,6 +81,9 @@ fn record_identity(
 
 /// What an earlier run left.
 struct ResumePoint {
+    /// The length of its complete records: a partial last one (a run
+    /// killed mid-write) is cut off there before the run goes on.
+    complete_len: u64,
     /// The last cursor written.
     last: Option<String>,
     /// The tenant whose trail the file holds.
@@ -98,6 +101,7 @@ struct ResumePoint {
 /// field are doubled).
 fn resume_point(path: &Path, format: Format) -> Result<ResumePoint, Failure> {
     let mut point = ResumePoint {
+        complete_len: 0,
         last: None,
         account: None,
         header: None,
@@ -106,7 +110,7 @@ fn resume_point(path: &Path, format: Format) -> Result<ResumePoint, Failure> {
         return Ok(point);
     };
     let mut reader = BufReader::new(file);
-    let (mut complete_len, mut account_column, mut number) = (0u64, None, 0usize);
+    let (mut account_column, mut number) = (None, 0usize);
     let mut line = String::new();
     let mut record = String::new();
     let not_ours = |why: String| {
@@ -125,7 +129,7 @@ fn resume_point(path: &Path, format: Format) -> Result<ResumePoint, Failure> {
         if format == Format::Csv && record.matches('"').count() % 2 == 1 {
             continue;
         }
-        complete_len += record.len() as u64;
+        point.complete_len += record.len() as u64;
         number += 1;
         let text = std::mem::take(&mut record);
         if format == Format::Csv && point.header.is_none() {
@@ -141,7 +145,7 @@ fn resume_point(path: &Path, format: Format) -> Result<ResumePoint, Failure> {
         let (cursor, account) = record_identity(format, text.trim_end(), account_column)
             .ok_or_else(|| {
                 not_ours(format!(
-                    "record {number} is not a {} record as `audit export` writes it",
+                    "record {number} is not what `audit export --format {}` writes",
                     format_name(format)
                 ))
             })?;
@@ -155,19 +159,23 @@ fn resume_point(path: &Path, format: Format) -> Result<ResumePoint, Failure> {
         }
         point.last = Some(cursor);
     }
+    Ok(point)
+}
+
+/// Cuts a partial last record off (a run killed mid-write).
+fn cut_to(path: &Path, complete_len: u64) -> Result<(), Failure> {
     let file = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(io_failure(path))?;
-    file.set_len(complete_len).map_err(io_failure(path))?;
-    Ok(point)
+    file.set_len(complete_len).map_err(io_failure(path))
 }
 
 fn format_name(format: Format) -> &'static str {
     match format {
-        Format::Csv => "CSV",
-        Format::Ocsf => "OCSF",
-        _ => "NDJSON",
+        Format::Csv => "csv",
+        Format::Ocsf => "ocsf",
+        _ => "ndjson",
     }
 }
 
@@ -206,6 +214,10 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
         if let Some(account) = &point.account {
             let what = format!("{}", options.out.display());
             client.check_same_tenant(account, &what).await?;
+        }
+        // Only a file this run goes on with is changed.
+        if std::fs::metadata(&options.out).is_ok() {
+            cut_to(&options.out, point.complete_len)?;
         }
         (point.last, point.header)
     } else {

@@ -7,31 +7,53 @@ use ulid::{Generator, Ulid};
 
 use crate::error::ApiError;
 
-/// Hands out strictly increasing ULIDs within this process, timed by a
-/// clock that never runs backwards ([`ForwardClock`]).
-#[derive(Default)]
+/// Hands out strictly increasing ULIDs within this process, timed by the
+/// process's clock that never runs backwards ([`now`]).
 pub struct CursorGenerator {
-    inner: Mutex<(Generator, ForwardClock)>,
+    inner: Mutex<Generator>,
+}
+
+impl Default for CursorGenerator {
+    fn default() -> Self {
+        // Read the clock now: a step back before the first cursor is drawn
+        // is then behind this reading too.
+        let _ = now();
+        Self {
+            inner: Mutex::new(Generator::new()),
+        }
+    }
 }
 
 impl CursorGenerator {
     pub fn next(&self) -> Ulid {
-        self.next_at(SystemTime::now(), Instant::now())
+        self.next_at(now())
     }
 
-    /// The next cursor with the wall clock reading `wall` at `instant`.
-    fn next_at(&self, wall: SystemTime, instant: Instant) -> Ulid {
-        let mut guard = match self.inner.lock() {
+    /// The next cursor at the time `at`.
+    fn next_at(&self, at: SystemTime) -> Ulid {
+        let mut generator = match self.inner.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let (generator, clock) = &mut *guard;
         // The monotonic generator only fails when 2^80 ids are drawn in one
         // millisecond; a fresh random ULID is still unique then.
         generator
-            .generate_from_datetime(clock.read(wall, instant))
+            .generate_from_datetime(at)
             .unwrap_or_else(|_| Ulid::new())
     }
+}
+
+/// The process's clock ([`ForwardClock`]): what times cursors, and what the
+/// writes that must cover them (the sealing marks) are timed by.
+static PROCESS_CLOCK: Mutex<ForwardClock> = Mutex::new(ForwardClock { anchor: None });
+
+/// The wall clock, never behind a time this process has read from it.
+pub fn now() -> SystemTime {
+    let mut clock = match PROCESS_CLOCK.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    clock.read(SystemTime::now(), Instant::now())
 }
 
 /// The wall clock as this process has seen it, never behind a time it has
@@ -101,27 +123,48 @@ mod tests {
         }
     }
 
-    /// After the system clock steps back, cursors go on from where they
-    /// were at the pace of real time, not from the stepped-back time, and
-    /// a step forward is followed at once.
+    /// After the system clock steps back, the clock goes on from where it
+    /// was at the pace of real time, not from the stepped-back time, and a
+    /// step forward is followed at once; cursors follow it.
     #[test]
-    fn cursors_never_go_back_in_time_when_the_clock_does() {
-        let generator = CursorGenerator::default();
+    fn the_clock_never_goes_back_when_the_system_clock_does() {
+        let mut clock = ForwardClock::default();
         let (wall, start) = (SystemTime::now(), Instant::now());
-        let ms = |cursor: Ulid| cursor.timestamp_ms();
-        let first = generator.next_at(wall, start);
         let later = |seconds: u64| start + Duration::from_secs(seconds);
-        // 1 s later the clock reads 15 s earlier, then 60 s earlier.
-        let stepped = generator.next_at(wall - Duration::from_secs(15), later(1));
-        assert_eq!(ms(stepped), ms(first) + 1000);
-        let stepped = generator.next_at(wall - Duration::from_secs(60), later(3));
-        assert_eq!(ms(stepped), ms(first) + 3000);
-        // Once the wall clock is ahead again, it is read as it is.
-        let ahead = generator.next_at(wall + Duration::from_secs(20), later(4));
-        assert_eq!(ms(ahead), ms(first) + 20_000);
-        let after = generator.next_at(wall + Duration::from_secs(20), later(5));
-        assert_eq!(ms(after), ms(first) + 21_000);
-        assert!(first < stepped && stepped < ahead && ahead < after);
+        let since = |at: SystemTime| at.duration_since(wall).unwrap_or_default().as_secs();
+        assert_eq!(clock.read(wall, start), wall);
+        // 1 s later the system clock reads 15 s earlier, then 60 s earlier.
+        assert_eq!(
+            since(clock.read(wall - Duration::from_secs(15), later(1))),
+            1
+        );
+        assert_eq!(
+            since(clock.read(wall - Duration::from_secs(60), later(3))),
+            3
+        );
+        // Read often while behind, it still keeps real time's pace.
+        for _ in 0..1000 {
+            clock.read(wall - Duration::from_secs(60), later(3));
+        }
+        assert_eq!(
+            since(clock.read(wall - Duration::from_secs(59), later(4))),
+            4
+        );
+        // Once the system clock is ahead again, it is read as it is.
+        assert_eq!(
+            since(clock.read(wall + Duration::from_secs(20), later(5))),
+            20
+        );
+        assert_eq!(
+            since(clock.read(wall + Duration::from_secs(20), later(6))),
+            21
+        );
+        let generator = CursorGenerator::default();
+        let (first, stepped) = (
+            generator.next_at(wall),
+            generator.next_at(clock.read(wall - Duration::from_secs(30), later(7))),
+        );
+        assert_eq!(stepped.timestamp_ms() - first.timestamp_ms(), 22_000);
     }
 
     #[test]

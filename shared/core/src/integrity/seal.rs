@@ -60,7 +60,10 @@ impl DirtyMarks {
         if !due {
             return;
         }
-        let until = Utc::now() + chrono::Duration::from_std(self.interval * 2).unwrap_or_default();
+        // Timed by the clock cursors are timed by, so the mark covers them
+        // even after the system clock stepped back.
+        let now: DateTime<Utc> = crate::cursor::now().into();
+        let until = now + chrono::Duration::from_std(self.interval * 2).unwrap_or_default();
         if let Err(err) = store.mark_dirty(tenant, until.timestamp_millis()).await {
             tracing::warn!(error = %err, "the sealing mark was not written; the next write retries");
             if let Ok(mut marked) = self.marked.lock() {
