@@ -248,6 +248,8 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
             if options.limit.is_some_and(|limit| written >= limit) {
                 break;
             }
+            // A page shortens large `data`; what the CLI writes is whole.
+            let event = client.whole_event(event).await?;
             printer.write(&event).map_err(write_failed)?;
             written += 1;
         }

@@ -417,8 +417,8 @@ async fn a_tail_without_follow_ends_at_the_trail_as_it_started() {
 }
 
 /// A page shortens `data` over `LIST_DATA_MAX_BYTES`; what the CLI writes
-/// from pages (a tail a forwarder ships, an export) holds every event whole,
-/// in every format that carries `data`.
+/// from pages (a tail a forwarder ships, an export, a query's answer) holds
+/// every event whole, in every format that carries `data`.
 #[tokio::test]
 async fn a_tail_and_an_export_write_events_whole() {
     let (env, base) = served().await;
@@ -435,10 +435,11 @@ async fn a_tail_and_an_export_write_events_whole() {
     .await;
     assert_eq!(posted.len(), 2);
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    let runs: [&[&str]; 3] = [
+    let runs: [&[&str]; 4] = [
         &["tail", "--self-audit", "exclude", "--format", "ndjson"],
         &["tail", "--self-audit", "exclude", "--format", "ocsf"],
         &["export", "--from", "1h", "--format", "ndjson", "--out", "-"],
+        &["query", "serviceName", "=", "drive", "--format", "ndjson"],
     ];
     for args in runs {
         let (code, stdout, stderr) = audit(&base, &token, args).await;
