@@ -669,6 +669,15 @@ async fn queries_do_bounded_work_and_resume() {
     let (found, pages) = query_all(&api, &token, &needles, 1000).await;
     assert_eq!(found, vec![written[420].clone(), written[3].clone()]);
     assert_eq!(pages, 1);
+    // An `in` of a hundred values, two present: the absent ones finish in a
+    // read each and leave their share of the budget to the present ones, so
+    // the 450 matches take a few requests, not one each.
+    let mut values: Vec<String> = (0..98).map(|i| format!("absent-{i}")).collect();
+    values.extend(["noise".to_string(), "needle".to_string()]);
+    let listed = json!({"and": [{"field": "eventType", "operator": "in", "value": values}]});
+    let (found, pages) = query_all(&api, &token, &listed, 1000).await;
+    assert_eq!(found.len(), 450);
+    assert!(pages <= 20, "450 matches in {pages} requests of 100 reads");
 }
 
 #[tokio::test]

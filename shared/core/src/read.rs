@@ -76,6 +76,26 @@ fn ceil_millis(at: DateTime<Utc>) -> i64 {
     }
 }
 
+/// Where a query page's read of one pivot value (or of the time range)
+/// stands.
+struct PivotRead {
+    pivot: Option<String>,
+    /// Everything above it has been read.
+    upper: Ulid,
+    found: usize,
+    state: PivotState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PivotState {
+    /// More to read, if the budget allows.
+    Open,
+    /// The page's worth found: below `upper` is for the next page.
+    Full,
+    /// Read down to the range's start.
+    Finished,
+}
+
 fn step_up(cursor: Ulid) -> Ulid {
     Ulid(cursor.0.saturating_add(1))
 }
@@ -248,7 +268,6 @@ impl<S: EventStore> TrailReader<S> {
             vec![None]
         };
         let budget = self.config.query_read_budget;
-        let per_pivot_budget = (budget / pivots.len().max(1)).max(1);
         let residual_filters = query.conditions.len() > usize::from(plan.index.is_some());
         // `data` is parsed only for a condition on it; a page only prints it.
         let data_in_conditions = query.conditions.iter().any(
@@ -259,74 +278,109 @@ impl<S: EventStore> TrailReader<S> {
         let mut items_read = 0;
         let mut items_fetched = 0;
         let mut read_units = 0.0;
-        // The lowest cursor read by a pivot that is not finished: below it, unknown.
-        let mut boundary: Option<Ulid> = None;
-        for pivot in pivots {
-            let mut upper = hi;
-            let mut read_here = 0;
-            let mut found_here = 0;
-            let finished = loop {
-                if upper < lo || found_here >= limit {
-                    break found_here < limit;
-                }
-                if read_here >= per_pivot_budget
-                    || started.elapsed() >= self.config.query_time_budget
-                {
-                    break false;
-                }
-                let wanted = limit - found_here;
-                let chunk_size = if residual_filters {
-                    (wanted * 2).clamp(100, MAX_PAGE)
-                } else {
-                    wanted
-                };
-                let read = RangeRead {
-                    tenant: tenant.to_string(),
-                    pivot: plan.index.zip(pivot.clone()),
-                    lo: lo.to_string(),
-                    hi: upper.to_string(),
-                    newest_first: true,
-                    limit: chunk_size.min(per_pivot_budget - read_here),
-                    scan_limit: per_pivot_budget - read_here,
-                    consistent: false,
-                    data_as_text: !data_in_conditions,
-                };
-                let chunk = self.store.read_range(&read).await?;
-                read_here += chunk.items_read;
-                items_fetched += chunk.items_fetched;
-                read_units += chunk.read_units;
-                for page_event in chunk.events {
-                    if page_event.event.is_expired(now) {
-                        continue;
+        let mut reads: Vec<PivotRead> = pivots
+            .into_iter()
+            .map(|pivot| PivotRead {
+                pivot,
+                upper: hi,
+                found: 0,
+                state: PivotState::Open,
+            })
+            .collect();
+        // The budget is shared in rounds: each round splits what is left
+        // among the values still open, so a value that matches little (an
+        // `in` list of a hundred names, most of them absent) leaves its
+        // share to those that match, instead of holding each to 1/n of it.
+        loop {
+            let open: Vec<usize> = (0..reads.len())
+                .filter(|&i| reads[i].state == PivotState::Open)
+                .collect();
+            let remaining = budget.saturating_sub(items_read);
+            if open.is_empty()
+                || remaining == 0
+                || started.elapsed() >= self.config.query_time_budget
+            {
+                break;
+            }
+            let share = (remaining / open.len()).max(1);
+            for index in open {
+                let pivot_read = &mut reads[index];
+                let mut read_here = 0;
+                loop {
+                    if pivot_read.upper < lo {
+                        pivot_read.state = PivotState::Finished;
+                        break;
                     }
-                    // The range read holds only events the pivot condition
-                    // matches: other conditions are evaluated here.
-                    if residual_filters {
-                        let as_json =
-                            serde_json::to_value(&page_event.event).unwrap_or(Value::Null);
-                        if !query.matches(&as_json) {
+                    if pivot_read.found >= limit {
+                        pivot_read.state = PivotState::Full;
+                        break;
+                    }
+                    if read_here >= share || started.elapsed() >= self.config.query_time_budget {
+                        break;
+                    }
+                    let wanted = limit - pivot_read.found;
+                    let chunk_size = if residual_filters {
+                        (wanted * 2).clamp(100, MAX_PAGE)
+                    } else {
+                        wanted
+                    };
+                    let read = RangeRead {
+                        tenant: tenant.to_string(),
+                        pivot: plan.index.zip(pivot_read.pivot.clone()),
+                        lo: lo.to_string(),
+                        hi: pivot_read.upper.to_string(),
+                        newest_first: true,
+                        limit: chunk_size.min(share - read_here),
+                        scan_limit: share - read_here,
+                        consistent: false,
+                        data_as_text: !data_in_conditions,
+                    };
+                    let chunk = self.store.read_range(&read).await?;
+                    read_here += chunk.items_read;
+                    items_fetched += chunk.items_fetched;
+                    read_units += chunk.read_units;
+                    for page_event in chunk.events {
+                        if page_event.event.is_expired(now) {
                             continue;
                         }
+                        // The range read holds only events the pivot
+                        // condition matches: other conditions are
+                        // evaluated here.
+                        if residual_filters {
+                            let as_json =
+                                serde_json::to_value(&page_event.event).unwrap_or(Value::Null);
+                            if !query.matches(&as_json) {
+                                continue;
+                            }
+                        }
+                        pivot_read.found += 1;
+                        matched.push(page_event);
                     }
-                    found_here += 1;
-                    matched.push(page_event);
-                }
-                match chunk.last_cursor {
-                    Some(last) if chunk.more => upper = step_down(parse_stored(&last)?),
-                    Some(last) => {
-                        upper = step_down(parse_stored(&last)?);
-                        break true;
+                    match chunk.last_cursor {
+                        Some(last) if chunk.more => {
+                            pivot_read.upper = step_down(parse_stored(&last)?)
+                        }
+                        Some(last) => {
+                            pivot_read.upper = step_down(parse_stored(&last)?);
+                            pivot_read.state = PivotState::Finished;
+                            break;
+                        }
+                        None => {
+                            pivot_read.state = PivotState::Finished;
+                            break;
+                        }
                     }
-                    None => break true,
                 }
-            };
-            items_read += read_here;
-            if !finished {
-                // Everything above `upper` in this pivot has been considered.
-                let considered_down_to = step_up(upper);
-                boundary = Some(boundary.map_or(considered_down_to, |b| b.max(considered_down_to)));
+                items_read += read_here;
             }
         }
+        // The lowest cursor read by a pivot that is not finished: below it,
+        // unknown. Everything above `upper` in such a pivot was considered.
+        let boundary: Option<Ulid> = reads
+            .iter()
+            .filter(|r| r.state != PivotState::Finished)
+            .map(|r| step_up(r.upper))
+            .max();
         matched.sort_by(|a, b| b.event.cursor.cmp(&a.event.cursor));
         if let Some(boundary) = boundary {
             let boundary = boundary.to_string();
