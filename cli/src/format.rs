@@ -174,30 +174,120 @@ pub const COLUMNS: &[&str] = &[
     "accountId",
 ];
 
+/// What a terminal must not be given raw: controls (C0, DEL, C1: `\u{9b}`
+/// starts an escape sequence on some terminals) and the marks that reorder
+/// or hide text. Its own list, not ingest's invisible table: that one also
+/// holds variation selectors (an emoji's U+FE0F) and fillers, which change
+/// nothing on a screen; these reorder, hide or control it.
+pub fn hides_on_a_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
+        )
+}
+
+/// JSON for a terminal: the same value, with every character
+/// [`hides_on_a_terminal`] written as a `\u` escape (serde_json escapes
+/// only C0, `"` and `\`), so an event can't reorder or control the screen
+/// through `audit get` or JSON on a terminal. Piped output is left as the
+/// API sent it.
+pub fn terminal_json(value: &Value, pretty: bool) -> String {
+    let mut out = Vec::new();
+    let written = if pretty {
+        let formatter = TerminalSafe(serde_json::ser::PrettyFormatter::new());
+        serde::Serialize::serialize(
+            value,
+            &mut serde_json::Serializer::with_formatter(&mut out, formatter),
+        )
+    } else {
+        let formatter = TerminalSafe(serde_json::ser::CompactFormatter);
+        serde::Serialize::serialize(
+            value,
+            &mut serde_json::Serializer::with_formatter(&mut out, formatter),
+        )
+    };
+    match written {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A serde_json formatter that escapes what [`hides_on_a_terminal`] in
+/// strings and otherwise formats as the one it wraps.
+struct TerminalSafe<F>(F);
+
+impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for TerminalSafe<F> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (at, c) in fragment.char_indices() {
+            if hides_on_a_terminal(c) {
+                writer.write_all(&fragment.as_bytes()[start..at])?;
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    write!(writer, "\\u{unit:04x}")?;
+                }
+                start = at + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
 /// Text from the trail as a terminal shows it safely: control characters
 /// (an escape sequence could retitle the window, recolour or overwrite
 /// lines) and the marks that reorder or hide text (bidi overrides and
 /// isolates, zero-width characters) are printed as escapes (`\n`,
 /// `\u{202e}`); everything else as it is.
 pub fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
-    // Its own list, not ingest's invisible table: that one also holds
-    // variation selectors (an emoji's U+FE0F) and fillers, which change
-    // nothing on a screen; these reorder, hide or control it.
-    let hidden = |c: char| {
-        c.is_control()
-            || matches!(
-                c,
-                '\u{00ad}'
-                    | '\u{061c}'
-                    | '\u{180e}'
-                    | '\u{200b}'..='\u{200f}'
-                    | '\u{2028}'..='\u{202e}'
-                    | '\u{2060}'..='\u{2069}'
-                    | '\u{feff}'
-                    | '\u{fff9}'..='\u{fffb}'
-                    | '\u{e0000}'..='\u{e007f}'
-            )
-    };
+    let hidden = hides_on_a_terminal;
     if !text.chars().any(hidden) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -283,6 +373,8 @@ pub struct Printer<W: Write> {
     csv_sources: Vec<CsvColumn>,
     /// A streamed CSV writes its header with its first row (or at the end).
     csv_header_pending: bool,
+    /// JSON is written for a terminal ([`terminal_json`]).
+    on_terminal: bool,
 }
 
 impl<W: Write> Printer<W> {
@@ -299,6 +391,7 @@ impl<W: Write> Printer<W> {
                 csv_columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
                 csv_sources: COLUMNS.iter().map(|c| CsvColumn::new(c)).collect(),
                 csv_header_pending: true,
+                on_terminal: false,
             };
         }
         Self {
@@ -310,6 +403,21 @@ impl<W: Write> Printer<W> {
             csv_columns: Vec::new(),
             csv_sources: Vec::new(),
             csv_header_pending: false,
+            on_terminal: false,
+        }
+    }
+
+    /// The same printer, writing JSON for a terminal when `yes`.
+    pub fn on_terminal(mut self, yes: bool) -> Self {
+        self.on_terminal = yes;
+        self
+    }
+
+    fn json(&self, value: &Value) -> String {
+        if self.on_terminal {
+            terminal_json(value, false)
+        } else {
+            value.to_string()
         }
     }
 
@@ -338,17 +446,22 @@ impl<W: Write> Printer<W> {
             csv_sources: columns.iter().map(|c| CsvColumn::new(c)).collect(),
             csv_columns: columns,
             csv_header_pending: false,
+            on_terminal: false,
         })
     }
 
     pub fn write(&mut self, event: &Value) -> std::io::Result<()> {
         let first = std::mem::replace(&mut self.json_first, false);
+        let text = match self.format {
+            Format::Ndjson | Format::Json => self.json(event),
+            Format::Ocsf => self.json(&ocsf(event)),
+            _ => String::new(),
+        };
         match (self.format, &mut self.out) {
-            (Format::Ndjson, Some(out)) => writeln!(out, "{event}"),
-            (Format::Ocsf, Some(out)) => writeln!(out, "{}", ocsf(event)),
+            (Format::Ndjson | Format::Ocsf, Some(out)) => writeln!(out, "{text}"),
             (Format::Json, Some(out)) => {
                 let separator = if first { "[\n" } else { ",\n" };
-                write!(out, "{separator}{event}")
+                write!(out, "{separator}{text}")
             }
             (Format::Table, _) => {
                 self.table_rows.push(
@@ -432,6 +545,32 @@ impl<W: Write> Printer<W> {
 #[cfg(test)]
 mod terminal_tests {
     use super::*;
+
+    /// JSON for a terminal is the same value, with nothing in it that could
+    /// reorder or control the screen raw; other text is left as it is.
+    #[test]
+    fn json_for_a_terminal_escapes_what_would_control_it_and_keeps_the_value() {
+        let hostile =
+            "A\u{1b}[31mB\u{202e}evil\u{2066}\u{200b}C\u{9b}31mD\u{85}E\u{2028}F\u{7f}G\u{e0001}H";
+        let kept = "é 😀\u{fe0f} 漢字";
+        let value = json!({"message": hostile, "data": {hostile: [kept, 1.5, null]}});
+        for pretty in [false, true] {
+            let text = terminal_json(&value, pretty);
+            // Only the pretty printer's own line breaks are controls.
+            assert!(
+                text.chars().all(|c| c == '\n' || !hides_on_a_terminal(c)),
+                "{text}"
+            );
+            assert!(text.contains(kept), "{text}");
+            assert!(
+                text.contains("\\udb40\\udc01"),
+                "astral as a surrogate pair: {text}"
+            );
+            let back: Value = serde_json::from_str(&text).expect("JSON");
+            assert_eq!(back, value);
+        }
+        assert_eq!(terminal_json(&value, false).lines().count(), 1);
+    }
 
     /// Every control character and every reordering or hiding mark is
     /// shown as an escape; no other character changes.

@@ -250,10 +250,13 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 ));
             }
             let event = client.get(&format!("/audit/events/{cursor}")).await?;
-            print(&format!(
-                "{}\n",
+            // On a terminal, what could reorder or control it is escaped.
+            let text = if std::io::stdout().is_terminal() {
+                audit_cli::format::terminal_json(&event, true)
+            } else {
                 serde_json::to_string_pretty(&event).unwrap_or_default()
-            ))?;
+            };
+            print(&format!("{text}\n"))?;
             Ok(0)
         }
         Command::Metadata => {

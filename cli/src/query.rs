@@ -1,6 +1,8 @@
 //! `audit query`: conditions written `field op value`, times as durations
 //! or RFC 3339, results followed through `next`.
 
+use std::io::IsTerminal;
+
 use audit_core::event::{queryable_fields, FieldType};
 use serde_json::{json, Value};
 
@@ -228,7 +230,7 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         body["to"] = json!(parse_time("--to", to)?);
     }
     let stdout = std::io::stdout();
-    let mut printer = Printer::new(options.format, stdout.lock());
+    let mut printer = Printer::new(options.format, stdout.lock()).on_terminal(stdout.is_terminal());
     let write_failed = Failure::stdout;
     let mut written = 0usize;
     let mut next = Some("/audit/query?limit=1000".to_string());

@@ -10,7 +10,7 @@
 //! microseconds: the restart then writes that page again, and a consumer
 //! that dedupes by `cursor` (every event has one) sees it once.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -211,7 +211,7 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         Format::Json | Format::Table if options.follow => Format::Ndjson,
         other => other,
     };
-    let mut printer = Printer::new(format, stdout.lock());
+    let mut printer = Printer::new(format, stdout.lock()).on_terminal(stdout.is_terminal());
     if state.next.is_some() {
         // Resumed: its output goes on from the last run's (`>> trail.csv`),
         // so a CSV header is not written again.
