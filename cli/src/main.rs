@@ -296,6 +296,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             as_of,
             max_checkpoint_age,
         } => {
+            let as_of_given = as_of.is_some();
             let as_of_ms = match as_of {
                 None => chrono::Utc::now().timestamp_millis(),
                 Some(text) => audit_core::event::parse_time(&text)
@@ -318,6 +319,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                     trusted,
                     save,
                     as_of_ms,
+                    as_of_given,
                     max_checkpoint_age_ms,
                 },
             )

@@ -102,6 +102,8 @@ pub struct Options {
     /// The time the evidence is judged at (epoch ms): now, or when an
     /// archived bundle was saved.
     pub as_of_ms: i64,
+    /// Whether `as_of_ms` was given (`--as-of`), not the clock's.
+    pub as_of_given: bool,
     /// `stale` beyond this (ms); `None`: not checked.
     pub max_checkpoint_age_ms: Option<i64>,
 }
@@ -236,6 +238,29 @@ pub async fn run(client: Option<&Client>, options: Options) -> Result<Report, Fa
         (None, Some(client)) => fetch(client).await?,
         (None, None) => return Err(usage("give --bundle DIR, or --online")),
     };
+    if options.as_of_given {
+        // A bundle holds no event written after it was saved: an earlier
+        // `--as-of` would judge expiry and staleness at a time the bundle
+        // did not exist yet, and pass what it should not.
+        let newest_ms = events
+            .iter()
+            .filter_map(|e| e["cursor"].as_str())
+            .filter_map(|c| ulid::Ulid::from_string(c).ok())
+            .map(|c| c.timestamp_ms() as i64)
+            .max();
+        if let Some(newest_ms) = newest_ms.filter(|ms| *ms > options.as_of_ms) {
+            let at = |ms: i64| {
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .map(audit_core::event::format_time)
+                    .unwrap_or_default()
+            };
+            return Err(usage(format!(
+                "--as-of {} is before the newest event the evidence holds ({}): give the time the bundle was saved",
+                at(options.as_of_ms),
+                at(newest_ms)
+            )));
+        }
+    }
     if let Some(dir) = &options.save {
         std::fs::create_dir_all(dir)
             .map_err(|e| Failure::new(EXIT_FAILED, format!("{}: {e}", dir.display())))?;

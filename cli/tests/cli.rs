@@ -688,6 +688,14 @@ async fn verify_checks_a_saved_bundle_offline_and_names_what_is_wrong() {
     late.extend(["--max-checkpoint-age".to_string(), "0".to_string()]);
     let (code, stdout, _) = run(late).await;
     assert_eq!(code, 0, "{stdout}");
+    // A save time before the bundle's newest event is one it did not
+    // exist at: a usage error, not a verdict.
+    let mut early = offline(&[]);
+    let day_before = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+    early.extend(["--as-of".to_string(), day_before]);
+    let (code, stdout, stderr) = run(early).await;
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
+    assert!(stderr.contains("before the newest event"), "{stderr}");
     // A key the event type does not know, or `null` where the lookup
     // leaves a field out, is altered (serde dropped both before hashing,
     // and such a bundle verified); the file as saved verifies.
