@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::client::{Client, Failure, EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE};
-use crate::format::for_terminal;
+use crate::terminal::for_terminal;
 
 const BATCH: usize = 1000;
 /// Well under the API's 6 MB request limit.

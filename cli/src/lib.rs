@@ -7,11 +7,12 @@ pub mod format;
 pub mod ingest;
 pub mod query;
 pub mod tail;
+pub mod terminal;
 pub mod verify;
 
 use serde_json::Value;
 
-use crate::format::for_terminal;
+use crate::terminal::for_terminal;
 
 /// Writes a line to standard error. `eprintln!` panics when stderr is
 /// closed (`audit … 2>&1 | head`); a message nobody can read is dropped.

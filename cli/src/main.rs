@@ -252,7 +252,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             let event = client.get(&format!("/audit/events/{cursor}")).await?;
             // On a terminal, what could reorder or control it is escaped.
             let text = if std::io::stdout().is_terminal() {
-                audit_cli::format::terminal_json(&event, true)
+                audit_cli::terminal::terminal_json(&event, true)
             } else {
                 serde_json::to_string_pretty(&event).unwrap_or_default()
             };
@@ -353,7 +353,7 @@ async fn main() {
             if !failure.message.is_empty() {
                 audit_cli::say(&format!(
                     "audit: {}",
-                    audit_cli::format::for_terminal(&failure.message)
+                    audit_cli::terminal::for_terminal(&failure.message)
                 ));
             }
             failure.code
