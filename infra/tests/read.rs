@@ -661,6 +661,26 @@ async fn queries_do_bounded_work_and_resume() {
     let (found, pages) = query_all(&api, &token, &needles, 1000).await;
     assert_eq!(found, vec![written[420].clone(), written[3].clone()]);
     assert!(pages >= 5, "the unposted tail is scanned ({pages})");
+    // An `in` of a hundred values reads the unposted tail once, not once
+    // per value (450 items, not 45 000), with every condition applied.
+    let mut values: Vec<String> = (0..98).map(|i| format!("absent-{i}")).collect();
+    values.extend(["noise".to_string(), "needle".to_string()]);
+    let listed = json!({"and": [{"field": "eventType", "operator": "in", "value": values}]});
+    let (found, pages) = query_all(&api, &token, &listed, 1000).await;
+    assert_eq!(found.len(), 450);
+    assert!(
+        pages <= 12,
+        "450 unposted events in {pages} requests of 100 reads"
+    );
+    let listed_needles = json!({"and": [
+        {"field": "eventType", "operator": "in", "value": values},
+        {"field": "data.needle", "operator": "eq", "value": true}]});
+    let (found, pages) = query_all(&api, &token, &listed_needles, 1000).await;
+    assert_eq!(found, vec![written[420].clone(), written[3].clone()]);
+    assert!(
+        pages <= 12,
+        "450 unposted events in {pages} requests of 100 reads"
+    );
     // Once posted, the pivot reads only matching items: one request.
     let (posted, complete) = post_as_if_settled(&api).await;
     assert!(complete && posted >= 450, "posted {posted}");
@@ -669,11 +689,9 @@ async fn queries_do_bounded_work_and_resume() {
     let (found, pages) = query_all(&api, &token, &needles, 1000).await;
     assert_eq!(found, vec![written[420].clone(), written[3].clone()]);
     assert_eq!(pages, 1);
-    // An `in` of a hundred values, two present: the absent ones finish in a
-    // read each and leave their share of the budget to the present ones, so
-    // the 450 matches take a few requests, not one each.
-    let mut values: Vec<String> = (0..98).map(|i| format!("absent-{i}")).collect();
-    values.extend(["noise".to_string(), "needle".to_string()]);
+    // Posted, the same `in`: the absent values finish in a read each and
+    // leave their share of the budget to the present ones, so the 450
+    // matches take a few requests, not one each.
     let listed = json!({"and": [{"field": "eventType", "operator": "in", "value": values}]});
     let (found, pages) = query_all(&api, &token, &listed, 1000).await;
     assert_eq!(found.len(), 450);

@@ -79,9 +79,14 @@ fn ceil_millis(at: DateTime<Utc>) -> i64 {
 /// Where a query page's read of one pivot value (or of the time range)
 /// stands.
 struct PivotRead {
+    /// `None`: the tenant's partition, every condition evaluated here.
     pivot: Option<String>,
+    /// Where this read ends (its part of the range starts here).
+    floor: Ulid,
     /// Everything above it has been read.
     upper: Ulid,
+    /// Read before the others: the not-yet-posted tail of an `in` list.
+    first: bool,
     found: usize,
     state: PivotState,
 }
@@ -268,7 +273,6 @@ impl<S: EventStore> TrailReader<S> {
             vec![None]
         };
         let budget = self.config.query_read_budget;
-        let residual_filters = query.conditions.len() > usize::from(plan.index.is_some());
         // `data` is parsed only for a condition on it; a page only prints it.
         let data_in_conditions = query.conditions.iter().any(
             |c| matches!(c.field.segments.first(), Some(Segment::Key(root)) if root == "data"),
@@ -278,23 +282,61 @@ impl<S: EventStore> TrailReader<S> {
         let mut items_read = 0;
         let mut items_fetched = 0;
         let mut read_units = 0.0;
+        let many_values = pivots.len() > 1;
         let mut reads: Vec<PivotRead> = pivots
             .into_iter()
             .map(|pivot| PivotRead {
                 pivot,
+                floor: lo,
                 upper: hi,
                 found: 0,
+                first: false,
                 state: PivotState::Open,
             })
             .collect();
+        if many_values {
+            // Each value's own read would scan the not-yet-posted tail for
+            // itself, so an `in` of n values would read it n times. The tail
+            // is read once instead, as a range, every condition evaluated
+            // here; the values read their postings below it.
+            let posted = self
+                .store
+                .posted_through_for_read(tenant)
+                .await?
+                .map(|through| parse_stored(&through))
+                .transpose()?;
+            if posted.is_none_or(|p| p < hi) {
+                let floor = posted.map_or(lo, |p| lo.max(step_up(p)));
+                for value_read in &mut reads {
+                    value_read.upper = posted.map_or(Ulid::nil(), |p| p.min(hi));
+                    if posted.is_none_or(|p| p < lo) {
+                        value_read.state = PivotState::Finished;
+                    }
+                }
+                reads.insert(
+                    0,
+                    PivotRead {
+                        pivot: None,
+                        floor,
+                        upper: hi,
+                        found: 0,
+                        first: true,
+                        state: PivotState::Open,
+                    },
+                );
+            }
+        }
         // The budget is shared in rounds: each round splits what is left
         // among the values still open, so a value that matches little (an
         // `in` list of a hundred names, most of them absent) leaves its
         // share to those that match, instead of holding each to 1/n of it.
         loop {
-            let open: Vec<usize> = (0..reads.len())
+            let mut open: Vec<usize> = (0..reads.len())
                 .filter(|&i| reads[i].state == PivotState::Open)
                 .collect();
+            if open.iter().any(|&i| reads[i].first) {
+                open.retain(|&i| reads[i].first);
+            }
             let remaining = budget.saturating_sub(items_read);
             if open.is_empty()
                 || remaining == 0
@@ -307,7 +349,7 @@ impl<S: EventStore> TrailReader<S> {
                 let pivot_read = &mut reads[index];
                 let mut read_here = 0;
                 loop {
-                    if pivot_read.upper < lo {
+                    if pivot_read.upper < pivot_read.floor {
                         pivot_read.state = PivotState::Finished;
                         break;
                     }
@@ -319,6 +361,10 @@ impl<S: EventStore> TrailReader<S> {
                         break;
                     }
                     let wanted = limit - pivot_read.found;
+                    // The range read holds only events the pivot condition
+                    // matches: other conditions are evaluated here.
+                    let residual_filters =
+                        query.conditions.len() > usize::from(pivot_read.pivot.is_some());
                     let chunk_size = if residual_filters {
                         (wanted * 2).clamp(100, MAX_PAGE)
                     } else {
@@ -327,7 +373,7 @@ impl<S: EventStore> TrailReader<S> {
                     let read = RangeRead {
                         tenant: tenant.to_string(),
                         pivot: plan.index.zip(pivot_read.pivot.clone()),
-                        lo: lo.to_string(),
+                        lo: pivot_read.floor.to_string(),
                         hi: pivot_read.upper.to_string(),
                         newest_first: true,
                         limit: chunk_size.min(share - read_here),
@@ -343,9 +389,6 @@ impl<S: EventStore> TrailReader<S> {
                         if page_event.event.is_expired(now) {
                             continue;
                         }
-                        // The range read holds only events the pivot
-                        // condition matches: other conditions are
-                        // evaluated here.
                         if residual_filters {
                             let as_json =
                                 serde_json::to_value(&page_event.event).unwrap_or(Value::Null);

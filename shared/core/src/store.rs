@@ -136,6 +136,12 @@ pub trait EventStore: Send + Sync {
         Ok(self.posted_mark(tenant).await?.map(|mark| mark.through))
     }
 
+    /// [`Self::posted_through`] as this process recently read it, for a
+    /// read (the mark only grows, so an older answer is still true).
+    async fn posted_through_for_read(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        self.posted_through(tenant).await
+    }
+
     /// Writes one run's postings, then moves the tenant's posted-through
     /// mark to `mark.through`. Writing the same run again is harmless.
     async fn put_postings(

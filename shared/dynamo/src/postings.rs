@@ -190,7 +190,10 @@ impl DynamoStore {
     }
 
     /// The mark as this process last read it, if that was recent.
-    async fn posted_through_for_read(&self, tenant: &str) -> Result<Option<Ulid>, StoreError> {
+    pub(crate) async fn posted_through_cached(
+        &self,
+        tenant: &str,
+    ) -> Result<Option<Ulid>, StoreError> {
         let known = self
             .posted_marks
             .lock()
@@ -222,7 +225,7 @@ impl DynamoStore {
         if lo > hi {
             return Ok(RangePage::default());
         }
-        let posted = self.posted_through_for_read(&read.tenant).await?;
+        let posted = self.posted_through_cached(&read.tenant).await?;
         let posted_side = posted.filter(|p| *p >= lo).map(|p| (lo, p.min(hi)));
         let tail_lo = posted.map_or(lo, |p| lo.max(Ulid(p.0.saturating_add(1))));
         let tail_side = (posted.is_none_or(|p| p < hi) && tail_lo <= hi).then_some((tail_lo, hi));

@@ -364,6 +364,13 @@ impl EventStore for DynamoStore {
         self.read_posted_mark(tenant).await
     }
 
+    async fn posted_through_for_read(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .posted_through_cached(tenant)
+            .await?
+            .map(|through| through.to_string()))
+    }
+
     async fn put_postings(
         &self,
         tenant: &str,
