@@ -49,11 +49,13 @@ pub struct Page {
     pub date_ms: Option<i64>,
 }
 
-/// The exit code of an unexpected answer.
+/// The exit code of an unexpected answer: the one map every command uses
+/// (README, "Exit codes"). A 429 or 503 gets here once its retries are spent.
 pub fn status_failure(status: u16, body: &Value) -> Failure {
     let code = match status {
-        401 | 403 => EXIT_AUTH,
+        401 | 403 => return auth_failure(status, body),
         404 => EXIT_NOT_FOUND,
+        429 => EXIT_UNAVAILABLE,
         400..=499 => EXIT_USAGE,
         _ => EXIT_UNAVAILABLE,
     };
@@ -265,18 +267,12 @@ impl Client {
                         date_ms,
                     })
                 }
-                401 | 403 => return Err(auth_failure(status, &body)),
-                404 => return Err(Failure::new(EXIT_NOT_FOUND, reason(status, &body))),
                 429 | 503 if attempt < 5 => {
                     attempt += 1;
                     let wait = retry_after.unwrap_or(1).min(30);
                     tokio::time::sleep(Duration::from_secs(wait)).await;
                 }
-                429 | 503 => return Err(Failure::new(EXIT_UNAVAILABLE, reason(status, &body))),
-                400 | 409 | 413 | 415 => {
-                    return Err(Failure::new(EXIT_USAGE, reason(status, &body)))
-                }
-                _ => return Err(Failure::new(EXIT_UNAVAILABLE, reason(status, &body))),
+                _ => return Err(status_failure(status, &body)),
             }
         }
     }
@@ -308,6 +304,28 @@ mod tests {
             ),
         ] {
             assert_eq!(client.url(link), expected, "{link}");
+        }
+    }
+
+    /// The README's exit codes, for every status an answer can have.
+    #[test]
+    fn every_status_has_the_exit_code_the_readme_gives() {
+        let body = serde_json::json!({"error": {"code": "x", "message": "m"}});
+        for (status, exit) in [
+            (400, EXIT_USAGE),
+            (401, EXIT_AUTH),
+            (403, EXIT_AUTH),
+            (404, EXIT_NOT_FOUND),
+            (405, EXIT_USAGE),
+            (409, EXIT_USAGE),
+            (413, EXIT_USAGE),
+            (415, EXIT_USAGE),
+            (429, EXIT_UNAVAILABLE),
+            (500, EXIT_UNAVAILABLE),
+            (502, EXIT_UNAVAILABLE),
+            (503, EXIT_UNAVAILABLE),
+        ] {
+            assert_eq!(status_failure(status, &body).code, exit, "{status}");
         }
     }
 }

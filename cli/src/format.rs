@@ -413,3 +413,23 @@ impl<W: Write> Printer<W> {
         self.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field of the field table is a column, but the JSON ones
+    /// (`data`, `indexedData`: columns of paths into them, or `data` whole)
+    /// and `mayHaveMoreData` (the CLI fetches such events whole).
+    #[test]
+    fn the_columns_are_the_field_table() {
+        let columns: std::collections::BTreeSet<&str> = COLUMNS.iter().copied().collect();
+        let fields: std::collections::BTreeSet<&str> = audit_core::event::EVENT_FIELDS
+            .iter()
+            .map(|f| f.name)
+            .filter(|name| !["data", "indexedData", "mayHaveMoreData"].contains(name))
+            .collect();
+        assert_eq!(columns, fields);
+        assert_eq!(columns.len(), COLUMNS.len(), "no column twice");
+    }
+}

@@ -170,6 +170,8 @@ impl Gateway {
     }
 }
 
+/// API Gateway's own payload limit (10 MB); the functions refuse more than
+/// 6 MB themselves, with their own 413.
 const MAX_BODY: usize = 10 * 1024 * 1024;
 
 /// A `Host` API Gateway could have routed by: a DNS name or an IP address,

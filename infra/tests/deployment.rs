@@ -263,27 +263,58 @@ fn event_files() -> Vec<(String, Value)> {
 async fn every_event_file_runs_through_its_handler() {
     let env = TestEnv::start().await;
     let mut covered = BTreeSet::new();
+    // The lookup and proof files name this cursor in tenant acme: put it there.
+    let lookup_file = event_files()
+        .into_iter()
+        .find(|(name, _)| name == "get-audit-events-cursor.json")
+        .expect("a lookup file");
+    let looked_up = lookup_file.1["pathParameters"]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stored: Event = serde_json::from_value(json!({
+        "cursor": looked_up, "accountId": "acme", "timestamp": "2026-11-22T10:00:00.000Z",
+        "expiresAt": "2099-01-01T00:00:00.000Z", "serviceName": "identity", "eventType": "user.login"
+    })).unwrap();
+    env.direct
+        .put_item()
+        .table_name(&env.config.table_name)
+        .set_item(Some(event_to_item(&stored).unwrap()))
+        .send()
+        .await
+        .unwrap();
+    let mut sealed = false;
     for (name, event) in event_files() {
         let Some(route_key) = event["routeKey"].as_str() else {
             continue;
         };
         let route = Route::from_key(route_key)
             .unwrap_or_else(|| panic!("{name}: unknown route {route_key}"));
-        covered.insert(route.function());
-        if route == Route::Lookup {
-            // the file looks up this cursor in tenant acme: put it there first
-            let cursor = event["pathParameters"]["cursor"].as_str().unwrap();
-            let stored: Event = serde_json::from_value(json!({
-                "cursor": cursor, "accountId": "acme", "timestamp": "2026-11-22T10:00:00.000Z",
-                "expiresAt": "2099-01-01T00:00:00.000Z", "serviceName": "identity", "eventType": "user.login"
-            })).unwrap();
-            env.direct
-                .put_item()
-                .table_name(&env.config.table_name)
-                .set_item(Some(event_to_item(&stored).unwrap()))
-                .send()
+        covered.insert(route.key());
+        let integrity = matches!(
+            route,
+            Route::Checkpoint
+                | Route::Checkpoints
+                | Route::Proof
+                | Route::Consistency
+                | Route::Entries
+        );
+        if integrity && !sealed {
+            // The ingest files ran first: seal what they stored, as the
+            // seal function's schedule would once it settles.
+            let store = std::sync::Arc::new(audit_dynamo::DynamoStore::new(
+                env.client.clone(),
+                &env.config.table_name,
+            ));
+            let later = chrono::Utc::now()
+                + chrono::Duration::from_std(env.config.settle_horizon).unwrap()
+                + chrono::Duration::seconds(1);
+            let (checkpoint, added) = audit_core::integrity::seal::Sealer::new(store, &env.config)
+                .seal_tenant("acme", later, false)
                 .await
                 .unwrap();
+            assert!(checkpoint.is_some() && added >= 2, "sealed {added}");
+            sealed = true;
         }
         let response = env.gateway.invoke(route, &event).await;
         let status = response.status().as_u16();
@@ -357,7 +388,43 @@ async fn every_event_file_runs_through_its_handler() {
                 audit_core::integrity::note::NoteVerifier::parse(key)
                     .unwrap_or_else(|e| panic!("{name}: {key}: {e}"));
             }
-            other => panic!("{name}: no expectation for {other:?}"),
+            Route::Checkpoint => {
+                assert_eq!(status, 200, "{name}: {body}");
+                assert!(body["treeSize"].as_u64() >= Some(2), "{name}: {body}");
+                assert!(body["note"].is_string(), "{name}: {body}");
+            }
+            Route::Checkpoints => {
+                assert_eq!(status, 200, "{name}: {body}");
+                assert!(
+                    body["checkpoints"].as_array().is_some_and(|c| !c.is_empty()),
+                    "{name}: {body}"
+                );
+            }
+            Route::Proof => {
+                assert_eq!(status, 200, "{name}: {body}");
+                assert_eq!(body["leafIndex"], 0, "{name}: the oldest event: {body}");
+                assert!(body["inclusion"].is_array(), "{name}: {body}");
+            }
+            Route::Consistency => {
+                assert_eq!(status, 200, "{name}: {body}");
+                assert_eq!(
+                    (body["from"].as_u64(), body["to"].as_u64()),
+                    (Some(1), Some(2))
+                );
+                assert!(body["proof"].is_array(), "{name}: {body}");
+            }
+            Route::Entries => {
+                assert_eq!(status, 200, "{name}: {body}");
+                let entries = body["entries"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                assert_eq!(
+                    entries.first().map(|e| &e["cursor"]),
+                    Some(&json!(looked_up)),
+                    "{name}: {body}"
+                );
+            }
         }
     }
     let stored: Vec<Event> = env
@@ -379,18 +446,15 @@ async fn every_event_file_runs_through_its_handler() {
         "the ingest files stored 4 events beside the looked-up one"
     );
     // lookup, list, query, metadata, properties, verifier key, the
-    // settings read and the settings change
+    // settings read and the settings change, and the five integrity reads
     assert_eq!(
         records.len(),
-        8,
+        13,
         "{:?}",
         records.iter().map(|e| &e.event_type).collect::<Vec<_>>()
     );
-    let functions: BTreeSet<&str> = Route::all().map(|r| r.function()).collect();
-    assert_eq!(
-        covered, functions,
-        "every HTTP function has an events/ file"
-    );
+    let routes: BTreeSet<&str> = Route::all().map(Route::key).collect();
+    assert_eq!(covered, routes, "every route has an events/ file (SPEC.md)");
 }
 
 /// The seal function may write only the log's partitions: its write
@@ -679,4 +743,54 @@ fn the_openapi_document_matches_the_routes_and_scopes() {
         .map(|r| (r.key().to_string(), r.scope().to_string()))
         .collect();
     assert_eq!(documented, served);
+}
+
+/// openapi.yaml lists the event's fields three times (what a producer
+/// sends, what a reader gets, what a condition may name): each list is the
+/// field table's, so a field added to one place and not the others fails.
+#[test]
+fn the_openapi_field_lists_are_the_field_table() {
+    use audit_core::event::{FieldRule, FieldType, EVENT_FIELDS};
+    let source = std::fs::read_to_string(root().join("openapi.yaml")).expect("openapi.yaml");
+    let doc: Yaml = serde_yaml::from_str(&source).expect("openapi parses");
+    let schemas = &doc["components"]["schemas"];
+    let keys = |schema: &Yaml| -> BTreeSet<String> {
+        schema["properties"]
+            .as_mapping()
+            .expect("properties")
+            .keys()
+            .map(text)
+            .collect()
+    };
+    let enum_of = |schema: &Yaml| -> BTreeSet<String> {
+        schema["enum"]
+            .as_sequence()
+            .expect("an enum")
+            .iter()
+            .map(text)
+            .collect()
+    };
+    let fields = |keep: &dyn Fn(&audit_core::event::FieldSpec) -> bool| -> BTreeSet<String> {
+        EVENT_FIELDS
+            .iter()
+            .filter(|f| keep(f))
+            .map(|f| f.name.to_string())
+            .collect()
+    };
+    assert_eq!(
+        keys(&schemas["NewEvent"]),
+        fields(&|f| f.rule != FieldRule::Assigned),
+        "NewEvent: what a producer may send"
+    );
+    assert_eq!(keys(&schemas["Event"]), fields(&|_| true), "Event");
+    assert_eq!(
+        enum_of(&schemas["StringField"]),
+        fields(&|f| f.query_type == Some(FieldType::String)),
+        "StringField"
+    );
+    assert_eq!(
+        enum_of(&schemas["TimeField"]),
+        fields(&|f| f.query_type == Some(FieldType::Time)),
+        "TimeField"
+    );
 }

@@ -419,12 +419,14 @@ async fn property_names(api: &Api, tenant: &str) -> BTreeSet<String> {
 #[tokio::test]
 async fn read_records_are_listed_from_their_schema_without_sightings() {
     let api = api().await;
-    let token = api.token("acme");
+    // Reads of every scope: the settings are read with `audit:admin`.
+    let token = api.env.token("acme", "audit:read audit:admin");
     // One read of each function that serves reads.
     let reads = [
         ("/audit?limit=1", "audit.list"),
         ("/audit/metadata", "audit.metadata"),
         ("/audit/verifier-key", "audit.verifier-key"),
+        ("/audit/settings", "audit.settings.read"),
     ];
     for (path, _) in reads {
         let response = api

@@ -31,9 +31,9 @@ pub struct RouteSpec {
     pub key: &'static str,
     /// The scope the JWT authorizer demands.
     pub scope: &'static str,
-    /// The `eventType` of the self-audit record a call writes (reads and
-    /// changes are recorded; writes of events are not).
-    pub self_audit: Option<&'static str>,
+    /// The self-audit record a call writes (reads and changes are
+    /// recorded; writes of events are not).
+    pub self_audit: SelfAudit,
     /// The Lambda binary that serves it.
     pub function: &'static str,
     /// The query parameters it takes; any other, or one given twice, is a
@@ -41,12 +41,33 @@ pub struct RouteSpec {
     pub query: &'static [&'static str],
 }
 
+/// What a route records about its own call, and of which `eventType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfAudit {
+    /// Nothing (a write of events is its own record).
+    None,
+    /// A read's record: who read what, the same properties for every read
+    /// (metadata lists them from the record's schema).
+    Read(&'static str),
+    /// A change's record: it holds the change.
+    Change(&'static str),
+}
+
+impl SelfAudit {
+    pub fn event_type(self) -> Option<&'static str> {
+        match self {
+            SelfAudit::None => None,
+            SelfAudit::Read(event_type) | SelfAudit::Change(event_type) => Some(event_type),
+        }
+    }
+}
+
 pub const ROUTES: &[RouteSpec] = &[
     RouteSpec {
         route: Route::Ingest,
         key: "POST /audit/events",
         scope: SCOPE_WRITE,
-        self_audit: None,
+        self_audit: SelfAudit::None,
         function: "ingest",
         query: &[],
     },
@@ -54,7 +75,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::Lookup,
         key: "GET /audit/events/{cursor}",
         scope: SCOPE_READ,
-        self_audit: Some("audit.lookup"),
+        self_audit: SelfAudit::Read("audit.lookup"),
         function: "cursor",
         query: &[],
     },
@@ -62,7 +83,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::Tail,
         key: "GET /audit",
         scope: SCOPE_READ,
-        self_audit: Some("audit.list"),
+        self_audit: SelfAudit::Read("audit.list"),
         function: "list",
         query: &["limit", "from", "after", "wait", "selfAudit"],
     },
@@ -70,7 +91,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::Query,
         key: "POST /audit/query",
         scope: SCOPE_READ,
-        self_audit: Some("audit.query"),
+        self_audit: SelfAudit::Read("audit.query"),
         function: "list",
         query: &["limit", "cursor"],
     },
@@ -78,7 +99,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::Metadata,
         key: "GET /audit/metadata",
         scope: SCOPE_READ,
-        self_audit: Some("audit.metadata"),
+        self_audit: SelfAudit::Read("audit.metadata"),
         function: "metadata",
         query: &[],
     },
@@ -86,7 +107,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::Properties,
         key: "GET /audit/metadata/properties",
         scope: SCOPE_READ,
-        self_audit: Some("audit.metadata.properties"),
+        self_audit: SelfAudit::Read("audit.metadata.properties"),
         function: "metadata",
         query: &["target", "serviceName", "eventType"],
     },
@@ -94,7 +115,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::GetSettings,
         key: "GET /audit/settings",
         scope: SCOPE_ADMIN,
-        self_audit: Some("audit.settings.read"),
+        self_audit: SelfAudit::Read("audit.settings.read"),
         function: "metadata",
         query: &[],
     },
@@ -102,7 +123,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::PutSettings,
         key: "PUT /audit/settings",
         scope: SCOPE_ADMIN,
-        self_audit: Some("audit.settings.updated"),
+        self_audit: SelfAudit::Change("audit.settings.updated"),
         function: "metadata",
         query: &[],
     },
@@ -110,7 +131,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::Checkpoint,
         key: "GET /audit/checkpoint",
         scope: SCOPE_READ,
-        self_audit: Some("audit.checkpoint"),
+        self_audit: SelfAudit::Read("audit.checkpoint"),
         function: "cursor",
         query: &[],
     },
@@ -118,7 +139,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::Checkpoints,
         key: "GET /audit/checkpoints",
         scope: SCOPE_READ,
-        self_audit: Some("audit.checkpoints"),
+        self_audit: SelfAudit::Read("audit.checkpoints"),
         function: "cursor",
         query: &["fromSize", "after", "limit"],
     },
@@ -126,7 +147,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::Proof,
         key: "GET /audit/events/{cursor}/proof",
         scope: SCOPE_READ,
-        self_audit: Some("audit.proof"),
+        self_audit: SelfAudit::Read("audit.proof"),
         function: "cursor",
         query: &["treeSize"],
     },
@@ -134,7 +155,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::Consistency,
         key: "GET /audit/proofs/consistency",
         scope: SCOPE_READ,
-        self_audit: Some("audit.consistency"),
+        self_audit: SelfAudit::Read("audit.consistency"),
         function: "cursor",
         query: &["from", "to"],
     },
@@ -142,7 +163,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::Entries,
         key: "GET /audit/entries",
         scope: SCOPE_READ,
-        self_audit: Some("audit.entries"),
+        self_audit: SelfAudit::Read("audit.entries"),
         function: "cursor",
         query: &["start", "limit"],
     },
@@ -150,7 +171,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::VerifierKey,
         key: "GET /audit/verifier-key",
         scope: SCOPE_READ,
-        self_audit: Some("audit.verifier-key"),
+        self_audit: SelfAudit::Read("audit.verifier-key"),
         function: "cursor",
         query: &[],
     },
@@ -188,7 +209,7 @@ impl Route {
     }
 
     pub fn self_audit(self) -> Option<&'static str> {
-        self.spec().self_audit
+        self.spec().self_audit.event_type()
     }
 
     pub fn function(self) -> &'static str {
@@ -243,16 +264,18 @@ impl Route {
 
 /// Every `eventType` the API records about itself, from the table.
 pub fn self_audit_event_types() -> impl Iterator<Item = &'static str> {
-    ROUTES.iter().filter_map(|spec| spec.self_audit)
-}
-
-/// The `eventType`s of the records reads write (a change's record, such as
-/// a settings update, holds the change instead).
-pub fn read_record_event_types() -> impl Iterator<Item = &'static str> {
     ROUTES
         .iter()
-        .filter(|spec| spec.scope == SCOPE_READ)
-        .filter_map(|spec| spec.self_audit)
+        .filter_map(|spec| spec.self_audit.event_type())
+}
+
+/// The `eventType`s of the records reads write, whatever their scope (a
+/// change's record, such as a settings update, holds the change instead).
+pub fn read_record_event_types() -> impl Iterator<Item = &'static str> {
+    ROUTES.iter().filter_map(|spec| match spec.self_audit {
+        SelfAudit::Read(event_type) => Some(event_type),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
