@@ -396,7 +396,9 @@ async fn every_event_file_runs_through_its_handler() {
             Route::Checkpoints => {
                 assert_eq!(status, 200, "{name}: {body}");
                 assert!(
-                    body["checkpoints"].as_array().is_some_and(|c| !c.is_empty()),
+                    body["checkpoints"]
+                        .as_array()
+                        .is_some_and(|c| !c.is_empty()),
                     "{name}: {body}"
                 );
             }

@@ -20,8 +20,8 @@ async fn signing_key(secret_arn: &str) -> Result<String, lambda_http::Error> {
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let (mut config, store) = runtime::start().await?;
-    match std::env::var("CURSOR_SIGNING_KEY_SECRET_ARN") {
-        Ok(arn) if !arn.is_empty() => config.cursor_signing_key = signing_key(&arn).await?,
+    match config.cursor_signing_key_secret_arn.clone() {
+        Some(arn) => config.cursor_signing_key = signing_key(&arn).await?,
         _ if config.cursor_signing_key == DEVELOPMENT_SIGNING_KEY => {
             tracing::warn!("no cursor-signing key configured: using the development key")
         }

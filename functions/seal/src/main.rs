@@ -27,18 +27,18 @@ async fn signing_secret(
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (mut config, store) = audit_http::runtime::start().await?;
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    match std::env::var("CHECKPOINT_KEY_SECRET_ARN") {
-        Ok(arn) if !arn.is_empty() => {
-            config.checkpoint_signing_key = signing_secret(&shared, &arn).await?
-        }
+    match config.checkpoint_key_secret_arn.clone() {
+        Some(arn) => config.checkpoint_signing_key = signing_secret(&shared, &arn).await?,
         _ if config.checkpoint_signing_key == DEVELOPMENT_CHECKPOINT_KEY => {
             tracing::warn!("no checkpoint-signing key configured: using the development key")
         }
         _ => {}
     }
-    let bus = std::env::var("EVENT_BUS_NAME").unwrap_or_else(|_| "default".into());
-    let source = std::env::var("EVENT_SOURCE").unwrap_or_else(|_| "audit-trail".into());
-    let publisher = EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&shared), bus);
+    let publisher = EventBridgePublisher::new(
+        aws_sdk_eventbridge::Client::new(&shared),
+        config.event_bus_name.clone(),
+    );
+    let source = config.event_source.clone();
     let handler = Arc::new(SealHandler::new(store, &config, publisher, source));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);

@@ -49,6 +49,17 @@ pub struct Config {
     /// `WARM_IN_INIT`: open the connection to the table during a cold
     /// start's init, not on its first request (default true).
     pub warm_in_init: bool,
+    /// `CURSOR_SIGNING_KEY_SECRET_ARN`: the list function reads
+    /// `cursor_signing_key` from this Secrets Manager secret at start.
+    pub cursor_signing_key_secret_arn: Option<String>,
+    /// `CHECKPOINT_KEY_SECRET_ARN`: the seal function reads
+    /// `checkpoint_signing_key` from this Secrets Manager secret at start.
+    pub checkpoint_key_secret_arn: Option<String>,
+    /// `EVENT_BUS_NAME`: the EventBridge bus the stream and seal functions
+    /// put entries on (default `default`).
+    pub event_bus_name: String,
+    /// `EVENT_SOURCE`: the `source` of those entries (default `audit-trail`).
+    pub event_source: String,
     /// `CHECKPOINT_ORIGIN`: the deployment's name in checkpoints; a tenant's
     /// log is `<origin>/<tenant>`, and the key is named `<origin>`
     /// (default `audit-trail.local`).
@@ -189,6 +200,15 @@ impl Config {
         let latest_commit = (write_deadline + attempt_timeout).max(operation_timeout);
         let default_horizon = (latest_commit + Duration::from_secs(2)).as_millis() as u64;
         let settle_horizon = settings.millis("SETTLE_HORIZON_MS", default_horizon, MS)?;
+        // A horizon an assigned cursor can still commit behind would let the
+        // tail hand out `next` past an event it never served.
+        if settle_horizon <= latest_commit {
+            return Err(ConfigError {
+                variable: "SETTLE_HORIZON_MS",
+                value: settle_horizon.as_millis().to_string(),
+                expected: "milliseconds above the latest a write can commit: WRITE_DEADLINE_MS + DYNAMODB_ATTEMPT_TIMEOUT_MS, or DYNAMODB_OPERATION_TIMEOUT_MS if that is longer",
+            });
+        }
         Ok(Config {
             table_name: settings
                 .text("TABLE_NAME")
@@ -244,6 +264,14 @@ impl Config {
             self_audit_required: settings.flag("SELF_AUDIT_REQUIRED", false)?,
             metadata_extended: settings.flag("METADATA_EXTENDED", true)?,
             warm_in_init: settings.flag("WARM_IN_INIT", true)?,
+            cursor_signing_key_secret_arn: settings.text("CURSOR_SIGNING_KEY_SECRET_ARN"),
+            checkpoint_key_secret_arn: settings.text("CHECKPOINT_KEY_SECRET_ARN"),
+            event_bus_name: settings
+                .text("EVENT_BUS_NAME")
+                .unwrap_or_else(|| "default".to_string()),
+            event_source: settings
+                .text("EVENT_SOURCE")
+                .unwrap_or_else(|| "audit-trail".to_string()),
             checkpoint_origin: match settings.text("CHECKPOINT_ORIGIN") {
                 None => "audit-trail.local".to_string(),
                 // A note's first line and a key name: no spaces, no `+`.
@@ -367,6 +395,9 @@ mod tests {
     fn valid_values_are_taken() {
         let config = with(&[
             ("DEFAULT_RETENTION_DAYS", "30"),
+            ("WRITE_DEADLINE_MS", "100"),
+            ("DYNAMODB_ATTEMPT_TIMEOUT_MS", "50"),
+            ("DYNAMODB_OPERATION_TIMEOUT_MS", "120"),
             ("SETTLE_HORIZON_MS", "200"),
             ("SELF_AUDIT_REQUIRED", "true"),
             ("TABLE_NAME", "t"),
@@ -376,5 +407,68 @@ mod tests {
         assert_eq!(config.settle_horizon, Duration::from_millis(200));
         assert!(config.self_audit_required);
         assert_eq!(config.table_name, "t");
+    }
+
+    /// The horizon must lie past the latest a write can commit, however the
+    /// timeouts that bound it are set: else the tail could pass an event by.
+    #[test]
+    fn a_settle_horizon_a_write_can_commit_behind_stops_the_process() {
+        // Defaults: a write commits by 6000 + 2000 ms at the latest.
+        for horizon in ["200", "8000"] {
+            let err = with(&[("SETTLE_HORIZON_MS", horizon)]).expect_err(horizon);
+            assert_eq!(err.variable, "SETTLE_HORIZON_MS");
+            assert!(err.to_string().contains("WRITE_DEADLINE_MS"), "{err}");
+        }
+        assert!(with(&[("SETTLE_HORIZON_MS", "8001")]).is_ok());
+        // The operation timeout bounds a single put when it is the longer.
+        let err = with(&[
+            ("DYNAMODB_OPERATION_TIMEOUT_MS", "20000"),
+            ("SETTLE_HORIZON_MS", "15000"),
+        ])
+        .expect_err("an operation outlasts the horizon");
+        assert_eq!(err.variable, "SETTLE_HORIZON_MS");
+        // Lowering the timeouts is what allows a short horizon.
+        assert!(with(&[
+            ("WRITE_DEADLINE_MS", "100"),
+            ("DYNAMODB_ATTEMPT_TIMEOUT_MS", "50"),
+            ("DYNAMODB_OPERATION_TIMEOUT_MS", "120"),
+            ("SETTLE_HORIZON_MS", "151"),
+        ])
+        .is_ok());
+    }
+
+    /// The secrets' ARNs and the bus are read here like every setting: an
+    /// empty value is unset, and the defaults are written once.
+    #[test]
+    fn the_secret_arns_and_the_bus_are_settings_like_the_others() {
+        let defaults = with(&[
+            ("CURSOR_SIGNING_KEY_SECRET_ARN", ""),
+            ("CHECKPOINT_KEY_SECRET_ARN", ""),
+            ("EVENT_BUS_NAME", ""),
+        ])
+        .expect("valid");
+        assert_eq!(defaults.cursor_signing_key_secret_arn, None);
+        assert_eq!(defaults.checkpoint_key_secret_arn, None);
+        assert_eq!(defaults.event_bus_name, "default");
+        assert_eq!(defaults.event_source, "audit-trail");
+        let set = with(&[
+            ("CURSOR_SIGNING_KEY_SECRET_ARN", "arn:cursor"),
+            ("CHECKPOINT_KEY_SECRET_ARN", "arn:checkpoint"),
+            ("EVENT_BUS_NAME", "audit"),
+            ("EVENT_SOURCE", "acme.audit"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            set.cursor_signing_key_secret_arn.as_deref(),
+            Some("arn:cursor")
+        );
+        assert_eq!(
+            set.checkpoint_key_secret_arn.as_deref(),
+            Some("arn:checkpoint")
+        );
+        assert_eq!(
+            (set.event_bus_name.as_str(), set.event_source.as_str()),
+            ("audit", "acme.audit")
+        );
     }
 }
