@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use audit_core::integrity::seal::Sealer;
+use audit_core::integrity::seal::Poster;
 use audit_core::pivot::{PostingsBuilder, PIVOT_INDEXES};
 use audit_core::query::{Plan, Query};
 use audit_core::read::TrailReader;
@@ -297,7 +297,7 @@ async fn random_queries_mean_the_same_on_every_plan_and_match_the_oracle() {
     // tail above it: the cases run with nothing posted, then with the mark
     // in the middle (and postings beyond it, as a run that wrote them but
     // died before moving the mark leaves), then with everything posted.
-    let sealer = Sealer::new(Arc::clone(&store), &api.env.config);
+    let poster = Poster::new(Arc::clone(&store), &api.env.config);
     let settle = Duration::from_std(api.env.config.settle_horizon).expect("settle");
     let mut oldest_first: Vec<&Value> = stored.iter().collect();
     oldest_first.sort_by_key(|e| e["cursor"].as_str().unwrap_or_default().to_string());
@@ -308,7 +308,7 @@ async fn random_queries_mean_the_same_on_every_plan_and_match_the_oracle() {
     };
     for case in 0..150 {
         if case == 50 {
-            let (posted, _) = sealer
+            let (posted, _) = poster
                 .post_tenant("acme", time_of(oldest_first[120]) + settle)
                 .await
                 .expect("postings up to the middle");
@@ -343,7 +343,7 @@ async fn random_queries_mean_the_same_on_every_plan_and_match_the_oracle() {
             );
         }
         if case == 100 {
-            let (posted, complete) = sealer
+            let (posted, complete) = poster
                 .post_tenant("acme", Utc::now() + settle + Duration::seconds(1))
                 .await
                 .expect("postings of everything");

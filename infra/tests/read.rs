@@ -624,7 +624,7 @@ async fn post_as_if_settled(api: &Api) -> (u64, bool) {
     let later = Utc::now()
         + chrono::Duration::from_std(api.env.config.settle_horizon).unwrap()
         + chrono::Duration::seconds(1);
-    audit_core::integrity::seal::Sealer::new(store, &api.env.config)
+    audit_core::integrity::seal::Poster::new(store, &api.env.config)
         .post_tenant("acme", later)
         .await
         .unwrap()
@@ -790,7 +790,7 @@ async fn a_posted_pivot_page_makes_four_calls() {
 /// change adding one is seen.
 #[tokio::test]
 async fn a_warm_pivot_query_page_makes_only_the_raw_reads_calls() {
-    use audit_core::integrity::seal::Sealer;
+    use audit_core::integrity::seal::Poster;
     let api = Api::with_faults(Faults::default()).await;
     let token = api.token("acme");
     let first = Utc::now() - chrono::Duration::days(30);
@@ -822,7 +822,7 @@ async fn a_warm_pivot_query_page_makes_only_the_raw_reads_calls() {
         api.env.direct.clone(),
         &api.env.config.table_name,
     ));
-    let (posted, _) = Sealer::new(store.clone(), &api.env.config)
+    let (posted, _) = Poster::new(store.clone(), &api.env.config)
         .post_tenant("acme", Utc::now())
         .await
         .expect("posted");

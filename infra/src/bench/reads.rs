@@ -35,7 +35,7 @@ pub(super) async fn load_tenant(
         env.direct.clone(),
         &env.config.table_name,
     ));
-    let (posted, _) = audit_core::integrity::seal::Sealer::new(store, &env.config)
+    let (posted, _) = audit_core::integrity::seal::Poster::new(store, &env.config)
         .post_tenant(tenant, Utc::now())
         .await?;
     eprintln!("posted {posted} events");

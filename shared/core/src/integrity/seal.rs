@@ -4,6 +4,7 @@
 
 mod postings;
 mod schedule;
+mod settled;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ulid::Ulid;
 
-pub use postings::PostingCadence;
+pub use postings::{Poster, PostingCadence};
 pub use schedule::{waiting_since, DirtyMarks, SealBudget};
+use settled::{horizon, settled_read, READ_PAGE};
 
 use super::merkle::{self, Hash};
 use super::note::{Checkpoint, NoteSigner};
@@ -21,12 +23,10 @@ use super::{encode_hash, event_leaf_hash, CheckpointRecord, LogStore, SealMark};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::event::{format_time, PageEvent};
-use crate::store::{EventStore, RangeRead};
+use crate::store::EventStore;
 
 /// Most leaves one tenant gains in one run; the rest wait for the next.
 const MAX_LEAVES_PER_RUN: usize = 200_000;
-/// Events read per `Query` while sealing.
-const READ_PAGE: usize = 1000;
 
 /// What one run did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -49,18 +49,13 @@ pub struct Sealer<S> {
     origin: String,
     settle_horizon: Duration,
     heartbeat: Duration,
-    cadence: PostingCadence,
-}
-
-/// The first cursor not yet settled at `now`.
-fn horizon(now: DateTime<Utc>, settle: Duration) -> Ulid {
-    let ms = now.timestamp_millis() - settle.as_millis() as i64;
-    Ulid::from_parts(ms.max(0) as u64, 0)
+    poster: Poster<S>,
 }
 
 impl<S: EventStore + LogStore> Sealer<S> {
     pub fn new(store: Arc<S>, config: &Config) -> Self {
         Self {
+            poster: Poster::new(Arc::clone(&store), config),
             store,
             signer: NoteSigner::from_secret(
                 &config.checkpoint_origin,
@@ -69,7 +64,6 @@ impl<S: EventStore + LogStore> Sealer<S> {
             origin: config.checkpoint_origin.clone(),
             settle_horizon: config.settle_horizon,
             heartbeat: config.checkpoint_heartbeat,
-            cadence: PostingCadence::from_config(config),
         }
     }
 
@@ -115,6 +109,7 @@ impl<S: EventStore + LogStore> Sealer<S> {
             let log_size = sealed.as_ref().ok().map(|sealed| sealed.size);
             let mut postings_complete = true;
             let postings_due_at_ms = match self
+                .poster
                 .post_when_due(&mark.tenant, now, log_size, budget)
                 .await
             {
@@ -361,43 +356,4 @@ struct SealedLog {
     /// Whether every settled event is now a leaf (else the rest wait for
     /// the next run: a cap or the budget stopped it).
     complete: bool,
-}
-
-/// One page of a tenant's settled events, oldest first. Strongly
-/// consistent: an event the sealer misses it would never seal or post.
-fn settled_read(
-    tenant: &str,
-    (lo, hi): (Ulid, Ulid),
-    limit: usize,
-    data_as_text: bool,
-) -> RangeRead {
-    RangeRead {
-        tenant: tenant.to_string(),
-        pivot: None,
-        lo: lo.to_string(),
-        hi: hi.to_string(),
-        newest_first: false,
-        limit,
-        scan_limit: limit,
-        consistent: true,
-        data_as_text,
-    }
-}
-
-fn parse_cursor(cursor: &str) -> Result<Ulid, StoreError> {
-    Ulid::from_string(cursor).map_err(|_| StoreError::Corrupt(format!("stored cursor {cursor}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_horizon_is_settle_before_now() {
-        let now = DateTime::from_timestamp_millis(1_000_000).unwrap_or_default();
-        assert_eq!(
-            horizon(now, Duration::from_secs(10)),
-            Ulid::from_parts(990_000, 0)
-        );
-    }
 }

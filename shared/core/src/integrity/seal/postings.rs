@@ -1,16 +1,17 @@
 //! The sealer's second task: the pivot postings of each tenant's settled
 //! events, written in batches ([`PostingCadence`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ulid::Ulid;
 
-use super::{horizon, parse_cursor, settled_read, SealBudget, Sealer, READ_PAGE};
+use super::schedule::SealBudget;
+use super::settled::{horizon, parse_cursor, settled_read, READ_PAGE};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::event::{PageEvent, MAX_PARTITION_KEY_BYTES};
-use crate::integrity::LogStore;
 use crate::pivot::{pivot_key, PostingsBuilder, PIVOT_INDEXES};
 use crate::store::{EventStore, PostedMark};
 
@@ -76,12 +77,27 @@ impl PostingCadence {
     }
 }
 
-impl<S: EventStore + LogStore> Sealer<S> {
+/// Writes each tenant's pivot postings when its [`PostingCadence`] says.
+pub struct Poster<S> {
+    store: Arc<S>,
+    cadence: PostingCadence,
+    settle_horizon: Duration,
+}
+
+impl<S: EventStore> Poster<S> {
+    pub fn new(store: Arc<S>, config: &Config) -> Self {
+        Self {
+            store,
+            cadence: PostingCadence::from_config(config),
+            settle_horizon: config.settle_horizon,
+        }
+    }
+
     /// Writes the tenant's postings if they are due ([`PostingCadence`]).
     /// Returns the events posted; if some still wait, when they fall due
     /// (epoch ms); and whether the run wrote all that were due (else a cap
     /// or the budget cut it short, and the rest are due at once).
-    pub(super) async fn post_when_due(
+    pub async fn post_when_due(
         &self,
         tenant: &str,
         now: DateTime<Utc>,
