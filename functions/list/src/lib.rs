@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use audit_core::auth::Caller;
+use audit_core::config::MAX_TAIL_WAIT_SECONDS;
 use audit_core::cursor::parse_cursor;
 use audit_core::error::parse_json_body;
 use audit_core::query::{Query, QueryCursor};
@@ -21,9 +22,6 @@ use audit_http::telemetry::count_self_audit_failure;
 use chrono::Utc;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
-
-/// Longest `wait` a tail request may ask for: well inside API Gateway's 29 s.
-pub const MAX_WAIT_SECONDS: u64 = 20;
 
 pub struct TailParams {
     limit: usize,
@@ -62,11 +60,11 @@ fn parse_tail(request: &Request) -> Result<TailParams, ApiError> {
         Some(text) => text
             .parse::<u64>()
             .ok()
-            .filter(|w| *w <= MAX_WAIT_SECONDS)
+            .filter(|w| *w <= MAX_TAIL_WAIT_SECONDS)
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "wait",
-                    format!("`wait` must be whole seconds from 0 to {MAX_WAIT_SECONDS}"),
+                    format!("`wait` must be whole seconds from 0 to {MAX_TAIL_WAIT_SECONDS}"),
                 )
             })?,
     };

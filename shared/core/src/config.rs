@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// Longest `wait` a tail request may ask for, and the most
+/// `TAIL_MAX_WAIT_SECONDS` may hold one: well inside API Gateway's 29 s.
+pub const MAX_TAIL_WAIT_SECONDS: u64 = 20;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `TABLE_NAME`: the one DynamoDB table.
@@ -251,8 +255,8 @@ impl Config {
             )?,
             tail_max_wait: settings.seconds(
                 "TAIL_MAX_WAIT_SECONDS",
-                20,
-                20,
+                MAX_TAIL_WAIT_SECONDS,
+                MAX_TAIL_WAIT_SECONDS,
                 "seconds from 0 to 20",
             )?,
             retention_cache: settings.seconds(
