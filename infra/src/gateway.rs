@@ -14,6 +14,8 @@ use base64::Engine;
 use lambda_http::{Body, Response};
 use serde_json::{json, Map, Value};
 
+use audit_core::event::MAX_REQUEST_BYTES;
+
 use crate::app::Functions;
 use crate::devauth::DevAuth;
 
@@ -170,6 +172,10 @@ impl Gateway {
     }
 }
 
+/// API Gateway's limit on the request line and the header values together
+/// (HTTP APIs' quotas: 10240 bytes, not adjustable).
+const MAX_REQUEST_LINE_AND_HEADER_VALUES: usize = 10_240;
+
 /// API Gateway's own payload limit (10 MB); the functions refuse more than
 /// 6 MB themselves, with their own 413.
 const MAX_BODY: usize = 10 * 1024 * 1024;
@@ -218,6 +224,26 @@ async fn serve(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
         .unwrap_or_else(|| "127.0.0.1".into());
+    // What API Gateway would refuse for its size never reaches a function
+    // there: refused here too, so what works locally works deployed.
+    let request_line = request.method().as_str().len()
+        + request
+            .uri()
+            .path_and_query()
+            .map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1".len()
+        + 1;
+    let header_values: usize = request.headers().values().map(|v| v.len()).sum();
+    if request_line + header_values > MAX_REQUEST_LINE_AND_HEADER_VALUES {
+        return to_axum(plain_error(
+            431,
+            "headers_too_large",
+            &format!(
+                "the request line and header values take {} bytes; API Gateway takes at most {MAX_REQUEST_LINE_AND_HEADER_VALUES}",
+                request_line + header_values
+            ),
+        ));
+    }
     let method = request.method().as_str().to_string();
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
@@ -282,14 +308,16 @@ async fn serve(
     if let Err(message) = query_pairs(&query) {
         return to_axum(plain_error(400, "invalid_request", message));
     }
-    // API Gateway's JWT authorizer answers 401 before the function runs.
-    let token = headers
-        .get("authorization")
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+    // API Gateway's JWT authorizer answers 401 before the function runs. It
+    // takes the token alone or after `Bearer` (a scheme named in any case,
+    // RFC 9110), as this does.
+    let token = headers.get("authorization").map(|value| {
+        let value = value.trim();
+        match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => value,
+        }
+    });
     let claims = match token.map(|t| gateway.auth.verify(t)) {
         Some(Ok(claims)) => claims,
         Some(Err(err)) => return to_axum(plain_error(401, "unauthorized", &err.to_string())),
@@ -301,6 +329,20 @@ async fn serve(
             ))
         }
     };
+    // A body declared too large is refused before it is read, so a client
+    // that waits for `100 Continue` never sends it.
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_REQUEST_BYTES as u64) {
+        return to_axum(plain_error(
+            413,
+            "payload_too_large",
+            "a request may take at most 6 MB",
+        ));
+    }
     let body = match to_bytes(request.into_body(), MAX_BODY).await {
         Ok(body) => body,
         Err(err) => {

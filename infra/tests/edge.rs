@@ -409,3 +409,101 @@ async fn a_malformed_chunked_body_is_a_400_and_only_a_large_one_a_413() {
     }
     assert!(!api.env.events_by_tenant().await.contains_key("acme"));
 }
+
+/// A body declared over the 6 MB limit is refused before it is read: a
+/// client waiting for `100 Continue` gets the 413 instead, and sends nothing.
+#[tokio::test]
+async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let address = api.base.trim_start_matches("http://").to_string();
+    for length in [(6u64 << 20) + 1, 1_000_000_000_000] {
+        let mut socket = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /audit/events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+        );
+        socket.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            socket.read_to_end(&mut answer),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{length}: {answer}");
+        assert!(!answer.contains("100 Continue"), "{length}: {answer}");
+        assert!(answer.contains("payload_too_large"), "{length}: {answer}");
+    }
+}
+
+/// Requests API Gateway would refuse for their size (request line and
+/// header values over 10240 bytes) are refused locally too, with a JSON
+/// error; one just under it is served.
+#[tokio::test]
+async fn requests_over_api_gateways_header_quota_are_refused_as_json() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let get = |path: String, header: String| {
+        let request = api
+            .http
+            .get(format!("{}{path}", api.base))
+            .bearer_auth(&token)
+            .header("x-padding", header);
+        async move { request.send().await.expect("sent") }
+    };
+    let long_header = get("/audit?limit=1".into(), "p".repeat(10_240)).await;
+    let long_query = get(
+        format!("/audit?limit=1&from={}", "9".repeat(10_240)),
+        "p".into(),
+    )
+    .await;
+    for response in [long_header, long_query] {
+        let (status, body) = json_of(response).await;
+        assert_eq!(status, 431, "{body}");
+        assert_eq!(error_code(&body), "headers_too_large", "{body}");
+    }
+    let (status, body) = json_of(get("/audit?limit=1".into(), "p".repeat(8_000)).await).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// API Gateway's JWT authorizer takes the token alone or after `Bearer` in
+/// any case; so does the local one.
+#[tokio::test]
+async fn a_token_is_taken_alone_or_after_bearer_in_any_case() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    for value in [
+        token.clone(),
+        format!("Bearer {token}"),
+        format!("bearer {token}"),
+        format!("BEARER  {token}"),
+    ] {
+        let response = api
+            .http
+            .get(format!("{}/audit?limit=1", api.base))
+            .header("authorization", &value)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status().as_u16(), 200, "{}", &value[..10]);
+    }
+    for value in [
+        "Basic abc".to_string(),
+        format!("Token {token}"),
+        String::new(),
+    ] {
+        let (status, body) = json_of(
+            api.http
+                .get(format!("{}/audit?limit=1", api.base))
+                .header("authorization", &value)
+                .send()
+                .await
+                .expect("sent"),
+        )
+        .await;
+        assert_eq!(status, 401, "{value}: {body}");
+    }
+}

@@ -510,6 +510,29 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
             );
         }
     }
+    // A repeated `Content-Type` (joined with a comma, as API Gateway joins
+    // it) is named for what it is, not taken for a wrong media type.
+    for path in ["/audit/events", "/audit/query", "/audit/settings"] {
+        let request = if path == "/audit/settings" {
+            api.http.put(format!("{}{path}", api.base))
+        } else {
+            api.http.post(format!("{}{path}", api.base))
+        };
+        let (status, answer) = json_of(
+            request
+                .bearer_auth(&admin)
+                .header("content-type", "application/json")
+                .header("content-type", "application/json")
+                .body(r#"{"retentionDays": 30}"#)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 415, "{path}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("more than once"), "{path}: {answer}");
+    }
     // the unknown field is named, and so is the missing one
     let (_, answer) = json_of(
         api.post_json(

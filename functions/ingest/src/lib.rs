@@ -111,18 +111,23 @@ fn batch_response(results: Vec<ItemResult>) -> Response<Body> {
         .collect();
     let body = json!({ "results": results, "summary": summary });
     if summary.failed > 0 {
+        // The status and code of the typed error, as a single event's would be.
+        let unavailable = ApiError::Unavailable {
+            retry_after_seconds: 1,
+        };
         let mut body = body;
         body["error"] = json!({
-            "code": "unavailable",
+            "code": unavailable.code(),
             "message": format!("{} of {} events could not be stored; retry those marked failed", summary.failed, results.len()),
         });
-        return json_response_retry_after(503, &body, 1);
+        return json_response_retry_after(status_of(&unavailable), &body, 1);
     }
     if summary.refused == results.len() {
         // One status for all: its code; mixed refusals: a plain 400.
+        let mixed = ApiError::bad_input("mixed refusals");
         let (status, code) = match refusals.first() {
             Some((first, code)) if refusals.iter().all(|(s, _)| s == first) => (*first, *code),
-            _ => (400, "invalid_request"),
+            _ => (status_of(&mixed), mixed.code()),
         };
         let mut body = body;
         body["error"] =

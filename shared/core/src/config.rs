@@ -117,11 +117,11 @@ pub struct ConfigError {
 }
 
 /// Reads settings from a lookup; each reader refuses an invalid value.
-struct Settings<F> {
+struct EnvReader<F> {
     lookup: F,
 }
 
-impl<F: Fn(&str) -> Option<String>> Settings<F> {
+impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
     /// The value if set and not empty.
     fn text(&self, variable: &str) -> Option<String> {
         (self.lookup)(variable).filter(|v| !v.is_empty())
@@ -193,7 +193,7 @@ impl Config {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let settings = Settings { lookup };
+        let settings = EnvReader { lookup };
         const MS: &str = "milliseconds from 1 to 3600000";
         let write_deadline = settings.millis("WRITE_DEADLINE_MS", 6000, MS)?;
         let attempt_timeout = settings.millis("DYNAMODB_ATTEMPT_TIMEOUT_MS", 2000, MS)?;

@@ -104,6 +104,17 @@ pub fn has_json_content_type(request: &Request) -> bool {
 /// JSON reader as bytes and read as "not valid JSON" at line 1, column 1.
 /// (RFC 9110 makes an unsupported content coding a 415 too.)
 pub fn require_json(request: &Request) -> Result<(), ApiError> {
+    let content_types = request.headers().get_all(http::header::CONTENT_TYPE);
+    // API Gateway joins a repeated header with commas; no media type has one.
+    let repeated = content_types.iter().count() > 1
+        || content_types
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains(',')));
+    if repeated {
+        return Err(ApiError::UnsupportedMediaType(
+            "`Content-Type` was given more than once; send it once, as `application/json`".into(),
+        ));
+    }
     if !has_json_content_type(request) {
         return Err(ApiError::UnsupportedMediaType(
             "send the body as JSON with `Content-Type: application/json`".into(),
