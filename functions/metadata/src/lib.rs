@@ -10,7 +10,7 @@ use audit_core::event::format_time;
 use audit_core::event::queryable_fields;
 use audit_core::metadata::ObservedProperty;
 use audit_core::pivot::PIVOT_INDEXES;
-use audit_core::query::{FieldPath, FieldType};
+use audit_core::query::{operators_for_json_type, FieldPath, FieldType};
 use audit_core::routes::{self_audit_event_types, Route};
 use audit_core::selfaudit::{read_record_properties, SelfAuditor, SELF_AUDIT_SERVICE};
 use audit_core::settings::{validate_retention, TenantSettings};
@@ -86,13 +86,10 @@ fn operators(field_type: FieldType) -> Vec<&'static str> {
 
 /// The operators that apply to an observed JSON type under `data.*`.
 fn operators_for_json(json_type: &str) -> Vec<&'static str> {
-    match json_type {
-        "boolean" => vec!["eq", "ne", "exists"],
-        "number" => vec!["eq", "ne", "in", "exists", "gt", "gte", "lt", "lte"],
-        "array" => vec!["contains", "exists"],
-        "object" => vec!["exists"],
-        _ => operators(FieldType::String),
-    }
+    operators_for_json_type(json_type)
+        .iter()
+        .map(|o| o.name())
+        .collect()
 }
 
 /// A property as both metadata routes list it: top-level fields with their

@@ -83,6 +83,20 @@ impl FieldType {
     }
 }
 
+/// The operators that match anything for a value of a JSON type under
+/// `data` or `indexedData` (as metadata lists them): order and `in` on
+/// numbers, `contains` on arrays, `startsWith` and `contains` on strings.
+pub fn operators_for_json_type(json_type: &str) -> &'static [Operator] {
+    use Operator::*;
+    match json_type {
+        "boolean" => &[Eq, Ne, In, Exists],
+        "number" => &[Eq, Ne, In, Exists, Gt, Gte, Lt, Lte],
+        "array" => &[Contains, Exists],
+        "object" => &[Exists],
+        _ => FieldType::String.operators(),
+    }
+}
+
 /// Longest field name a condition may use.
 const MAX_FIELD_NAME_CHARS: usize = 2048;
 /// Most levels a `data` path may name (the table stores 31).

@@ -303,3 +303,62 @@ fn a_window_is_evaluated_as_it_is_echoed() {
     assert_eq!(q.to.timestamp_subsec_nanos() % 1_000_000, 0);
     assert_eq!(q.from.timestamp_subsec_nanos() % 1_000_000, 0);
 }
+
+/// What metadata lists for a `data` value's JSON type is what the evaluator
+/// does: each listed operator matches the value with some operand; every
+/// other one matches it with no operand, or (`ne` on an array or an object,
+/// which equals no scalar) with every one, which tells nothing.
+#[test]
+fn the_operators_listed_for_a_json_type_are_those_that_can_match_it() {
+    let samples = [
+        ("boolean", json!(true)),
+        ("number", json!(5)),
+        ("array", json!(["a", 5])),
+        ("object", json!({"k": "a"})),
+        ("string", json!("abc")),
+    ];
+    let operands = [
+        json!("a"),
+        json!("abc"),
+        json!("b"),
+        json!(5),
+        json!(4),
+        json!(6),
+        json!(true),
+        json!(false),
+    ];
+    for (json_type, value) in samples {
+        let event = json!({"data": {"v": value}});
+        let listed = operators_for_json_type(json_type);
+        for operator in Operator::ALL {
+            let outcomes: Vec<bool> = operands
+                .iter()
+                .filter_map(|operand| {
+                    let operand = match operator {
+                        Operator::Exists => json!(true),
+                        Operator::In => json!([operand]),
+                        _ => operand.clone(),
+                    };
+                    query(json!({"and": [{"field": "data.v", "operator": operator.name(), "value": operand}]}))
+                        .ok()
+                        .map(|q| q.matches(&event))
+                })
+                .collect();
+            let some = outcomes.iter().any(|m| *m);
+            let every = outcomes.iter().all(|m| *m);
+            if listed.contains(operator) {
+                assert!(
+                    some,
+                    "{json_type} {} is listed and never matches",
+                    operator.name()
+                );
+            } else {
+                assert!(
+                    !some || every,
+                    "{json_type} {} matches some and is not listed",
+                    operator.name()
+                );
+            }
+        }
+    }
+}
