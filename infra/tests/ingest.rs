@@ -92,6 +92,26 @@ async fn a_batch_answers_per_item_and_stores_only_valid_events() {
         .unwrap()
         .contains("colour"));
     assert_eq!(answer["summary"]["stored"], 2);
+    // A batch of one names its event `events[0]` too: what the event is
+    // called depends on the body's shape, not on how many it holds.
+    for (event, field) in [
+        (json!({"eventType": "b"}), "events[0].serviceName"),
+        (
+            json!({"eventType": "b", "serviceName": "s", "accountId": "other"}),
+            "events[0].accountId",
+        ),
+        (
+            json!({"eventType": "e", "serviceName": "s", "data": {"blob": "x".repeat(MAX_EVENT_BYTES)}}),
+            "events[0]",
+        ),
+    ] {
+        let (_, answer) = json_of(
+            api.post_json(&token, "/audit/events", &json!({"events": [event]}))
+                .await,
+        )
+        .await;
+        assert_eq!(answer["results"][0]["error"]["field"], field, "{answer}");
+    }
     let stored = api.env.events_by_tenant().await;
     let mut expected = vec![
         results[0]["cursor"].as_str().unwrap().to_string(),

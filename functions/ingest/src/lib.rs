@@ -73,27 +73,25 @@ impl<S: EventStore> IngestHandler<S> {
                 event,
                 idempotency_key,
             } => {
-                let mut results = self
+                let result = self
                     .service
-                    .ingest(&caller, vec![Ok(event)], idempotency_key)
+                    .ingest_one(&caller, event, idempotency_key)
                     .await?;
-                Ok(single_response(results.pop()))
+                Ok(single_response(result))
             }
             IngestRequest::Batch { events } => {
-                let results = self.service.ingest(&caller, events, None).await?;
+                let results = self.service.ingest_batch(&caller, events).await?;
                 Ok(batch_response(results))
             }
         }
     }
 }
 
-fn single_response(result: Option<ItemResult>) -> Response<Body> {
+fn single_response(result: ItemResult) -> Response<Body> {
     match result {
-        Some(stored @ ItemResult::Stored { .. }) => json_response(201, &stored),
-        Some(duplicate @ ItemResult::Duplicate { .. }) => json_response(200, &duplicate),
-        Some(ItemResult::Refused { error }) => error_response(&error),
-        Some(ItemResult::Failed { error }) => error_response(&error),
-        None => error_response(&ApiError::Internal),
+        stored @ ItemResult::Stored { .. } => json_response(201, &stored),
+        duplicate @ ItemResult::Duplicate { .. } => json_response(200, &duplicate),
+        ItemResult::Refused { error } | ItemResult::Failed { error } => error_response(&error),
     }
 }
 

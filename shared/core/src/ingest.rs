@@ -96,17 +96,37 @@ impl<S: EventStore> IngestService<S> {
         }
     }
 
-    /// Stores the events of one request; one result per event, in order.
-    pub async fn ingest(
+    /// Stores a single-event request's event (`Idempotency-Key`: `key`).
+    pub async fn ingest_one(
+        &self,
+        caller: &Caller,
+        event: Value,
+        key: Option<String>,
+    ) -> Result<ItemResult, ApiError> {
+        let mut results = self.ingest(caller, vec![Ok(event)], key, false).await?;
+        results.pop().ok_or(ApiError::Internal)
+    }
+
+    /// Stores a batch's events; one result per event, in order. Each
+    /// event's errors name it `events[i]`, a batch of one too.
+    pub async fn ingest_batch(
+        &self,
+        caller: &Caller,
+        events: Vec<Result<Value, ApiError>>,
+    ) -> Result<Vec<ItemResult>, ApiError> {
+        self.ingest(caller, events, None, true).await
+    }
+
+    async fn ingest(
         &self,
         caller: &Caller,
         events: Vec<Result<Value, ApiError>>,
         single_key: Option<String>,
+        batch: bool,
     ) -> Result<Vec<ItemResult>, ApiError> {
         caller.require(SCOPE_WRITE)?;
         let started = Instant::now();
         let deadline = started + self.config.write_deadline;
-        let batch = events.len() > 1;
         let mut results: Vec<Option<ItemResult>> = vec![None; events.len()];
         let mut pending = Vec::new();
         // (tenant, key) -> index of the first event that uses it
