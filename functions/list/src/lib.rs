@@ -175,13 +175,8 @@ impl<S: EventStore> ListHandler<S> {
             self_query.push(("selfAudit", filter.name().to_string()));
             next_query.push(("selfAudit", filter.name().to_string()));
         }
-        let events: Vec<_> = page
-            .events
-            .into_iter()
-            .map(|e| self.reader.shorten_page_event(e))
-            .collect();
         let body = TailBody {
-            events: &events,
+            events: &page.events,
             links: json!({
                 "self": {"href": link(request, &self_query)},
                 "next": {"href": link(request, &next_query)},
@@ -233,15 +228,10 @@ impl<S: EventStore> ListHandler<S> {
         let next = page
             .next
             .map(|token| link(request, &[("limit", limit.to_string()), ("cursor", token)]));
-        let data: Vec<_> = page
-            .events
-            .into_iter()
-            .map(|e| self.reader.shorten_page_event(e))
-            .collect();
         Ok(json_response(
             200,
             &QueryBody {
-                data: &data,
+                data: &page.events,
                 next,
                 from: audit_core::event::format_time(page.from),
                 to: audit_core::event::format_time(page.to),

@@ -18,6 +18,11 @@ use crate::store::{EventStore, RangeRead};
 pub const MAX_PAGE: usize = 1000;
 pub const DEFAULT_TAIL_PAGE: usize = 100;
 pub const DEFAULT_QUERY_PAGE: usize = 1000;
+/// Most bytes of event JSON one page holds, whatever its `limit`: Lambda
+/// answers at most 6 MB, and the page is a JSON string inside that answer,
+/// where escaping can double it. A page cut short hands out `next` at the
+/// first event it left out.
+pub const MAX_PAGE_BYTES: usize = 3_000_000;
 
 /// Where a tail page starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,7 +36,8 @@ pub enum Start {
 
 #[derive(Debug, Clone)]
 pub struct TailPage {
-    /// `data` as its stored text: the page only prints it.
+    /// As the page prints them ([`TrailReader::fit_page`]): `data` as its
+    /// stored text, shortened when large, within [`MAX_PAGE_BYTES`].
     pub events: Vec<PageEvent>,
     /// Where the next page starts (inclusive): `from=` of the `next` link.
     pub next_from: Ulid,
@@ -42,7 +48,8 @@ pub struct TailPage {
 
 #[derive(Debug, Clone)]
 pub struct QueryPage {
-    /// `data` as its stored text unless a condition looked into it.
+    /// As the page prints them ([`TrailReader::fit_page`]); `data` as its
+    /// stored text unless a condition looked into it.
     pub events: Vec<PageEvent>,
     /// The signed continuation, if anything is left.
     pub next: Option<String>,
@@ -188,7 +195,7 @@ impl<S: EventStore> TrailReader<S> {
                 let next = page.events.split_off(limit);
                 page.next_from = parse_stored(&next[0].event.cursor)?;
                 page.caught_up = false;
-                return Ok(page);
+                return self.fit_tail(page);
             }
             let Some(last) = chunk.last_cursor else { break };
             if !chunk.more {
@@ -198,10 +205,41 @@ impl<S: EventStore> TrailReader<S> {
             if page.items_read >= read_budget {
                 page.next_from = lo;
                 page.caught_up = false;
-                return Ok(page);
+                return self.fit_tail(page);
             }
         }
+        self.fit_tail(page)
+    }
+
+    /// The tail page's events as a page prints them, within
+    /// [`MAX_PAGE_BYTES`]: cut short, the next page starts at the first
+    /// event left out.
+    fn fit_tail(&self, mut page: TailPage) -> Result<TailPage, ApiError> {
+        let (kept, left_out) = self.fit_page(std::mem::take(&mut page.events));
+        page.events = kept;
+        if let Some(first_left_out) = left_out {
+            page.next_from = parse_stored(&first_left_out)?;
+            page.caught_up = false;
+        }
         Ok(page)
+    }
+
+    /// `events` shortened as pages print them (large `data` cut, see
+    /// [`Self::shorten`]) and as many of them as fit in [`MAX_PAGE_BYTES`],
+    /// at least one; the cursor of the first left out, if any was.
+    pub fn fit_page(&self, events: Vec<PageEvent>) -> (Vec<PageEvent>, Option<String>) {
+        let mut kept = Vec::with_capacity(events.len());
+        let mut bytes = 0;
+        for event in events {
+            let event = self.shorten_page_event(event);
+            // The event and the comma before it.
+            bytes += json_len(&event) + 1;
+            if bytes > MAX_PAGE_BYTES && !kept.is_empty() {
+                return (kept, Some(event.event.cursor));
+            }
+            kept.push(event);
+        }
+        (kept, None)
     }
 
     /// Checks a continuation cursor from `next` against the tenant and query.
@@ -431,12 +469,18 @@ impl<S: EventStore> TrailReader<S> {
         }
         // More matches than fit: the next page starts below the last one
         // returned. Otherwise it starts below what was considered.
-        let next_position = if matched.len() > limit {
+        let mut next_position = if matched.len() > limit {
             matched.truncate(limit);
             matched.last().map(|e| e.event.cursor.clone())
         } else {
             boundary.map(|b| b.to_string())
         };
+        // Too many bytes for one answer: the next page starts below the
+        // last one that fit.
+        let (matched, left_out) = self.fit_page(matched);
+        if left_out.is_some() {
+            next_position = matched.last().map(|e| e.event.cursor.clone());
+        }
         let next = next_position
             .filter(|p| p.as_str() > lo.to_string().as_str())
             .map(|position| {
@@ -508,7 +552,7 @@ impl<S: EventStore> TrailReader<S> {
 
 /// The length of `value` as compact JSON, counted as it is written out
 /// rather than built: a page measures every event's `data`.
-fn json_len(value: &Value) -> usize {
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     struct Counter(usize);
     impl std::io::Write for Counter {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -522,7 +566,8 @@ fn json_len(value: &Value) -> usize {
     let mut counter = Counter(0);
     match serde_json::to_writer(&mut counter, value) {
         Ok(()) => counter.0,
-        // A `Value` always serialises; were it not to, treat it as too big.
+        // A `Value` or an event always serialises; were it not to, treat it
+        // as too big.
         Err(_) => usize::MAX / 2,
     }
 }
