@@ -872,3 +872,84 @@ async fn every_listed_property_is_queryable_with_every_listed_operator() {
         assert_eq!(hits[0]["eventType"], "pod.started");
     }
 }
+
+/// `data` keyed by ids gives every event new property names. A process
+/// records at most `MAX_PROPERTIES_PER_KIND` of them per kind of event, and
+/// another kind (another tenant's, another service's) is still recorded
+/// after it; an answer lists at most `MAX_LISTED_PROPERTIES` and says it is
+/// cut.
+#[tokio::test]
+async fn data_keyed_by_ids_neither_floods_metadata_nor_crowds_out_others() {
+    use audit_core::metadata::{ObservedProperty, MAX_LISTED_PROPERTIES, MAX_PROPERTIES_PER_KIND};
+    use audit_core::EventStore;
+    let api = api().await;
+    let token = api.token("acme");
+    let keyed: Vec<Value> = (0..MAX_PROPERTIES_PER_KIND + 200)
+        .map(|i| json!({"eventType": "keyed", "serviceName": "ids", "data": {format!("id-{i:05}"): i}}))
+        .collect();
+    for chunk in keyed.chunks(500) {
+        api.store_all(&token, chunk).await;
+    }
+    api.store_all(
+        &token,
+        &[json!({"eventType": "plain", "serviceName": "other", "data": {"x": 1}})],
+    )
+    .await;
+    let names = property_names(&api, "acme").await;
+    let keyed_names = names.iter().filter(|n| n.starts_with("data.id-")).count();
+    assert_eq!(
+        keyed_names, MAX_PROPERTIES_PER_KIND,
+        "one kind's data properties"
+    );
+    assert!(names.contains("data.x"), "another kind is still recorded");
+
+    // More recorded than an answer lists (as many processes would record):
+    // the answer is cut and says so.
+    let store = audit_dynamo::DynamoStore::new(api.env.client.clone(), &api.env.config.table_name);
+    let many: Vec<(String, ObservedProperty)> = (0..MAX_LISTED_PROPERTIES + 1)
+        .map(|i| {
+            (
+                "acme".to_string(),
+                ObservedProperty {
+                    service_name: "bulk".into(),
+                    event_type: "many".into(),
+                    name: format!("data.k{i:06}"),
+                    json_type: "number".into(),
+                },
+            )
+        })
+        .collect();
+    for chunk in many.chunks(1000) {
+        store.put_properties(chunk).await.expect("recorded");
+    }
+    for path in [
+        "/audit/metadata",
+        "/audit/metadata/properties?target=data&serviceName=bulk",
+    ] {
+        let (status, body) = json_of(api.get(&token, path).await).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(body["truncated"], true, "{path}");
+        let listed = body["properties"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or_else(|| {
+                body["targets"][1]["fields"]
+                    .as_array()
+                    .map(Vec::len)
+                    .unwrap_or(0)
+            });
+        assert!(
+            listed <= MAX_LISTED_PROPERTIES + 100,
+            "{path}: {listed} listed"
+        );
+    }
+    let (_, body) = json_of(
+        api.get(
+            &token,
+            "/audit/metadata/properties?target=data&serviceName=other",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(body["truncated"], false);
+}

@@ -8,7 +8,7 @@ use audit_core::auth::Caller;
 use audit_core::error::parse_json_body;
 use audit_core::event::format_time;
 use audit_core::event::queryable_fields;
-use audit_core::metadata::ObservedProperty;
+use audit_core::metadata::{ObservedProperty, MAX_LISTED_PROPERTIES};
 use audit_core::pivot::PIVOT_INDEXES;
 use audit_core::query::{operators_for_json_type, FieldPath, FieldType};
 use audit_core::routes::{self_audit_event_types, Route};
@@ -161,6 +161,8 @@ impl<S: EventStore> MetadataHandler<S> {
             .store
             .read_properties(&caller.tenant, None, None)
             .await?;
+        let truncated = observed.len() > MAX_LISTED_PROPERTIES;
+        observed.truncate(MAX_LISTED_PROPERTIES);
         // Reads' own records are listed, not recorded (`record_properties`).
         observed.extend(read_record_properties(|_| true));
         let mut services: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -196,6 +198,7 @@ impl<S: EventStore> MetadataHandler<S> {
             200,
             &json!({
                 "extended": self.extended,
+                "truncated": truncated,
                 "targets": [
                     {"target": "event", "description": "top-level event fields", "fields": event_fields},
                     {"target": "data", "description": "data.<path>: properties seen in this tenant's events, and those of the API's own read records", "fields": observed_fields("data")},
@@ -220,6 +223,8 @@ impl<S: EventStore> MetadataHandler<S> {
             .store
             .read_properties(&caller.tenant, Some(&service), event_type.as_deref())
             .await?;
+        let truncated = observed.len() > MAX_LISTED_PROPERTIES;
+        observed.truncate(MAX_LISTED_PROPERTIES);
         if service == SELF_AUDIT_SERVICE {
             observed.extend(read_record_properties(|kind| {
                 event_type.as_deref().is_none_or(|wanted| wanted == kind)
@@ -235,7 +240,7 @@ impl<S: EventStore> MetadataHandler<S> {
         }
         Ok(json_response(
             200,
-            &json!({"properties": unique.into_values().collect::<Vec<_>>()}),
+            &json!({"properties": unique.into_values().collect::<Vec<_>>(), "truncated": truncated}),
         ))
     }
 

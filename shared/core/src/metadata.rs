@@ -2,7 +2,7 @@
 //! type. Recorded by ingest only when a process sees a combination for the
 //! first time, so steady-state ingest adds no writes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -14,8 +14,17 @@ use crate::event::Event;
 const MAX_PROPERTIES_PER_EVENT: usize = 64;
 const MAX_DEPTH: usize = 6;
 /// Most combinations one process remembers before it stops recording new
-/// ones (protects against `data` keyed by ids).
+/// ones (bounds its memory).
 const MAX_REMEMBERED: usize = 100_000;
+/// Most `data` and `indexedData` properties one process records for one
+/// kind of event (tenant, service, event type): `data` keyed by ids gives
+/// every event new names, and would otherwise cost a write per name and
+/// fill the process's memory for every tenant.
+pub const MAX_PROPERTIES_PER_KIND: usize = 1000;
+/// Most properties a metadata answer lists: its read and its answer stay
+/// bounded however many were recorded (an answer cut here says
+/// `"truncated": true`).
+pub const MAX_LISTED_PROPERTIES: usize = 10_000;
 
 /// One observed property of one kind of event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -115,7 +124,14 @@ fn walk(path: &str, value: &Value, depth: usize, found: &mut BTreeMap<String, &'
 /// The combinations this process has already recorded.
 #[derive(Default)]
 pub struct SeenProperties {
-    seen: Mutex<HashSet<(String, ObservedProperty)>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    sightings: HashSet<(String, ObservedProperty)>,
+    /// `data`/`indexedData` properties recorded per (tenant, service, event type).
+    per_kind: HashMap<(String, String, String), usize>,
 }
 
 impl SeenProperties {
@@ -128,16 +144,31 @@ impl SeenProperties {
         let Ok(mut seen) = self.seen.lock() else {
             return Vec::new();
         };
+        let seen = &mut *seen;
         let mut new = Vec::new();
         for event in events {
             for property in properties_of(event, extended) {
-                if seen.len() >= MAX_REMEMBERED {
+                if seen.sightings.len() >= MAX_REMEMBERED {
                     return new;
                 }
                 let key = (event.account_id.clone(), property);
-                if seen.insert(key.clone()) {
-                    new.push(key);
+                if seen.sightings.contains(&key) {
+                    continue;
                 }
+                if key.1.target() != "event" {
+                    let kind = (
+                        key.0.clone(),
+                        key.1.service_name.clone(),
+                        key.1.event_type.clone(),
+                    );
+                    let recorded = seen.per_kind.entry(kind).or_default();
+                    if *recorded >= MAX_PROPERTIES_PER_KIND {
+                        continue;
+                    }
+                    *recorded += 1;
+                }
+                seen.sightings.insert(key.clone());
+                new.push(key);
             }
         }
         new
@@ -147,7 +178,16 @@ impl SeenProperties {
     pub fn forget(&self, sightings: &[(String, ObservedProperty)]) {
         if let Ok(mut seen) = self.seen.lock() {
             for sighting in sightings {
-                seen.remove(sighting);
+                if seen.sightings.remove(sighting) && sighting.1.target() != "event" {
+                    let kind = (
+                        sighting.0.clone(),
+                        sighting.1.service_name.clone(),
+                        sighting.1.event_type.clone(),
+                    );
+                    if let Some(recorded) = seen.per_kind.get_mut(&kind) {
+                        *recorded = recorded.saturating_sub(1);
+                    }
+                }
             }
         }
     }

@@ -115,7 +115,10 @@ pub trait EventStore: Send + Sync {
         sightings: &[(String, ObservedProperty)],
     ) -> Result<(), StoreError>;
 
-    /// The tenant's observed properties, optionally of one service (and event type).
+    /// The tenant's observed properties, optionally of one service (and
+    /// event type), in key order: at most
+    /// [`crate::metadata::MAX_LISTED_PROPERTIES`] + 1, so the caller can
+    /// tell there were more.
     async fn read_properties(
         &self,
         tenant: &str,

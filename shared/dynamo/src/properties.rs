@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use audit_core::error::StoreError;
 use audit_core::event::MAX_SORT_KEY_BYTES;
-use audit_core::metadata::ObservedProperty;
+use audit_core::metadata::{ObservedProperty, MAX_LISTED_PROPERTIES};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::items::{json_text, property_key, Item};
@@ -59,8 +59,9 @@ impl DynamoStore {
         };
         let mut properties = Vec::new();
         let mut start: Option<Item> = None;
-        // Metadata is bounded per tenant; 20 pages of 1 MB is far beyond it.
-        for _ in 0..20 {
+        // One more than a listing shows, so the caller knows it is cut.
+        let wanted = MAX_LISTED_PROPERTIES + 1;
+        while properties.len() < wanted {
             let output = self
                 .client
                 .query()
@@ -74,6 +75,7 @@ impl DynamoStore {
                 )
                 .expression_attribute_values(":prefix", AttributeValue::S(prefix.clone()))
                 .set_exclusive_start_key(start.take())
+                .limit((wanted - properties.len()).min(10_000) as i32)
                 .send()
                 .await
                 .map_err(classify)?;
