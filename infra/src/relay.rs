@@ -555,11 +555,17 @@ impl Relay {
                     counted += 1;
                 }
                 if counted > MAX_RETRY_ATTEMPTS {
-                    for record in batch.iter().filter(|r| is_failed(r)) {
+                    // As bisecting isolates it on Lambda: the record the
+                    // handler keeps failing is set aside, and the records
+                    // behind it (which the handler never sent) go on.
+                    if let Some(first) = batch.iter().position(is_failed) {
+                        let mut behind = batch.split_off(first);
+                        let failed_record = behind.remove(0);
                         self.dead_letters.keep(
                             &format!("the stream handler failed the record {} times", counted),
-                            record.clone(),
+                            failed_record,
                         );
+                        retry = behind;
                     }
                     counted = 0;
                     failures = 0;

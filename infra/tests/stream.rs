@@ -375,10 +375,14 @@ async fn a_record_the_handler_keeps_failing_is_dead_lettered_and_the_stream_goes
         "{}",
         kept[0]
     );
-    // What was behind it arrived (maybe more than once: at least once, as
-    // Lambda retries from the first failed record on) ...
+    // What was behind it arrived once: the handler stops at the record it
+    // cannot read, so nothing behind it was sent before the retry ...
     wait_for(&subscriber, 1).await;
-    assert!(subscriber.accepted_cursors().contains(&before[0]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        counts(subscriber.accepted_cursors()).get(&before[0]),
+        Some(&1)
+    );
     // ... and what comes after arrives once: the relay is past it.
     let after = store_batch(&api, vec![event("after")]).await;
     wait_until(
@@ -553,5 +557,62 @@ async fn the_relay_takes_its_position_before_the_api_serves() {
     assert_eq!(
         subscriber.accepted_cursors(),
         vec![stored["cursor"].as_str().unwrap_or_default().to_string()]
+    );
+}
+
+/// The handler stops at the first record it cannot publish and reports
+/// only that one: Lambda retries from it, so the records before it are not
+/// sent again, and those after it are sent once, on the retry.
+#[tokio::test]
+async fn the_handler_stops_at_the_first_record_it_cannot_publish() {
+    use audit_core::publish::{BusEntry, Publisher};
+    #[derive(Default)]
+    struct Recording(std::sync::Mutex<Vec<String>>);
+    #[async_trait::async_trait]
+    impl Publisher for Recording {
+        async fn publish(&self, entries: &[BusEntry]) -> Result<Vec<bool>, String> {
+            let mut sent = self.0.lock().unwrap();
+            sent.extend(entries.iter().map(|e| e.record_id.clone()));
+            Ok(vec![true; entries.len()])
+        }
+    }
+    let file = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../events/dynamodb-stream-batch.json"),
+    )
+    .unwrap();
+    let mut batch: serde_json::Value = serde_json::from_str(&file).unwrap();
+    let records = batch["Records"].as_array_mut().unwrap();
+    assert_eq!(records.len(), 4, "an event, an idempotency item, two events");
+    // The third: an event's keys and service, nothing else an event needs.
+    records[2]["dynamodb"]["NewImage"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|name, _| ["accountId", "cursor", "serviceName"].contains(&name.as_str()));
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| {
+            r["dynamodb"]["SequenceNumber"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let handler = stream::StreamHandler::new(Recording::default(), "audit-trail.test");
+    let response = handler.handle(serde_json::from_value(batch).unwrap()).await;
+    let reported: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .filter_map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(
+        reported,
+        vec![ids[2].clone()],
+        "only the first it cannot publish"
+    );
+    assert_eq!(
+        *handler.publisher().0.lock().unwrap(),
+        vec![ids[0].clone()],
+        "nothing after it was sent"
     );
 }

@@ -34,9 +34,14 @@ impl<P: Publisher> StreamHandler<P> {
         &self.publisher
     }
 
+    /// Publishes the batch's event inserts in stream order and stops at the
+    /// first record it cannot deliver (or read), reporting only that one:
+    /// Lambda retries from it, so no record before it is sent again, and
+    /// none after it was sent yet (but those that shared its `PutEvents`
+    /// call and were taken).
     pub async fn handle(&self, event: StreamEvent) -> DynamoDbEventResponse {
         let mut entries = Vec::new();
-        let mut failed: Vec<String> = Vec::new();
+        let mut first_failed: Option<String> = None;
         for record in event.records {
             let id = record
                 .change
@@ -59,17 +64,24 @@ impl<P: Publisher> StreamHandler<P> {
                 }
                 Some(Err(err)) => {
                     // A poison record: report it, so bisecting and the
-                    // on-failure destination keep it instead of losing it.
+                    // on-failure destination keep it instead of losing it;
+                    // the records after it wait for the retry.
                     tracing::error!(error = %err, record = %id, "stream record is not a readable event");
-                    failed.push(id);
+                    first_failed = Some(id);
+                    break;
                 }
             }
         }
         for call in calls(entries, self.max_entry_bytes) {
-            failed.extend(self.deliver(call).await);
+            // Every entry precedes a poison record, so one undelivered
+            // here is the first failure.
+            if let Some(undelivered) = self.deliver(call).await.into_iter().next() {
+                first_failed = Some(undelivered);
+                break;
+            }
         }
         let mut response = DynamoDbEventResponse::default();
-        for id in failed {
+        if let Some(id) = first_failed {
             let mut failure = DynamoDbBatchItemFailure::default();
             failure.item_identifier = Some(id);
             response.batch_item_failures.push(failure);
