@@ -583,7 +583,11 @@ async fn the_handler_stops_at_the_first_record_it_cannot_publish() {
     .unwrap();
     let mut batch: serde_json::Value = serde_json::from_str(&file).unwrap();
     let records = batch["Records"].as_array_mut().unwrap();
-    assert_eq!(records.len(), 4, "an event, an idempotency item, two events");
+    assert_eq!(
+        records.len(),
+        4,
+        "an event, an idempotency item, two events"
+    );
     // The third: an event's keys and service, nothing else an event needs.
     records[2]["dynamodb"]["NewImage"]
         .as_object_mut()

@@ -3,7 +3,7 @@
 use super::*;
 
 /// The loaded tenant the read rows measure: `events` events of about 700 B
-/// spread evenly over 30 days, 100 distinct `userId`s, 10 event types,
+/// spread evenly over 30 days, 100 distinct `userId`s, 10 event types, 4 services, 1000 trace ids,
 /// `data.bucket` = i mod 1000. Returns the first event's time, the cursor
 /// of the event in the middle, and the seconds the load took.
 pub(super) async fn load_tenant(
@@ -16,7 +16,7 @@ pub(super) async fn load_tenant(
     let items: Vec<Item> = (0..events)
         .map(|i| -> Result<Item, BenchError> {
             let at = first + chrono::Duration::milliseconds(step * i as i64);
-            let fields = json!({"userId": format!("user-{:03}", i % 100), "eventType": format!("kind.{}", i % 10), "data": {"bucket": i % 1000}});
+            let fields = json!({"userId": format!("user-{:03}", i % 100), "eventType": format!("kind.{}", i % 10), "serviceName": format!("svc-{}", i % 4), "traceId": format!("trace-{:04}", i % 1000), "data": {"bucket": i % 1000}});
             Ok(event_to_item(&sized_event(ulid::Ulid::from_datetime(at.into()).to_string(), tenant, at, 700, fields)?)?)
         })
         .collect::<Result<_, _>>()?;
@@ -97,6 +97,14 @@ pub(super) async fn reads_on(
         (
             "`eventType eq kind.3` (postings byEventType)",
             json!({"and": [{"field": "eventType", "operator": "eq", "value": "kind.3"}]}),
+        ),
+        (
+            "`serviceName eq svc-2` (postings byServiceName)",
+            json!({"and": [{"field": "serviceName", "operator": "eq", "value": "svc-2"}]}),
+        ),
+        (
+            "`traceId eq trace-0042` (postings byTraceId)",
+            json!({"and": [{"field": "traceId", "operator": "eq", "value": "trace-0042"}]}),
         ),
         (
             "`data.bucket eq 7` (no index: tenant partition, budget-capped)",
@@ -453,7 +461,7 @@ pub(super) async fn reads_on(
         "DynamoDB Local serves requests concurrently (a JVM on the same two cores as the benchmark), so a read's self-audit `PutItem` runs beside the read as it does on DynamoDB."
     };
     let body = format!(
-        "A tenant of {events} events (about 700 B each) spread evenly over 30 days, 100 distinct `userId`s, 10 event types, `data.bucket` = i mod 1000; loaded with {loaded_by} in {load_seconds:.1} s ({:.0} items/s). Each query is followed through every `next` page (limit 1000) over the default 30-day window; the read budget per request is {} items.\n\n| query | returned | items read | read per returned | requests | most read by one request | RRU per returned |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\nHandler overhead: the function's handler (API Gateway event in, JSON response out) against the raw SDK call it wraps, alternating, medians (ms, local, context only).\n\n| operation | handler ms | raw ms | handler ÷ raw |\n| --- | --- | --- | --- |\n{}\n\n**Against the target** (each read ≤ 1.15× the raw calls it wraps): {verdicts}. Beyond the raw call, a read checks the token, writes its self-audit record, and converts every item to an event and the page to JSON (the raw call stops at the SDK's attribute maps). {store_note}\n",
+        "A tenant of {events} events (about 700 B each) spread evenly over 30 days, 100 distinct `userId`s, 10 event types, 4 services, 1000 trace ids, `data.bucket` = i mod 1000; loaded with {loaded_by} in {load_seconds:.1} s ({:.0} items/s). Each query is followed through every `next` page (limit 1000) over the default 30-day window; the read budget per request is {} items.\n\n| query | returned | items read | read per returned | requests | most read by one request | RRU per returned |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n\nHandler overhead: the function's handler (API Gateway event in, JSON response out) against the raw SDK call it wraps, alternating, medians (ms, local, context only).\n\n| operation | handler ms | raw ms | handler ÷ raw |\n| --- | --- | --- | --- |\n{}\n\n**Against the target** (each read ≤ 1.15× the raw calls it wraps): {verdicts}. Beyond the raw call, a read checks the token, writes its self-audit record, and converts every item to an event and the page to JSON (the raw call stops at the SDK's attribute maps). {store_note}\n",
         events as f64 / load_seconds,
         env.config.query_read_budget,
         selectivity.join("\n"),
