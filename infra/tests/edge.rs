@@ -507,3 +507,75 @@ async fn a_token_is_taken_alone_or_after_bearer_in_any_case() {
         assert_eq!(status, 401, "{value}: {body}");
     }
 }
+
+/// `audit-local serve` starts, and takes a duplicate, without a warning:
+/// the store's and the SDK's expected error answers (the table not there
+/// yet at start-up, a duplicate's failed condition) are not a new user's
+/// problem, and are not logged as one.
+#[tokio::test]
+async fn the_local_runner_logs_no_warning_for_what_is_expected() {
+    use std::process::{Command, Stdio};
+    let binary = env!("CARGO_BIN_EXE_audit-local");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let log = std::env::temp_dir().join(format!("audit-local-{port}.log"));
+    let mut server = Command::new(binary)
+        .args([
+            "serve",
+            "--memory",
+            "--no-seal",
+            "--port",
+            &port.to_string(),
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("audit-local starts");
+    let token = String::from_utf8(
+        Command::new(binary)
+            .args([
+                "token",
+                "--tenant",
+                "acme",
+                "--scope",
+                "audit:read audit:write",
+            ])
+            .output()
+            .expect("a token")
+            .stdout,
+    )
+    .expect("text");
+    let token = token.trim();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/audit/events");
+    let mut statuses = Vec::new();
+    for _ in 0..100 {
+        if let Ok(response) = http
+            .post(&url)
+            .bearer_auth(token)
+            .json(&json!({"eventType": "a", "serviceName": "s", "messageId": "m-1"}))
+            .send()
+            .await
+        {
+            statuses.push(response.status().as_u16());
+            if statuses.len() == 2 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(statuses, vec![201, 200], "stored, then a duplicate");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let warnings: Vec<&str> = logged
+        .lines()
+        .filter(|line| line.contains("\"WARN\"") || line.contains("\"ERROR\""))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    let _ = std::fs::remove_file(&log);
+}

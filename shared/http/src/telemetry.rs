@@ -1,11 +1,15 @@
 //! JSON logs for CloudWatch, one line per event; level from `RUST_LOG`.
 
+/// The default filter. The SDK logs every error answer at WARN, expected
+/// ones too (a missing table at start-up, a duplicate's failed condition),
+/// and so does the embedded store `audit-local` serves (`dynoxide`): the
+/// code classifies and logs what matters itself.
+pub const DEFAULT_FILTER: &str =
+    "info,aws_smithy_runtime=error,aws_smithy_runtime_api=error,dynoxide=error";
+
 pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| // The SDK logs every error answer at WARN, expected ones too (a
-        // missing table at start-up, a duplicate's failed condition): the code
-        // classifies and logs what matters itself.
-        tracing_subscriber::EnvFilter::new("info,aws_smithy_runtime=error,aws_smithy_runtime_api=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
