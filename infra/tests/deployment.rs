@@ -796,3 +796,47 @@ fn the_openapi_field_lists_are_the_field_table() {
         "TimeField"
     );
 }
+
+/// The function-errors alarm sums the errors of every function in the
+/// template, not of one: a failing seal or stream function pages too.
+#[test]
+fn the_errors_alarm_watches_every_function() {
+    let template = template();
+    let functions: BTreeSet<String> = resources(&template)
+        .into_iter()
+        .filter(|(_, r)| text(&r["Type"]) == "AWS::Serverless::Function")
+        .map(|(name, _)| name)
+        .collect();
+    assert!(functions.len() >= 6, "{functions:?}");
+    let alarm = &template["Resources"]["FunctionErrorsAlarm"]["Properties"];
+    let watched: BTreeSet<String> = alarm["Metrics"]
+        .as_sequence()
+        .expect("a metric math alarm")
+        .iter()
+        .filter_map(|metric| {
+            let dimension = &metric["MetricStat"]["Metric"]["Dimensions"][0]["Value"];
+            match dimension {
+                // `!Ref Name`
+                Yaml::Tagged(tagged) if tagged.tag == "Ref" => Some(text(&tagged.value)),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(watched, functions);
+    let expression = alarm["Metrics"][0]["Expression"]
+        .as_str()
+        .unwrap_or_default();
+    let ids: Vec<String> = alarm["Metrics"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|m| text(&m["Id"]))
+        .collect();
+    for id in ids {
+        assert!(
+            expression.contains(&format!("FILL({id}, 0)")),
+            "{expression}"
+        );
+    }
+}
