@@ -152,7 +152,7 @@ step "release binaries answer a real Lambda Runtime API"
 # most of this script's time on two cores; `audit-bench` builds and measures
 # the binaries with the full profile (docs/BENCHMARKS.md).
 export CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
-cargo build --release --quiet -p ingest -p cursor -p list -p metadata -p stream
+cargo build --release --quiet -p ingest -p cursor -p list -p metadata -p stream -p seal
 cargo test --quiet -p audit-infra --test runtime -- --ignored
 
 step "sam build (cargo lambda build --release --arm64 for every function, LTO off as above)"

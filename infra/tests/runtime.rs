@@ -85,4 +85,16 @@ async fn every_release_binary_answers_the_runtime_api() {
     .expect("stream runs");
     assert_eq!(runs[0].status, 200, "{}", runs[0].response);
     assert_eq!(runs[0].response["batchItemFailures"], serde_json::json!([]));
+    // The seal function's schedule runs a sealing pass over the table the
+    // ingest case wrote to (its event not yet settled: nothing to seal).
+    let runs = run_binary(
+        &release_binary("seal"),
+        lambda_environment("", "seal", &deployment),
+        vec![event("seal-schedule.json")],
+    )
+    .await
+    .expect("seal runs");
+    assert_eq!(runs[0].status, 200, "{}", runs[0].response);
+    assert_eq!(runs[0].response["checkpoints"], 0, "{}", runs[0].response);
+    assert!(runs[0].response["deferred"].is_u64(), "{}", runs[0].response);
 }
