@@ -153,6 +153,9 @@ fn strip_nulls(value: &mut Value) {
     }
 }
 
+/// Narrower than this, a terminal's reported width is taken for none.
+const MIN_TABLE_WIDTH: u16 = 40;
+
 /// The top-level columns of tables and CSV, in order.
 pub const COLUMNS: &[&str] = &[
     "cursor",
@@ -405,6 +408,12 @@ impl<W: Write> Printer<W> {
                     .set_header(["time", "service", "event type", "user", "message", "cursor"]);
                 for row in &self.table_rows {
                     table.add_row(row);
+                }
+                // A terminal that reports no usable width (`stty cols 0`)
+                // would squeeze every column to a character: lay the table
+                // out at its natural width instead.
+                if table.width().is_none_or(|width| width < MIN_TABLE_WIDTH) {
+                    table.set_content_arrangement(ContentArrangement::Disabled);
                 }
                 writeln!(out, "{table}")?;
             }

@@ -96,5 +96,9 @@ async fn every_release_binary_answers_the_runtime_api() {
     .expect("seal runs");
     assert_eq!(runs[0].status, 200, "{}", runs[0].response);
     assert_eq!(runs[0].response["checkpoints"], 0, "{}", runs[0].response);
-    assert!(runs[0].response["deferred"].is_u64(), "{}", runs[0].response);
+    assert!(
+        runs[0].response["deferred"].is_u64(),
+        "{}",
+        runs[0].response
+    );
 }
