@@ -555,17 +555,14 @@ impl Relay {
                     counted += 1;
                 }
                 if counted > MAX_RETRY_ATTEMPTS {
-                    // As bisecting isolates it on Lambda: the record the
-                    // handler keeps failing is set aside, and the records
-                    // behind it (which the handler never sent) go on.
-                    if let Some(first) = batch.iter().position(is_failed) {
-                        let mut behind = batch.split_off(first);
-                        let failed_record = behind.remove(0);
+                    // As Lambda does once the retries are spent: the batch it
+                    // was retrying (the failed record and all behind it) is
+                    // given up; the failure queue learns of the failed ones.
+                    for record in batch.iter().filter(|r| is_failed(r)) {
                         self.dead_letters.keep(
                             &format!("the stream handler failed the record {} times", counted),
-                            failed_record,
+                            record.clone(),
                         );
-                        retry = behind;
                     }
                     counted = 0;
                     failures = 0;

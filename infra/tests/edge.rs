@@ -552,7 +552,8 @@ async fn the_local_runner_logs_no_warning_for_what_is_expected() {
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/audit/events");
     let mut statuses = Vec::new();
-    for _ in 0..100 {
+    // Up to 30 s for the server to start on a loaded machine.
+    for _ in 0..300 {
         if let Ok(response) = http
             .post(&url)
             .bearer_auth(token)

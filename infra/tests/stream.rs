@@ -333,18 +333,17 @@ async fn a_subscriber_refusal_is_retried_or_dead_lettered_by_its_status() {
     assert_eq!(kept.len(), final_refusals.len(), "{kept:?}");
 }
 
-/// A record the stream handler can't read fails every retry. After the
-/// mapping's 10 retries it is kept with the dead letters and the relay goes
-/// on. (Before, the relay retried it, and re-sent every record behind it,
-/// for as long as it ran.)
+/// A record the stream handler can't read is skipped (logged and counted),
+/// never reported: no retry could read it, and reporting it would make
+/// Lambda give up the good records behind it with it. What is behind it
+/// arrives once, and nothing is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_the_handler_keeps_failing_is_dead_lettered_and_the_stream_goes_on() {
+async fn an_unreadable_record_is_skipped_and_the_records_behind_it_arrive_once() {
     use aws_sdk_dynamodb::types::AttributeValue::S;
     let api = Api::streaming(None).await;
     let subscriber = TestSubscriber::start(None).await;
-    api.env
-        .start_relay(vec![Subscriber::Http(subscriber.url.clone())])
-        .await;
+    // Both written before the relay starts (it reads from the oldest
+    // record), so they reach the handler in one batch.
     // An item with an event's keys and `serviceName`, so the stream takes
     // it for an event, but none of an event's other fields.
     let poison = ulid::Ulid::new().to_string();
@@ -358,32 +357,11 @@ async fn a_record_the_handler_keeps_failing_is_dead_lettered_and_the_stream_goes
         .send()
         .await
         .expect("put");
-    let before = store_batch(&api, vec![event("behind-the-poison")]).await;
-    wait_until(
-        || !api.env.dead_letters_kept().is_empty(),
-        Duration::from_secs(30),
-    )
-    .await;
-    let kept = api.env.dead_letters_kept();
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    assert_eq!(
-        kept[0]["record"]["dynamodb"]["Keys"]["cursor"]["S"],
-        poison.as_str()
-    );
-    assert!(
-        kept[0]["reason"].as_str().unwrap().contains("11 times"),
-        "{}",
-        kept[0]
-    );
-    // What was behind it arrived once: the handler stops at the record it
-    // cannot read, so nothing behind it was sent before the retry ...
+    let behind = store_batch(&api, vec![event("behind-the-poison")]).await;
+    api.env
+        .start_relay(vec![Subscriber::Http(subscriber.url.clone())])
+        .await;
     wait_for(&subscriber, 1).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        counts(subscriber.accepted_cursors()).get(&before[0]),
-        Some(&1)
-    );
-    // ... and what comes after arrives once: the relay is past it.
     let after = store_batch(&api, vec![event("after")]).await;
     wait_until(
         || subscriber.accepted_cursors().contains(&after[0]),
@@ -391,11 +369,11 @@ async fn a_record_the_handler_keeps_failing_is_dead_lettered_and_the_stream_goes
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        counts(subscriber.accepted_cursors()).get(&after[0]),
-        Some(&1)
-    );
-    assert_eq!(api.env.dead_letters_kept().len(), 1);
+    let accepted = counts(subscriber.accepted_cursors());
+    assert_eq!(accepted.get(&behind[0]), Some(&1), "{accepted:?}");
+    assert_eq!(accepted.get(&after[0]), Some(&1), "{accepted:?}");
+    assert!(!accepted.contains_key(&poison));
+    assert!(api.env.dead_letters_kept().is_empty());
 }
 
 /// The lookup, the tail, the query and the stream return byte for byte the
@@ -560,20 +538,34 @@ async fn the_relay_takes_its_position_before_the_api_serves() {
     );
 }
 
-/// The handler stops at the first record it cannot publish and reports
-/// only that one: Lambda retries from it, so the records before it are not
-/// sent again, and those after it are sent once, on the retry.
+/// The handler reports the first record it could not deliver, so Lambda
+/// retries from it, and still sends the rest; an unreadable record is
+/// counted and skipped, not reported.
 #[tokio::test]
-async fn the_handler_stops_at_the_first_record_it_cannot_publish() {
+async fn the_handler_reports_the_first_undelivered_record_and_skips_an_unreadable_one() {
     use audit_core::publish::{BusEntry, Publisher};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static UNREADABLE: AtomicUsize = AtomicUsize::new(0);
+    /// Takes every entry but those of `refused`.
     #[derive(Default)]
-    struct Recording(std::sync::Mutex<Vec<String>>);
+    struct Recording {
+        sent: std::sync::Mutex<Vec<String>>,
+        refused: Option<String>,
+    }
     #[async_trait::async_trait]
     impl Publisher for Recording {
         async fn publish(&self, entries: &[BusEntry]) -> Result<Vec<bool>, String> {
-            let mut sent = self.0.lock().unwrap();
-            sent.extend(entries.iter().map(|e| e.record_id.clone()));
-            Ok(vec![true; entries.len()])
+            let mut sent = self.sent.lock().unwrap();
+            Ok(entries
+                .iter()
+                .map(|e| {
+                    let taken = self.refused.as_deref() != Some(e.record_id.as_str());
+                    if taken {
+                        sent.push(e.record_id.clone());
+                    }
+                    taken
+                })
+                .collect())
         }
     }
     let file = std::fs::read_to_string(
@@ -581,19 +573,10 @@ async fn the_handler_stops_at_the_first_record_it_cannot_publish() {
             .join("../events/dynamodb-stream-batch.json"),
     )
     .unwrap();
-    let mut batch: serde_json::Value = serde_json::from_str(&file).unwrap();
-    let records = batch["Records"].as_array_mut().unwrap();
-    assert_eq!(
-        records.len(),
-        4,
-        "an event, an idempotency item, two events"
-    );
-    // The third: an event's keys and service, nothing else an event needs.
-    records[2]["dynamodb"]["NewImage"]
-        .as_object_mut()
+    let batch: serde_json::Value = serde_json::from_str(&file).unwrap();
+    let ids: Vec<String> = batch["Records"]
+        .as_array()
         .unwrap()
-        .retain(|name, _| ["accountId", "cursor", "serviceName"].contains(&name.as_str()));
-    let ids: Vec<String> = records
         .iter()
         .map(|r| {
             r["dynamodb"]["SequenceNumber"]
@@ -602,21 +585,51 @@ async fn the_handler_stops_at_the_first_record_it_cannot_publish() {
                 .to_string()
         })
         .collect();
-    let handler = stream::StreamHandler::new(Recording::default(), "audit-trail.test");
-    let response = handler.handle(serde_json::from_value(batch).unwrap()).await;
-    let reported: Vec<_> = response
-        .batch_item_failures
-        .iter()
-        .filter_map(|f| f.item_identifier.clone())
-        .collect();
-    assert_eq!(
-        reported,
-        vec![ids[2].clone()],
-        "only the first it cannot publish"
+    assert_eq!(ids.len(), 4, "an event, an idempotency item, two events");
+    let reported = |response: aws_lambda_events::streams::DynamoDbEventResponse| -> Vec<String> {
+        response
+            .batch_item_failures
+            .iter()
+            .filter_map(|f| f.item_identifier.clone())
+            .collect()
+    };
+
+    // The third record made unreadable: an event's keys and service only.
+    let mut poisoned = batch.clone();
+    poisoned["Records"][2]["dynamodb"]["NewImage"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|name, _| ["accountId", "cursor", "serviceName"].contains(&name.as_str()));
+    let handler = stream::StreamHandler::new(Recording::default(), "audit-trail.test")
+        .counting_unreadable_with(|| {
+            UNREADABLE.fetch_add(1, Ordering::SeqCst);
+        });
+    let response = handler
+        .handle(serde_json::from_value(poisoned).unwrap())
+        .await;
+    assert!(
+        reported(response).is_empty(),
+        "an unreadable record is not reported"
     );
+    assert_eq!(UNREADABLE.load(Ordering::SeqCst), 1);
     assert_eq!(
-        *handler.publisher().0.lock().unwrap(),
-        vec![ids[0].clone()],
-        "nothing after it was sent"
+        *handler.publisher().sent.lock().unwrap(),
+        vec![ids[0].clone(), ids[3].clone()],
+        "the records behind it are sent"
+    );
+
+    // The first event refused for good: it is reported, the rest still sent.
+    let handler = stream::StreamHandler::new(
+        Recording {
+            refused: Some(ids[0].clone()),
+            ..Recording::default()
+        },
+        "audit-trail.test",
+    );
+    let response = handler.handle(serde_json::from_value(batch).unwrap()).await;
+    assert_eq!(reported(response), vec![ids[0].clone()]);
+    assert_eq!(
+        *handler.publisher().sent.lock().unwrap(),
+        vec![ids[2].clone(), ids[3].clone()]
     );
 }

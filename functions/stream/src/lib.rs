@@ -1,7 +1,7 @@
 //! The table's stream → subscribers. Each INSERT of an event item becomes
 //! one `AuditEvent` entry (the same JSON the API returns); TTL removals and
-//! other item types are not forwarded. Only records that could not be
-//! delivered are reported back, so Lambda retries from them.
+//! other item types are not forwarded. The first record that could not be
+//! delivered is reported back, so Lambda retries from it.
 
 use std::time::Duration;
 
@@ -19,6 +19,8 @@ pub struct StreamHandler<P> {
     publisher: P,
     source: String,
     max_entry_bytes: usize,
+    /// Counts a record that is not a readable event (a metric on Lambda).
+    on_unreadable: fn(),
 }
 
 impl<P: Publisher> StreamHandler<P> {
@@ -27,21 +29,28 @@ impl<P: Publisher> StreamHandler<P> {
             publisher,
             source: source.into(),
             max_entry_bytes: MAX_ENTRY_BYTES,
+            on_unreadable: || {},
         }
+    }
+
+    /// Calls `count` for each record that is not a readable event.
+    pub fn counting_unreadable_with(mut self, count: fn()) -> Self {
+        self.on_unreadable = count;
+        self
     }
 
     pub fn publisher(&self) -> &P {
         &self.publisher
     }
 
-    /// Publishes the batch's event inserts in stream order and stops at the
-    /// first record it cannot deliver (or read), reporting only that one:
-    /// Lambda retries from it, so no record before it is sent again, and
-    /// none after it was sent yet (but those that shared its `PutEvents`
-    /// call and were taken).
+    /// Publishes the batch's event inserts in stream order and reports the
+    /// first record it could not deliver, if any: Lambda retries from it.
+    /// A record that is not a readable event is logged and counted, never
+    /// reported: no retry can read it, and Lambda gives up the whole rest
+    /// of a batch whose retries are spent, so reporting it would lose the
+    /// good records behind it.
     pub async fn handle(&self, event: StreamEvent) -> DynamoDbEventResponse {
         let mut entries = Vec::new();
-        let mut first_failed: Option<String> = None;
         for record in event.records {
             let id = record
                 .change
@@ -63,25 +72,23 @@ impl<P: Publisher> StreamHandler<P> {
                     entries.push(entry_for(&event, &self.source, &id, self.max_entry_bytes))
                 }
                 Some(Err(err)) => {
-                    // A poison record: report it, so bisecting and the
-                    // on-failure destination keep it instead of losing it;
-                    // the records after it wait for the retry.
-                    tracing::error!(error = %err, record = %id, "stream record is not a readable event");
-                    first_failed = Some(id);
-                    break;
+                    tracing::error!(error = %err, record = %id, "stream record is not a readable event: skipped");
+                    (self.on_unreadable)();
                 }
             }
         }
+        let mut first_undelivered: Option<String> = None;
         for call in calls(entries, self.max_entry_bytes) {
-            // Every entry precedes a poison record, so one undelivered
-            // here is the first failure.
-            if let Some(undelivered) = self.deliver(call).await.into_iter().next() {
-                first_failed = Some(undelivered);
-                break;
+            // Later calls are still sent: what Lambda retries from the first
+            // undelivered record on goes again (at least once), but nothing
+            // is given up that a retry could deliver.
+            let undelivered = self.deliver(call).await;
+            if first_undelivered.is_none() {
+                first_undelivered = undelivered.into_iter().next();
             }
         }
         let mut response = DynamoDbEventResponse::default();
-        if let Some(id) = first_failed {
+        if let Some(id) = first_undelivered {
             let mut failure = DynamoDbBatchItemFailure::default();
             failure.item_identifier = Some(id);
             response.batch_item_failures.push(failure);

@@ -18,7 +18,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         aws_sdk_eventbridge::Client::new(&shared),
         config.event_bus_name,
     );
-    let handler = Arc::new(StreamHandler::new(publisher, config.event_source));
+    let handler = Arc::new(
+        StreamHandler::new(publisher, config.event_source)
+            .counting_unreadable_with(telemetry::count_unreadable_stream_record),
+    );
     lambda_runtime::run(service_fn(move |event: LambdaEvent<StreamEvent>| {
         let handler = Arc::clone(&handler);
         async move { Ok::<_, lambda_runtime::Error>(handler.handle(event.payload).await) }

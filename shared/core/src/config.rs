@@ -5,6 +5,9 @@ use std::time::Duration;
 /// Longest `wait` a tail request may ask for, and the most
 /// `TAIL_MAX_WAIT_SECONDS` may hold one: well inside API Gateway's 29 s.
 pub const MAX_TAIL_WAIT_SECONDS: u64 = 20;
+/// How long past its client's last attempt a write may still commit at the
+/// table: the settle horizon is at least this past the latest commit.
+const COMMIT_MARGIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -202,15 +205,18 @@ impl Config {
         // deadline plus one attempt; a single put (the self-audit record,
         // started as its cursor is assigned) by one operation.
         let latest_commit = (write_deadline + attempt_timeout).max(operation_timeout);
-        let default_horizon = (latest_commit + Duration::from_secs(2)).as_millis() as u64;
+        // An attempt the client gave up on may still commit at the table a
+        // little later: the margin covers it.
+        let shortest_horizon = latest_commit + COMMIT_MARGIN;
+        let default_horizon = shortest_horizon.as_millis() as u64;
         let settle_horizon = settings.millis("SETTLE_HORIZON_MS", default_horizon, MS)?;
         // A horizon an assigned cursor can still commit behind would let the
         // tail hand out `next` past an event it never served.
-        if settle_horizon <= latest_commit {
+        if settle_horizon < shortest_horizon {
             return Err(ConfigError {
                 variable: "SETTLE_HORIZON_MS",
                 value: settle_horizon.as_millis().to_string(),
-                expected: "milliseconds above the latest a write can commit: WRITE_DEADLINE_MS + DYNAMODB_ATTEMPT_TIMEOUT_MS, or DYNAMODB_OPERATION_TIMEOUT_MS if that is longer",
+                expected: "milliseconds at least 2000 past the latest a write can commit: WRITE_DEADLINE_MS + DYNAMODB_ATTEMPT_TIMEOUT_MS, or DYNAMODB_OPERATION_TIMEOUT_MS if that is longer",
             });
         }
         Ok(Config {
@@ -402,28 +408,29 @@ mod tests {
             ("WRITE_DEADLINE_MS", "100"),
             ("DYNAMODB_ATTEMPT_TIMEOUT_MS", "50"),
             ("DYNAMODB_OPERATION_TIMEOUT_MS", "120"),
-            ("SETTLE_HORIZON_MS", "200"),
+            ("SETTLE_HORIZON_MS", "2200"),
             ("SELF_AUDIT_REQUIRED", "true"),
             ("TABLE_NAME", "t"),
         ])
         .expect("valid");
         assert_eq!(config.default_retention_days, 30);
-        assert_eq!(config.settle_horizon, Duration::from_millis(200));
+        assert_eq!(config.settle_horizon, Duration::from_millis(2200));
         assert!(config.self_audit_required);
         assert_eq!(config.table_name, "t");
     }
 
-    /// The horizon must lie past the latest a write can commit, however the
-    /// timeouts that bound it are set: else the tail could pass an event by.
+    /// The horizon must lie at least the margin past the latest a write can
+    /// commit, however the timeouts that bound it are set: else the tail
+    /// could pass an event by.
     #[test]
     fn a_settle_horizon_a_write_can_commit_behind_stops_the_process() {
         // Defaults: a write commits by 6000 + 2000 ms at the latest.
-        for horizon in ["200", "8000"] {
+        for horizon in ["200", "8000", "9999"] {
             let err = with(&[("SETTLE_HORIZON_MS", horizon)]).expect_err(horizon);
             assert_eq!(err.variable, "SETTLE_HORIZON_MS");
             assert!(err.to_string().contains("WRITE_DEADLINE_MS"), "{err}");
         }
-        assert!(with(&[("SETTLE_HORIZON_MS", "8001")]).is_ok());
+        assert!(with(&[("SETTLE_HORIZON_MS", "10000")]).is_ok());
         // The operation timeout bounds a single put when it is the longer.
         let err = with(&[
             ("DYNAMODB_OPERATION_TIMEOUT_MS", "20000"),
@@ -431,12 +438,12 @@ mod tests {
         ])
         .expect_err("an operation outlasts the horizon");
         assert_eq!(err.variable, "SETTLE_HORIZON_MS");
-        // Lowering the timeouts is what allows a short horizon.
+        // Lowering the timeouts is what allows a shorter horizon.
         assert!(with(&[
             ("WRITE_DEADLINE_MS", "100"),
             ("DYNAMODB_ATTEMPT_TIMEOUT_MS", "50"),
             ("DYNAMODB_OPERATION_TIMEOUT_MS", "120"),
-            ("SETTLE_HORIZON_MS", "151"),
+            ("SETTLE_HORIZON_MS", "2150"),
         ])
         .is_ok());
     }

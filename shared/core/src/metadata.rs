@@ -23,8 +23,9 @@ const MAX_REMEMBERED: usize = 100_000;
 pub const MAX_PROPERTIES_PER_KIND: usize = 1000;
 /// Most properties a metadata answer lists: its read and its answer stay
 /// bounded however many were recorded (an answer cut here says
-/// `"truncated": true`).
-pub const MAX_LISTED_PROPERTIES: usize = 10_000;
+/// `"truncated": true`). A name may take up to 1 KB, so 2000 of them stay
+/// well inside Lambda's 6 MB answer.
+pub const MAX_LISTED_PROPERTIES: usize = 2000;
 
 /// One observed property of one kind of event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -375,6 +375,11 @@ impl<S: EventStore> TrailReader<S> {
             if open.iter().any(|&i| reads[i].first) {
                 open.retain(|&i| reads[i].first);
             }
+            // The tail read filled the page: what the values would find lies
+            // below it, for the next page.
+            if reads.iter().any(|r| r.first && r.state == PivotState::Full) {
+                break;
+            }
             let remaining = budget.saturating_sub(items_read);
             if open.is_empty()
                 || remaining == 0

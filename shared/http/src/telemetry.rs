@@ -41,6 +41,23 @@ pub fn count_self_audit_failure(route: &'static str) {
     );
 }
 
+/// Counts a stream record that is not a readable event, which the stream
+/// function skips (`AuditTrail/UnreadableStreamRecords`): an embedded-metric
+/// line, as [`count_self_audit_failure`] writes.
+pub fn count_unreadable_stream_record() {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{}",
+        serde_json::json!({
+            "_aws": {"Timestamp": epoch_millis(), "CloudWatchMetrics": [{
+                "Namespace": "AuditTrail", "Dimensions": [[]],
+                "Metrics": [{"Name": "UnreadableStreamRecords", "Unit": "Count"}]}]},
+            "UnreadableStreamRecords": 1,
+        })
+    );
+}
+
 fn epoch_millis() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
