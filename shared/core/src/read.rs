@@ -169,6 +169,10 @@ impl<S: EventStore> TrailReader<S> {
         // Expired events are skipped, so a page may need more than one read;
         // bound the work all the same.
         let read_budget = limit * 4 + 1000;
+        // About the bytes the events read so far print to: reading stops
+        // once past what one page holds, so large events are not read in
+        // their thousands to be cut to a few hundred.
+        let mut read_bytes = 0;
         loop {
             let want = limit + 1 - page.events.len();
             let read = RangeRead {
@@ -184,12 +188,14 @@ impl<S: EventStore> TrailReader<S> {
             };
             let chunk = self.store.read_range(&read).await?;
             page.items_read += chunk.items_read;
-            page.events.extend(
-                chunk
-                    .events
-                    .into_iter()
-                    .filter(|e| !e.event.is_expired(now) && keep(&e.event)),
-            );
+            let kept = chunk
+                .events
+                .into_iter()
+                .filter(|e| !e.event.is_expired(now) && keep(&e.event));
+            for event in kept {
+                read_bytes += estimated_len(&event);
+                page.events.push(event);
+            }
             if page.events.len() > limit {
                 // One beyond the page: it starts the next one.
                 let next = page.events.split_off(limit);
@@ -202,7 +208,10 @@ impl<S: EventStore> TrailReader<S> {
                 break;
             }
             lo = step_up(parse_stored(&last)?);
-            if page.items_read >= read_budget {
+            // The read budget is spent, or more was read than a page can
+            // print (it is cut to MAX_PAGE_BYTES below): the next page
+            // starts after what was read, or where the cut falls.
+            if page.items_read >= read_budget || read_bytes > MAX_PAGE_BYTES {
                 page.next_from = lo;
                 page.caught_up = false;
                 return self.fit_tail(page);
@@ -553,6 +562,19 @@ impl<S: EventStore> TrailReader<S> {
         event.may_have_more_data = Some(true);
         event
     }
+}
+
+/// About the length of an event as a page prints it, without printing it:
+/// its stored `data` text, its message (the longest text field) and a
+/// kilobyte for the rest. Only for deciding when to stop reading; the cut
+/// itself measures ([`TrailReader::fit_page`]).
+fn estimated_len(page_event: &PageEvent) -> usize {
+    page_event
+        .data_text
+        .as_ref()
+        .map_or(0, |text| text.get().len())
+        + page_event.event.message.as_ref().map_or(0, String::len)
+        + 1024
 }
 
 /// The length of `value` as compact JSON, counted as it is written out
