@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::event::Event;
 
-/// Most properties recorded per event (deep or wide `data` is cut off here).
+/// Most `data` paths recorded per event (deep or wide `data` is cut off here).
 const MAX_PROPERTIES_PER_EVENT: usize = 64;
 const MAX_DEPTH: usize = 6;
 /// Most combinations one process remembers before it stops recording new
@@ -85,14 +85,19 @@ pub fn properties_of(event: &Event, extended: bool) -> Vec<ObservedProperty> {
             found.insert(name, "string");
         }
     }
+    // The cap is on `data`'s paths: the top-level fields and `indexedData`
+    // (at most 50 keys) are few and always recorded; cutting the sorted
+    // whole cut every field that sorts after `data` (`eventType`, `userId`,
+    // `indexedData.*`) from an event with wide `data`.
+    let mut data_paths: BTreeMap<String, &'static str> = BTreeMap::new();
     if extended {
         if let Some(data) = &event.data {
-            walk("data", data, 0, &mut found);
+            walk("data", data, 0, &mut data_paths);
         }
     }
     found
         .into_iter()
-        .take(MAX_PROPERTIES_PER_EVENT)
+        .chain(data_paths.into_iter().take(MAX_PROPERTIES_PER_EVENT))
         .map(|(name, kind)| ObservedProperty {
             service_name: event.service_name.clone(),
             event_type: event.event_type.clone(),
@@ -191,5 +196,42 @@ impl SeenProperties {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wide `data` is cut at `MAX_PROPERTIES_PER_EVENT` paths, and never
+    /// cuts a top-level field or an `indexedData` key (which sort after
+    /// `data`).
+    #[test]
+    fn wide_data_never_pushes_out_the_fields_or_indexed_data() {
+        let data: serde_json::Map<String, Value> = (0..100)
+            .map(|i| (format!("k{i:03}"), Value::from(i)))
+            .collect();
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "cursor": "01JDQ6Z8K4M0Y6P3N2R5T7V9WX", "accountId": "acme",
+            "timestamp": "2026-11-22T10:00:00.000Z", "expiresAt": "2027-01-01T00:00:00.000Z",
+            "serviceName": "s", "eventType": "e", "userId": "u-1",
+            "data": data, "indexedData": {"ix": "v"}
+        }))
+        .expect("an event");
+        let names: Vec<String> = properties_of(&event, true)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        for field in [
+            "eventType",
+            "serviceName",
+            "userId",
+            "timestamp",
+            "indexedData.ix",
+        ] {
+            assert!(names.iter().any(|n| n == field), "{field} in {names:?}");
+        }
+        let data_paths = names.iter().filter(|n| n.starts_with("data.")).count();
+        assert_eq!(data_paths, MAX_PROPERTIES_PER_EVENT);
     }
 }
