@@ -1,11 +1,14 @@
 //! Reading the trail: the gap-free tail (`GET /audit`) and bounded queries
 //! (`POST /audit/query`) that read pivot postings or the time range.
+//! What a page prints, and how much of it, is `read/page.rs`.
+
+mod page;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use ulid::Ulid;
 
 use crate::config::Config;
@@ -15,14 +18,11 @@ use crate::pivot::pivot_key;
 use crate::query::{CursorSigner, Plan, Query, QueryCursor, Segment};
 use crate::store::{EventStore, RangeRead};
 
+pub use page::MAX_PAGE_BYTES;
+
 pub const MAX_PAGE: usize = 1000;
 pub const DEFAULT_TAIL_PAGE: usize = 100;
 pub const DEFAULT_QUERY_PAGE: usize = 1000;
-/// Most bytes of event JSON one page holds, whatever its `limit`: Lambda
-/// answers at most 6 MB, and the page is a JSON string inside that answer,
-/// where escaping can double it. A page cut short hands out `next` at the
-/// first event it left out.
-pub const MAX_PAGE_BYTES: usize = 3_000_000;
 
 /// Where a tail page starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,7 +36,7 @@ pub enum Start {
 
 #[derive(Debug, Clone)]
 pub struct TailPage {
-    /// As the page prints them ([`TrailReader::fit_page`]): `data` as its
+    /// As the page prints them ([`page::fit_page`]): `data` as its
     /// stored text, shortened when large, within [`MAX_PAGE_BYTES`].
     pub events: Vec<PageEvent>,
     /// Where the next page starts (inclusive): `from=` of the `next` link.
@@ -48,7 +48,7 @@ pub struct TailPage {
 
 #[derive(Debug, Clone)]
 pub struct QueryPage {
-    /// As the page prints them ([`TrailReader::fit_page`]); `data` as its
+    /// As the page prints them ([`page::fit_page`]); `data` as its
     /// stored text unless a condition looked into it.
     pub events: Vec<PageEvent>,
     /// The signed continuation, if anything is left.
@@ -193,7 +193,7 @@ impl<S: EventStore> TrailReader<S> {
                 .into_iter()
                 .filter(|e| !e.event.is_expired(now) && keep(&e.event));
             for event in kept {
-                read_bytes += estimated_len(&event);
+                read_bytes += page::estimated_len(&event);
                 page.events.push(event);
             }
             if page.events.len() > limit {
@@ -224,31 +224,16 @@ impl<S: EventStore> TrailReader<S> {
     /// [`MAX_PAGE_BYTES`]: cut short, the next page starts at the first
     /// event left out.
     fn fit_tail(&self, mut page: TailPage) -> Result<TailPage, ApiError> {
-        let (kept, left_out) = self.fit_page(std::mem::take(&mut page.events));
+        let (kept, left_out) = page::fit_page(
+            self.config.list_data_max_bytes,
+            std::mem::take(&mut page.events),
+        );
         page.events = kept;
         if let Some(first_left_out) = left_out {
             page.next_from = parse_stored(&first_left_out)?;
             page.caught_up = false;
         }
         Ok(page)
-    }
-
-    /// `events` shortened as pages print them (large `data` cut, see
-    /// [`Self::shorten`]) and as many of them as fit in [`MAX_PAGE_BYTES`],
-    /// at least one; the cursor of the first left out, if any was.
-    pub fn fit_page(&self, events: Vec<PageEvent>) -> (Vec<PageEvent>, Option<String>) {
-        let mut kept = Vec::with_capacity(events.len());
-        let mut bytes = 0;
-        for event in events {
-            let event = self.shorten_page_event(event);
-            // The event and the comma before it.
-            bytes += json_len(&event) + 1;
-            if bytes > MAX_PAGE_BYTES && !kept.is_empty() {
-                return (kept, Some(event.event.cursor));
-            }
-            kept.push(event);
-        }
-        (kept, None)
     }
 
     /// Checks a continuation cursor from `next` against the tenant and query.
@@ -491,7 +476,7 @@ impl<S: EventStore> TrailReader<S> {
         };
         // Too many bytes for one answer: the next page starts below the
         // last one that fit.
-        let (matched, left_out) = self.fit_page(matched);
+        let (matched, left_out) = page::fit_page(self.config.list_data_max_bytes, matched);
         if left_out.is_some() {
             next_position = matched.last().map(|e| e.event.cursor.clone());
         }
@@ -522,79 +507,5 @@ impl<S: EventStore> TrailReader<S> {
             items_fetched,
             read_units,
         })
-    }
-
-    /// [`Self::shorten`] for a tail page's event: `data` within the limit
-    /// stays the stored text (its length is its compact JSON's).
-    pub fn shorten_page_event(&self, page_event: PageEvent) -> PageEvent {
-        match &page_event.data_text {
-            Some(text) if text.get().len() <= self.config.list_data_max_bytes => page_event,
-            _ => PageEvent::parsed(self.shorten(page_event.into_event())),
-        }
-    }
-
-    /// Shortens large `data` for a page; the cursor lookup returns it whole.
-    pub fn shorten(&self, mut event: Event) -> Event {
-        let max = self.config.list_data_max_bytes;
-        let Some(data) = &event.data else {
-            return event;
-        };
-        if json_len(data) <= max {
-            return event;
-        }
-        let shortened = match data {
-            // Keep the leading top-level entries that fit.
-            Value::Object(map) => {
-                let mut kept = Map::new();
-                let mut used = 2;
-                for (key, value) in map {
-                    let entry = key.len() + 4 + json_len(value);
-                    if used + entry <= max {
-                        used += entry;
-                        kept.insert(key.clone(), value.clone());
-                    }
-                }
-                Some(Value::Object(kept))
-            }
-            _ => None,
-        };
-        event.data = shortened;
-        event.may_have_more_data = Some(true);
-        event
-    }
-}
-
-/// About the length of an event as a page prints it, without printing it:
-/// its stored `data` text, its message (the longest text field) and a
-/// kilobyte for the rest. Only for deciding when to stop reading; the cut
-/// itself measures ([`TrailReader::fit_page`]).
-fn estimated_len(page_event: &PageEvent) -> usize {
-    page_event
-        .data_text
-        .as_ref()
-        .map_or(0, |text| text.get().len())
-        + page_event.event.message.as_ref().map_or(0, String::len)
-        + 1024
-}
-
-/// The length of `value` as compact JSON, counted as it is written out
-/// rather than built: a page measures every event's `data`.
-fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    match serde_json::to_writer(&mut counter, value) {
-        Ok(()) => counter.0,
-        // A `Value` or an event always serialises; were it not to, treat it
-        // as too big.
-        Err(_) => usize::MAX / 2,
     }
 }
