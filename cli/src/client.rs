@@ -78,6 +78,45 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// A 2xx answer that is not what the API answers: `--url` names another
+/// site (one that answers every path with a page, say). It is said so, with
+/// exit 5, never taken as an empty result or as tampering.
+pub fn not_the_api(what: &str) -> Failure {
+    Failure::new(
+        EXIT_UNAVAILABLE,
+        format!("the answer is not the Audit Trail API's ({what}): does AUDIT_URL or --url name the API?"),
+    )
+}
+
+/// The list `key` of an answer that always has one (`events`, `data`,
+/// `checkpoints`, ...).
+pub fn answer_list<'a>(body: &'a Value, key: &str) -> Result<&'a Vec<Value>, Failure> {
+    body[key]
+        .as_array()
+        .ok_or_else(|| not_the_api(&format!("no `{key}` list")))
+}
+
+/// An answer of `GET /audit/events/{cursor}`: an event, with its cursor.
+pub fn answer_event(body: Value) -> Result<Value, Failure> {
+    if body["cursor"].is_string() {
+        Ok(body)
+    } else {
+        Err(not_the_api("no event with a `cursor`"))
+    }
+}
+
+/// The body of a 2xx answer: the API always answers a JSON object.
+fn answer_body(status: u16, bytes: &[u8]) -> Result<Value, Failure> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(body) if body.is_object() => Ok(body),
+        // An error status is told by its status; its body may be anything.
+        Ok(body) if !(200..300).contains(&status) => Ok(body),
+        Err(_) if !(200..300).contains(&status) => Ok(Value::Null),
+        Ok(_) => Err(not_the_api("JSON, but not an object")),
+        Err(_) => Err(not_the_api("not JSON")),
+    }
+}
+
 /// The message of an API error body, or the status.
 fn reason(status: u16, body: &Value) -> String {
     body["error"]["message"]
@@ -141,7 +180,10 @@ impl Client {
         let mut next = "/audit?limit=1&selfAudit=include".to_string();
         for _ in 0..20 {
             let page = self.get_page(&next).await?;
-            if let Some(account) = page.body["events"][0]["accountId"].as_str() {
+            if let Some(account) = answer_list(&page.body, "events")?
+                .first()
+                .and_then(|event| event["accountId"].as_str())
+            {
                 return Ok(Some(account.to_string()));
             }
             match page.body["_links"]["next"]["href"].as_str() {
@@ -173,7 +215,7 @@ impl Client {
             return Ok(event);
         }
         let cursor = event["cursor"].as_str().unwrap_or_default();
-        self.get(&format!("/audit/events/{cursor}")).await
+        answer_event(self.get(&format!("/audit/events/{cursor}")).await?)
     }
 
     /// POST JSON; the status and body as they are (the caller reads
@@ -193,7 +235,19 @@ impl Client {
             match request.send().await {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    let body = match response.bytes().await {
+                        Ok(bytes) => answer_body(status, &bytes)?,
+                        Err(_) if attempt < 8 => {
+                            attempt += 1;
+                            continue;
+                        }
+                        Err(err) => {
+                            return Err(Failure::new(
+                                EXIT_UNAVAILABLE,
+                                format!("the answer from {url} was cut short: {err}"),
+                            ))
+                        }
+                    };
                     match status {
                         401 | 403 => return Err(auth_failure(status, &body)),
                         429 if attempt < 8 => {
@@ -243,8 +297,21 @@ impl Client {
                     let date_ms = header("date")
                         .and_then(|v| chrono::DateTime::parse_from_rfc2822(&v).ok())
                         .map(|t| t.timestamp_millis());
-                    let body: Value = response.json().await.unwrap_or(Value::Null);
-                    (status, retry_after, date_ms, body)
+                    match response.bytes().await {
+                        Ok(bytes) => (status, retry_after, date_ms, answer_body(status, &bytes)?),
+                        Err(err) if attempt < 5 => {
+                            crate::say(&format!("audit: {err}; retrying"));
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                            continue;
+                        }
+                        Err(err) => {
+                            return Err(Failure::new(
+                                EXIT_UNAVAILABLE,
+                                format!("the answer from {url} was cut short: {err}"),
+                            ))
+                        }
+                    }
                 }
                 Err(err) if attempt < 5 => {
                     crate::say(&format!("audit: {err}; retrying"));

@@ -283,7 +283,7 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
     let failed = io_failure(&options.out);
     'pages: loop {
         let page = client.get_page(&next).await?;
-        let events = page.body["events"].as_array().cloned().unwrap_or_default();
+        let events = crate::client::answer_list(&page.body, "events")?.clone();
         for event in events {
             let time = event["timestamp"].as_str().unwrap_or_default().to_string();
             if time >= to {
@@ -325,10 +325,8 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
 /// same order.
 async fn data_columns(client: &Client) -> Result<Vec<String>, Failure> {
     let metadata = client.get("/audit/metadata").await?;
-    let mut columns: Vec<String> = metadata["targets"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let mut columns: Vec<String> = crate::client::answer_list(&metadata, "targets")?
+        .iter()
         .filter(|t| t["target"] != "event")
         .flat_map(|t| t["fields"].as_array().cloned().unwrap_or_default())
         .filter(|f| f["type"] != "object")

@@ -249,7 +249,9 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                     format!("`{cursor}` is not a cursor (26 characters of Crockford base32)"),
                 ));
             }
-            let event = client.get(&format!("/audit/events/{cursor}")).await?;
+            let event = audit_cli::client::answer_event(
+                client.get(&format!("/audit/events/{cursor}")).await?,
+            )?;
             // On a terminal, what could reorder or control it is escaped.
             let text = if std::io::stdout().is_terminal() {
                 audit_cli::terminal::terminal_json(&event, true)
@@ -261,6 +263,8 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Metadata => {
             let metadata = client.get("/audit/metadata").await?;
+            audit_cli::client::answer_list(&metadata, "services")?;
+            audit_cli::client::answer_list(&metadata, "targets")?;
             print(&metadata_tree(&metadata))?;
             Ok(0)
         }

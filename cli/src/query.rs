@@ -246,7 +246,7 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         if status != 200 {
             return Err(crate::client::status_failure(status, &page));
         }
-        for event in page["data"].as_array().cloned().unwrap_or_default() {
+        for event in crate::client::answer_list(&page, "data")?.clone() {
             if options.limit.is_some_and(|limit| written >= limit) {
                 break;
             }

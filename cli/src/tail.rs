@@ -228,7 +228,7 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
             // `Date` has whole seconds: the rest of that second is kept.
             end_ms = Some(page.date_ms.map_or(i64::MAX, |ms| ms + 1000));
         }
-        let events = page.body["events"].as_array().cloned().unwrap_or_default();
+        let events = crate::client::answer_list(&page.body, "events")?.clone();
         let count = events.len();
         let mut reached_end = false;
         for event in events {
@@ -268,7 +268,8 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
             break;
         }
         let Some(link) = page.body["_links"]["next"]["href"].as_str() else {
-            return Err(Failure::new(EXIT_FAILED, "a page without `next`"));
+            // The tail always links its next page, caught up or not.
+            return Err(crate::client::not_the_api("a tail page without `next`"));
         };
         next = link.to_string();
         state.next = Some(next.clone());

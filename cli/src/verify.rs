@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::client::{Client, Failure, EXIT_FAILED, EXIT_USAGE};
+use crate::client::{answer_list, Client, Failure, EXIT_FAILED, EXIT_USAGE};
 
 /// The files of a bundle: what `--online --save DIR` writes and the
 /// offline mode reads.
@@ -46,10 +46,18 @@ fn read_lines<T>(
     Ok(items)
 }
 
-/// Reads NDJSON, one `T` per non-empty line, naming the line of a bad one.
-pub fn read_ndjson<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, Failure> {
+/// A bundle's line that no longer reads as what `verify --save` wrote
+/// there: the bundle was altered, which is a failed verification (exit 1),
+/// not a usage error.
+fn damaged(at: &str, what: impl std::fmt::Display) -> Failure {
+    Failure::new(EXIT_FAILED, format!("{at}: altered: {what}"))
+}
+
+/// Reads a bundle's NDJSON, one `T` per non-empty line, naming the line of
+/// a bad one.
+fn read_ndjson<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, Failure> {
     read_lines(path, |line, at| {
-        serde_json::from_str(line).map_err(|e| usage(format!("{at}: {e}")))
+        serde_json::from_str(line).map_err(|e| damaged(at, e))
     })
 }
 
@@ -89,7 +97,9 @@ pub fn read_notes(path: &Path) -> Result<Vec<String>, Failure> {
             notes.push(note.to_string());
         }
     } else {
-        notes.push(text);
+        // A note ends with one newline; `echo`, `jq -r` and editors add
+        // another, which would read as a note without signatures.
+        notes.push(format!("{}\n", text.trim_end_matches(['\n', '\r'])));
     }
     Ok(notes)
 }
@@ -134,51 +144,42 @@ async fn fetch(
     client: &Client,
 ) -> Result<(Vec<CheckpointRecord>, Vec<EntryView>, Vec<Value>), Failure> {
     let mut checkpoints: Vec<CheckpointRecord> = Vec::new();
-    let mut next = "/audit/checkpoints?limit=1000".to_string();
-    loop {
-        let page = client.get(&next).await?;
-        let batch: Vec<CheckpointRecord> =
-            serde_json::from_value(page["checkpoints"].clone()).unwrap_or_default();
+    let mut next = Some("/audit/checkpoints?limit=1000".to_string());
+    while let Some(url) = next.take() {
+        let page = client.get(&url).await?;
+        let batch: Vec<CheckpointRecord> = records(&page, "checkpoints")?;
         if batch.is_empty() {
             break;
         }
         checkpoints.extend(batch);
-        next = page["_links"]["next"]["href"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        next = next_link(&page);
     }
     let mut entries: Vec<EntryView> = Vec::new();
     if !checkpoints.is_empty() {
         let mut next = Some("/audit/entries?limit=1000".to_string());
-        while let Some(url) = next {
+        while let Some(url) = next.take() {
             let page = client.get(&url).await?;
-            let batch: Vec<EntryView> =
-                serde_json::from_value(page["entries"].clone()).unwrap_or_default();
-            entries.extend(batch);
-            next = page["_links"]["next"]["href"].as_str().map(str::to_string);
+            entries.extend(records::<EntryView>(&page, "entries")?);
+            next = next_link(&page);
         }
     }
     // Kept as the JSON the API gave, every key of it: the leaf is hashed
-    // from that, not from what an `Event` keeps of it.
+    // from that, not from what an `Event` keeps of it. The tail is followed
+    // by its `next` links to the caught-up end (its `Retry-After`): a page
+    // can hold fewer events than asked and not be the last (cut at 3 MB, or
+    // its read budget spent on expired items).
     let mut events: Vec<Value> = Vec::new();
-    let mut next = "/audit?limit=1000".to_string();
-    loop {
-        let page = client.get(&next).await?;
-        let Some(batch) = page["events"].as_array().cloned() else {
-            return Err(Failure::new(
-                EXIT_FAILED,
-                "a page did not read as events: no `events` list",
-            ));
-        };
-        let batch = batch
-            .into_iter()
+    let mut next = Some("/audit?limit=1000".to_string());
+    while let Some(url) = next.take() {
+        let page = client.get_page(&url).await?;
+        let batch = answer_list(&page.body, "events")?
+            .iter()
+            .cloned()
             .map(checked_event)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| {
                 Failure::new(EXIT_FAILED, format!("a page did not read as events: {e}"))
             })?;
-        let count = batch.len();
         for event in batch {
             // Pages may shorten `data`; the leaf is of the whole event.
             if event["mayHaveMoreData"] == Value::Bool(true) {
@@ -192,15 +193,23 @@ async fn fetch(
                 events.push(event);
             }
         }
-        next = page["_links"]["next"]["href"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if count < 1000 {
-            break;
+        if page.retry_after.is_none() {
+            next = next_link(&page.body).filter(|link| *link != url);
         }
     }
     Ok((checkpoints, entries, events))
+}
+
+/// The `next` link of a page, if it has one.
+fn next_link(page: &Value) -> Option<String> {
+    page["_links"]["next"]["href"].as_str().map(str::to_string)
+}
+
+/// The records of a list answer: a list that is missing is not the API's
+/// answer; a record that does not read is an answer the API never gives.
+fn records<T: serde::de::DeserializeOwned>(page: &Value, key: &str) -> Result<Vec<T>, Failure> {
+    serde_json::from_value(Value::Array(answer_list(page, key)?.clone()))
+        .map_err(|e| Failure::new(EXIT_FAILED, format!("a `{key}` record did not read: {e}")))
 }
 
 /// A bundle's events, each line read as the API reads a body
@@ -210,14 +219,11 @@ async fn fetch(
 fn read_bundle_events(path: &Path) -> Result<Vec<Value>, Failure> {
     read_lines(path, |line, at| {
         let (value, defects) = audit_core::json::parse(line.as_bytes())
-            .map_err(|e| usage(format!("{at}: not JSON (column {})", e.column)))?;
+            .map_err(|e| damaged(at, format!("not JSON (column {})", e.column)))?;
         if let Some(defect) = defects.first() {
-            return Err(Failure::new(
-                EXIT_FAILED,
-                format!("{at}: {}", defect.message),
-            ));
+            return Err(damaged(at, &defect.message));
         }
-        checked_event(value).map_err(|e| usage(format!("{at}: {e}")))
+        checked_event(value).map_err(|e| damaged(at, e))
     })
 }
 
@@ -274,7 +280,7 @@ pub async fn run(client: Option<&Client>, options: Options) -> Result<Report, Fa
             crate::say("audit: no --verifier-key given: trusting the key the API serves (keep your own copy from the stack output)");
             client.get("/audit/verifier-key").await?["verifierKey"]
                 .as_str()
-                .unwrap_or_default()
+                .ok_or_else(|| crate::client::not_the_api("no `verifierKey`"))?
                 .to_string()
         }
         (None, None) => return Err(usage("--verifier-key is required offline")),

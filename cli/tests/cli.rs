@@ -742,7 +742,181 @@ async fn verify_checks_a_saved_bundle_offline_and_names_what_is_wrong() {
     let (code, stdout, _) = run(offline(&[])).await;
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("duplicate_event"), "{stdout}");
+    // A line that no longer reads as an event is an altered bundle: a
+    // failed verification (1), never a usage error (2).
+    let mut no_cursor: Value = serde_json::from_str(first).unwrap();
+    no_cursor.as_object_mut().unwrap().remove("cursor");
+    let mut wrong_type: Value = serde_json::from_str(first).unwrap();
+    wrong_type["sandbox"] = json!("yes");
+    for line in [
+        "{garbage".to_string(),
+        "[1,2]".to_string(),
+        no_cursor.to_string(),
+        wrong_type.to_string(),
+    ] {
+        std::fs::write(&events_path, format!("{line}\n{rest}")).unwrap();
+        let (code, stdout, stderr) = run(offline(&[])).await;
+        assert_eq!(code, 1, "{line}: {stdout}{stderr}");
+        assert!(stderr.contains("line 1: altered"), "{line}: {stderr}");
+    }
+    std::fs::write(&events_path, &events).unwrap();
+    // A trusted checkpoint saved as text with the newline `jq -r` and
+    // `echo` add is the same checkpoint.
+    let checkpoint: Value = reqwest::Client::new()
+        .get(format!("{base}/audit/checkpoint"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let note_path = bundle.with_extension("note");
+    std::fs::write(
+        &note_path,
+        format!("{}\n", checkpoint["note"].as_str().unwrap()),
+    )
+    .unwrap();
+    let mut trusting = offline(&[]);
+    trusting.extend([
+        "--trusted".to_string(),
+        note_path.to_string_lossy().to_string(),
+    ]);
+    let (code, stdout, stderr) = run(trusting).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let _ = std::fs::remove_file(&note_path);
     let _ = std::fs::remove_dir_all(&bundle);
+}
+
+/// `audit verify --online` follows the tail's `next` links to its caught-up
+/// end: a page cut short at 3 MB is not the last (it was taken as the last,
+/// and 99 of 150 untouched events were reported missing).
+#[tokio::test]
+async fn verify_online_reads_every_page_of_a_trail_of_large_events() {
+    let (env, base) = served().await;
+    let token = env.token("wide", "audit:read audit:write");
+    // About 58 KB of JSON each: a page of 1000 stops near 51 events.
+    let large = |i: usize| {
+        let indexed: serde_json::Map<String, Value> = (0..50)
+            .map(|j| (format!("k{j:02}"), json!("v".repeat(1000))))
+            .collect();
+        json!({"eventType": "wide", "serviceName": "s", "message": "m".repeat(8000),
+               "indexedData": indexed, "data": {"i": i}})
+    };
+    let mut stored = 0;
+    for batch in 0..3 {
+        stored += post(
+            &base,
+            &token,
+            (batch * 50..batch * 50 + 50).map(large).collect(),
+        )
+        .await
+        .len();
+    }
+    assert_eq!(stored, 150);
+    let sealer = seal::SealHandler::new(
+        std::sync::Arc::new(audit_dynamo::DynamoStore::new(
+            env.direct.clone(),
+            &env.config.table_name,
+        )),
+        &env.config,
+        audit_infra::relay::LocalPublisher::new(Vec::new()),
+        "audit-trail.test",
+    );
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    sealer.run(chrono::Utc::now()).await.expect("a sealing run");
+    let first_page: Value = reqwest::Client::new()
+        .get(format!("{base}/audit?limit=1000"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first_count = first_page["events"].as_array().unwrap().len();
+    assert!(
+        first_count < 150,
+        "the first page is cut short: {first_count}"
+    );
+    let key: Value = reqwest::Client::new()
+        .get(format!("{base}/audit/verifier-key"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (code, stdout, stderr) = audit(
+        &base,
+        &token,
+        &[
+            "verify",
+            "--online",
+            "--json",
+            "--verifier-key",
+            key["verifierKey"].as_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // One line per event, then the summary.
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON lines"))
+        .collect();
+    let verified = lines.iter().filter(|l| l["status"] == "verified").count();
+    assert_eq!(verified, 150, "{stdout}");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["summary"], json!({"verified": 150}), "{stdout}");
+    assert_eq!(summary["verifiedTreeSize"], 150, "{stdout}");
+}
+
+/// A 200 that is not the API's answer (`--url` naming a site that answers
+/// every path with a page) is said so, with exit 5: never printed as an
+/// empty result with 0, nor reported as tampering with 1.
+#[tokio::test]
+async fn an_answer_that_is_not_the_apis_ends_with_5_and_says_so() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for body in ["<html>oops</html>", "{}", "null", "[1]"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 65536];
+                    let _ = socket.read(&mut request).await;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        for args in [
+            &["get", "01KB0000000000000000000001"][..],
+            &["query", "userId", "=", "x", "--format", "ndjson"],
+            &["metadata"],
+            &["tail"],
+            &[
+                "verify",
+                "--online",
+                "--verifier-key",
+                "audit-trail.local+00000000+AQ",
+            ],
+        ] {
+            let (code, stdout, stderr) = audit(&base, "x", args).await;
+            assert_eq!(code, 5, "{body} {args:?}: {stdout}{stderr}");
+            assert!(
+                stderr.contains("not the Audit Trail API"),
+                "{body} {args:?}: {stderr}"
+            );
+            assert_eq!(stdout, "", "{body} {args:?}");
+        }
+        server.abort();
+    }
 }
 
 fn csv_records(text: &str) -> Vec<Vec<String>> {
