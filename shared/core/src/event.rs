@@ -220,6 +220,37 @@ pub fn format_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A producer's time (`occurredAt`) in UTC with every digit it was sent
+/// with: to the millisecond as [`format_time`] writes it, and to the
+/// microsecond or nanosecond when it has them, so a query with the value
+/// sent finds it (it was cut to the millisecond, and `eq` with the value
+/// sent matched nothing).
+pub fn format_time_exactly(at: DateTime<Utc>) -> String {
+    let nanos = at.timestamp_subsec_nanos();
+    let digits = if nanos % 1_000_000 == 0 {
+        SecondsFormat::Millis
+    } else if nanos % 1_000 == 0 {
+        SecondsFormat::Micros
+    } else {
+        SecondsFormat::Nanos
+    };
+    at.to_rfc3339_opts(digits, true)
+}
+
+/// Whether `text`'s fraction of a second has digits past the nanosecond
+/// that are not zero: no time the API keeps holds them, and cutting them
+/// would store another instant than the one sent.
+pub fn finer_than_nanoseconds(text: &str) -> bool {
+    let Some(dot) = text.find('.') else {
+        return false;
+    };
+    text[dot + 1..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .skip(9)
+        .any(|digit| digit != '0')
+}
+
 /// A time as the API takes one (`occurredAt`, query bounds and values,
 /// paging marks): RFC 3339 with any offset, `None` unless it names an
 /// instant [`format_time`] can write back. So a leap second (`:60`) is

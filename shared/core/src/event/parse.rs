@@ -165,14 +165,17 @@ impl NewEvent {
                 let invalid = || {
                     ApiError::bad_request(
                         at("occurredAt"),
-                        "`occurredAt` must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z, within the years 0000-9999 in UTC (no leap second: :60 is refused)",
+                        "`occurredAt` must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z, within the years 0000-9999 in UTC (no leap second: :60 is refused), to the nanosecond at most",
                     )
                 };
                 // Stored in UTC: an offset must not carry it out of the
                 // four-digit years RFC 3339 can write (9999-12-31T23:00-01:00),
                 // and a leap second has no UTC time to be written as.
+                if super::finer_than_nanoseconds(s) {
+                    return Err(invalid());
+                }
                 let utc = super::parse_time(s).ok_or_else(invalid)?;
-                fields.insert("occurredAt".into(), Value::String(format_time(utc)));
+                fields.insert("occurredAt".into(), Value::String(format_time_exactly(utc)));
             }
             Some(_) => {
                 return Err(ApiError::bad_request(

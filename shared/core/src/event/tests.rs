@@ -272,3 +272,56 @@ fn producers_may_not_use_the_apis_own_service_name() {
         assert!(!names_the_api(free), "{free:?}");
     }
 }
+
+/// An `occurredAt` keeps every digit of its fraction (up to the
+/// nanosecond): cut to the millisecond, a query with the value sent missed
+/// the event. A fraction past the nanosecond that is not zero names an
+/// instant no stored time can hold, so it is refused rather than cut.
+#[test]
+fn an_occurred_at_keeps_every_digit_it_was_sent_with() {
+    for (sent, stored) in [
+        ("2026-01-01T00:00:00.0009Z", "2026-01-01T00:00:00.000900Z"),
+        ("2026-01-01T00:00:00.9999Z", "2026-01-01T00:00:00.999900Z"),
+        (
+            "2026-01-01T01:00:00.123456789+01:00",
+            "2026-01-01T00:00:00.123456789Z",
+        ),
+        (
+            "2026-01-01T00:00:00.123456789000Z",
+            "2026-01-01T00:00:00.123456789Z",
+        ),
+        ("2026-01-01T00:00:00.5Z", "2026-01-01T00:00:00.500Z"),
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.000Z"),
+        ("2026-01-01t00:00:00.000001z", "2026-01-01T00:00:00.000001Z"),
+    ] {
+        let parsed = NewEvent::parse(
+            json!({"eventType": "a", "serviceName": "b", "occurredAt": sent}),
+            "",
+        )
+        .unwrap();
+        let event = parsed
+            .into_event(Ulid::new(), "acme".into(), 90, "")
+            .unwrap();
+        assert_eq!(event.occurred_at.as_deref(), Some(stored), "{sent}");
+        let stored_event = serde_json::to_value(&event).unwrap();
+        for operator in ["eq", "gte", "lte", "in"] {
+            let value = if operator == "in" {
+                json!([sent])
+            } else {
+                json!(sent)
+            };
+            let query = crate::query::Query::parse(
+                &json!({"and": [{"field": "occurredAt", "operator": operator, "value": value}]}),
+                Utc::now(),
+            )
+            .unwrap();
+            assert!(query.matches(&stored_event), "{sent} {operator}");
+        }
+    }
+    let err = NewEvent::parse(
+        json!({"eventType": "a", "serviceName": "b", "occurredAt": "2026-01-01T00:00:00.1234567891Z"}),
+        "",
+    )
+    .unwrap_err();
+    assert_eq!(field_of(err), "occurredAt");
+}
