@@ -227,9 +227,9 @@ pub fn format_time(at: DateTime<Utc>) -> String {
 /// sent matched nothing).
 pub fn format_time_exactly(at: DateTime<Utc>) -> String {
     let nanos = at.timestamp_subsec_nanos();
-    let digits = if nanos % 1_000_000 == 0 {
+    let digits = if nanos.is_multiple_of(1_000_000) {
         SecondsFormat::Millis
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         SecondsFormat::Micros
     } else {
         SecondsFormat::Nanos
