@@ -424,41 +424,69 @@ pub fn visible_text_pattern() -> String {
 pub const SELF_AUDIT_SERVICE: &str = "audit-api";
 
 /// Reads as [`SELF_AUDIT_SERVICE`] to a person or a case-blind filter:
-/// in any case, in full-width forms, with its two words apart by any dash,
-/// `_`, space or invisible mark (`audit api`, `Audit - Api`,
-/// `audit\u{3164}api`), or with spaces and invisible marks inside a word
-/// (`aud\u{200a}it-api`). `auditapi` reads as another word.
+/// in any case; in compatibility forms (full-width `ａｕｄｉｔ`,
+/// mathematical `𝐚𝐮𝐝𝐢𝐭`, circled `ⓐⓤⓓⓘⓣ`); with accents (`audit-apí`);
+/// in letters of other scripts that are drawn the same (Cyrillic `а`: the
+/// confusables skeleton of Unicode's UTS #39); with its two words apart by
+/// any dash or connector (Unicode's Pd and Pc: `‐`, `⸺`, `_`, `‿`), space
+/// or invisible mark (`audit api`, `Audit - Api`, `audit\u{3164}api`), or
+/// with spaces and invisible marks inside a word (`aud\u{200a}it-api`).
+/// `auditapi` reads as another word.
 pub fn names_the_api(name: &str) -> bool {
-    let folded = name.chars().map(|c| match u32::from(c) {
-        // Full-width ASCII (`ａｕｄｉｔ`) reads as ASCII.
-        0xff01..=0xff5e => char::from_u32(u32::from(c) - 0xfee0).unwrap_or(c),
-        _ => c,
-    });
+    let (api, _) = reading(SELF_AUDIT_SERVICE);
+    let (words, squeezed) = reading(name);
+    words == api || squeezed == api
+}
+
+/// What a name reads as: its words split at every dash, connector, space
+/// or invisible mark (`audit api`), and its text with those dropped and
+/// dashes kept (`aud it-api`), each folded as [`names_the_api`] says.
+fn reading(name: &str) -> (String, String) {
+    use unicode_general_category::{get_general_category, GeneralCategory};
+    use unicode_normalization::char::is_combining_mark;
+    use unicode_normalization::UnicodeNormalization;
+    // Compatibility forms to their letters, accents dropped, lower case,
+    // then (below) each character to the one it is drawn as. Blanks
+    // first: normalising turns some (U+3164) into other marks.
+    let letters: String = name
+        .chars()
+        .map(|c| if is_invisible(c) { ' ' } else { c })
+        .nfkd()
+        .filter(|c| !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect();
     let dash = |c: char| {
-        matches!(
-            c,
-            '-' | '_' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{fe58}' | '\u{fe63}'
-        )
+        c == '\u{2212}'
+            || matches!(
+                get_general_category(c),
+                GeneralCategory::DashPunctuation | GeneralCategory::ConnectorPunctuation
+            )
     };
-    // Words split at every dash, space or invisible mark: `audit api`.
     let mut words: Vec<String> = vec![String::new()];
-    // Spaces and invisible marks dropped, dashes kept: `aud it-api`.
     let mut squeezed = String::new();
-    for c in folded {
-        let blank = c.is_whitespace() || is_invisible(c);
-        if dash(c) || blank {
-            words.push(String::new());
-        } else if let Some(word) = words.last_mut() {
-            word.extend(c.to_lowercase());
-        }
+    for c in letters.chars() {
+        // Told apart before the skeleton, which draws some dashes as
+        // letters (`—` as `ー`).
         if dash(c) {
+            words.push(String::new());
             squeezed.push('-');
-        } else if !blank {
-            squeezed.extend(c.to_lowercase());
+        } else if c.is_whitespace() || is_invisible(c) {
+            words.push(String::new());
+        } else {
+            let mut buffer = [0u8; 4];
+            let drawn =
+                unicode_security::confusable_detection::skeleton(c.encode_utf8(&mut buffer))
+                    .filter(|c| !is_combining_mark(*c));
+            for d in drawn {
+                if let Some(word) = words.last_mut() {
+                    word.push(d);
+                }
+                squeezed.push(d);
+            }
         }
     }
     words.retain(|word| !word.is_empty());
-    words.join("-") == SELF_AUDIT_SERVICE || squeezed == SELF_AUDIT_SERVICE
+    (words.join("-"), squeezed)
 }
 
 /// Shows nothing: in [`INVISIBLE_CHARACTERS`].

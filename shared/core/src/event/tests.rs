@@ -252,6 +252,18 @@ fn producers_may_not_use_the_apis_own_service_name() {
         "audit\u{3164}api",
         "audit\u{2800}api",
         "audit--api",
+        // Found by the seventh hostile pass: other dashes and connectors,
+        // mathematical and circled letters, an accent, Cyrillic letters.
+        "audit\u{2e3a}api",
+        "audit\u{058a}api",
+        "audit\u{fe4f}api",
+        "audit\u{203f}api",
+        "\u{1d41a}\u{1d42e}\u{1d41d}\u{1d422}\u{1d42d}-api",
+        "\u{24d0}\u{24e4}\u{24d3}\u{24d8}\u{24e3}-api",
+        "audit-ap\u{ed}",
+        "audit-api\u{301}",
+        "\u{430}udit-\u{430}pi",
+        "AUDIT\u{2014}API",
     ] {
         assert!(names_the_api(taken), "{taken:?}");
         let err = NewEvent::parse(
@@ -268,8 +280,31 @@ fn producers_may_not_use_the_apis_own_service_name() {
         "audit-app",
         "idp",
         "audit-a-pi",
+        "audit-apl",
+        "audit-ap",
+        "audlt-api",
     ] {
         assert!(!names_the_api(free), "{free:?}");
+    }
+    // Every dash and connector Unicode has (its categories Pd and Pc)
+    // between the two words.
+    use unicode_general_category::{get_general_category, GeneralCategory};
+    let separators: Vec<char> = (0..=0x10ffff_u32)
+        .filter_map(char::from_u32)
+        .filter(|c| {
+            matches!(
+                get_general_category(*c),
+                GeneralCategory::DashPunctuation | GeneralCategory::ConnectorPunctuation
+            )
+        })
+        .collect();
+    assert!(separators.len() > 30, "{}", separators.len());
+    for c in separators {
+        assert!(
+            names_the_api(&format!("audit{c}api")),
+            "U+{:04X}",
+            u32::from(c)
+        );
     }
 }
 
