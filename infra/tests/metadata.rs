@@ -953,3 +953,60 @@ async fn data_keyed_by_ids_neither_floods_metadata_nor_crowds_out_others() {
     .await;
     assert_eq!(body["truncated"], false);
 }
+
+/// Names as long as the limits allow, in characters of 3 and 4 bytes, are
+/// listed like any other: the service with its event type, and the
+/// properties under both filters. Their key would have passed DynamoDB's
+/// 1024-byte sort key, so they were left out (the embedded store takes
+/// longer keys: every metadata key is checked against the limit here).
+#[tokio::test]
+async fn services_kinds_and_properties_with_long_names_are_listed() {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let api = api().await;
+    let token = api.token("wide-names");
+    let service = format!("{}{}", "監査サービス".repeat(16), "監査サ");
+    let kind = "ユーザーログイン".repeat(30);
+    let emoji_service = format!("S{}", "😀".repeat(255));
+    let long_key = "k".repeat(1000);
+    let body = json!({"events": [
+        {"eventType": kind, "serviceName": service, "data": {"i": 1, long_key.clone(): true}},
+        {"eventType": "x", "serviceName": emoji_service, "data": {"i": 2}},
+    ]});
+    let (status, answer) = json_of(api.post_json(&token, "/audit/events", &body).await).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, meta) = json_of(api.get(&token, "/audit/metadata").await).await;
+    assert_eq!(status, 200, "{meta}");
+    let services = meta["services"].as_array().unwrap();
+    let listed = |name: &str| services.iter().find(|s| s["serviceName"] == name).cloned();
+    assert_eq!(
+        listed(&service).expect("the long service")["eventTypes"],
+        json!([kind])
+    );
+    assert!(listed(&emoji_service).is_some(), "{meta}");
+    let encoded = |text: &str| utf8_percent_encode(text, NON_ALPHANUMERIC).to_string();
+    let (status, properties) = json_of(
+        api.get(
+            &token,
+            &format!(
+                "/audit/metadata/properties?target=data&serviceName={}&eventType={}",
+                encoded(&service),
+                encoded(&kind)
+            ),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{properties}");
+    let names: BTreeSet<String> = properties["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(names.contains(&format!("data.{long_key}")), "{names:?}");
+    assert!(names.contains("data.i"), "{names:?}");
+    for item in items_in_partition(&api, &format!("{}wide-names", table::METADATA_PREFIX)).await {
+        let key = item[table::SORT_KEY].as_s().unwrap();
+        assert!(key.len() <= 1024, "a sort key of {} bytes", key.len());
+    }
+}

@@ -198,16 +198,38 @@ pub(crate) fn json_text(value: &str) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-/// `[serviceName, eventType, property, type]` as JSON: unambiguous, and
-/// sorted so a service's or a kind's properties share a key prefix.
+/// `[serviceName, eventType, property, type]`, each part as JSON:
+/// unambiguous, and sorted so a service's or a kind's properties share a
+/// key prefix ([`property_key_part`] keeps it within DynamoDB's 1024 bytes).
 pub(crate) fn property_key(property: &ObservedProperty) -> String {
     format!(
         "[{},{},{},{}]",
-        json_text(&property.service_name),
-        json_text(&property.event_type),
-        json_text(&property.name),
-        json_text(&property.json_type)
+        property_key_part(&property.service_name),
+        property_key_part(&property.event_type),
+        property_key_part(&property.name),
+        property_key_part(&property.json_type)
     )
+}
+
+/// The longest part of a property key written as its JSON text: four such
+/// parts and the brackets stay under DynamoDB's 1024-byte sort key.
+const PROPERTY_KEY_PART_MAX_BYTES: usize = 250;
+
+/// A part of a property key: its JSON text, or, when that is longer than
+/// [`PROPERTY_KEY_PART_MAX_BYTES`] (a name of 256 characters can take 1 KB
+/// of UTF-8), `#` and the SHA-256 of the text. A JSON string starts with
+/// `"`, so the two forms never meet; the item holds the names whole, and
+/// listings read them from there. (Such a name's property was left out
+/// before: its key was too long to write.)
+pub(crate) fn property_key_part(text: &str) -> String {
+    use sha2::Digest;
+    let json = json_text(text);
+    if json.len() <= PROPERTY_KEY_PART_MAX_BYTES {
+        return json;
+    }
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("#{hex}")
 }
 
 pub(crate) fn cursor_of(request: &WriteRequest) -> Option<String> {

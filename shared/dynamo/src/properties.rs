@@ -4,17 +4,16 @@
 use std::collections::HashSet;
 
 use audit_core::error::StoreError;
-use audit_core::event::MAX_SORT_KEY_BYTES;
 use audit_core::metadata::{ObservedProperty, MAX_LISTED_PROPERTIES};
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::items::{json_text, property_key, Item};
+use crate::items::{property_key, property_key_part, Item};
 use crate::retry::classify;
 use crate::store::DynamoStore;
 use crate::table::{METADATA_PREFIX, PARTITION_KEY, SORT_KEY};
 
 impl DynamoStore {
-    /// Up to 25 property items in one batch; one that can't be a key is left out.
+    /// Up to 25 property items in one batch.
     pub(crate) async fn put_property_chunk(
         &self,
         chunk: &[(String, ObservedProperty)],
@@ -24,11 +23,6 @@ impl DynamoStore {
             let mut keys = HashSet::new();
             for (tenant, property) in chunk {
                 let key = property_key(property);
-                if key.len() > MAX_SORT_KEY_BYTES {
-                    // A name this long can't be a key; the other properties are kept.
-                    tracing::warn!(bytes = key.len(), "a property name too long to record");
-                    continue;
-                }
                 if !keys.insert((tenant.clone(), key.clone())) {
                     continue; // BatchWriteItem refuses duplicate keys in one call
                 }
@@ -53,8 +47,12 @@ impl DynamoStore {
         event_type: Option<&str>,
     ) -> Result<Vec<ObservedProperty>, StoreError> {
         let prefix = match (service_name, event_type) {
-            (Some(service), Some(kind)) => format!("[{},{},", json_text(service), json_text(kind)),
-            (Some(service), None) => format!("[{},", json_text(service)),
+            (Some(service), Some(kind)) => format!(
+                "[{},{},",
+                property_key_part(service),
+                property_key_part(kind)
+            ),
+            (Some(service), None) => format!("[{},", property_key_part(service)),
             _ => "[".to_string(),
         };
         let mut properties = Vec::new();

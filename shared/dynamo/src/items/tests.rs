@@ -282,3 +282,42 @@ proptest! {
         let _ = item_to_page_event(item);
     }
 }
+
+/// Every property key fits DynamoDB's 1024-byte sort key, whatever the
+/// names (each up to 256 characters of up to 4 bytes, or a `data` path far
+/// longer), and the prefixes a listing filters by still begin the keys of
+/// that service and kind. (A longer key was left out, so the service or
+/// property was missing from metadata.)
+#[test]
+fn every_property_key_fits_a_sort_key_and_keeps_its_prefixes() {
+    let long_names = [
+        "idp".to_string(),
+        "監".repeat(99),
+        "😀".repeat(256),
+        "\u{1}".repeat(256),
+        "x".repeat(3000),
+    ];
+    for service in &long_names {
+        for kind in &long_names {
+            for name in &long_names {
+                let property = ObservedProperty {
+                    service_name: service.clone(),
+                    event_type: kind.clone(),
+                    name: format!("data.{name}"),
+                    json_type: "boolean".into(),
+                };
+                let key = property_key(&property);
+                assert!(key.len() <= 1024, "{} bytes", key.len());
+                let by_service = format!("[{},", property_key_part(service));
+                let by_kind = format!("{by_service}{},", property_key_part(kind));
+                assert!(key.starts_with(&by_kind), "{key}");
+                assert!(by_kind.len() <= 1024);
+            }
+        }
+    }
+    // Two long names that differ only at their end have different keys.
+    assert_ne!(
+        property_key_part(&format!("{}a", "x".repeat(300))),
+        property_key_part(&format!("{}b", "x".repeat(300)))
+    );
+}
