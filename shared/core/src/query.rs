@@ -97,8 +97,11 @@ pub fn operators_for_json_type(json_type: &str) -> &'static [Operator] {
     }
 }
 
-/// Longest field name a condition may use.
-const MAX_FIELD_NAME_CHARS: usize = 2048;
+/// Longest field name a condition may use: any path an event can hold (at
+/// most 64 KiB, its keys escaped at most twice over in the `["..."]`
+/// syntax) is named within it. (It was 2048, and a longer `data` key was
+/// stored but could not be queried.)
+pub const MAX_FIELD_NAME_CHARS: usize = 2 * crate::event::MAX_EVENT_BYTES + 16;
 /// Most levels a `data` path may name (the table stores 31).
 const MAX_PATH_SEGMENTS: usize = 32;
 
@@ -356,6 +359,12 @@ fn parse_condition(index: usize, raw: &Value) -> Result<Condition, ApiError> {
         .get("field")
         .and_then(Value::as_str)
         .ok_or_else(|| condition_error(index, "`field` is required".into()))?;
+    if field_name.chars().count() > MAX_FIELD_NAME_CHARS {
+        return Err(condition_error(
+            index,
+            format!("`field` is longer than {MAX_FIELD_NAME_CHARS} characters: no event holds such a path"),
+        ));
+    }
     let field = FieldPath::parse(field_name).ok_or_else(|| {
         condition_error(index, format!("unknown field `{field_name}`: use a top-level event field, data.<path> or indexedData.<key>"))
     })?;

@@ -362,3 +362,33 @@ fn the_operators_listed_for_a_json_type_are_those_that_can_match_it() {
         }
     }
 }
+
+/// Any key an event can hold can be queried: the longest `data` key of an
+/// event of 64 KiB, plain or in the `["..."]` syntax with every character
+/// escaped. (Names were capped at 2048 characters, and a longer key was
+/// stored but "unknown" to a query.) A longer name says what is wrong.
+#[test]
+fn every_key_an_event_can_hold_can_be_queried() {
+    let key = "k".repeat(crate::event::MAX_EVENT_BYTES - 64);
+    let quoted_key = "\"".repeat(crate::event::MAX_EVENT_BYTES / 2 - 64);
+    let event = json!({"data": {key.clone(): 21, quoted_key.clone(): 1}});
+    for (field, value) in [
+        (format!("data.{key}"), 21),
+        (
+            format!("data[{}]", serde_json::to_string(&key).unwrap()),
+            21,
+        ),
+        (
+            format!("data[{}]", serde_json::to_string(&quoted_key).unwrap()),
+            1,
+        ),
+    ] {
+        let q = query(json!({"and": [{"field": field, "operator": "eq", "value": value}]}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(q.matches(&event));
+    }
+    let too_long = format!("data.{}", "k".repeat(MAX_FIELD_NAME_CHARS));
+    let err =
+        query(json!({"and": [{"field": too_long, "operator": "eq", "value": 1}]})).unwrap_err();
+    assert!(err.to_string().contains("longer than"), "{err}");
+}
