@@ -34,12 +34,15 @@ impl NewEvent {
                 "an event must be a JSON object",
             ));
         };
+        // Measured as stored (compact, escapes as characters, numbers as
+        // written back), so the limit does not depend on how a producer's
+        // serialiser spaced or escaped the event.
         let size = serde_json::to_vec(&fields).map(|b| b.len()).unwrap_or(0);
         if size > MAX_EVENT_BYTES {
             return Err(ApiError::PayloadTooLarge {
                 field: (!path.is_empty()).then(|| path.to_string()),
                 message: format!(
-                    "the event is {size} bytes; an event may take at most {MAX_EVENT_BYTES} bytes (64 KiB)"
+                    "the event is {size} bytes as stored (compact JSON, numbers as written back: 1e19 takes 20 digits); an event may take at most {MAX_EVENT_BYTES} bytes (64 KiB)"
                 ),
             });
         }
