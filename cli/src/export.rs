@@ -306,7 +306,8 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
         }
         match page.body["_links"]["next"]["href"].as_str() {
             Some(link) => next = link.to_string(),
-            None => break,
+            // The tail always links its next page, caught up or not.
+            None => return Err(crate::client::not_the_api("a tail page without `next`")),
         }
     }
     printer.finish().map_err(&failed)?;

@@ -287,8 +287,20 @@ async fn send(
                 tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
                 continue;
             }
+            if (200..300).contains(&status) {
+                return Err(crate::client::not_the_api("no `results` list"));
+            }
             return Err(crate::client::status_failure(status, &answer));
         };
+        // One result per event sent, in order: fewer would leave events
+        // unanswered, neither counted nor retried.
+        if results.len() != batch.len() {
+            return Err(crate::client::not_the_api(&format!(
+                "{} results for {} events",
+                results.len(),
+                batch.len()
+            )));
+        }
         let mut retry = Vec::new();
         for (index, (pending, result)) in batch.into_iter().zip(results).enumerate() {
             match result["status"].as_str() {

@@ -115,7 +115,7 @@ pub struct Options {
 }
 
 /// When the event of `cursor` was written (a cursor is a ULID), epoch ms.
-fn cursor_ms(cursor: &str) -> Option<i64> {
+pub(crate) fn cursor_ms(cursor: &str) -> Option<i64> {
     ulid::Ulid::from_string(cursor)
         .ok()
         .map(|u| u.timestamp_ms() as i64)

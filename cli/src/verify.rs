@@ -152,26 +152,37 @@ async fn fetch(
             break;
         }
         checkpoints.extend(batch);
-        next = next_link(&page);
+        next = next_link(&page).filter(|link| *link != url);
     }
     let mut entries: Vec<EntryView> = Vec::new();
     if !checkpoints.is_empty() {
         let mut next = Some("/audit/entries?limit=1000".to_string());
         while let Some(url) = next.take() {
             let page = client.get(&url).await?;
-            entries.extend(records::<EntryView>(&page, "entries")?);
-            next = next_link(&page);
+            let batch = records::<EntryView>(&page, "entries")?;
+            if batch.is_empty() {
+                break;
+            }
+            entries.extend(batch);
+            next = next_link(&page).filter(|link| *link != url);
         }
     }
     // Kept as the JSON the API gave, every key of it: the leaf is hashed
     // from that, not from what an `Event` keeps of it. The tail is followed
     // by its `next` links to the caught-up end (its `Retry-After`): a page
     // can hold fewer events than asked and not be the last (cut at 3 MB, or
-    // its read budget spent on expired items).
+    // its read budget spent on expired items). It ends, too, at the trail
+    // as it stood when the first page was answered (as `tail` without
+    // `--follow` does): a tenant writing faster than this reads would
+    // never be caught up with, and what it writes later is unsealed anyway.
     let mut events: Vec<Value> = Vec::new();
     let mut next = Some("/audit?limit=1000".to_string());
+    let mut end_ms: Option<i64> = None;
     while let Some(url) = next.take() {
         let page = client.get_page(&url).await?;
+        // `Date` has whole seconds: the rest of that second is kept.
+        let end = *end_ms.get_or_insert(page.date_ms.map_or(i64::MAX, |ms| ms + 1000));
+        let mut reached_end = false;
         let batch = answer_list(&page.body, "events")?
             .iter()
             .cloned()
@@ -181,6 +192,11 @@ async fn fetch(
                 Failure::new(EXIT_FAILED, format!("a page did not read as events: {e}"))
             })?;
         for event in batch {
+            let written_ms = event["cursor"].as_str().and_then(crate::tail::cursor_ms);
+            if written_ms.is_some_and(|ms| ms > end) {
+                reached_end = true;
+                break;
+            }
             // Pages may shorten `data`; the leaf is of the whole event.
             if event["mayHaveMoreData"] == Value::Bool(true) {
                 let cursor = event["cursor"].as_str().unwrap_or_default().to_string();
@@ -193,7 +209,7 @@ async fn fetch(
                 events.push(event);
             }
         }
-        if page.retry_after.is_none() {
+        if page.retry_after.is_none() && !reached_end {
             next = next_link(&page.body).filter(|link| *link != url);
         }
     }

@@ -751,8 +751,8 @@ fn value_for(field_type: &str, operator: &str) -> Value {
 /// Every property either metadata route lists is queryable with every
 /// operator it lists, under the same name and type in both routes: keys with
 /// dots, spaces, quotes and non-ASCII letters, arrays of mixed scalars, the
-/// API's own records, and the rest of an event whose one key is too long
-/// for the metadata item.
+/// API's own records, and a key longer than a metadata item's key can
+/// hold (it was left out; it is listed under a digest of its name now).
 #[tokio::test]
 async fn every_listed_property_is_queryable_with_every_listed_operator() {
     let api = api().await;
@@ -833,7 +833,10 @@ async fn every_listed_property_is_queryable_with_every_listed_operator() {
             .any(|n| n.starts_with("data.path") || n.starts_with("data.method")),
         "the API's own records list their properties: {names:?}"
     );
-    assert!(!names.iter().any(|n| n.contains(&long_key)));
+    assert!(
+        names.contains(format!("data.{long_key}").as_str()),
+        "{names:?}"
+    );
     assert_eq!(types["timestamp"], "time");
 
     // each distinct (name, type, operator) once: both routes list the same fields
