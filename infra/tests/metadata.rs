@@ -1008,6 +1008,46 @@ async fn services_kinds_and_properties_with_long_names_are_listed() {
         .collect();
     assert!(names.contains(&format!("data.{long_key}")), "{names:?}");
     assert!(names.contains("data.i"), "{names:?}");
+    // Written before: a name of 300 bytes of JSON under its JSON text, the
+    // whole key within 1024 bytes. Filtered listings still find it.
+    let old_service = "o".repeat(298);
+    let old_key = format!("[{},\"k\",\"data.old\",\"string\"]", json!(old_service));
+    let mut old_item: audit_dynamo::Item = serde_dynamo::to_item(json!({
+        "serviceName": old_service, "eventType": "k", "name": "data.old", "type": "string"
+    }))
+    .unwrap();
+    old_item.insert(
+        table::PARTITION_KEY.into(),
+        aws_sdk_dynamodb::types::AttributeValue::S(format!("{}wide-names", table::METADATA_PREFIX)),
+    );
+    old_item.insert(
+        table::SORT_KEY.into(),
+        aws_sdk_dynamodb::types::AttributeValue::S(old_key),
+    );
+    api.env
+        .direct
+        .put_item()
+        .table_name(&api.env.config.table_name)
+        .set_item(Some(old_item))
+        .send()
+        .await
+        .unwrap();
+    let (status, properties) = json_of(
+        api.get(
+            &token,
+            &format!(
+                "/audit/metadata/properties?target=data&serviceName={}&eventType=k",
+                old_service
+            ),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{properties}");
+    assert_eq!(
+        properties["properties"][0]["name"], "data.old",
+        "{properties}"
+    );
     for item in items_in_partition(&api, &format!("{}wide-names", table::METADATA_PREFIX)).await {
         let key = item[table::SORT_KEY].as_s().unwrap();
         assert!(key.len() <= 1024, "a sort key of {} bytes", key.len());

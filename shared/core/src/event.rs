@@ -10,7 +10,9 @@ use ulid::Ulid;
 
 use crate::error::ApiError;
 
-/// Most JSON one event may take, as sent.
+/// Most JSON one event may take, measured as the producer's fields are
+/// stored: compact, escapes as their characters, numbers as written back,
+/// before the service adds its own fields.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// Most bytes one ingest request may take.
 pub const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;

@@ -98,10 +98,11 @@ pub fn operators_for_json_type(json_type: &str) -> &'static [Operator] {
 }
 
 /// Longest field name a condition may use: any path an event can hold (at
-/// most 64 KiB, its keys escaped at most twice over in the `["..."]`
-/// syntax) is named within it. (It was 2048, and a longer `data` key was
-/// stored but could not be queried.)
-pub const MAX_FIELD_NAME_CHARS: usize = 2 * crate::event::MAX_EVENT_BYTES + 16;
+/// most 64 KiB) is named within it, even with every byte of its keys
+/// written as a `\u` escape (six characters) in the `["..."]` syntax.
+/// (It was 2048, and a longer `data` key was stored but could not be
+/// queried.)
+pub const MAX_FIELD_NAME_CHARS: usize = 6 * crate::event::MAX_EVENT_BYTES + 16;
 /// Most levels a `data` path may name (the table stores 31).
 const MAX_PATH_SEGMENTS: usize = 32;
 

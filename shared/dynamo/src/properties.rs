@@ -4,10 +4,11 @@
 use std::collections::HashSet;
 
 use audit_core::error::StoreError;
+use audit_core::event::MAX_SORT_KEY_BYTES;
 use audit_core::metadata::{ObservedProperty, MAX_LISTED_PROPERTIES};
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::items::{property_key, property_key_part, Item};
+use crate::items::{json_text, property_key, property_key_part, Item};
 use crate::retry::classify;
 use crate::store::DynamoStore;
 use crate::table::{METADATA_PREFIX, PARTITION_KEY, SORT_KEY};
@@ -46,18 +47,37 @@ impl DynamoStore {
         service_name: Option<&str>,
         event_type: Option<&str>,
     ) -> Result<Vec<ObservedProperty>, StoreError> {
-        let prefix = match (service_name, event_type) {
-            (Some(service), Some(kind)) => format!(
-                "[{},{},",
-                property_key_part(service),
-                property_key_part(kind)
-            ),
-            (Some(service), None) => format!("[{},", property_key_part(service)),
+        let prefix = |part: fn(&str) -> String| match (service_name, event_type) {
+            (Some(service), Some(kind)) => format!("[{},{},", part(service), part(kind)),
+            (Some(service), None) => format!("[{},", part(service)),
             _ => "[".to_string(),
         };
+        let current = prefix(property_key_part);
+        // A name whose JSON is longer than a key part now takes was written
+        // as its JSON while the whole key fitted: those items are read too.
+        let written_before = prefix(json_text);
+        let mut prefixes = vec![current];
+        if written_before != prefixes[0] && written_before.len() <= MAX_SORT_KEY_BYTES {
+            prefixes.push(written_before);
+        }
+        let mut properties = Vec::new();
+        for prefix in prefixes {
+            properties.extend(self.query_property_prefix(tenant, &prefix).await?);
+        }
+        properties.sort();
+        properties.dedup();
+        Ok(properties)
+    }
+
+    /// The properties whose keys begin with `prefix`, at most one more than
+    /// a listing shows, so the caller knows it is cut.
+    async fn query_property_prefix(
+        &self,
+        tenant: &str,
+        prefix: &str,
+    ) -> Result<Vec<ObservedProperty>, StoreError> {
         let mut properties = Vec::new();
         let mut start: Option<Item> = None;
-        // One more than a listing shows, so the caller knows it is cut.
         let wanted = MAX_LISTED_PROPERTIES + 1;
         while properties.len() < wanted {
             let output = self
@@ -71,7 +91,7 @@ impl DynamoStore {
                     ":pk",
                     AttributeValue::S(format!("{METADATA_PREFIX}{tenant}")),
                 )
-                .expression_attribute_values(":prefix", AttributeValue::S(prefix.clone()))
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string()))
                 .set_exclusive_start_key(start.take())
                 .limit((wanted - properties.len()).min(10_000) as i32)
                 .send()

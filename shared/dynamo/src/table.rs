@@ -6,8 +6,9 @@
 //! - event: `accountId` = tenant, `cursor` = ULID.
 //! - idempotency marker: `accountId` = `idem#<tenant>`, `cursor` = the key.
 //! - settings: `accountId` = `settings#<tenant>`, `cursor` = `settings`.
-//! - observed property: `accountId` = `meta#<tenant>`, `cursor` = the JSON
-//!   array `[serviceName, eventType, property, type]`.
+//! - observed property: `accountId` = `meta#<tenant>`, `cursor` =
+//!   `[serviceName, eventType, property, type]`, each part its JSON string
+//!   or, past 250 bytes, `#` and its SHA-256 (`items::property_key_part`).
 //! - integrity log: tiles (`log#<tenant>`, the C2SP tile path), the entry
 //!   tile index (`logidx#<tenant>`, a full entry tile's last cursor), tree
 //!   heads (`tree#<tenant>`, the size), checkpoints (`ckpt#<tenant>`,

@@ -436,15 +436,36 @@ pub const SELF_AUDIT_SERVICE: &str = "audit-api";
 /// with spaces and invisible marks inside a word (`aud\u{200a}it-api`).
 /// `auditapi` reads as another word.
 pub fn names_the_api(name: &str) -> bool {
-    let (api, _) = reading(SELF_AUDIT_SERVICE);
-    let (words, squeezed) = reading(name);
-    words == api || squeezed == api
+    // Lower case before the skeleton (`Audit-Api`), and after it: the
+    // skeleton draws a capital I as `l`, so `AUDlT-AP1` reads as
+    // `AUDIT-API` only when the letters are drawn first.
+    [Case::LowerFirst, Case::DrawnFirst]
+        .into_iter()
+        .any(|case| {
+            let (words, squeezed) = reading(name, case);
+            [
+                SELF_AUDIT_SERVICE.to_string(),
+                SELF_AUDIT_SERVICE.to_uppercase(),
+            ]
+            .iter()
+            .any(|api| {
+                let (api, _) = reading(api, case);
+                words == api || squeezed == api
+            })
+        })
+}
+
+/// When a reading lowers the case: before or after each character is drawn.
+#[derive(Clone, Copy)]
+enum Case {
+    LowerFirst,
+    DrawnFirst,
 }
 
 /// What a name reads as: its words split at every dash, connector, space
 /// or invisible mark (`audit api`), and its text with those dropped and
 /// dashes kept (`aud it-api`), each folded as [`names_the_api`] says.
-fn reading(name: &str) -> (String, String) {
+fn reading(name: &str, case: Case) -> (String, String) {
     use unicode_general_category::{get_general_category, GeneralCategory};
     use unicode_normalization::char::is_combining_mark;
     use unicode_normalization::UnicodeNormalization;
@@ -456,7 +477,10 @@ fn reading(name: &str) -> (String, String) {
         .map(|c| if is_invisible(c) { ' ' } else { c })
         .nfkd()
         .filter(|c| !is_combining_mark(*c))
-        .flat_map(char::to_lowercase)
+        .flat_map(|c| match case {
+            Case::LowerFirst => c.to_lowercase().collect::<Vec<_>>(),
+            Case::DrawnFirst => vec![c],
+        })
         .collect();
     let dash = |c: char| {
         c == '\u{2212}'
@@ -479,7 +503,8 @@ fn reading(name: &str) -> (String, String) {
             let mut buffer = [0u8; 4];
             let drawn =
                 unicode_security::confusable_detection::skeleton(c.encode_utf8(&mut buffer))
-                    .filter(|c| !is_combining_mark(*c));
+                    .filter(|c| !is_combining_mark(*c))
+                    .flat_map(char::to_lowercase);
             for d in drawn {
                 if let Some(word) = words.last_mut() {
                     word.push(d);

@@ -264,6 +264,11 @@ fn producers_may_not_use_the_apis_own_service_name() {
         "audit-api\u{301}",
         "\u{430}udit-\u{430}pi",
         "AUDIT\u{2014}API",
+        // Capital I's look-alikes (the review): drawn first, then lowered.
+        "AUDlT-APl",
+        "AUD1T-AP1",
+        "AUD|T-AP|",
+        "AUD\u{4c0}T-AP\u{4c0}",
     ] {
         assert!(names_the_api(taken), "{taken:?}");
         let err = NewEvent::parse(

@@ -382,6 +382,16 @@ fn every_key_an_event_can_hold_can_be_queried() {
             format!("data[{}]", serde_json::to_string(&quoted_key).unwrap()),
             1,
         ),
+        // Every character a `\u` escape, as some serialisers write them.
+        (
+            format!(
+                "data[\"{}\"]",
+                key.chars()
+                    .map(|c| format!("\\u{:04x}", u32::from(c)))
+                    .collect::<String>()
+            ),
+            21,
+        ),
     ] {
         let q = query(json!({"and": [{"field": field, "operator": "eq", "value": value}]}))
             .unwrap_or_else(|e| panic!("{e}"));
