@@ -271,6 +271,11 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
             // The tail always links its next page, caught up or not.
             return Err(crate::client::not_the_api("a tail page without `next`"));
         };
+        // A page that is not caught up always moves on; one that links
+        // itself would be read for ever.
+        if link == next && page.retry_after.is_none() {
+            return Err(crate::client::not_the_api("a tail page that links itself"));
+        }
         next = link.to_string();
         state.next = Some(next.clone());
         if let Some(path) = &options.state {

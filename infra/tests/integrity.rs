@@ -471,8 +471,81 @@ async fn concurrent_sealers_publish_one_tree_per_size() {
         });
     assert!(!heads.is_empty());
     assert!(heads.values().all(|roots| roots.len() == 1));
+    // Every checkpoint of a size signs that size's one root.
+    let mut roots_by_size: HashMap<u64, std::collections::BTreeSet<String>> = HashMap::new();
+    for item in partition(&api, &format!("{CHECKPOINT_PREFIX}acme")).await {
+        roots_by_size
+            .entry(item["treeSize"].as_n().unwrap().parse().unwrap())
+            .or_default()
+            .insert(item["rootHash"].as_s().unwrap().clone());
+    }
+    assert!(!roots_by_size.is_empty());
+    assert!(
+        roots_by_size.values().all(|roots| roots.len() == 1),
+        "{roots_by_size:?}"
+    );
     let report = run_verifier(&api, &token, &[], Utc::now().timestamp_millis()).await;
     assert!(report.ok(), "{:?}", report.log);
+    // What keeps a slower sealer from forking the log: a tree head of a
+    // size already recorded takes the same root again, never another.
+    let store = DynamoStore::new(api.env.direct.clone(), &api.env.config.table_name);
+    let (size, roots) = heads.iter().next().unwrap();
+    let size: u64 = size.parse().unwrap();
+    store
+        .put_tree_head("acme", size, &roots[0])
+        .await
+        .expect("the same root again");
+    let forked = store.put_tree_head("acme", size, "AAAA").await;
+    assert!(
+        matches!(forked, Err(audit_core::error::StoreError::ConditionFailed)),
+        "{forked:?}"
+    );
+}
+
+/// A sealing run takes only settled events: one written within the settle
+/// horizon is left to a later run, as are its postings (an event whose
+/// write committed late would otherwise fall behind leaves already sealed,
+/// and be called forged, and be missed by pivot queries for good).
+#[tokio::test]
+async fn a_sealing_run_leaves_what_is_within_the_settle_horizon() {
+    let api = Api::configured(|config| {
+        config.settle_horizon = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let token = api.token("acme");
+    let fresh = ingest(&api, &token, 3, "fresh").await;
+    let report = sealer(&api).run(Utc::now()).await.expect("a sealing run");
+    assert!(
+        report.checkpoints.iter().all(|c| c.tree_size == 0),
+        "{report:?}"
+    );
+    for cursor in &fresh {
+        let (status, body) = json_of(
+            api.get(&token, &format!("/audit/events/{cursor}/proof"))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 409, "{body}");
+    }
+    let store = Arc::new(DynamoStore::new(
+        api.env.direct.clone(),
+        &api.env.config.table_name,
+    ));
+    let poster = audit_core::integrity::seal::Poster::new(store, &api.env.config);
+    let (posted, _) = poster
+        .post_tenant("acme", Utc::now())
+        .await
+        .expect("a posting run");
+    assert_eq!(posted, 0, "nothing settled to post");
+    seal_now(&api).await;
+    for cursor in &fresh {
+        let (status, body) = json_of(
+            api.get(&token, &format!("/audit/events/{cursor}/proof"))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
 }
 
 async fn stored_event(api: &Api, cursor: &str) -> Event {
@@ -756,8 +829,10 @@ async fn a_quiet_tenant_gets_a_heartbeat_checkpoint() {
     // A run within the heartbeat adds nothing.
     let horizon = chrono::Duration::from_std(api.env.config.settle_horizon).unwrap();
     let soon = Utc::now() + horizon + chrono::Duration::seconds(1);
-    sealer(&api).run(soon).await.unwrap();
+    let within = sealer(&api).run(soon).await.unwrap();
+    assert!(within.checkpoints.is_empty(), "{within:?}");
     let quiet = checkpoint_count(&api).await;
+    assert_eq!(quiet, settled, "nothing new within the heartbeat");
     // A run a heartbeat later writes a checkpoint of the same tree.
     let heartbeat = chrono::Duration::from_std(api.env.config.checkpoint_heartbeat).unwrap();
     let report = sealer(&api).run(soon + heartbeat).await.unwrap();

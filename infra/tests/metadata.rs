@@ -854,6 +854,28 @@ async fn every_listed_property_is_queryable_with_every_listed_operator() {
         let (status, found) = json_of(api.post_json(&token, "/audit/query", &query).await).await;
         assert_eq!(status, 200, "{query}: {found}");
     }
+    // Every name listed for the event's kind names something in it:
+    // `exists` finds the event (a 200 alone would pass a name that
+    // resolves to nothing).
+    for target in ["data", "indexedData"] {
+        let url = format!(
+            "/audit/metadata/properties?target={target}&serviceName=k8s&eventType=pod.started"
+        );
+        let (status, props) = json_of(api.get(&token, &url).await).await;
+        assert_eq!(status, 200, "{props}");
+        let props = props["properties"].as_array().unwrap().clone();
+        assert!(props.len() >= 2, "{target}: {props:?}");
+        for property in props {
+            let name = property["name"].as_str().unwrap();
+            let query = json!({"and": [{"field": name, "operator": "exists", "value": true}]});
+            let (status, found) =
+                json_of(api.post_json(&token, "/audit/query", &query).await).await;
+            assert_eq!(status, 200, "{query}: {found}");
+            let hits = found["data"].as_array().unwrap();
+            assert_eq!(hits.len(), 1, "{name}: {found}");
+            assert_eq!(hits[0]["eventType"], "pod.started");
+        }
+    }
     // and the names find what they name
     for (field, operator, value) in [
         (r#"data["k8s.pod"]"#, "eq", json!("p-1")),
@@ -866,6 +888,7 @@ async fn every_listed_property_is_queryable_with_every_listed_operator() {
         ("data.tags", "contains", json!("x")),
         (r#"indexedData["k.v"]"#, "eq", json!("y")),
         ("userId", "eq", json!("2026-03-01T10:00:00Z")),
+        ("data.short", "eq", json!("kept")),
     ] {
         let query = json!({"and": [{"field": field, "operator": operator, "value": value}]});
         let (status, found) = json_of(api.post_json(&token, "/audit/query", &query).await).await;

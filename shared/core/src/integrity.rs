@@ -143,3 +143,37 @@ pub trait LogStore: Send + Sync {
     /// Records how far a tenant is sealed (`dirty_until` is left alone).
     async fn put_sealed(&self, mark: &SealMark) -> Result<(), StoreError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One event's leaf, with its RFC 8785 bytes and hash written out (both
+    /// computed by Python's `json.dumps(sort_keys=True, separators=(",",
+    /// ":"), ensure_ascii=False)` and `hashlib`, not by this crate): keys
+    /// sorted at every level, `null` inside `data` kept, non-ASCII and
+    /// U+2028 written as themselves.
+    #[test]
+    fn a_golden_events_leaf_is_its_canonical_json_hashed() {
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "cursor": "01KB0000000000000000000001", "accountId": "acme",
+            "timestamp": "2026-01-01T00:00:00.000Z", "expiresAt": "2026-04-01T00:00:00.000Z",
+            "serviceName": "idp", "eventType": "user.login", "userId": "ünï ✓",
+            "sandbox": false,
+            "data": {"z": [1, 2.5, "x"], "a": {"b": null, "é": "\u{2028}"}},
+            "indexedData": {"k": "v"},
+            "mayHaveMoreData": true
+        }))
+        .expect("an event");
+        let expected = "{\"accountId\":\"acme\",\"cursor\":\"01KB0000000000000000000001\",\"data\":{\"a\":{\"b\":null,\"é\":\"\u{2028}\"},\"z\":[1,2.5,\"x\"]},\"eventType\":\"user.login\",\"expiresAt\":\"2026-04-01T00:00:00.000Z\",\"indexedData\":{\"k\":\"v\"},\"sandbox\":false,\"serviceName\":\"idp\",\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"userId\":\"ünï ✓\"}";
+        assert_eq!(String::from_utf8(leaf_bytes(&event)).unwrap(), expected);
+        let hex: String = event_leaf_hash(&event)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "94e91d5d681beb7de60406ed7106bbc1384f54c99ec504bd64bbb8ce9fa837e1"
+        );
+    }
+}

@@ -268,6 +268,134 @@ mod tests {
         Leaves((0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect())
     }
 
+    /// Certificate Transparency's reference vectors (the eight leaves of
+    /// its Merkle tree tests; each root and proof also computed here by an
+    /// independent Python RFC 6962 implementation): roots of every size,
+    /// inclusion and consistency proofs, checked against constants, not
+    /// against this module's own functions.
+    #[test]
+    fn the_certificate_transparency_reference_vectors_hold() {
+        fn hash(hex: &str) -> Hash {
+            let mut out = [0u8; 32];
+            for (i, byte) in out.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
+            }
+            out
+        }
+        let data: [&[u8]; 8] = [
+            b"",
+            b"\x00",
+            b"\x10",
+            b"\x20\x21",
+            b"\x30\x31",
+            b"\x40\x41\x42\x43",
+            b"\x50\x51\x52\x53\x54\x55\x56\x57",
+            b"\x60\x61\x62\x63\x64\x65\x66\x67\x68\x69\x6a\x6b\x6c\x6d\x6e\x6f",
+        ];
+        let roots = [
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+            "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+            "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+            "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+            "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+            "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+        ];
+        let tree = Leaves(data.iter().map(|d| leaf_hash(d)).collect());
+        let mut builder = RootBuilder::default();
+        for (size, expected) in (1..=8u64).zip(roots) {
+            builder.push(tree.0[size as usize - 1]);
+            assert_eq!(root(&tree, size), hash(expected), "root of {size}");
+            assert_eq!(builder.root(), hash(expected), "built root of {size}");
+        }
+        let inclusion: [(u64, u64, &[&str]); 4] = [
+            (
+                0,
+                8,
+                &[
+                    "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+                ],
+            ),
+            (
+                5,
+                8,
+                &[
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                    "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+                ],
+            ),
+            (
+                2,
+                3,
+                &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"],
+            ),
+            (
+                1,
+                5,
+                &[
+                    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                ],
+            ),
+        ];
+        for (index, size, expected) in inclusion {
+            let expected: Vec<Hash> = expected.iter().map(|h| hash(h)).collect();
+            assert_eq!(
+                inclusion_proof(&tree, index, size),
+                expected,
+                "{index} in {size}"
+            );
+            let (leaf, root) = (tree.0[index as usize], hash(roots[size as usize - 1]));
+            assert!(verify_inclusion(index, size, &leaf, &expected, &root));
+        }
+        let consistency: [(u64, u64, &[&str]); 3] = [
+            (
+                1,
+                8,
+                &[
+                    "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+                ],
+            ),
+            (
+                6,
+                8,
+                &[
+                    "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                    "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+                ],
+            ),
+            (
+                2,
+                5,
+                &[
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                ],
+            ),
+        ];
+        for (old, new, expected) in consistency {
+            let expected: Vec<Hash> = expected.iter().map(|h| hash(h)).collect();
+            assert_eq!(
+                consistency_proof(&tree, old, new),
+                expected,
+                "{old} to {new}"
+            );
+            let (old_root, new_root) =
+                (hash(roots[old as usize - 1]), hash(roots[new as usize - 1]));
+            assert!(verify_consistency(
+                old, new, &old_root, &new_root, &expected
+            ));
+        }
+    }
+
     /// RFC 6962's MTH written out directly, for comparison.
     fn mth(hashes: &[Hash]) -> Hash {
         match hashes.len() {
