@@ -1182,3 +1182,103 @@ async fn postings_the_budget_cut_short_are_due_at_the_next_run() {
     cursors.sort();
     assert_eq!(found, cursors, "every event by its pivot");
 }
+
+/// Writers whose commits land late and out of cursor order, and sealing
+/// runs at the real time all the while: every acknowledged event ends up
+/// sealed (verified, none forged or missing) and found by a pivot query
+/// (in a posting or in the tail above them, never between), once a last
+/// run passes the horizon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sealing_while_commits_land_late_leaves_no_event_out() {
+    fn timing(config: &mut audit_core::Config) {
+        config.write_deadline = std::time::Duration::from_millis(1000);
+        config.attempt_timeout = std::time::Duration::from_millis(1000);
+        config.operation_timeout = std::time::Duration::from_millis(10_000);
+        config.settle_horizon = std::time::Duration::from_millis(2500);
+        config.posting_batch = 20;
+    }
+    let api = Arc::new(
+        Api::from_env(
+            audit_infra::testkit::TestEnv::start_with(audit_infra::testkit::EnvOptions {
+                with_proxy: true,
+                without_stream: true,
+                configure: Some(timing),
+                ..Default::default()
+            })
+            .await,
+        )
+        .await,
+    );
+    api.proxy().set(audit_infra::proxy::Faults {
+        write_delay_ms: Some((0, 250)),
+        ..Default::default()
+    });
+    let token = api.token("acme");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sealing = {
+        let (api, done) = (Arc::clone(&api), Arc::clone(&done));
+        tokio::spawn(async move {
+            let mut runs = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                // A run that lost a race with another may fail; the next goes on.
+                let _ = sealer(&api).run(Utc::now()).await;
+                runs += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            }
+            runs
+        })
+    };
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let (api, token) = (Arc::clone(&api), token.clone());
+        writers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for round in 0..8 {
+                let n = 1 + (writer * 5 + round * 3) % 9;
+                let events: Vec<Value> = (0..n)
+                    .map(|i| json!({"eventType": "user.login", "serviceName": "idp", "userId": format!("w{writer}-{round}-{i}")}))
+                    .collect();
+                let (_, answer) = json_of(
+                    api.post_json(&token, "/audit/events", &json!({ "events": events }))
+                        .await,
+                )
+                .await;
+                for result in answer["results"].as_array().into_iter().flatten() {
+                    if result["status"] == "stored" {
+                        acknowledged.push(result["cursor"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+            acknowledged
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.unwrap());
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let runs = sealing.await.unwrap();
+    assert!(runs > 1, "sealing ran while the writers wrote");
+    assert!(
+        acknowledged.len() > 40,
+        "the writers wrote ({})",
+        acknowledged.len()
+    );
+    api.proxy().set(audit_infra::proxy::Faults::default());
+    seal_now(&api).await;
+    let report = run_verifier(&api, &token, &[], Utc::now().timestamp_millis()).await;
+    assert!(report.ok(), "{:?}", report.log);
+    for cursor in &acknowledged {
+        assert_eq!(
+            status_of(&report, cursor),
+            Some(EventStatus::Verified),
+            "{cursor}"
+        );
+    }
+    let found: std::collections::HashSet<String> = logins(&api, &token).await.into_iter().collect();
+    let missed: Vec<&String> = acknowledged
+        .iter()
+        .filter(|c| !found.contains(*c))
+        .collect();
+    assert!(missed.is_empty(), "pivot query missed {missed:?}");
+}
