@@ -283,13 +283,15 @@ pub fn parse_bound(text: &str) -> Option<DateTime<Utc>> {
     up_to_millisecond(parse_time(text)?).filter(|at| chrono::Datelike::year(at) <= 9999)
 }
 
+mod names;
 mod page;
 mod parse;
-pub use page::PageEvent;
-pub use parse::{
-    has_visible_text, is_invisible, names_the_api, visible_text_pattern, NewEvent,
-    INVISIBLE_CHARACTERS, SELF_AUDIT_SERVICE,
+pub use names::{
+    has_visible_text, is_invisible, names_the_api, visible_text_pattern, INVISIBLE_CHARACTERS,
+    SELF_AUDIT_SERVICE,
 };
+pub use page::PageEvent;
+pub use parse::NewEvent;
 
 #[cfg(test)]
 mod tests;
