@@ -342,8 +342,15 @@ pub struct Relay {
     /// The longest pause between retries of a failed batch (backoff doubles
     /// from `poll` up to it).
     pub max_pause: Duration,
-    /// Start at the oldest record kept (true) or only new ones (false).
+    /// Start at the oldest record kept (true) or only new ones (false),
+    /// when `position_file` holds no position of the stream.
     pub from_start: bool,
+    /// Where the relay keeps its position in each shard once what it read
+    /// is handled (`audit-local serve` keeps it beside its data): a
+    /// restarted relay goes on just after it, so what was stored but not
+    /// yet delivered when it stopped is delivered (again, at worst), never
+    /// skipped. `None`: kept in memory only (tests, `--memory`).
+    pub position_file: Option<std::path::PathBuf>,
     /// Where records the handler keeps failing go (the mapping's OnFailure
     /// destination).
     pub dead_letters: DeadLetters,
@@ -358,6 +365,14 @@ pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 /// while a subscriber is out don't count: locally the subscriber stands in
 /// for EventBridge too, which would hold the entry and retry for a day.
 pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+
+/// What `Relay::position_file` holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SavedPositions {
+    stream_arn: String,
+    shards: HashMap<String, String>,
+}
 
 /// Where the relay reads: the stream and a position in each shard.
 struct Positions {
@@ -400,6 +415,47 @@ impl Relay {
         })
     }
 
+    /// The positions `position_file` keeps for the stream `arn`: shard
+    /// and the sequence number of the last record handled.
+    fn saved_positions(&self, arn: &str) -> HashMap<String, String> {
+        let Some(path) = &self.position_file else {
+            return HashMap::new();
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return HashMap::new();
+        };
+        match serde_json::from_str::<SavedPositions>(&text) {
+            Ok(saved) if saved.stream_arn == arn => saved.shards,
+            Ok(_) => HashMap::new(),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "the relay's position file does not read; starting over");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Keeps the positions of what is handled (written whole, then renamed
+    /// over the last, so a stop mid-write leaves the last one).
+    fn save_positions(&self, positions: &Positions) {
+        let Some(path) = &self.position_file else {
+            return;
+        };
+        let saved = SavedPositions {
+            stream_arn: positions.arn.clone(),
+            shards: positions.last_read.clone(),
+        };
+        let written = serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                let partial = path.with_extension("partial");
+                std::fs::write(&partial, bytes)?;
+                std::fs::rename(&partial, path)
+            });
+        if let Err(err) = written {
+            tracing::warn!(path = %path.display(), error = %err, "the relay's position was not kept");
+        }
+    }
+
     async fn positions(&self) -> Result<Positions, String> {
         let table = self
             .dynamo
@@ -413,10 +469,11 @@ impl Relay {
             .and_then(|t| t.latest_stream_arn())
             .ok_or("the table has no stream")?
             .to_string();
+        let last_read = self.saved_positions(&arn);
         Ok(Positions {
             arn,
             iterators: HashMap::new(),
-            last_read: HashMap::new(),
+            last_read,
             from_start: HashMap::new(),
         })
     }
@@ -442,7 +499,21 @@ impl Relay {
             if positions.iterators.contains_key(id) {
                 continue;
             }
-            let iterator = self.iterator(&positions.arn, id, None, from_start).await?;
+            // A shard this relay handled records of before it stopped goes
+            // on just after them; one it never read, from where it says.
+            let saved = positions.last_read.get(id).cloned();
+            let iterator = match self
+                .iterator(&positions.arn, id, saved.as_deref(), from_start)
+                .await
+            {
+                Ok(iterator) => iterator,
+                Err(err) if saved.is_some() => {
+                    // Trimmed since (records are kept a day): the oldest kept.
+                    tracing::warn!(shard = %id, error = %err, "the kept position is gone; reading the shard from its oldest record");
+                    self.iterator(&positions.arn, id, None, true).await?
+                }
+                Err(err) => return Err(err),
+            };
             positions.iterators.insert(id.to_string(), iterator);
             positions.from_start.insert(id.to_string(), from_start);
         }
@@ -585,6 +656,11 @@ impl Relay {
                         failures = 0;
                         counted = 0;
                     }
+                }
+                // Everything read is handled (delivered, or given up to the
+                // dead letters): a restart goes on after it.
+                if retry.is_empty() {
+                    self.save_positions(&positions);
                 }
             }
             tokio::time::sleep(pause).await;

@@ -159,21 +159,35 @@ impl TestEnv {
         &self,
         subscribers: Vec<crate::relay::Subscriber>,
     ) -> tokio::task::JoinHandle<()> {
-        self.start_relay_from(subscribers, true).await
+        self.start_relay_from(subscribers, true, None).await
     }
 
-    /// As `audit-local serve` does: only records written after it returns.
+    /// As `audit-local --memory serve` does: only records written after it
+    /// returns.
     pub async fn start_relay_at_latest(
         &self,
         subscribers: Vec<crate::relay::Subscriber>,
     ) -> tokio::task::JoinHandle<()> {
-        self.start_relay_from(subscribers, false).await
+        self.start_relay_from(subscribers, false, None).await
+    }
+
+    /// As `audit-local serve` does over a data file: keeping its position in
+    /// `position_file`, and going on from it when the file holds one (else
+    /// only records written after it returns).
+    pub async fn start_relay_keeping_position(
+        &self,
+        subscribers: Vec<crate::relay::Subscriber>,
+        position_file: &std::path::Path,
+    ) -> tokio::task::JoinHandle<()> {
+        self.start_relay_from(subscribers, false, Some(position_file.to_path_buf()))
+            .await
     }
 
     async fn start_relay_from(
         &self,
         subscribers: Vec<crate::relay::Subscriber>,
         from_start: bool,
+        position_file: Option<std::path::PathBuf>,
     ) -> tokio::task::JoinHandle<()> {
         let endpoint = self
             .embedded
@@ -195,6 +209,7 @@ impl TestEnv {
             poll: Duration::from_millis(50),
             max_pause: Duration::from_millis(400),
             from_start,
+            position_file,
             dead_letters: self.dead_letters.clone(),
         }
         .start()

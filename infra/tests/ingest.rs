@@ -1070,3 +1070,63 @@ async fn no_write_attempt_starts_later_than_the_deadline_plus_one_attempt() {
         );
     }
 }
+
+/// A key is free the moment its event expires, to the millisecond readers
+/// stop seeing the event at: the marker counts as gone by its `expiresAt`,
+/// not by its TTL in whole seconds (a retry in that last second was
+/// answered `duplicate` of an event no one could read any more).
+#[tokio::test]
+async fn a_key_is_free_the_moment_its_event_expires() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let api = Api::start().await;
+    let token = api.token("acme");
+    // What an event stored under "lapsed" leaves once it has just expired:
+    // its marker, `expiresAt` a millisecond ago, its TTL not reached.
+    let expired_at = Utc::now() - Duration::milliseconds(1);
+    let gone = ulid::Ulid::new().to_string();
+    let marker = std::collections::HashMap::from([
+        (
+            audit_dynamo::table::PARTITION_KEY.to_string(),
+            AttributeValue::S(format!("{}acme", audit_dynamo::table::IDEMPOTENCY_PREFIX)),
+        ),
+        (
+            audit_dynamo::table::SORT_KEY.to_string(),
+            AttributeValue::S("lapsed".into()),
+        ),
+        ("target".to_string(), AttributeValue::S(gone.clone())),
+        (
+            "timestamp".to_string(),
+            AttributeValue::S(format_time(expired_at - Duration::days(90))),
+        ),
+        (
+            "expiresAt".to_string(),
+            AttributeValue::S(format_time(expired_at)),
+        ),
+        (
+            audit_dynamo::table::TTL_ATTRIBUTE.to_string(),
+            AttributeValue::N((Utc::now().timestamp() + 60).to_string()),
+        ),
+    ]);
+    api.env
+        .direct
+        .put_item()
+        .table_name(&api.env.config.table_name)
+        .set_item(Some(marker))
+        .send()
+        .await
+        .unwrap();
+    let mut keyed = event("again");
+    keyed["messageId"] = json!("lapsed");
+    let (status, answer) = json_of(api.post_json(&token, "/audit/events", &keyed).await).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["status"], "stored", "{answer}");
+    assert_ne!(answer["cursor"], gone.as_str());
+    // And a key whose event has not expired is still a duplicate.
+    let (status, again) = json_of(api.post_json(&token, "/audit/events", &keyed).await).await;
+    assert_eq!(
+        (status, again["status"].as_str()),
+        (200, Some("duplicate")),
+        "{again}"
+    );
+    assert_eq!(again["cursor"], answer["cursor"]);
+}

@@ -683,3 +683,45 @@ async fn the_handler_reports_the_first_undelivered_record_and_skips_an_unreadabl
         vec![ids[2].clone(), ids[3].clone()]
     );
 }
+
+/// A relay that keeps its position (as `audit-local serve` does beside its
+/// data), stopped and started again: what was stored while it was down is
+/// delivered after the restart, and it goes on from where it stopped, not
+/// from the stream's start. (It started at the stream's end every time, so
+/// a restart dropped whatever was stored and not yet delivered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_relay_goes_on_where_it_stopped() {
+    let api = Api::streaming(None).await;
+    let position = std::env::temp_dir().join(format!("relay-{}.json", ulid::Ulid::new()));
+    let first = TestSubscriber::start(None).await;
+    let relay = api
+        .env
+        .start_relay_keeping_position(vec![Subscriber::Http(first.url.clone())], &position)
+        .await;
+    let before = store_batch(&api, (0..5).map(|i| event(&format!("before{i}"))).collect()).await;
+    wait_for_sentinels(&first, &before).await;
+    let started = Instant::now();
+    while !position.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no position was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.abort();
+    let _ = relay.await;
+    let during = store_batch(&api, (0..5).map(|i| event(&format!("during{i}"))).collect()).await;
+    let second = TestSubscriber::start(None).await;
+    api.env
+        .start_relay_keeping_position(vec![Subscriber::Http(second.url.clone())], &position)
+        .await;
+    let after = store_batch(&api, (0..3).map(|i| event(&format!("after{i}"))).collect()).await;
+    let expected: Vec<String> = during.iter().chain(&after).cloned().collect();
+    wait_for_sentinels(&second, &expected).await;
+    let delivered = second.accepted_cursors();
+    assert!(
+        before.iter().any(|c| !delivered.contains(c)),
+        "it went on from its position, not from the stream's start: {delivered:?}"
+    );
+    let _ = std::fs::remove_file(&position);
+}

@@ -128,6 +128,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // `Retry-After` follow the sealer this process runs.
                 config.seal_interval = seal_every.max(Duration::from_secs(1));
             }
+            let endpoint_given = endpoint.clone();
+            // The bus entries' `source`: EVENT_SOURCE when it is set, as a
+            // deployed stack reads it; `audit-trail.local` otherwise.
+            let event_source = std::env::var("EVENT_SOURCE")
+                .ok()
+                .filter(|source| !source.trim().is_empty())
+                .unwrap_or_else(|| "audit-trail.local".to_string());
             let _embedded = match endpoint {
                 Some(endpoint) => {
                     config.dynamodb_endpoint = Some(endpoint);
@@ -161,7 +168,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let handler = std::sync::Arc::new(stream::StreamHandler::new(
                     audit_infra::relay::LocalPublisher::new(subscribers.clone())
                         .with_dead_letters(dead_letters.clone()),
-                    "audit-trail.local",
+                    &event_source,
                 ));
                 audit_infra::relay::Relay {
                     streams: audit_infra::relay::streams_client(&endpoint).await,
@@ -171,6 +178,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     poll: Duration::from_millis(200),
                     max_pause: audit_infra::relay::MAX_RETRY_PAUSE,
                     from_start: false,
+                    // Beside the data it relays, so a restart goes on where
+                    // the last run stopped (kept in memory with --memory).
+                    position_file: (endpoint_given.is_none() && !memory)
+                        .then(|| std::path::PathBuf::from(format!("{data}.relay-position.json"))),
                     dead_letters: dead_letters.clone(),
                 }
                 // Positioned before the listener opens: no event stored
@@ -192,7 +203,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     subscribers.clone()
                 })
                 .with_dead_letters(dead_letters.clone());
-                let sealer = seal::SealHandler::new(store, &config, publisher, "audit-trail.local");
+                let sealer = seal::SealHandler::new(store, &config, publisher, &event_source);
                 say!(
                     "Sealer: every {}s; verifier key {}",
                     seal_every.as_secs(),

@@ -21,7 +21,7 @@ pub type Item = HashMap<String, AttributeValue>;
 /// The attributes of an idempotency marker beside its keys.
 const MARKER_TARGET: &str = "target";
 const MARKER_TIMESTAMP: &str = "timestamp";
-const MARKER_EXPIRES_AT: &str = "expiresAt";
+pub(crate) const MARKER_EXPIRES_AT: &str = "expiresAt";
 
 /// The TTL attribute for an `expiresAt` (epoch seconds), computed once for
 /// every item type.

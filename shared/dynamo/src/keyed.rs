@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use audit_core::error::StoreError;
-use audit_core::event::Event;
+use audit_core::event::{format_time, Event};
 use audit_core::store::IdempotentPut;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
@@ -12,10 +12,12 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::Utc;
 
-use crate::items::{duplicate_from_marker, event_to_item, item_size, marker_item};
+use crate::items::{
+    duplicate_from_marker, event_to_item, item_size, marker_item, MARKER_EXPIRES_AT,
+};
 use crate::retry::{classify, RetryPolicy};
 use crate::store::DynamoStore;
-use crate::table::{IDEMPOTENCY_PREFIX, SORT_KEY, TTL_ATTRIBUTE};
+use crate::table::{IDEMPOTENCY_PREFIX, SORT_KEY};
 
 /// A keyed event's place in the call, its two puts (the event, its
 /// marker) and their size.
@@ -97,17 +99,18 @@ impl DynamoStore {
             .expression_attribute_names("#sk", SORT_KEY)
             .build()
             .map_err(|e| StoreError::Other(e.to_string()))?;
-        // A marker past its TTL but not yet removed counts as gone.
+        // A marker whose event has expired counts as gone, to the
+        // millisecond readers hide the event at (`expiresAt <= now`, both
+        // written by `format_time`, so they compare as text). Its TTL, in
+        // whole seconds, kept the key up to a second longer than the
+        // event could be read.
         let marker_put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(marker))
-            .condition_expression("attribute_not_exists(#sk) OR #ttl < :now")
+            .condition_expression("attribute_not_exists(#sk) OR #expires <= :now")
             .expression_attribute_names("#sk", SORT_KEY)
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(
-                ":now",
-                AttributeValue::N(Utc::now().timestamp().to_string()),
-            )
+            .expression_attribute_names("#expires", MARKER_EXPIRES_AT)
+            .expression_attribute_values(":now", AttributeValue::S(format_time(Utc::now())))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| StoreError::Other(e.to_string()))?;
