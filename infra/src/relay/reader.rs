@@ -1,0 +1,423 @@
+//! The relay's reading half: the store's stream through the real DynamoDB
+//! Streams API, each batch fed to the `stream` function's handler as the
+//! Lambda event source mapping would, retried and given up as it would be,
+//! and the position in each shard kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::dynamodb::Event as StreamEvent;
+use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use stream::StreamHandler;
+
+use super::{DeadLetters, LocalPublisher};
+
+/// DynamoDB JSON (`{"S": ...}`) of a stream attribute value.
+fn attribute_json(value: &AttributeValue) -> Value {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    match value {
+        AttributeValue::S(s) => json!({"S": s}),
+        AttributeValue::N(n) => json!({"N": n}),
+        AttributeValue::Bool(b) => json!({"BOOL": b}),
+        AttributeValue::Null(_) => json!({"NULL": true}),
+        AttributeValue::B(b) => json!({"B": b64(b.as_ref())}),
+        AttributeValue::Ss(list) => json!({"SS": list}),
+        AttributeValue::Ns(list) => json!({"NS": list}),
+        AttributeValue::Bs(list) => {
+            json!({"BS": list.iter().map(|b| b64(b.as_ref())).collect::<Vec<_>>()})
+        }
+        AttributeValue::L(list) => {
+            json!({"L": list.iter().map(attribute_json).collect::<Vec<_>>()})
+        }
+        AttributeValue::M(map) => json!({"M": image_json(map)}),
+        _ => json!({"NULL": true}),
+    }
+}
+
+fn image_json(image: &HashMap<String, AttributeValue>) -> Value {
+    Value::Object(
+        image
+            .iter()
+            .map(|(k, v)| (k.clone(), attribute_json(v)))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+/// The Lambda event record for a Streams API record.
+pub fn lambda_record(record: &Record, stream_arn: &str) -> Value {
+    let change = record.dynamodb();
+    let mut dynamodb = json!({
+        "ApproximateCreationDateTime": change.and_then(|c| c.approximate_creation_date_time()).map(|t| t.secs()).unwrap_or(0),
+        "Keys": change.and_then(|c| c.keys()).map(image_json).unwrap_or(json!({})),
+        "SequenceNumber": change.and_then(|c| c.sequence_number()).unwrap_or_default(),
+        "SizeBytes": change.and_then(|c| c.size_bytes()).unwrap_or(0),
+        "StreamViewType": "NEW_IMAGE",
+    });
+    if let Some(image) = change.and_then(|c| c.new_image()) {
+        dynamodb["NewImage"] = image_json(image);
+    }
+    let mut event = json!({
+        "eventID": record.event_id().unwrap_or_default(),
+        "eventName": record.event_name().map(|n| n.as_str()).unwrap_or_default(),
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "local",
+        "eventSourceARN": stream_arn,
+        "dynamodb": dynamodb,
+    });
+    if let Some(identity) = record.user_identity() {
+        event["userIdentity"] = json!({"type": identity.r#type().unwrap_or("Service"), "principalId": identity.principal_id().unwrap_or_default()});
+    }
+    event
+}
+
+/// A Streams client for a local endpoint.
+pub async fn streams_client(endpoint: &str) -> aws_sdk_dynamodbstreams::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_sdk_dynamodbstreams::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodbstreams::config::Credentials::new(
+            "local", "local", None, None, "local",
+        ))
+        .load()
+        .await;
+    aws_sdk_dynamodbstreams::Client::new(&config)
+}
+
+pub struct Relay {
+    pub streams: aws_sdk_dynamodbstreams::Client,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub table: String,
+    pub handler: Arc<StreamHandler<LocalPublisher>>,
+    pub poll: Duration,
+    /// The longest pause between retries of a failed batch (backoff doubles
+    /// from `poll` up to it).
+    pub max_pause: Duration,
+    /// Start at the oldest record kept (true) or only new ones (false),
+    /// when `position_file` holds no position of the stream.
+    pub from_start: bool,
+    /// Where the relay keeps its position in each shard once what it read
+    /// is handled (`audit-local serve` keeps it beside its data): a
+    /// restarted relay goes on just after it, so what was stored but not
+    /// yet delivered when it stopped is delivered (again, at worst), never
+    /// skipped. `None`: kept in memory only (tests, `--memory`).
+    pub position_file: Option<std::path::PathBuf>,
+    /// Where records the handler keeps failing go (the mapping's OnFailure
+    /// destination).
+    pub dead_letters: DeadLetters,
+}
+
+/// Longest pause between deliveries of a batch a subscriber keeps refusing
+/// (`audit-local serve`'s `max_pause`).
+pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
+/// Retries of a record the handler fails, as the template's mapping allows
+/// (`MaximumRetryAttempts`), before it goes to the dead letters. Failures
+/// while a subscriber is out don't count: locally the subscriber stands in
+/// for EventBridge too, which would hold the entry and retry for a day.
+pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+
+/// What `Relay::position_file` holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SavedPositions {
+    stream_arn: String,
+    shards: HashMap<String, String>,
+}
+
+/// Where the relay reads: the stream and a position in each shard.
+struct Positions {
+    arn: String,
+    iterators: HashMap<String, Option<String>>,
+    /// The last record read from each shard, to take a new iterator after it
+    /// when the current one fails (expired, or trimmed as DynamoDB Local
+    /// does under load).
+    last_read: HashMap<String, String>,
+    /// Where each shard was first read from, for a shard with nothing read yet.
+    from_start: HashMap<String, bool>,
+}
+
+impl Relay {
+    /// Takes the stream position first, then relays in the background: an
+    /// event stored once this returns is delivered, so call it before the
+    /// API accepts requests.
+    pub async fn start(self) -> Result<tokio::task::JoinHandle<()>, String> {
+        let mut positions = self.positions().await?;
+        // Shards known now start where `from_start` says; shards that appear
+        // later start at their beginning, so nothing in them is missed.
+        self.discover_shards(&mut positions, self.from_start)
+            .await?;
+        Ok(tokio::spawn(async move {
+            if let Err(err) = self.run(positions).await {
+                tracing::error!(error = %err, "stream relay stopped");
+            }
+        }))
+    }
+
+    /// Starts in the background; errors are logged. Prefer [`Self::start`].
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            match self.start().await {
+                Ok(handle) => {
+                    let _ = handle.await;
+                }
+                Err(err) => tracing::error!(error = %err, "stream relay stopped"),
+            }
+        })
+    }
+
+    /// The positions `position_file` keeps for the stream `arn`: shard
+    /// and the sequence number of the last record handled.
+    fn saved_positions(&self, arn: &str) -> HashMap<String, String> {
+        let Some(path) = &self.position_file else {
+            return HashMap::new();
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return HashMap::new();
+        };
+        match serde_json::from_str::<SavedPositions>(&text) {
+            Ok(saved) if saved.stream_arn == arn => saved.shards,
+            Ok(_) => HashMap::new(),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "the relay's position file does not read; starting over");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Keeps the positions of what is handled (written whole, then renamed
+    /// over the last, so a stop mid-write leaves the last one).
+    fn save_positions(&self, positions: &Positions) {
+        let Some(path) = &self.position_file else {
+            return;
+        };
+        let saved = SavedPositions {
+            stream_arn: positions.arn.clone(),
+            shards: positions.last_read.clone(),
+        };
+        let written = serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                let partial = path.with_extension("partial");
+                std::fs::write(&partial, bytes)?;
+                std::fs::rename(&partial, path)
+            });
+        if let Err(err) = written {
+            tracing::warn!(path = %path.display(), error = %err, "the relay's position was not kept");
+        }
+    }
+
+    async fn positions(&self) -> Result<Positions, String> {
+        let table = self
+            .dynamo
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let arn = table
+            .table()
+            .and_then(|t| t.latest_stream_arn())
+            .ok_or("the table has no stream")?
+            .to_string();
+        let last_read = self.saved_positions(&arn);
+        Ok(Positions {
+            arn,
+            iterators: HashMap::new(),
+            last_read,
+            from_start: HashMap::new(),
+        })
+    }
+
+    async fn discover_shards(
+        &self,
+        positions: &mut Positions,
+        from_start: bool,
+    ) -> Result<(), String> {
+        let description = self
+            .streams
+            .describe_stream()
+            .stream_arn(&positions.arn)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        for shard in description
+            .stream_description()
+            .map(|d| d.shards())
+            .unwrap_or_default()
+        {
+            let Some(id) = shard.shard_id() else { continue };
+            if positions.iterators.contains_key(id) {
+                continue;
+            }
+            // A shard this relay handled records of before it stopped goes
+            // on just after them; one it never read, from where it says.
+            let saved = positions.last_read.get(id).cloned();
+            let iterator = match self
+                .iterator(&positions.arn, id, saved.as_deref(), from_start)
+                .await
+            {
+                Ok(iterator) => iterator,
+                Err(err) if saved.is_some() => {
+                    // Trimmed since (records are kept a day): the oldest kept.
+                    tracing::warn!(shard = %id, error = %err, "the kept position is gone; reading the shard from its oldest record");
+                    self.iterator(&positions.arn, id, None, true).await?
+                }
+                Err(err) => return Err(err),
+            };
+            positions.iterators.insert(id.to_string(), iterator);
+            positions.from_start.insert(id.to_string(), from_start);
+        }
+        Ok(())
+    }
+
+    /// A shard iterator just after `after`, else at the shard's start or its end.
+    async fn iterator(
+        &self,
+        arn: &str,
+        shard: &str,
+        after: Option<&str>,
+        from_start: bool,
+    ) -> Result<Option<String>, String> {
+        let request = self
+            .streams
+            .get_shard_iterator()
+            .stream_arn(arn)
+            .shard_id(shard);
+        let request = match after {
+            Some(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(sequence),
+            None if from_start => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            None => request.shard_iterator_type(ShardIteratorType::Latest),
+        };
+        let output = request.send().await.map_err(|e| e.to_string())?;
+        Ok(output.shard_iterator().map(str::to_string))
+    }
+
+    async fn run(self, mut positions: Positions) -> Result<(), String> {
+        let mut retry: Vec<Value> = Vec::new();
+        let mut failures: u32 = 0;
+        // Failed attempts of the first failed record that count against it.
+        let mut counted: u32 = 0;
+        loop {
+            if let Err(err) = self.discover_shards(&mut positions, true).await {
+                tracing::warn!(error = %err, "DescribeStream failed; retrying");
+            }
+            let arn = positions.arn.clone();
+            let mut batch = std::mem::take(&mut retry);
+            if batch.is_empty() {
+                for (shard, iterator) in positions.iterators.iter_mut() {
+                    let Some(current) = iterator.clone() else {
+                        continue;
+                    };
+                    match self
+                        .streams
+                        .get_records()
+                        .shard_iterator(current)
+                        .limit(100)
+                        .send()
+                        .await
+                    {
+                        Ok(output) => {
+                            if let Some(sequence) = output
+                                .records()
+                                .last()
+                                .and_then(|r| r.dynamodb())
+                                .and_then(|d| d.sequence_number())
+                            {
+                                positions
+                                    .last_read
+                                    .insert(shard.clone(), sequence.to_string());
+                            }
+                            batch.extend(output.records().iter().map(|r| lambda_record(r, &arn)));
+                            *iterator = output.next_shard_iterator().map(str::to_string);
+                        }
+                        Err(err) => {
+                            // An iterator that failed once fails forever:
+                            // take a new one just after the last record read.
+                            tracing::warn!(shard = %shard, error = %err, "GetRecords failed; taking a new iterator");
+                            let after = positions.last_read.get(shard).map(String::as_str);
+                            let from_start =
+                                positions.from_start.get(shard).copied().unwrap_or(true);
+                            match self.iterator(&arn, shard, after, from_start).await {
+                                Ok(fresh) => *iterator = fresh,
+                                Err(err) => {
+                                    tracing::warn!(shard = %shard, error = %err, "GetShardIterator failed")
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let mut pause = self.poll;
+            if !batch.is_empty() {
+                let event: StreamEvent =
+                    serde_json::from_value(json!({"Records": batch})).map_err(|e| e.to_string())?;
+                let response = self.handler.handle(event).await;
+                // As Lambda does: retry from the first failed record on, with
+                // backoff. While a subscriber is out, for as long as it takes
+                // (EventBridge's part); a record the handler fails for any
+                // other reason, MAX_RETRY_ATTEMPTS times, then it goes to
+                // the dead letters and the relay moves past it.
+                let failed: Vec<String> = response
+                    .batch_item_failures
+                    .iter()
+                    .filter_map(|f| f.item_identifier.clone())
+                    .collect();
+                let is_failed = |record: &Value| {
+                    failed
+                        .iter()
+                        .any(|f| record["dynamodb"]["SequenceNumber"] == f.as_str())
+                };
+                // A record still undelivered because a subscriber is out
+                // waits for it without counting (a record the handler can't
+                // read never reaches a subscriber, so it always counts).
+                if !failed.is_empty() && !self.handler.publisher().out_for_any(&failed) {
+                    counted += 1;
+                }
+                if counted > MAX_RETRY_ATTEMPTS {
+                    // As Lambda does once the retries are spent: the batch it
+                    // was retrying (the failed record and all behind it) is
+                    // given up; the failure queue learns of the failed ones.
+                    for record in batch.iter().filter(|r| is_failed(r)) {
+                        self.dead_letters.keep(
+                            &format!("the stream handler failed the record {} times", counted),
+                            record.clone(),
+                        );
+                    }
+                    counted = 0;
+                    failures = 0;
+                    batch.clear();
+                }
+                match batch.iter().position(is_failed) {
+                    Some(first) => {
+                        failures = failures.saturating_add(1);
+                        retry = batch.split_off(first);
+                        pause =
+                            (self.poll * 2u32.saturating_pow(failures.min(10))).min(self.max_pause);
+                        tracing::warn!(
+                            records = retry.len(),
+                            failures,
+                            retry_in_ms = pause.as_millis() as u64,
+                            "a subscriber refused stream records; keeping them and retrying"
+                        );
+                    }
+                    None => {
+                        failures = 0;
+                        counted = 0;
+                    }
+                }
+                // Everything read is handled (delivered, or given up to the
+                // dead letters): a restart goes on after it.
+                if retry.is_empty() {
+                    self.save_positions(&positions);
+                }
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
