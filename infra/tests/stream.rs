@@ -708,6 +708,9 @@ async fn a_restarted_relay_goes_on_where_it_stopped() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The position is kept right after a batch is handled: a few of the
+    // relay's 50 ms polls later, the batch that delivered `before` is kept.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     relay.abort();
     let _ = relay.await;
     let during = store_batch(&api, (0..5).map(|i| event(&format!("during{i}"))).collect()).await;
@@ -723,5 +726,43 @@ async fn a_restarted_relay_goes_on_where_it_stopped() {
         before.iter().any(|c| !delivered.contains(c)),
         "it went on from its position, not from the stream's start: {delivered:?}"
     );
+    let _ = std::fs::remove_file(&position);
+}
+
+/// A relay stopped before it delivered anything (its subscriber was
+/// unreachable for the whole run) leaves nothing behind: the next start,
+/// with the subscriber back, delivers what the first one read and could
+/// not deliver, and what was stored while neither ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_stopped_before_delivering_anything_leaves_nothing_behind() {
+    let api = Api::streaming(None).await;
+    let position = std::env::temp_dir().join(format!("relay-{}.json", ulid::Ulid::new()));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let unreachable = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let relay = api
+        .env
+        .start_relay_keeping_position(vec![Subscriber::Http(unreachable)], &position)
+        .await;
+    let undelivered = store_batch(
+        &api,
+        (0..4).map(|i| event(&format!("undelivered{i}"))).collect(),
+    )
+    .await;
+    // Read, and refused by the unreachable subscriber, a few times over.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    relay.abort();
+    let _ = relay.await;
+    let meanwhile = store_batch(
+        &api,
+        (0..2).map(|i| event(&format!("meanwhile{i}"))).collect(),
+    )
+    .await;
+    let back = TestSubscriber::start(None).await;
+    api.env
+        .start_relay_keeping_position(vec![Subscriber::Http(back.url.clone())], &position)
+        .await;
+    let expected: Vec<String> = undelivered.iter().chain(&meanwhile).cloned().collect();
+    wait_for_sentinels(&back, &expected).await;
     let _ = std::fs::remove_file(&position);
 }

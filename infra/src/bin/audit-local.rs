@@ -180,8 +180,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     from_start: false,
                     // Beside the data it relays, so a restart goes on where
                     // the last run stopped (kept in memory with --memory).
-                    position_file: (endpoint_given.is_none() && !memory)
-                        .then(|| std::path::PathBuf::from(format!("{data}.relay-position.json"))),
+                    position_file: (endpoint_given.is_none() && !memory).then(|| {
+                        std::path::PathBuf::from(format!(
+                            "{data}.{}.relay-position.json",
+                            config.table_name
+                        ))
+                    }),
                     dead_letters: dead_letters.clone(),
                 }
                 // Positioned before the listener opens: no event stored

@@ -145,11 +145,19 @@ impl Relay {
     /// event stored once this returns is delivered, so call it before the
     /// API accepts requests.
     pub async fn start(self) -> Result<tokio::task::JoinHandle<()>, String> {
-        let mut positions = self.positions().await?;
+        let (mut positions, resumed) = self.positions().await?;
         // Shards known now start where `from_start` says; shards that appear
-        // later start at their beginning, so nothing in them is missed.
-        self.discover_shards(&mut positions, self.from_start)
+        // later start at their beginning, so nothing in them is missed. A
+        // relay going on from a kept position reads a shard the position
+        // does not name from its beginning too.
+        self.discover_shards(&mut positions, self.from_start || resumed)
             .await?;
+        if !resumed {
+            // Kept at once, with no shard read yet: a relay stopped before
+            // its first save goes on from the shards' beginnings, never
+            // from their ends past what this one read.
+            self.save_positions(&positions);
+        }
         Ok(tokio::spawn(async move {
             if let Err(err) = self.run(positions).await {
                 tracing::error!(error = %err, "stream relay stopped");
@@ -169,21 +177,30 @@ impl Relay {
         })
     }
 
-    /// The positions `position_file` keeps for the stream `arn`: shard
-    /// and the sequence number of the last record handled.
-    fn saved_positions(&self, arn: &str) -> HashMap<String, String> {
-        let Some(path) = &self.position_file else {
-            return HashMap::new();
-        };
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return HashMap::new();
+    /// The positions `position_file` keeps for the stream `arn` (shard and
+    /// the sequence number of the last record handled); `None` without a
+    /// file. A file this relay cannot use (unreadable, or of another
+    /// stream) names no shard, so every shard is read from its beginning:
+    /// sent again, never skipped.
+    fn saved_positions(&self, arn: &str) -> Option<HashMap<String, String>> {
+        let path = self.position_file.as_ref()?;
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "the relay's position file does not read; reading every shard from its beginning");
+                return Some(HashMap::new());
+            }
         };
         match serde_json::from_str::<SavedPositions>(&text) {
-            Ok(saved) if saved.stream_arn == arn => saved.shards,
-            Ok(_) => HashMap::new(),
+            Ok(saved) if saved.stream_arn == arn => Some(saved.shards),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "the relay's position file is of another stream; reading every shard from its beginning");
+                Some(HashMap::new())
+            }
             Err(err) => {
-                tracing::warn!(path = %path.display(), error = %err, "the relay's position file does not read; starting over");
-                HashMap::new()
+                tracing::warn!(path = %path.display(), error = %err, "the relay's position file does not read; reading every shard from its beginning");
+                Some(HashMap::new())
             }
         }
     }
@@ -201,8 +218,12 @@ impl Relay {
         let written = serde_json::to_vec(&saved)
             .map_err(std::io::Error::other)
             .and_then(|bytes| {
+                use std::io::Write as _;
                 let partial = path.with_extension("partial");
-                std::fs::write(&partial, bytes)?;
+                let mut file = std::fs::File::create(&partial)?;
+                file.write_all(&bytes)?;
+                // On disk before it replaces the last one.
+                file.sync_all()?;
                 std::fs::rename(&partial, path)
             });
         if let Err(err) = written {
@@ -210,7 +231,8 @@ impl Relay {
         }
     }
 
-    async fn positions(&self) -> Result<Positions, String> {
+    /// The stream's positions, and whether they were kept by a relay before.
+    async fn positions(&self) -> Result<(Positions, bool), String> {
         let table = self
             .dynamo
             .describe_table()
@@ -223,13 +245,17 @@ impl Relay {
             .and_then(|t| t.latest_stream_arn())
             .ok_or("the table has no stream")?
             .to_string();
-        let last_read = self.saved_positions(&arn);
-        Ok(Positions {
-            arn,
-            iterators: HashMap::new(),
-            last_read,
-            from_start: HashMap::new(),
-        })
+        let saved = self.saved_positions(&arn);
+        let resumed = saved.is_some();
+        Ok((
+            Positions {
+                arn,
+                iterators: HashMap::new(),
+                last_read: saved.unwrap_or_default(),
+                from_start: HashMap::new(),
+            },
+            resumed,
+        ))
     }
 
     async fn discover_shards(
@@ -256,20 +282,25 @@ impl Relay {
             // A shard this relay handled records of before it stopped goes
             // on just after them; one it never read, from where it says.
             let saved = positions.last_read.get(id).cloned();
+            let mut shard_from_start = from_start;
             let iterator = match self
                 .iterator(&positions.arn, id, saved.as_deref(), from_start)
                 .await
             {
                 Ok(iterator) => iterator,
-                Err(err) if saved.is_some() => {
-                    // Trimmed since (records are kept a day): the oldest kept.
+                Err(err) if saved.is_some() && err.contains("TrimmedDataAccessException") => {
+                    // Trimmed since (DynamoDB keeps a day): the oldest kept.
                     tracing::warn!(shard = %id, error = %err, "the kept position is gone; reading the shard from its oldest record");
+                    positions.last_read.remove(id);
+                    shard_from_start = true;
                     self.iterator(&positions.arn, id, None, true).await?
                 }
                 Err(err) => return Err(err),
             };
             positions.iterators.insert(id.to_string(), iterator);
-            positions.from_start.insert(id.to_string(), from_start);
+            positions
+                .from_start
+                .insert(id.to_string(), shard_from_start);
         }
         Ok(())
     }
@@ -294,7 +325,10 @@ impl Relay {
             None if from_start => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
             None => request.shard_iterator_type(ShardIteratorType::Latest),
         };
-        let output = request.send().await.map_err(|e| e.to_string())?;
+        let output = request.send().await.map_err(|e| {
+            // With the service's error code (TrimmedDataAccessException).
+            aws_sdk_dynamodbstreams::error::DisplayErrorContext(&e).to_string()
+        })?;
         Ok(output.shard_iterator().map(str::to_string))
     }
 
@@ -341,8 +375,11 @@ impl Relay {
                             // take a new one just after the last record read.
                             tracing::warn!(shard = %shard, error = %err, "GetRecords failed; taking a new iterator");
                             let after = positions.last_read.get(shard).map(String::as_str);
-                            let from_start =
-                                positions.from_start.get(shard).copied().unwrap_or(true);
+                            // A shard read from its end that has read nothing
+                            // yet has no place to go back to: its beginning,
+                            // not a new end past what was stored meanwhile.
+                            let from_start = after.is_none()
+                                || positions.from_start.get(shard).copied().unwrap_or(true);
                             match self.iterator(&arn, shard, after, from_start).await {
                                 Ok(fresh) => *iterator = fresh,
                                 Err(err) => {
@@ -383,11 +420,15 @@ impl Relay {
                     // As Lambda does once the retries are spent: the batch it
                     // was retrying (the failed record and all behind it) is
                     // given up; the failure queue learns of the failed ones.
-                    for record in batch.iter().filter(|r| is_failed(r)) {
-                        self.dead_letters.keep(
-                            &format!("the stream handler failed the record {} times", counted),
-                            record.clone(),
-                        );
+                    // From the failed record on, as Lambda's failure
+                    // destination names the range it gave up.
+                    for (index, record) in batch.iter().skip_while(|r| !is_failed(r)).enumerate() {
+                        let why = if index == 0 {
+                            format!("the stream handler failed the record {counted} times")
+                        } else {
+                            "given up with the failed record before it in its batch".to_string()
+                        };
+                        self.dead_letters.keep(&why, record.clone());
                     }
                     counted = 0;
                     failures = 0;
