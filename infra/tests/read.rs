@@ -1095,3 +1095,77 @@ async fn pivot_queries_never_cross_tenants_that_share_values() {
         }
     }
 }
+
+/// An `in` page whose read of the not-yet-posted tail fills it stops there:
+/// what the values' postings would find lies below, for the next page, so
+/// the page reads no postings and fetches no events by key. Followed to
+/// its end, the query still returns every match once, newest first.
+#[tokio::test]
+async fn an_in_page_filled_by_the_unposted_tail_reads_no_postings() {
+    let api = Api::from_env(
+        TestEnv::start_with(EnvOptions {
+            with_proxy: true,
+            without_stream: true,
+            configure: Some(short_horizon),
+            ..Default::default()
+        })
+        .await,
+    )
+    .await;
+    let token = api.token("acme");
+    let users = |tag: &str| -> Vec<Value> {
+        (0..60)
+            .map(|i| json!({"eventType": "e", "serviceName": "s", "userId": format!("u-{}", i % 3), "data": {"tag": tag}}))
+            .collect()
+    };
+    let mut matching: Vec<String> = Vec::new();
+    let posted = ingest(&api, &token, users("posted")).await;
+    // Posted as the sealer posts them, once settled: the mark stays below
+    // every event written after.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let store = Arc::new(audit_dynamo::DynamoStore::new(
+        api.env.direct.clone(),
+        &api.env.config.table_name,
+    ));
+    let (count, _) = audit_core::integrity::seal::Poster::new(store, &api.env.config)
+        .post_tenant("acme", Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(count, 60);
+    let unposted = ingest(&api, &token, users("unposted")).await;
+    // Settled (queries serve settled events), and not posted.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for (cursor, i) in posted.iter().chain(&unposted).zip((0..60).chain(0..60)) {
+        if i % 3 != 2 {
+            matching.push(cursor.clone());
+        }
+    }
+    let query = json!({"and": [{"field": "userId", "operator": "in", "value": ["u-0", "u-1"]}]});
+    let operations = || {
+        api.proxy()
+            .counters
+            .operations
+            .lock()
+            .expect("lock")
+            .clone()
+    };
+    let before = operations().len();
+    let (status, page) =
+        json_of(api.post_json(&token, "/audit/query?limit=20", &query).await).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["data"].as_array().unwrap().len(), 20, "{page}");
+    let made = operations()[before..].to_vec();
+    assert!(
+        !made.iter().any(|op| op == "BatchGetItem"),
+        "a page the tail filled fetched events by key: {made:?}"
+    );
+    assert_eq!(
+        made.iter().filter(|op| *op == "Query").count(),
+        1,
+        "the tail's read alone, no postings: {made:?}"
+    );
+    let (found, _) = query_all(&api, &token, &query, 20).await;
+    matching.sort();
+    matching.reverse();
+    assert_eq!(found, matching, "every match once, newest first");
+}

@@ -369,9 +369,12 @@ impl<S: EventStore> TrailReader<S> {
             if open.iter().any(|&i| reads[i].first) {
                 open.retain(|&i| reads[i].first);
             }
-            // The tail read filled the page: what the values would find lies
-            // below it, for the next page.
-            if reads.iter().any(|r| r.first && r.state == PivotState::Full) {
+            // The tail read filled the page (whether it stopped there or read
+            // the whole tail): what the values would find lies below it, for
+            // the next page. (It looked for `Full` only, and a tail read
+            // whole with more matches than the page holds went on to read
+            // every value's postings.)
+            if reads.iter().any(|r| r.first && r.found >= limit) {
                 break;
             }
             let remaining = budget.saturating_sub(items_read);
