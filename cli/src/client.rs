@@ -41,6 +41,14 @@ impl Failure {
     }
 }
 
+/// An answer as it came: its status, the headers the CLI reads, the body.
+struct Answer {
+    status: u16,
+    retry_after: Option<u64>,
+    date_ms: Option<i64>,
+    bytes: Vec<u8>,
+}
+
 /// A response body and its `Retry-After`.
 pub struct Page {
     pub body: Value,
@@ -228,33 +236,16 @@ impl Client {
         let url = self.url(path);
         let mut attempt = 0u32;
         loop {
-            let mut request = self.http.post(&url).json(body);
-            if let Some(token) = &self.token {
-                request = request.bearer_auth(token);
-            }
-            match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let body = match response.bytes().await {
-                        Ok(bytes) => answer_body(status, &bytes)?,
-                        Err(_) if attempt < 8 => {
-                            attempt += 1;
-                            continue;
-                        }
-                        Err(err) => {
-                            return Err(Failure::new(
-                                EXIT_UNAVAILABLE,
-                                format!("the answer from {url} was cut short: {err}"),
-                            ))
-                        }
-                    };
-                    match status {
-                        401 | 403 => return Err(auth_failure(status, &body)),
+            match self.exchange(self.http.post(&url).json(body)).await {
+                Ok(answer) => {
+                    let body = answer_body(answer.status, &answer.bytes)?;
+                    match answer.status {
+                        401 | 403 => return Err(auth_failure(answer.status, &body)),
                         429 if attempt < 8 => {
                             attempt += 1;
                             tokio::time::sleep(Duration::from_millis(250 << attempt.min(6))).await;
                         }
-                        _ => return Ok((status, body)),
+                        status => return Ok((status, body)),
                     }
                 }
                 Err(err) if attempt < 8 => {
@@ -272,60 +263,62 @@ impl Client {
         }
     }
 
+    /// One request and its whole answer: a connection lost while the body
+    /// is read is a network error like any other, retried the same way.
+    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request.send().await?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after = header("retry-after").and_then(|v| v.parse::<u64>().ok());
+        // An HTTP date is RFC 2822's form, in GMT.
+        let date_ms = header("date")
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(&v).ok())
+            .map(|t| t.timestamp_millis());
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?.to_vec();
+        Ok(Answer {
+            status,
+            retry_after,
+            date_ms,
+            bytes,
+        })
+    }
+
     /// GET with the `Retry-After` it came with.
     pub async fn get_page(&self, path_or_url: &str) -> Result<Page, Failure> {
         let url = self.url(path_or_url);
         let mut attempt = 0u32;
         loop {
-            let mut request = self.http.get(&url);
-            if let Some(token) = &self.token {
-                request = request.bearer_auth(token);
-            }
-            let outcome = request.send().await;
-            let (status, retry_after, date_ms, body) = match outcome {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let header = |name: &str| {
-                        response
-                            .headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string)
-                    };
-                    let retry_after = header("retry-after").and_then(|v| v.parse::<u64>().ok());
-                    // An HTTP date is RFC 2822's form, in GMT.
-                    let date_ms = header("date")
-                        .and_then(|v| chrono::DateTime::parse_from_rfc2822(&v).ok())
-                        .map(|t| t.timestamp_millis());
-                    match response.bytes().await {
-                        Ok(bytes) => (status, retry_after, date_ms, answer_body(status, &bytes)?),
-                        Err(err) if attempt < 5 => {
-                            crate::say(&format!("audit: {err}; retrying"));
-                            attempt += 1;
-                            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-                            continue;
-                        }
-                        Err(err) => {
-                            return Err(Failure::new(
-                                EXIT_UNAVAILABLE,
-                                format!("the answer from {url} was cut short: {err}"),
-                            ))
-                        }
+            let (status, retry_after, date_ms, body) =
+                match self.exchange(self.http.get(&url)).await {
+                    Ok(answer) => (
+                        answer.status,
+                        answer.retry_after,
+                        answer.date_ms,
+                        answer_body(answer.status, &answer.bytes)?,
+                    ),
+                    Err(err) if attempt < 5 => {
+                        crate::say(&format!("audit: {err}; retrying"));
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                        continue;
                     }
-                }
-                Err(err) if attempt < 5 => {
-                    crate::say(&format!("audit: {err}; retrying"));
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-                    continue;
-                }
-                Err(err) => {
-                    return Err(Failure::new(
-                        EXIT_UNAVAILABLE,
-                        format!("cannot reach {url}: {err}"),
-                    ))
-                }
-            };
+                    Err(err) => {
+                        return Err(Failure::new(
+                            EXIT_UNAVAILABLE,
+                            format!("cannot reach {url}: {err}"),
+                        ))
+                    }
+                };
             match status {
                 200..=299 => {
                     return Ok(Page {

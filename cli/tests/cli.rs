@@ -44,6 +44,35 @@ async fn audit(base: &str, token: &str, args: &[&str]) -> (i32, String, String) 
     )
 }
 
+/// A sealing run once what is stored has settled (`served` settles in
+/// 1.5 s), so the tail serves what the log holds.
+async fn seal_settled(env: &TestEnv) {
+    let sealer = seal::SealHandler::new(
+        std::sync::Arc::new(audit_dynamo::DynamoStore::new(
+            env.direct.clone(),
+            &env.config.table_name,
+        )),
+        &env.config,
+        audit_infra::relay::LocalPublisher::new(Vec::new()),
+        "audit-trail.test",
+    );
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    sealer.run(chrono::Utc::now()).await.expect("a sealing run");
+}
+
+/// GET `path` as JSON.
+async fn get_json(base: &str, token: &str, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("an answer")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 async fn post(base: &str, token: &str, events: Vec<Value>) -> Vec<String> {
     let response = reqwest::Client::new()
         .post(format!("{base}/audit/events"))
@@ -660,27 +689,8 @@ async fn verify_checks_a_saved_bundle_offline_and_names_what_is_wrong() {
             .collect(),
     )
     .await;
-    let sealer = seal::SealHandler::new(
-        std::sync::Arc::new(audit_dynamo::DynamoStore::new(
-            env.direct.clone(),
-            &env.config.table_name,
-        )),
-        &env.config,
-        audit_infra::relay::LocalPublisher::new(Vec::new()),
-        "audit-trail.test",
-    );
-    // Settled, so the tail serves what the log holds.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    sealer.run(chrono::Utc::now()).await.expect("a sealing run");
-    let key: Value = reqwest::Client::new()
-        .get(format!("{base}/audit/verifier-key"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    seal_settled(&env).await;
+    let key: Value = get_json(&base, &token, "/audit/verifier-key").await;
     let key = key["verifierKey"].as_str().unwrap().to_string();
     let bundle = std::env::temp_dir().join(format!("bundle-{}", ulid::Ulid::new()));
     let bundle_arg = bundle.to_string_lossy().to_string();
@@ -803,15 +813,7 @@ async fn verify_checks_a_saved_bundle_offline_and_names_what_is_wrong() {
     std::fs::write(&events_path, &events).unwrap();
     // A trusted checkpoint saved as text with the newline `jq -r` and
     // `echo` add is the same checkpoint.
-    let checkpoint: Value = reqwest::Client::new()
-        .get(format!("{base}/audit/checkpoint"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let checkpoint: Value = get_json(&base, &token, "/audit/checkpoint").await;
     let note_path = bundle.with_extension("note");
     std::fs::write(
         &note_path,
@@ -856,40 +858,14 @@ async fn verify_online_reads_every_page_of_a_trail_of_large_events() {
         );
     }
     assert_eq!(cursors.len(), 150);
-    let sealer = seal::SealHandler::new(
-        std::sync::Arc::new(audit_dynamo::DynamoStore::new(
-            env.direct.clone(),
-            &env.config.table_name,
-        )),
-        &env.config,
-        audit_infra::relay::LocalPublisher::new(Vec::new()),
-        "audit-trail.test",
-    );
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    sealer.run(chrono::Utc::now()).await.expect("a sealing run");
-    let first_page: Value = reqwest::Client::new()
-        .get(format!("{base}/audit?limit=1000"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    seal_settled(&env).await;
+    let first_page: Value = get_json(&base, &token, "/audit?limit=1000").await;
     let first_count = first_page["events"].as_array().unwrap().len();
     assert!(
         first_count < 150,
         "the first page is cut short: {first_count}"
     );
-    let key: Value = reqwest::Client::new()
-        .get(format!("{base}/audit/verifier-key"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key: Value = get_json(&base, &token, "/audit/verifier-key").await;
     let (code, stdout, stderr) = audit(
         &base,
         &token,

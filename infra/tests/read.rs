@@ -33,6 +33,16 @@ async fn follow(api: &Api, token: &str, url: &str) -> (u16, reqwest::header::Hea
     (status, headers, body)
 }
 
+/// The store operations the proxy has seen so far, in order.
+fn operations_made(api: &Api) -> Vec<String> {
+    api.proxy()
+        .counters
+        .operations
+        .lock()
+        .expect("lock")
+        .clone()
+}
+
 fn cursors(page: &Value, key: &str) -> Vec<String> {
     page[key]
         .as_array()
@@ -683,17 +693,26 @@ async fn query_cursors_cannot_be_tampered_with_or_reused_elsewhere() {
 /// The sealer's postings of acme, as if the settle horizon had passed for
 /// everything stored: (events posted, whether it reached the horizon).
 async fn post_as_if_settled(api: &Api) -> (u64, bool) {
+    poster(api)
+        .post_tenant("acme", as_if_settled(api))
+        .await
+        .unwrap()
+}
+
+/// The sealer's poster, over the store straight (not through a proxy).
+fn poster(api: &Api) -> audit_core::integrity::seal::Poster<audit_dynamo::DynamoStore> {
     let store = Arc::new(audit_dynamo::DynamoStore::new(
         api.env.direct.clone(),
         &api.env.config.table_name,
     ));
-    let later = Utc::now()
-        + chrono::Duration::from_std(api.env.config.settle_horizon).unwrap()
-        + chrono::Duration::seconds(1);
     audit_core::integrity::seal::Poster::new(store, &api.env.config)
-        .post_tenant("acme", later)
-        .await
-        .unwrap()
+}
+
+/// A time past the settle horizon of everything stored so far.
+fn as_if_settled(api: &Api) -> chrono::DateTime<Utc> {
+    Utc::now()
+        + chrono::Duration::from_std(api.env.config.settle_horizon).unwrap()
+        + chrono::Duration::seconds(1)
 }
 
 /// Each request reads a bounded number of items and hands out `next`, even
@@ -835,14 +854,7 @@ async fn a_posted_pivot_page_makes_four_calls() {
     post_as_if_settled(&api).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let query = json!({"and": [{"field": "userId", "operator": "eq", "value": "u-1"}]});
-    let calls = || {
-        api.proxy()
-            .counters
-            .operations
-            .lock()
-            .expect("lock")
-            .clone()
-    };
+    let calls = || operations_made(&api);
     let mut warm = Vec::new();
     for round in 0..2 {
         let before = calls().len();
@@ -907,14 +919,7 @@ async fn a_warm_pivot_query_page_makes_only_the_raw_reads_calls() {
         .expect("posted");
     assert_eq!(posted, 400);
     let body = json!({"and": [{"field": "userId", "operator": "eq", "value": "user-07"}], "from": format_time(first)});
-    let calls = || {
-        api.proxy()
-            .counters
-            .operations
-            .lock()
-            .expect("lock")
-            .clone()
-    };
+    let calls = || operations_made(&api);
     let sorted = |mut calls: Vec<String>| {
         calls.sort();
         calls
@@ -1048,14 +1053,8 @@ async fn pivot_queries_never_cross_tenants_that_share_values() {
         let written = ingest(&api, &api.token(tenant), events).await;
         own.insert(tenant, written.into_iter().collect());
     }
-    let store = Arc::new(audit_dynamo::DynamoStore::new(
-        api.env.direct.clone(),
-        &api.env.config.table_name,
-    ));
-    let later = Utc::now()
-        + chrono::Duration::from_std(api.env.config.settle_horizon).unwrap()
-        + chrono::Duration::seconds(1);
-    let poster = audit_core::integrity::seal::Poster::new(store, &api.env.config);
+    let later = as_if_settled(&api);
+    let poster = poster(&api);
     let conditions = [
         json!({"field": "userId", "operator": "eq", "value": "u-1"}),
         json!({"field": "traceId", "operator": "eq", "value": "t-2"}),
@@ -1123,14 +1122,7 @@ async fn an_in_page_filled_by_the_unposted_tail_reads_no_postings() {
     // Posted as the sealer posts them, once settled: the mark stays below
     // every event written after.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let store = Arc::new(audit_dynamo::DynamoStore::new(
-        api.env.direct.clone(),
-        &api.env.config.table_name,
-    ));
-    let (count, _) = audit_core::integrity::seal::Poster::new(store, &api.env.config)
-        .post_tenant("acme", Utc::now())
-        .await
-        .unwrap();
+    let (count, _) = poster(&api).post_tenant("acme", Utc::now()).await.unwrap();
     assert_eq!(count, 60);
     let unposted = ingest(&api, &token, users("unposted")).await;
     // Settled (queries serve settled events), and not posted.
@@ -1141,20 +1133,12 @@ async fn an_in_page_filled_by_the_unposted_tail_reads_no_postings() {
         }
     }
     let query = json!({"and": [{"field": "userId", "operator": "in", "value": ["u-0", "u-1"]}]});
-    let operations = || {
-        api.proxy()
-            .counters
-            .operations
-            .lock()
-            .expect("lock")
-            .clone()
-    };
-    let before = operations().len();
+    let before = operations_made(&api).len();
     let (status, page) =
         json_of(api.post_json(&token, "/audit/query?limit=20", &query).await).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["data"].as_array().unwrap().len(), 20, "{page}");
-    let made = operations()[before..].to_vec();
+    let made = operations_made(&api)[before..].to_vec();
     assert!(
         !made.iter().any(|op| op == "BatchGetItem"),
         "a page the tail filled fetched events by key: {made:?}"

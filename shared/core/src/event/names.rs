@@ -96,23 +96,29 @@ pub fn names_the_api(name: &str) -> bool {
         .into_iter()
         .any(|case| {
             let (words, squeezed) = reading(name, case);
-            [
-                SELF_AUDIT_SERVICE.to_string(),
-                SELF_AUDIT_SERVICE.to_uppercase(),
-            ]
-            .iter()
-            .any(|api| {
-                let (api, _) = reading(api, case);
-                words == api || squeezed == api
-            })
+            API_READINGS[case as usize]
+                .iter()
+                .any(|api| words == *api || squeezed == *api)
         })
 }
+
+/// How the API's own name reads, in either case, by each [`Case`]:
+/// worked out once, not for every event.
+static API_READINGS: std::sync::LazyLock<[[String; 2]; 2]> = std::sync::LazyLock::new(|| {
+    [Case::LowerFirst, Case::DrawnFirst].map(|case| {
+        [
+            SELF_AUDIT_SERVICE.to_string(),
+            SELF_AUDIT_SERVICE.to_uppercase(),
+        ]
+        .map(|api| reading(&api, case).0)
+    })
+});
 
 /// When a reading lowers the case: before or after each character is drawn.
 #[derive(Clone, Copy)]
 enum Case {
-    LowerFirst,
-    DrawnFirst,
+    LowerFirst = 0,
+    DrawnFirst = 1,
 }
 
 /// What a name reads as: its words split at every dash, connector, space
