@@ -766,3 +766,26 @@ async fn a_relay_stopped_before_delivering_anything_leaves_nothing_behind() {
     wait_for_sentinels(&back, &expected).await;
     let _ = std::fs::remove_file(&position);
 }
+
+/// A position file the relay cannot use (damaged, or of another stream) is
+/// read as no position at all: every shard from its beginning, so what was
+/// stored before the start is delivered (again, at worst), never skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_file_the_relay_cannot_use_skips_nothing() {
+    for damaged in [
+        "{not json".to_string(),
+        serde_json::json!({"streamArn": "arn:another", "shards": {"s": "1"}}).to_string(),
+    ] {
+        let api = Api::streaming(None).await;
+        let position = std::env::temp_dir().join(format!("relay-{}.json", ulid::Ulid::new()));
+        std::fs::write(&position, &damaged).unwrap();
+        let stored =
+            store_batch(&api, (0..3).map(|i| event(&format!("stored{i}"))).collect()).await;
+        let subscriber = TestSubscriber::start(None).await;
+        api.env
+            .start_relay_keeping_position(vec![Subscriber::Http(subscriber.url.clone())], &position)
+            .await;
+        wait_for_sentinels(&subscriber, &stored).await;
+        let _ = std::fs::remove_file(&position);
+    }
+}
