@@ -1034,6 +1034,110 @@ async fn a_page_stops_at_its_byte_budget_and_next_goes_on_from_there() {
     assert!(pages >= 3, "400 events of 16 KB in {pages} query pages");
 }
 
+/// A query page cut for bytes fetches about what it prints: a pivot read
+/// fetches its events by key a batch (100 keys) at a time and stops once
+/// they pass a page's bytes, and a range read stops once its matches do.
+/// (Each page fetched the events of up to `limit` postings, 300 events of
+/// 42 KB here, to print 74 of them, then read the rest again page after
+/// page.) Followed to its end, each query returns every match once.
+#[tokio::test]
+async fn a_query_page_cut_for_bytes_fetches_about_what_it_prints() {
+    fn configure(config: &mut Config) {
+        short_horizon(config);
+        // Pages print `data` whole up to 60 KB: 300 events are 12 MB.
+        config.list_data_max_bytes = 60_000;
+    }
+    let api = Api::from_env(
+        TestEnv::start_with(EnvOptions {
+            with_proxy: true,
+            without_stream: true,
+            configure: Some(configure),
+            ..Default::default()
+        })
+        .await,
+    )
+    .await;
+    let token = api.token("acme");
+    // Padding that does not deflate: stored items are large too, so a read
+    // of the tenant's partition takes several 1 MB calls.
+    let event = |i: usize| {
+        let mut state = i as u64 + 1;
+        let pad: String = (0..40_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect();
+        json!({"eventType": "big", "serviceName": "s", "userId": "u-big",
+               "data": {"i": i, "pad": pad}})
+    };
+    let mut written = Vec::new();
+    for chunk in (0..300).collect::<Vec<_>>().chunks(10) {
+        written.extend(ingest(&api, &token, chunk.iter().map(|i| event(*i)).collect()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (posted, _) = poster(&api).post_tenant("acme", Utc::now()).await.unwrap();
+    assert_eq!(posted, 300);
+    let mut newest_first = written.clone();
+    newest_first.reverse();
+
+    let by_postings = json!({"and": [{"field": "userId", "operator": "eq", "value": "u-big"}]});
+    // `data.i` is read from the tenant's partition, `data` parsed.
+    let by_range = json!({"and": [{"field": "data.i", "operator": "gte", "value": 0}]});
+    for (name, query) in [("postings", &by_postings), ("range", &by_range)] {
+        let mut url = format!("{}/audit/query?limit=1000", api.base);
+        let mut found = Vec::new();
+        let mut pages = 0;
+        loop {
+            let before = operations_made(&api).len();
+            let (status, page) = json_of(
+                api.http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(query)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 200, "{name}: {page}");
+            let made = operations_made(&api)[before..].to_vec();
+            let printed = page["data"].as_array().unwrap().len();
+            pages += 1;
+            if name == "postings" {
+                // About 70 events of 42 KB fit in a page: one batch of keys
+                // is fetched, not the events of every posting read.
+                let batches = made.iter().filter(|op| *op == "BatchGetItem").count();
+                assert!(
+                    batches <= 1,
+                    "{name} page {pages} printed {printed} and fetched {batches} batches: {made:?}"
+                );
+            } else {
+                // A call reads about 1 MB, some 40 of these events: two or
+                // three calls fill a page, not every call to the end.
+                let reads = made.iter().filter(|op| *op == "Query").count();
+                assert!(
+                    reads <= 3,
+                    "{name} page {pages} printed {printed} and took {reads} reads: {made:?}"
+                );
+            }
+            found.extend(cursors(&page, "data"));
+            match page["next"].as_str() {
+                Some(next) => url = next.to_string(),
+                None => break,
+            }
+            assert!(pages < 100, "the query never ended");
+        }
+        assert!(
+            found == newest_first,
+            "{name}: every match once, newest first"
+        );
+        assert!(pages >= 4, "{name}: 300 events of 42 KB in {pages} pages");
+    }
+}
+
 /// Two tenants with the same `userId`, `traceId`, `eventType` and
 /// `serviceName` values: every pivot query, `eq` and `in`, returns each
 /// tenant its own events only, before anything is posted, with one tenant

@@ -95,7 +95,17 @@ struct PivotRead {
     /// Read before the others: the not-yet-posted tail of an `in` list.
     first: bool,
     found: usize,
+    /// About the bytes its matches print to ([`PageEvent::estimated_len`]).
+    found_bytes: usize,
     state: PivotState,
+}
+
+impl PivotRead {
+    /// It found a page's worth, in events or in bytes: what it would find
+    /// below lies past the page (the page is cut to `MAX_PAGE_BYTES`).
+    fn found_a_page(&self, limit: usize) -> bool {
+        self.found >= limit || self.found_bytes > MAX_PAGE_BYTES
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +195,8 @@ impl<S: EventStore> TrailReader<S> {
                 scan_limit: read_budget - page.items_read,
                 consistent: false,
                 data_as_text: true,
+                max_bytes: MAX_PAGE_BYTES,
+                data_max_bytes: self.config.list_data_max_bytes,
             };
             let chunk = self.store.read_range(&read).await?;
             page.items_read += chunk.items_read;
@@ -193,7 +205,7 @@ impl<S: EventStore> TrailReader<S> {
                 .into_iter()
                 .filter(|e| !e.event.is_expired(now) && keep(&e.event));
             for event in kept {
-                read_bytes += page::estimated_len(&event);
+                read_bytes += event.estimated_len(self.config.list_data_max_bytes);
                 page.events.push(event);
             }
             if page.events.len() > limit {
@@ -322,6 +334,7 @@ impl<S: EventStore> TrailReader<S> {
                 floor: lo,
                 upper: hi,
                 found: 0,
+                found_bytes: 0,
                 first: false,
                 state: PivotState::Open,
             })
@@ -352,6 +365,7 @@ impl<S: EventStore> TrailReader<S> {
                         floor,
                         upper: hi,
                         found: 0,
+                        found_bytes: 0,
                         first: true,
                         state: PivotState::Open,
                     },
@@ -374,7 +388,7 @@ impl<S: EventStore> TrailReader<S> {
             // the next page. (It looked for `Full` only, and a tail read
             // whole with more matches than the page holds went on to read
             // every value's postings.)
-            if reads.iter().any(|r| r.first && r.found >= limit) {
+            if reads.iter().any(|r| r.first && r.found_a_page(limit)) {
                 break;
             }
             let remaining = budget.saturating_sub(items_read);
@@ -393,7 +407,7 @@ impl<S: EventStore> TrailReader<S> {
                         pivot_read.state = PivotState::Finished;
                         break;
                     }
-                    if pivot_read.found >= limit {
+                    if pivot_read.found_a_page(limit) {
                         pivot_read.state = PivotState::Full;
                         break;
                     }
@@ -420,6 +434,8 @@ impl<S: EventStore> TrailReader<S> {
                         scan_limit: share - read_here,
                         consistent: false,
                         data_as_text: !data_in_conditions,
+                        max_bytes: MAX_PAGE_BYTES.saturating_sub(pivot_read.found_bytes),
+                        data_max_bytes: self.config.list_data_max_bytes,
                     };
                     let chunk = self.store.read_range(&read).await?;
                     read_here += chunk.items_read;
@@ -437,6 +453,8 @@ impl<S: EventStore> TrailReader<S> {
                             }
                         }
                         pivot_read.found += 1;
+                        pivot_read.found_bytes +=
+                            page_event.estimated_len(self.config.list_data_max_bytes);
                         matched.push(page_event);
                     }
                     match chunk.last_cursor {

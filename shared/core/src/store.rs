@@ -32,6 +32,13 @@ pub struct RangeRead {
     /// Leave each event's `data` as its stored JSON text
     /// ([`PageEvent::data_text`]): for a page that only prints it.
     pub data_as_text: bool,
+    /// About the most bytes the events fetched by key from postings may
+    /// print to ([`PageEvent::estimated_len`]; at least one batch is
+    /// fetched): a page is cut to `MAX_PAGE_BYTES` anyway, and `limit` large
+    /// events would be read to print a few hundred.
+    pub max_bytes: usize,
+    /// The `data` a page prints of each event, at most (`LIST_DATA_MAX_BYTES`).
+    pub data_max_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -405,12 +405,14 @@ impl DynamoStore {
                 _ => break,
             }
         }
-        page.items_read = gathered.cursors.len();
-        page.more = full;
-        page.last_cursor = gathered.cursors.last().map(Ulid::to_string);
-        let cursors: Vec<String> = gathered.cursors.iter().map(Ulid::to_string).collect();
-        let items = self.fetch_events(&read.tenant, &cursors, &mut page).await?;
-        self.push_events(items, read.data_as_text, &mut page);
+        let mut cursors: Vec<String> = gathered.cursors.iter().map(Ulid::to_string).collect();
+        let fetched = self.fetch_events(read, &cursors, &mut page).await?;
+        // Stopped at the byte budget: the range goes on after the last
+        // cursor whose event was fetched.
+        cursors.truncate(fetched);
+        page.more = full || fetched < gathered.cursors.len();
+        page.items_read = cursors.len();
+        page.last_cursor = cursors.pop();
         Ok(page)
     }
 

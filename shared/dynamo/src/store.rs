@@ -24,6 +24,9 @@ use crate::table::{PARTITION_KEY, SETTINGS_PREFIX, SETTINGS_SORT_KEY, SORT_KEY};
 /// Connections opened in init (`DynamoStore::warm`).
 const WARM_CONNECTIONS: usize = 3;
 
+/// Most keys one `BatchGetItem` takes.
+const BATCH_GET_KEYS: usize = 100;
+
 fn event_key(tenant: &str, cursor: &str) -> Item {
     HashMap::from([
         (
@@ -442,11 +445,38 @@ impl DynamoStore {
         }
     }
 
-    /// The events postings name, in their order. Postings are written long
-    /// after their events settle, so an eventually consistent read misses
-    /// one only rarely; those are asked for again, consistently. What is
-    /// missing then has been removed by TTL (it had expired).
+    /// Adds the events postings name to the page, in their order, a batch
+    /// of keys at a time until they pass about `read.max_bytes` as printed
+    /// (at least one batch is fetched); how many of `cursors` were asked for.
     pub(crate) async fn fetch_events(
+        &self,
+        read: &RangeRead,
+        cursors: &[String],
+        page: &mut RangePage,
+    ) -> Result<usize, StoreError> {
+        let mut bytes = 0;
+        let mut asked = 0;
+        for batch in cursors.chunks(BATCH_GET_KEYS) {
+            if asked > 0 && bytes > read.max_bytes {
+                break;
+            }
+            let items = self.fetch_batch(&read.tenant, batch, page).await?;
+            let before = page.events.len();
+            self.push_events(items, read.data_as_text, page);
+            bytes += page.events[before..]
+                .iter()
+                .map(|event| event.estimated_len(read.data_max_bytes))
+                .sum::<usize>();
+            asked += batch.len();
+        }
+        Ok(asked)
+    }
+
+    /// The events of one batch of cursors, in their order. Postings are
+    /// written long after their events settle, so an eventually consistent
+    /// read misses one only rarely; those are asked for again, consistently.
+    /// What is missing then has been removed by TTL (it had expired).
+    async fn fetch_batch(
         &self,
         tenant: &str,
         cursors: &[String],
@@ -486,7 +516,7 @@ impl DynamoStore {
     ) -> Result<(Vec<Item>, f64), StoreError> {
         let mut found = Vec::with_capacity(keys.len());
         let mut units = 0.0;
-        for chunk in keys.chunks(100) {
+        for chunk in keys.chunks(BATCH_GET_KEYS) {
             let mut keys = chunk.to_vec();
             let mut retry = RetryPolicy::for_background();
             while !keys.is_empty() {

@@ -70,17 +70,20 @@ fn shorten(mut event: Event, max: usize) -> Event {
     event
 }
 
-/// About the length of an event as a page prints it, without printing it:
-/// its stored `data` text, its message (the longest text field) and a
-/// kilobyte for the rest. Only for deciding when to stop reading; the cut
-/// itself measures ([`fit_page`]).
-pub(super) fn estimated_len(page_event: &PageEvent) -> usize {
-    page_event
-        .data_text
-        .as_ref()
-        .map_or(0, |text| text.get().len())
-        + page_event.event.message.as_ref().map_or(0, String::len)
-        + 1024
+impl PageEvent {
+    /// About the length of the event as a page prints it, without printing
+    /// it: its `data` (the stored text, or the parsed value measured; a page
+    /// shortens it to `data_max_bytes`), its message (the longest text
+    /// field) and a kilobyte for the rest. Only for deciding when to stop
+    /// reading; the cut itself measures ([`fit_page`]).
+    pub fn estimated_len(&self, data_max_bytes: usize) -> usize {
+        let data = match (&self.data_text, &self.event.data) {
+            (Some(text), _) => text.get().len(),
+            (None, Some(data)) => json_len(data),
+            (None, None) => 0,
+        };
+        data.min(data_max_bytes) + self.event.message.as_ref().map_or(0, String::len) + 1024
+    }
 }
 
 /// The length of `value` as compact JSON, counted as it is written out

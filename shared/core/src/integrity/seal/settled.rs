@@ -35,6 +35,9 @@ pub(super) fn settled_read(
         scan_limit: limit,
         consistent: true,
         data_as_text,
+        // The sealer reads every event; its pages are bounded by `limit`.
+        max_bytes: usize::MAX,
+        data_max_bytes: usize::MAX,
     }
 }
 
