@@ -124,6 +124,18 @@ impl DevAuth {
                 defect.message
             )));
         }
+        // RFC 7519: not accepted on or after `exp` (the crate refuses only
+        // after it, so a token was still good for the second it expired in).
+        if data
+            .claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .is_some_and(|exp| exp <= now() as f64)
+        {
+            return Err(TokenRejected(
+                "the bearer token was rejected: it has expired (`exp`)".into(),
+            ));
+        }
         match data.claims.get("iat") {
             None => {}
             Some(Value::Number(iat)) if iat.as_f64().is_some_and(|t| t <= now() as f64) => {}
@@ -236,6 +248,16 @@ mod tests {
             json!({"tenant_id":"acme","iss":auth.issuer,"aud":auth.audience,"exp": now() - 10}),
         );
         assert!(auth.verify(&expired).is_err());
+        // Not on `exp` either, only before it.
+        let expiring_now = auth.mint_claims(
+            json!({"tenant_id":"acme","iss":auth.issuer,"aud":auth.audience,"exp": now()}),
+        );
+        let TokenRejected(message) = auth.verify(&expiring_now).expect_err("refused at exp");
+        assert!(message.contains("expired"), "{message}");
+        let expiring_soon = auth.mint_claims(
+            json!({"tenant_id":"acme","iss":auth.issuer,"aud":auth.audience,"exp": now() + 5}),
+        );
+        assert!(auth.verify(&expiring_soon).is_ok());
         let wrong_aud = auth.mint_claims(
             json!({"tenant_id":"acme","iss":auth.issuer,"aud":"other","exp": now() + 60}),
         );

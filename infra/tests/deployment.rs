@@ -10,7 +10,7 @@ use audit_core::Event;
 use audit_dynamo::event_to_item;
 use audit_dynamo::table;
 use audit_infra::gateway::Route;
-use audit_infra::testkit::TestEnv;
+use audit_infra::testkit::{EnvOptions, TestEnv};
 use serde_json::{json, Value};
 use serde_yaml::Value as Yaml;
 
@@ -134,7 +134,13 @@ fn routes_scopes_and_functions_match_the_gateway() {
                     .as_sequence()
                     .map(|s| s.iter().map(text).collect())
                     .unwrap_or_default();
-                assert_eq!(scopes.len(), 1, "{key}: one scope");
+                // The route's scope, and Amazon Cognito's name for it.
+                assert_eq!(scopes.len(), 2, "{key}: one scope in two forms");
+                assert_eq!(
+                    scopes[1],
+                    audit_core::auth::cognito_form(&scopes[0]),
+                    "{key}"
+                );
                 declared.insert((key, scopes[0].clone(), binary.clone()));
             }
         }
@@ -199,7 +205,13 @@ fn policies_are_least_privilege() {
         ),
         (
             "metadata",
-            &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"][..],
+            &[
+                "dynamodb:Query",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                // The properties a settings change's record shows first.
+                "dynamodb:BatchWriteItem",
+            ][..],
         ),
         ("stream", &["events:PutEvents"][..]),
     ]);
@@ -240,6 +252,51 @@ fn policies_are_least_privilege() {
     }
 }
 
+/// The actions a function's inline policies grant, by its binary's name.
+fn granted_actions(template: &Yaml, binary: &str) -> BTreeSet<String> {
+    let (_, function) = resources(template)
+        .into_iter()
+        .find(|(_, r)| r["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(binary))
+        .unwrap_or_else(|| panic!("no function builds {binary}"));
+    let mut granted = BTreeSet::new();
+    for policy in function["Properties"]["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        for statement in policy["Statement"].as_sequence().into_iter().flatten() {
+            match &statement["Action"] {
+                Yaml::Sequence(list) => granted.extend(list.iter().map(text)),
+                single => {
+                    granted.insert(text(single));
+                }
+            }
+        }
+    }
+    granted
+}
+
+/// Every call the proxy has passed to the store so far, by operation.
+fn calls_made(env: &TestEnv) -> Vec<String> {
+    env.proxy
+        .as_ref()
+        .expect("a proxy")
+        .counters
+        .operations
+        .lock()
+        .expect("lock")
+        .clone()
+}
+
+/// The IAM actions a DynamoDB call needs: a transaction is authorised as
+/// each write inside it, and the store's transactions hold `Put`s only.
+fn actions_needed(operation: &str) -> Vec<String> {
+    match operation {
+        "TransactWriteItems" => vec!["dynamodb:PutItem".to_string()],
+        other => vec![format!("dynamodb:{other}")],
+    }
+}
+
 fn event_files() -> Vec<(String, Value)> {
     let mut files: Vec<(String, Value)> = std::fs::read_dir(root().join("events"))
         .expect("events/")
@@ -261,7 +318,16 @@ fn event_files() -> Vec<(String, Value)> {
 /// Each `events/` file through its handler, as `sam local invoke -e` would.
 #[tokio::test]
 async fn every_event_file_runs_through_its_handler() {
-    let env = TestEnv::start().await;
+    // Through the proxy, which names every call a handler makes: each must
+    // be one its function's policy grants (a denied call on AWS fails the
+    // request, or is logged and dropped where the write is best-effort).
+    let env = TestEnv::start_with(EnvOptions {
+        with_proxy: true,
+        ..Default::default()
+    })
+    .await;
+    let template = template();
+    let calls = || calls_made(&env);
     let mut covered = BTreeSet::new();
     // The lookup and proof files name this cursor in tenant acme: put it there.
     let lookup_file = event_files()
@@ -316,7 +382,18 @@ async fn every_event_file_runs_through_its_handler() {
             assert!(checkpoint.is_some() && added >= 2, "sealed {added}");
             sealed = true;
         }
+        let before = calls().len();
         let response = env.gateway.invoke(route, &event).await;
+        let granted = granted_actions(&template, route.function());
+        for operation in &calls()[before..] {
+            for action in actions_needed(operation) {
+                assert!(
+                    granted.contains(&action),
+                    "{name}: the {} function calls {operation}, and its policy does not grant {action}",
+                    route.function()
+                );
+            }
+        }
         let status = response.status().as_u16();
         let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
         match route {
@@ -459,6 +536,79 @@ async fn every_event_file_runs_through_its_handler() {
     assert_eq!(covered, routes, "every route has an events/ file (SPEC.md)");
 }
 
+/// What a first deploy needs of the template beyond what cfn-lint checks:
+/// no function reserves concurrency unconditionally (Lambda refuses any
+/// reservation on an account whose quota is 10); with a customer key, every
+/// function that calls DynamoDB is granted the table's key; and a custom
+/// resource waits for its function's log group (the function logs when
+/// invoked, Lambda would create the group, and the group's creation would
+/// fail) and gives up in minutes, not CloudFormation's hour.
+#[test]
+fn the_template_deploys_on_a_fresh_account_and_with_a_customer_key() {
+    let template = template();
+    let all = resources(&template);
+    let functions: Vec<&(String, Yaml)> = all
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .collect();
+    let (_, table_key) = all
+        .iter()
+        .find(|(name, _)| name == "TableKeyPolicy")
+        .expect("a table key policy");
+    let key_roles = format!("{:?}", table_key["Properties"]["Roles"]);
+    for (name, function) in &functions {
+        let reserved = &function["Properties"]["ReservedConcurrentExecutions"];
+        assert!(
+            reserved.is_null() || format!("{reserved:?}").contains("!If"),
+            "{name} reserves {reserved:?} on every account"
+        );
+        let binary = text(&function["Metadata"]["BuildProperties"]["Binary"]);
+        if granted_actions(&template, &binary)
+            .iter()
+            .any(|action| action.starts_with("dynamodb:"))
+        {
+            assert!(
+                key_roles.contains(&format!("\"{name}Role\"")),
+                "{name} calls DynamoDB, and TableKeyPolicy does not name {name}Role"
+            );
+        }
+    }
+    let custom: Vec<&(String, Yaml)> = all
+        .iter()
+        .filter(|(_, r)| {
+            r["Type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Custom::"))
+        })
+        .collect();
+    assert!(!custom.is_empty(), "the verifier key is a custom resource");
+    for (name, resource) in custom {
+        let token = format!("{:?}", resource["Properties"]["ServiceToken"]);
+        let (function, _) = functions
+            .iter()
+            .find(|(f, _)| token.contains(&format!("\"{f}.Arn\"")))
+            .unwrap_or_else(|| panic!("{name}: no function serves {token}"));
+        let (group, _) = all
+            .iter()
+            .find(|(_, g)| {
+                g["Type"] == "AWS::Logs::LogGroup"
+                    && format!("{:?}", g["Properties"]["LogGroupName"])
+                        .contains(&format!("${{{function}}}"))
+            })
+            .unwrap_or_else(|| panic!("{function} has no log group"));
+        assert!(
+            format!("{:?}", resource["DependsOn"]).contains(&format!("\"{group}\"")),
+            "{name} does not wait for {group}"
+        );
+        assert!(
+            resource["Properties"]["ServiceTimeout"]
+                .as_u64()
+                .is_some_and(|t| t <= 600),
+            "{name}: no ServiceTimeout of minutes"
+        );
+    }
+}
+
 /// The seal function may write only the log's partitions: its write
 /// statements carry a `dynamodb:LeadingKeys` condition naming exactly the
 /// adapter's log key patterns, none of which a tenant's events can have.
@@ -506,11 +656,21 @@ fn the_seal_function_can_never_write_an_event() {
 /// response URL.
 #[tokio::test]
 async fn the_seal_event_files_run_through_the_seal_handler() {
-    let env = TestEnv::start().await;
+    let env = TestEnv::start_with(EnvOptions {
+        with_proxy: true,
+        ..Default::default()
+    })
+    .await;
     let files: BTreeMap<String, Value> = event_files().into_iter().collect();
+    // Events to seal and post, stored by the ingest files.
+    for name in ["post-audit-events.json", "post-audit-events-batch.json"] {
+        let response = env.gateway.invoke(Route::Ingest, &files[name]).await;
+        assert!(response.status().is_success(), "{name}");
+    }
+    // The handler's calls go through the proxy, which names each one.
     let handler = seal::SealHandler::new(
         std::sync::Arc::new(audit_dynamo::DynamoStore::new(
-            env.direct.clone(),
+            env.client.clone(),
             &env.config.table_name,
         )),
         &env.config,
@@ -518,22 +678,34 @@ async fn the_seal_event_files_run_through_the_seal_handler() {
         "audit-trail.test",
     );
     assert!(!seal::is_custom_resource(&files["seal-schedule.json"]));
-    handler
-        .run(chrono::Utc::now())
-        .await
-        .expect("a sealing run");
+    let later = chrono::Utc::now()
+        + chrono::Duration::from_std(env.config.settle_horizon).unwrap()
+        + chrono::Duration::seconds(1);
+    let before = calls_made(&env).len();
+    handler.run(later).await.expect("a sealing run");
+    let calls = calls_made(&env)[before..].to_vec();
+    assert!(
+        calls.iter().any(|c| c == "BatchWriteItem"),
+        "the run sealed and posted: {calls:?}"
+    );
+    let granted = granted_actions(&template(), "seal");
+    for operation in &calls {
+        for action in actions_needed(operation) {
+            assert!(
+                granted.contains(&action),
+                "the seal function calls {operation}, and its policy does not grant {action}"
+            );
+        }
+    }
 
-    // A one-request server stands in for CloudFormation's pre-signed URL.
-    let (sender, receiver) = tokio::sync::oneshot::channel::<String>();
-    let sender = std::sync::Arc::new(std::sync::Mutex::new(Some(sender)));
+    // A server stands in for CloudFormation's pre-signed URL.
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
     let app = axum::Router::new().route(
         "/cloudformation-response",
         axum::routing::put(move |body: String| {
-            let sender = std::sync::Arc::clone(&sender);
+            let sender = sender.clone();
             async move {
-                if let Some(sender) = sender.lock().unwrap().take() {
-                    let _ = sender.send(body);
-                }
+                let _ = sender.send(body);
                 "ok"
             }
         }),
@@ -545,12 +717,35 @@ async fn the_seal_event_files_run_through_the_seal_handler() {
     assert!(seal::is_custom_resource(&request));
     request["ResponseURL"] = json!(format!("http://127.0.0.1:{port}/cloudformation-response"));
     handler.answer_custom_resource(&request).await.unwrap();
-    let answer: Value = serde_json::from_str(&receiver.await.unwrap()).unwrap();
+    let answer: Value = serde_json::from_str(&receiver.recv().await.unwrap()).unwrap();
     assert_eq!(answer["Status"], "SUCCESS");
     assert_eq!(answer["RequestId"], request["RequestId"]);
     let key = answer["Data"]["VerifierKey"].as_str().unwrap();
     assert_eq!(key, handler.verifier_key());
     audit_core::integrity::note::NoteVerifier::parse(key).unwrap();
+
+    // A function that could not start (its secret unreadable, say) answers
+    // FAILED with the reason, so the deploy stops at once instead of
+    // waiting out CloudFormation's timeout; a Delete still succeeds, so the
+    // stack can be removed.
+    seal::answer_custom_resource(&request, Err("the secret is unreadable"))
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_str(&receiver.recv().await.unwrap()).unwrap();
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert!(
+        answer["Reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("the secret is unreadable")),
+        "{answer}"
+    );
+    assert_eq!(answer["RequestId"], request["RequestId"]);
+    request["RequestType"] = json!("Delete");
+    seal::answer_custom_resource(&request, Err("the secret is unreadable"))
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_str(&receiver.recv().await.unwrap()).unwrap();
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
 }
 
 /// The stream files through the `stream` handler, delivering to a real HTTP

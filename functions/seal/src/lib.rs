@@ -111,31 +111,58 @@ impl<S: EventStore + LogStore, P: Publisher> SealHandler<S, P> {
     /// Answers a CloudFormation custom resource request (any `RequestType`)
     /// with the verifier key, PUT to its `ResponseURL`.
     pub async fn answer_custom_resource(&self, request: &Value) -> Result<(), String> {
-        let url = request["ResponseURL"]
-            .as_str()
-            .ok_or("the custom resource request has no ResponseURL")?;
-        let body = json!({
-            "Status": "SUCCESS",
-            "Reason": "verifier key derived from the checkpoint signing key",
-            "PhysicalResourceId": request["PhysicalResourceId"].as_str().unwrap_or("checkpoint-verifier-key"),
-            "StackId": request["StackId"],
-            "RequestId": request["RequestId"],
-            "LogicalResourceId": request["LogicalResourceId"],
-            "Data": {"VerifierKey": self.verifier_key()},
-        });
-        let response = reqwest::Client::new()
-            .put(url)
-            // The pre-signed URL is signed without a content type.
-            .header("content-type", "")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("CloudFormation answered {}", response.status()));
-        }
-        Ok(())
+        answer_custom_resource(request, Ok(&self.verifier_key())).await
     }
+}
+
+/// Answers a CloudFormation custom resource request, PUT to its
+/// `ResponseURL`: `SUCCESS` with the verifier key, or `FAILED` with why
+/// there is none (a function that could not start answers so, rather than
+/// leaving the stack to wait out its timeout). A `Delete` always succeeds:
+/// there is nothing to remove, and a failure would block the stack's
+/// deletion.
+pub async fn answer_custom_resource(
+    request: &Value,
+    verifier_key: Result<&str, &str>,
+) -> Result<(), String> {
+    let url = request["ResponseURL"]
+        .as_str()
+        .ok_or("the custom resource request has no ResponseURL")?;
+    let deleting = request["RequestType"] == "Delete";
+    let (status, reason, data) = match verifier_key {
+        Ok(key) => (
+            "SUCCESS",
+            "verifier key derived from the checkpoint signing key".to_string(),
+            json!({"VerifierKey": key}),
+        ),
+        Err(_) if deleting => ("SUCCESS", "nothing to delete".to_string(), json!({})),
+        Err(why) => (
+            "FAILED",
+            format!("the seal function could not start: {why}"),
+            json!({}),
+        ),
+    };
+    let body = json!({
+        "Status": status,
+        "Reason": reason,
+        "PhysicalResourceId": request["PhysicalResourceId"].as_str().unwrap_or("checkpoint-verifier-key"),
+        "StackId": request["StackId"],
+        "RequestId": request["RequestId"],
+        "LogicalResourceId": request["LogicalResourceId"],
+        "Data": data,
+    });
+    let response = reqwest::Client::new()
+        .put(url)
+        // The pre-signed URL is signed without a content type.
+        .header("content-type", "")
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("CloudFormation answered {}", response.status()));
+    }
+    Ok(())
 }
 
 /// How long a run invoked with `remaining` time before its deadline may go

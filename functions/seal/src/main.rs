@@ -4,7 +4,7 @@ use std::time::{Instant, SystemTime};
 use audit_core::config::DEVELOPMENT_CHECKPOINT_KEY;
 use audit_core::integrity::seal::SealBudget;
 use lambda_runtime::{service_fn, LambdaEvent};
-use seal::{is_custom_resource, run_budget, SealHandler};
+use seal::{answer_custom_resource, is_custom_resource, run_budget, SealHandler};
 use serde_json::Value;
 use stream::eventbridge::EventBridgePublisher;
 
@@ -23,8 +23,9 @@ async fn signing_secret(
         })
 }
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+/// The handler, once the configuration and the signing secret are read.
+async fn start(
+) -> Result<SealHandler<audit_dynamo::DynamoStore, EventBridgePublisher>, lambda_runtime::Error> {
     let (mut config, store) = audit_http::runtime::start().await?;
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     match config.checkpoint_key_secret_arn.clone() {
@@ -39,7 +40,31 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         config.event_bus_name.clone(),
     );
     let source = config.event_source.clone();
-    let handler = Arc::new(SealHandler::new(store, &config, publisher, source));
+    Ok(SealHandler::new(store, &config, publisher, source))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let handler = match start().await {
+        Ok(handler) => Arc::new(handler),
+        Err(err) => {
+            // Keep answering: a deploy's custom resource request is told
+            // FAILED with the reason at once, and a scheduled run fails.
+            let why = err.to_string();
+            tracing::error!(error = %why, "the seal function could not start");
+            return lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+                let why = why.clone();
+                async move {
+                    if is_custom_resource(&event.payload) {
+                        answer_custom_resource(&event.payload, Err(&why)).await?;
+                        return Ok::<_, lambda_runtime::Error>(Value::Null);
+                    }
+                    Err(why.into())
+                }
+            }))
+            .await;
+        }
+    };
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
         async move {

@@ -13,6 +13,13 @@ pub const SCOPE_READ: &str = "audit:read";
 pub const SCOPE_WRITE: &str = "audit:write";
 pub const SCOPE_ADMIN: &str = "audit:admin";
 pub const SCOPE_PLATFORM: &str = "audit:platform";
+const ALL_SCOPES: [&str; 4] = [SCOPE_READ, SCOPE_WRITE, SCOPE_ADMIN, SCOPE_PLATFORM];
+
+/// A scope as Amazon Cognito names it: `<resource server>/<scope>`
+/// (`audit/read` for `audit:read`).
+pub fn cognito_form(scope: &str) -> String {
+    scope.replacen(':', "/", 1)
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
@@ -54,6 +61,13 @@ impl Caller {
         if let Some(list) = authorizer_scopes {
             scopes.extend(list.iter().cloned());
         }
+        // Amazon Cognito names a resource server's scopes `audit/read`; the
+        // template's routes accept both forms, and so does every check here.
+        for scope in ALL_SCOPES {
+            if scopes.contains(&cognito_form(scope)) {
+                scopes.insert(scope.to_string());
+            }
+        }
         Ok(Caller {
             tenant,
             scopes,
@@ -81,11 +95,16 @@ impl Caller {
 }
 
 /// Claims arrive as strings: `"a b"`, or an array rendered as `"[a b]"`.
+/// Split on spaces only, as API Gateway splits them: `a,audit:platform` is
+/// one scope, not two (splitting on commas too let such a claim grant a
+/// scope the authorizer never saw).
 fn split_scopes(value: &str) -> impl Iterator<Item = String> + '_ {
-    value
-        .trim_matches(|c| c == '[' || c == ']')
-        .split([' ', ','])
-        .map(|s| s.trim_matches('"'))
+    let listed = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    listed
+        .split(' ')
         .filter(|s| !s.is_empty())
         .map(str::to_string)
 }
@@ -109,6 +128,34 @@ mod tests {
         assert_eq!(a, vec!["audit:read", "audit:write"]);
         let b: Vec<_> = split_scopes("[audit:read audit:admin]").collect();
         assert_eq!(b, vec!["audit:read", "audit:admin"]);
+        // Forms API Gateway reads as other scopes grant none of ours.
+        for claim in [
+            "audit:write,audit:platform",
+            "\"audit:read\"",
+            "[[audit:read]]",
+            "audit:read\taudit:admin",
+        ] {
+            let scopes: Vec<_> = split_scopes(claim).collect();
+            for ours in ALL_SCOPES {
+                assert!(!scopes.iter().any(|s| s == ours), "{claim}: {scopes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn cognito_scopes_count_as_the_apis() {
+        let claims: Claims = [
+            ("tenant_id".to_string(), "acme".to_string()),
+            (
+                "scope".to_string(),
+                "audit/read audit/platform other/write".to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let caller = Caller::from_claims(Some((&claims, None)), "tenant_id").unwrap();
+        assert!(caller.has_scope(SCOPE_READ) && caller.has_scope(SCOPE_PLATFORM));
+        assert!(!caller.has_scope(SCOPE_WRITE) && !caller.has_scope(SCOPE_ADMIN));
     }
 
     #[test]
