@@ -30,6 +30,9 @@ pub struct Faults {
     /// `ValidationException`, as DynamoDB does for a whole request when one
     /// of its items breaks a limit.
     pub refuse_writes_containing: Option<String>,
+    /// Hold a write whose request holds this text this long (ms) before
+    /// forwarding it: one kind of write made slow, the others not.
+    pub delay_writes_containing: Option<(String, u64)>,
     /// Hold every partition key (the table's and each index's) to this many
     /// write units per second, as DynamoDB holds each partition to about
     /// 1000: beyond it a batch gets its throttled items back as
@@ -251,6 +254,11 @@ async fn forward(State(state): State<ProxyState>, request: Request<Body>) -> Res
         }
     }
 
+    if let Some((marker, pause)) = &faults.delay_writes_containing {
+        if is_write && !marker.is_empty() && contains(&body, marker.as_bytes()) {
+            tokio::time::sleep(Duration::from_millis(*pause)).await;
+        }
+    }
     if let Some(marker) = faults.refuse_writes_containing.as_deref() {
         if is_write && !marker.is_empty() && contains(&body, marker.as_bytes()) {
             return dynamodb_error(

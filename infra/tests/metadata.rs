@@ -403,6 +403,76 @@ async fn a_failed_self_audit_record_does_not_fail_the_read_unless_required() {
     }
 }
 
+/// Metadata never holds an ingest answer past the write deadline: the
+/// events are stored, and what is not recorded by then is recorded by a
+/// later event. (A batch of many new event types wrote its thousands of
+/// sightings one call after another before answering, past the function's
+/// timeout on AWS, for events already stored.)
+#[tokio::test]
+async fn metadata_writes_stop_at_the_write_deadline_and_resume_later() {
+    let env = TestEnv::start_with(EnvOptions {
+        with_proxy: true,
+        write_deadline: Some(Duration::from_millis(800)),
+        ..Default::default()
+    })
+    .await;
+    let api = Api::from_env(env).await;
+    let token = api.token("acme");
+    // Every metadata write is slow; event writes are not.
+    api.env.proxy.as_ref().unwrap().set(Faults {
+        delay_writes_containing: Some((table::METADATA_PREFIX.to_string(), 400)),
+        ..Default::default()
+    });
+    let batch = |round: usize| {
+        let events: Vec<Value> = (0..40)
+            .map(|kind| {
+                let data: serde_json::Map<String, Value> = (0..20)
+                    .map(|k| (format!("field{k}"), json!(round)))
+                    .collect();
+                json!({"eventType": format!("kind.{kind}"), "serviceName": "svc", "data": data})
+            })
+            .collect();
+        json!({ "events": events })
+    };
+    let (status, answer) = json_of(api.post_json(&token, "/audit/events", &batch(0)).await).await;
+    assert_eq!(status, 200, "{answer}");
+    let stored = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "stored")
+        .count();
+    assert_eq!(stored, 40, "{answer}");
+    // 40 kinds of 20 `data` fields: 800 properties and the kinds' own,
+    // hundreds of slow calls. The answer came before them.
+    let listed = items_in_partition(&api, &format!("{}acme", table::METADATA_PREFIX))
+        .await
+        .len();
+    assert!(
+        listed < 40 * 20,
+        "every sighting was written before the answer: {listed} items"
+    );
+    // What was not written is retried by the next events that show it.
+    api.env.proxy.as_ref().unwrap().set(Faults::default());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, answer) = json_of(api.post_json(&token, "/audit/events", &batch(1)).await).await;
+    assert_eq!(status, 200, "{answer}");
+    let items = items_in_partition(&api, &format!("{}acme", table::METADATA_PREFIX)).await;
+    for kind in 0..40 {
+        for k in 0..20 {
+            let name = format!("data.field{k}");
+            assert!(
+                items.iter().any(|item| {
+                    item.get("name").and_then(|v| v.as_s().ok()) == Some(&name)
+                        && item.get("eventType").and_then(|v| v.as_s().ok())
+                            == Some(&format!("kind.{kind}"))
+                }),
+                "kind.{kind} {name} was never recorded (listed before: {listed})"
+            );
+        }
+    }
+}
+
 /// The property names of a tenant's metadata, straight from the table.
 async fn property_names(api: &Api, tenant: &str) -> BTreeSet<String> {
     items_in_partition(api, &format!("{}{tenant}", table::METADATA_PREFIX))

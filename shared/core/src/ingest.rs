@@ -213,10 +213,7 @@ impl<S: EventStore> IngestService<S> {
         );
         if !sightings.is_empty() {
             // First sightings only: steady-state ingest writes no metadata.
-            if let Err(err) = self.store.put_properties(&sightings).await {
-                tracing::warn!(error = %err, "metadata not recorded; a later event will retry");
-                self.seen.forget(&sightings);
-            }
+            self.seen.record(&*self.store, &sightings, deadline).await;
         }
         for (p, outcome) in outcomes {
             results[p.index] = Some(outcome);

@@ -4,11 +4,19 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::Instant;
 
+use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::Event;
+use crate::store::EventStore;
+
+/// Sightings one store call writes (the store splits them into
+/// `BatchWriteItem`s of 25), and how many such calls are in flight at once.
+const SIGHTINGS_PER_WRITE: usize = 100;
+const CONCURRENT_SIGHTING_WRITES: usize = 4;
 
 /// Most `data` paths recorded per event (deep or wide `data` is cut off here).
 const MAX_PROPERTIES_PER_EVENT: usize = 64;
@@ -178,6 +186,64 @@ impl SeenProperties {
             }
         }
         new
+    }
+
+    /// Writes first sightings, several calls at once, until `deadline`;
+    /// what is not written by then, or failed, is forgotten so a later
+    /// event retries it. The events are stored already: metadata never
+    /// holds their answer past the deadline (a batch of a thousand new
+    /// event types took thousands of calls one after another, past the
+    /// function's timeout). How many were written.
+    pub async fn record<S: EventStore + ?Sized>(
+        &self,
+        store: &S,
+        sightings: &[(String, ObservedProperty)],
+        deadline: Instant,
+    ) -> usize {
+        let chunks: Vec<&[(String, ObservedProperty)]> =
+            sightings.chunks(SIGHTINGS_PER_WRITE).collect();
+        let mut written = vec![false; chunks.len()];
+        let mut failure = None;
+        let mut timed_out = false;
+        {
+            // The futures are made here, not in a stream's closure: one
+            // taking a borrowed chunk is not `Send` enough for a handler.
+            let pending: Vec<_> = chunks
+                .iter()
+                .copied()
+                .enumerate()
+                .map(|(n, chunk)| async move { (n, store.put_properties(chunk).await) })
+                .collect();
+            let mut writes = stream::iter(pending).buffer_unordered(CONCURRENT_SIGHTING_WRITES);
+            let until = tokio::time::Instant::from_std(deadline);
+            loop {
+                match tokio::time::timeout_at(until, writes.next()).await {
+                    Ok(Some((n, Ok(())))) => written[n] = true,
+                    Ok(Some((_, Err(err)))) => failure = Some(err),
+                    Ok(None) => break,
+                    Err(_) => {
+                        timed_out = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let unwritten: Vec<(String, ObservedProperty)> = chunks
+            .iter()
+            .zip(&written)
+            .filter(|(_, done)| !**done)
+            .flat_map(|(chunk, _)| chunk.iter().cloned())
+            .collect();
+        if !unwritten.is_empty() {
+            tracing::warn!(
+                unwritten = unwritten.len(),
+                timed_out,
+                error = failure.map(|e| e.to_string()),
+                "metadata not all recorded; a later event will retry"
+            );
+            self.forget(&unwritten);
+        }
+        sightings.len() - unwritten.len()
     }
 
     /// Forgets a sighting whose write failed, so a later event retries it.

@@ -14,6 +14,10 @@ use crate::event::{format_time, Event};
 use crate::integrity::seal::DirtyMarks;
 use crate::metadata::{properties_of, ObservedProperty};
 use crate::settings::RetentionCache;
+
+/// How long a change's answer may wait for its record's metadata (a few
+/// dozen properties at most: one or two calls).
+const CHANGE_METADATA_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::store::EventStore;
 
 /// The `serviceName` of every self-audit record (reserved: ingest refuses
@@ -122,10 +126,8 @@ impl<S: EventStore> SelfAuditor<S> {
     pub async fn change_recorded(&self, record: &Event) {
         let sightings = self.seen.first_sightings(std::iter::once(record), true);
         if !sightings.is_empty() {
-            if let Err(err) = self.store.put_properties(&sightings).await {
-                tracing::warn!(error = %err, "self-audit metadata not recorded; a later record will retry");
-                self.seen.forget(&sightings);
-            }
+            let deadline = std::time::Instant::now() + CHANGE_METADATA_TIME;
+            self.seen.record(&*self.store, &sightings, deadline).await;
         }
     }
 
