@@ -178,19 +178,23 @@ impl Client {
         Ok(self.get_page(path_or_url).await?.body)
     }
 
-    /// The tenant this token reads, from its trail's first event (`None`
-    /// while its settled trail is empty): the API names no tenant
-    /// otherwise, and a resumed run checks it goes on with the trail it
-    /// began with. A page may be empty and not the last (its read budget
-    /// spent on expired items), so pages are followed to the first event or
-    /// the caught-up end, 20 pages at most.
+    /// The tenant this token reads, as a tail page names it: a resumed run
+    /// checks it goes on with the trail it began with. (It was read from the
+    /// trail's first event, so a token whose trail was still empty took
+    /// over another tenant's state file.) A server from before pages named
+    /// their tenant still gives it by its first event: an empty page may
+    /// not be the last (its read budget spent on expired items), so pages
+    /// are followed to the first event or the caught-up end, 20 at most.
     pub async fn tenant(&self) -> Result<Option<String>, Failure> {
         let mut next = "/audit?limit=1&selfAudit=include".to_string();
         for _ in 0..20 {
             let page = self.get_page(&next).await?;
-            if let Some(account) = answer_list(&page.body, "events")?
-                .first()
-                .and_then(|event| event["accountId"].as_str())
+            let events = answer_list(&page.body, "events")?;
+            // A page names its tenant, even an empty one; an older server's
+            // does not, and the first event's does.
+            if let Some(account) = page.body["accountId"]
+                .as_str()
+                .or_else(|| events.first().and_then(|event| event["accountId"].as_str()))
             {
                 return Ok(Some(account.to_string()));
             }

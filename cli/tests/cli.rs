@@ -597,6 +597,29 @@ async fn a_resumed_run_goes_on_only_with_the_format_and_the_tenant_it_began() {
     let (code, stdout, stderr) = audit(&base, &beta, &tail).await;
     assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
     assert!(stderr.contains("tenant acme"), "{stderr}");
+    // A tenant whose trail is still empty is refused too, and the state is
+    // left as it was: its tenant came from the trail's first event, so such
+    // a token went on with acme's state and rewrote it as its own.
+    let saved = std::fs::read(&state).expect("state");
+    let fresh = env.token("fresh", "audit:read");
+    for args in [
+        &tail[..],
+        &[
+            "export",
+            "--from",
+            "1h",
+            "--out",
+            file("acme.ndjson").as_str(),
+        ][..],
+    ] {
+        let (code, stdout, stderr) = audit(&base, &fresh, args).await;
+        assert_eq!((code, stdout.as_str()), (2, ""), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("tenant acme") && stderr.contains("fresh"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(std::fs::read(&state).expect("state"), saved);
     let event = json!({"eventType": "user.logout", "serviceName": "idp"});
     assert_eq!(post(&base, &acme, vec![event]).await.len(), 1);
     tokio::time::sleep(Duration::from_millis(2000)).await;

@@ -176,6 +176,7 @@ impl<S: EventStore> ListHandler<S> {
             next_query.push(("selfAudit", filter.name().to_string()));
         }
         let body = TailBody {
+            account_id: &caller.tenant,
             events: &page.events,
             links: json!({
                 "self": {"href": link(request, &self_query)},
@@ -245,6 +246,10 @@ impl<S: EventStore> ListHandler<S> {
 // byte for byte as the lookup and the stream return it.
 #[derive(serde::Serialize)]
 struct TailBody<'a> {
+    /// The tenant whose trail this is, stated even on an empty page: a
+    /// client resuming a saved position checks it against the one it saved.
+    #[serde(rename = "accountId")]
+    account_id: &'a str,
     events: &'a [audit_core::event::PageEvent],
     #[serde(rename = "_links")]
     links: serde_json::Value,
