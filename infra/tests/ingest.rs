@@ -372,6 +372,69 @@ async fn a_platform_token_writes_for_any_tenant_a_tenant_token_only_for_its_own(
     assert_eq!(error_code(&body), "not_found");
 }
 
+/// A platform producer's idempotency keys are its own in each tenant it
+/// writes to: the tenant's own writer using the same key first neither
+/// suppresses the platform's event nor is answered with it, and each
+/// retry is answered with its own first event, in single and batch writes.
+/// (The key was the tenant's alone, so a tenant writer that guessed a
+/// platform `messageId` had the platform's event answered `duplicate`,
+/// naming the tenant's event, and never stored.)
+#[tokio::test]
+async fn a_platform_producers_keys_are_its_own_in_the_tenant_it_writes_to() {
+    let api = Api::start().await;
+    let platform = api.env.token("platform", "audit:write audit:platform");
+    let tenant = api.token("beta");
+    let post = |token: String, body: Value| {
+        let api = &api;
+        async move { json_of(api.post_json(&token, "/audit/events", &body).await).await }
+    };
+    let tenants_event =
+        json!({"eventType": "noop", "serviceName": "tenant-svc", "messageId": "plat-1"});
+    let platforms_event = json!({"eventType": "admin.impersonation", "serviceName": "platform-support",
+                                 "accountId": "beta", "messageId": "plat-1"});
+    let (status, first) = post(tenant.clone(), tenants_event.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    for round in 0..2 {
+        let (status, body) = post(platform.clone(), platforms_event.clone()).await;
+        let expected = if round == 0 {
+            (201, "stored")
+        } else {
+            (200, "duplicate")
+        };
+        assert_eq!(
+            (status, body["status"].as_str().unwrap_or_default()),
+            (expected.0, expected.1),
+            "{body}"
+        );
+        assert_ne!(
+            body["cursor"], first["cursor"],
+            "the platform's event is its own: {body}"
+        );
+        let (status, again) = post(tenant.clone(), tenants_event.clone()).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["cursor"], first["cursor"], "{again}");
+    }
+    // In a batch too, beside a key the tenant's writer never used.
+    let (status, batch) = post(
+        platform.clone(),
+        json!({"events": [platforms_event, {"eventType": "a", "serviceName": "b", "accountId": "beta", "messageId": "plat-2"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["results"][0]["status"], "duplicate", "{batch}");
+    assert_eq!(batch["results"][1]["status"], "stored", "{batch}");
+    let events = api.env.events_by_tenant().await;
+    assert_eq!(
+        events["beta"].len(),
+        3,
+        "the tenant's event and the platform's two"
+    );
+    assert!(
+        !events.contains_key("platform"),
+        "nothing in the producer's own tenant"
+    );
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_json_error_and_changes_nothing() {
     let api = Api::start().await;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use audit_core::error::StoreError;
 use audit_core::event::Event;
 use audit_core::pivot::{pivot_key, Posting, PIVOT_INDEXES};
-use audit_core::store::IdempotentPut;
+use audit_core::store::{IdempotencyKey, IdempotentPut};
 use audit_core::EventStore;
 use audit_dynamo::DynamoStore;
 use audit_infra::proxy::Faults;
@@ -167,6 +167,14 @@ async fn a_batch_write_stores_every_item_but_the_one_the_table_refuses() {
     assert_eq!(stored.get("acme").map(Vec::len), Some(24));
 }
 
+/// A key the tenant's own writer sent.
+fn own_key(key: &str) -> IdempotencyKey {
+    IdempotencyKey {
+        key: key.to_string(),
+        producer: None,
+    }
+}
+
 /// Keyed events are written together, one transaction per group, yet each
 /// is answered on its own: in a group the table cancels, the event whose
 /// key was used is a duplicate, the one the table refuses is refused, and
@@ -178,13 +186,13 @@ async fn a_keyed_group_stores_every_event_but_the_duplicate_and_the_refused() {
     let soon = || Instant::now() + Duration::from_secs(6);
     let original = raw_event("acme", json!({"first": true}));
     let first = store
-        .put_events_once(&[(original.clone(), "used-key".to_string())], soon())
+        .put_events_once(&[(original.clone(), own_key("used-key"))], soon())
         .await;
     assert!(
         matches!(first.as_slice(), [Ok(IdempotentPut::Stored)]),
         "{first:?}"
     );
-    let events: Vec<(Event, String)> = (0..60)
+    let events: Vec<(Event, IdempotencyKey)> = (0..60)
         .map(|i| {
             let mut event = raw_event("acme", json!({"i": i}));
             if i == 3 {
@@ -195,7 +203,7 @@ async fn a_keyed_group_stores_every_event_but_the_duplicate_and_the_refused() {
             } else {
                 format!("key-{i}")
             };
-            (event, key)
+            (event, own_key(&key))
         })
         .collect();
     let results = store.put_events_once(&events, soon()).await;

@@ -74,8 +74,13 @@ pub async fn capacity() -> Result<Section, BenchError> {
         let mut keyed_fields = fields.clone();
         keyed_fields["messageId"] = json!(format!("msg-{}", cursor()));
         let keyed = sized_event(cursor(), "acme", now, 1000, keyed_fields)?;
-        let marker =
-            audit_dynamo::marker_item(&keyed, keyed.message_id.as_deref().unwrap_or_default());
+        let marker = audit_dynamo::marker_item(
+            &keyed,
+            &audit_core::store::IdempotencyKey {
+                key: keyed.message_id.clone().unwrap_or_default(),
+                producer: None,
+            },
+        );
         let transact = client
             .transact_write_items()
             .transact_items(

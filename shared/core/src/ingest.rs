@@ -17,7 +17,7 @@ use crate::event::{Event, NewEvent};
 use crate::integrity::seal::DirtyMarks;
 use crate::metadata::SeenProperties;
 use crate::settings::RetentionCache;
-use crate::store::{EventStore, IdempotentPut};
+use crate::store::{EventStore, IdempotencyKey, IdempotentPut};
 
 mod request;
 pub use request::IngestRequest;
@@ -75,7 +75,7 @@ struct Pending {
     /// Where the event sits in the request, for errors (`events[3]`, or `body`).
     path: String,
     event: Event,
-    key: Option<String>,
+    key: Option<IdempotencyKey>,
 }
 
 impl<S: EventStore> IngestService<S> {
@@ -152,7 +152,7 @@ impl<S: EventStore> IngestService<S> {
                     continue;
                 }
             };
-            let key = match (single_key.as_deref(), event.message_id()) {
+            let sent_key = match (single_key.as_deref(), event.message_id()) {
                 (Some(header), Some(message_id)) if header != message_id => {
                     let err = ApiError::bad_request(
                         "messageId",
@@ -164,12 +164,18 @@ impl<S: EventStore> IngestService<S> {
                 (Some(header), _) => Some(header.to_string()),
                 (None, message_id) => message_id.map(str::to_string),
             };
+            // A platform producer writing into another tenant keys its
+            // events apart from that tenant's own writers.
+            let key = sent_key.map(|key| IdempotencyKey {
+                key,
+                producer: (tenant != caller.tenant).then(|| caller.tenant.clone()),
+            });
             if let Some(key) = &key {
-                if let Some(first) = first_with_key.get(&(tenant.clone(), key.clone())) {
+                if let Some(first) = first_with_key.get(&(tenant.clone(), key.key.clone())) {
                     repeats.push((index, *first));
                     continue;
                 }
-                first_with_key.insert((tenant.clone(), key.clone()), index);
+                first_with_key.insert((tenant.clone(), key.key.clone()), index);
             }
             let cursor = self.cursors.next();
             // Nothing is written before this loop ends, so failing here changes nothing.
@@ -289,9 +295,9 @@ impl<S: EventStore> IngestService<S> {
         let keyed_outcomes: Vec<Vec<(Pending, ItemResult)>> =
             stream::iter(chunk(keyed, KEYED_WRITE_SIZE))
                 .map(|group| async move {
-                    let events: Vec<(Event, String)> = group
+                    let events: Vec<(Event, IdempotencyKey)> = group
                         .iter()
-                        .map(|p| (p.event.clone(), p.key.clone().unwrap_or_default()))
+                        .filter_map(|p| Some((p.event.clone(), p.key.clone()?)))
                         .collect();
                     let results = store.put_events_once(&events, deadline).await;
                     group

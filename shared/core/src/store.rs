@@ -56,6 +56,31 @@ pub struct RangePage {
     pub read_units: f64,
 }
 
+/// An idempotency key and whose it is. Keys are scoped to the tenant
+/// written to and, for a platform producer writing into another tenant, to
+/// the producer's tenant too: a tenant's own writer cannot use a key first
+/// and so suppress the platform's event (it was answered `duplicate`,
+/// naming the tenant's event, and never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    /// As the producer sent it (`messageId` or `Idempotency-Key`).
+    pub key: String,
+    /// The tenant whose token wrote the event, when it is not the tenant
+    /// written to.
+    pub producer: Option<String>,
+}
+
+impl IdempotencyKey {
+    /// The key's namespace for events of `tenant`: the tenant, or
+    /// `<tenant>#<producer>` (a tenant id holds no `#`, so the two never meet).
+    pub fn scope(&self, tenant: &str) -> String {
+        match &self.producer {
+            Some(producer) => format!("{tenant}#{producer}"),
+            None => tenant.to_string(),
+        }
+    }
+}
+
 /// What an idempotent write found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IdempotentPut {
@@ -81,7 +106,7 @@ pub trait EventStore: Send + Sync {
     /// another. No attempt starts after `deadline`.
     async fn put_events_once(
         &self,
-        events: &[(Event, String)],
+        events: &[(Event, IdempotencyKey)],
         deadline: Instant,
     ) -> Vec<Result<IdempotentPut, StoreError>>;
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use audit_core::error::StoreError;
 use audit_core::event::{Event, PageEvent};
 use audit_core::metadata::ObservedProperty;
-use audit_core::store::IdempotentPut;
+use audit_core::store::{IdempotencyKey, IdempotentPut};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
 use chrono::DateTime;
@@ -159,13 +159,16 @@ fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// The idempotency marker of an event written under `key`.
-pub fn marker_item(event: &Event, key: &str) -> Item {
+pub fn marker_item(event: &Event, key: &IdempotencyKey) -> Item {
     let mut item = Item::new();
     item.insert(
         PARTITION_KEY.into(),
-        AttributeValue::S(format!("{IDEMPOTENCY_PREFIX}{}", event.account_id)),
+        AttributeValue::S(format!(
+            "{IDEMPOTENCY_PREFIX}{}",
+            key.scope(&event.account_id)
+        )),
     );
-    item.insert(SORT_KEY.into(), AttributeValue::S(key.to_string()));
+    item.insert(SORT_KEY.into(), AttributeValue::S(key.key.clone()));
     item.insert(
         MARKER_TARGET.into(),
         AttributeValue::S(event.cursor.clone()),

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use audit_core::error::StoreError;
 use audit_core::event::{format_time, Event};
-use audit_core::store::IdempotentPut;
+use audit_core::store::{IdempotencyKey, IdempotentPut};
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem,
@@ -33,7 +33,7 @@ impl DynamoStore {
     /// groups of up to [`EVENTS_PER_TRANSACTION`], each answered on its own.
     pub(crate) async fn put_keyed(
         &self,
-        events: &[(Event, String)],
+        events: &[(Event, IdempotencyKey)],
         deadline: Instant,
     ) -> Vec<Result<IdempotentPut, StoreError>> {
         let mut results: Vec<Option<Result<IdempotentPut, StoreError>>> =
@@ -87,7 +87,7 @@ impl DynamoStore {
     fn keyed_actions(
         &self,
         event: &Event,
-        key: &str,
+        key: &IdempotencyKey,
     ) -> Result<([TransactWriteItem; 2], usize), StoreError> {
         let item = event_to_item(event)?;
         let marker = marker_item(event, key);
@@ -132,7 +132,7 @@ impl DynamoStore {
     async fn transact_keyed(
         &self,
         group: Vec<KeyedActions>,
-        events: &[(Event, String)],
+        events: &[(Event, IdempotencyKey)],
         deadline: Instant,
     ) -> Vec<(usize, Result<IdempotentPut, StoreError>)> {
         let mut outcomes = Vec::new();
@@ -290,9 +290,13 @@ impl DynamoStore {
         outcomes
     }
 
-    async fn read_marker(&self, tenant: &str, key: &str) -> Result<IdempotentPut, StoreError> {
-        let partition = format!("{IDEMPOTENCY_PREFIX}{tenant}");
-        self.get_item(&partition, key, true)
+    async fn read_marker(
+        &self,
+        tenant: &str,
+        key: &IdempotencyKey,
+    ) -> Result<IdempotentPut, StoreError> {
+        let partition = format!("{IDEMPOTENCY_PREFIX}{}", key.scope(tenant));
+        self.get_item(&partition, &key.key, true)
             .await?
             .as_ref()
             .and_then(duplicate_from_marker)

@@ -9,7 +9,7 @@ use audit_core::event::{Event, PageEvent};
 use audit_core::metadata::ObservedProperty;
 use audit_core::pivot::Posting;
 use audit_core::store::{
-    EventStore, IdempotentPut, PostedMark, RangePage, RangeRead, TenantSettings,
+    EventStore, IdempotencyKey, IdempotentPut, PostedMark, RangePage, RangeRead, TenantSettings,
 };
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity, TransactWriteItem,
@@ -190,7 +190,7 @@ impl EventStore for DynamoStore {
 
     async fn put_events_once(
         &self,
-        events: &[(Event, String)],
+        events: &[(Event, IdempotencyKey)],
         deadline: Instant,
     ) -> Vec<Result<IdempotentPut, StoreError>> {
         self.put_keyed(events, deadline).await

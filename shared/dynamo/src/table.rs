@@ -4,7 +4,8 @@
 //!
 //! Item types (see docs/KEY-DESIGN.md):
 //! - event: `accountId` = tenant, `cursor` = ULID.
-//! - idempotency marker: `accountId` = `idem#<tenant>`, `cursor` = the key.
+//! - idempotency marker: `accountId` = `idem#<tenant>` (or
+//!   `idem#<tenant>#<producer>`: `IdempotencyKey::scope`), `cursor` = the key.
 //! - settings: `accountId` = `settings#<tenant>`, `cursor` = `settings`.
 //! - observed property: `accountId` = `meta#<tenant>`, `cursor` =
 //!   `[serviceName, eventType, property, type]`, each part its JSON string
