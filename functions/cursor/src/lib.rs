@@ -103,6 +103,10 @@ impl<S: EventStore + LogStore> CursorHandler<S> {
                     ApiError::bad_request("from", "`from` (a tree size) is required")
                 })?;
                 let to = proofs::optional_size(&params, "to")?;
+                // Bad input, refused before the read and its record.
+                if to.is_some_and(|to| from > to) {
+                    return Err(ApiError::bad_request("from", "`from` may not exceed `to`"));
+                }
                 self.auditor
                     .around(&caller, facts, self.consistency(tenant, from, to))
                     .await

@@ -219,8 +219,10 @@ impl<S: EventStore + LogStore> CursorHandler<S> {
         if let Some(size) = [from, to].into_iter().find(|&size| size > latest.tree_size) {
             return Err(no_tree(size, latest.tree_size));
         }
+        // `to` given below `from` was refused before the read; defaulted to
+        // the latest size, `from` above it is no tree of that size (above).
         if from > to {
-            return Err(ApiError::bad_request("from", "`from` may not exceed `to`"));
+            return Err(no_tree(from, latest.tree_size));
         }
         let proof = self
             .proofs

@@ -371,10 +371,14 @@ impl SelfAuditFilter {
             Self::Include => true,
             Self::Exclude => false,
             Self::Others => {
-                let same_client = caller.client_id.is_some() && event.client_id == caller.client_id;
-                let same_subject = caller.client_id.is_none()
-                    && caller.subject.is_some()
-                    && event.user_id == caller.subject;
+                // Compared as the caller's records hold them: cut to the
+                // field's limit (an uncut claim of 1100 characters never
+                // matched its own records).
+                let client = within_field_limit("clientId", caller.client_id.as_ref());
+                let subject = within_field_limit("userId", caller.subject.as_ref());
+                let same_client = client.is_some() && event.client_id == client;
+                let same_subject =
+                    client.is_none() && subject.is_some() && event.user_id == subject;
                 !(same_client || same_subject)
             }
         }
@@ -384,6 +388,40 @@ impl SelfAuditFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `selfAudit=others` leaves out the caller's own records however long
+    /// its client id or subject (records hold them cut to the field's
+    /// limit), and keeps another caller's.
+    #[test]
+    fn others_leaves_out_the_callers_own_records_whatever_their_length() {
+        let facts = RequestFacts {
+            event_type: "audit.list",
+            path: "/audit".into(),
+            method: "GET".into(),
+            query_string: String::new(),
+            user_agent: None,
+            referer: None,
+            source_ip: None,
+        };
+        let caller = |client: Option<String>, subject: Option<String>| Caller {
+            tenant: "acme".into(),
+            scopes: Default::default(),
+            subject,
+            client_id: client,
+        };
+        for length in [10, 1024, 1100, 5000] {
+            let by_client = caller(Some("c".repeat(length)), Some("s".into()));
+            let by_subject = caller(None, Some("s".repeat(length)));
+            for (own, other) in [
+                (&by_client, caller(Some("d".repeat(length)), None)),
+                (&by_subject, caller(None, Some("t".repeat(length)))),
+            ] {
+                let record = read_record(own, &facts, ulid::Ulid::new(), 90);
+                assert!(!SelfAuditFilter::Others.keeps(&record, own), "{length}");
+                assert!(SelfAuditFilter::Others.keeps(&record, &other), "{length}");
+            }
+        }
+    }
 
     /// Whatever a token or a request carries, a record is an event a
     /// producer could have sent: every field within the field table's
