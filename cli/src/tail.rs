@@ -200,9 +200,20 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         }
         format!("/audit?{query}")
     };
-    if let (Some(account), Some(path)) = (&state.account_id, &options.state) {
+    if let Some(path) = options.state.as_ref().filter(|_| state.next.is_some()) {
         let what = format!("the state file {}", path.display());
-        client.check_same_tenant(account, &what).await?;
+        match &state.account_id {
+            Some(account) => client.check_same_tenant(account, &what).await?,
+            // An older `audit` saved no tenant from a trail with no event
+            // yet; its position could be another tenant's, and would skip
+            // this one's events.
+            None => {
+                return Err(Failure::new(
+                    EXIT_USAGE,
+                    format!("{what} names no tenant (an older audit wrote it from an empty trail): start a new one"),
+                ))
+            }
+        }
     }
     let mut next = resume_link(&state, &options).unwrap_or(first);
     let stdout = std::io::stdout();
@@ -229,6 +240,11 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
             end_ms = Some(page.date_ms.map_or(i64::MAX, |ms| ms + 1000));
         }
         let events = crate::client::answer_list(&page.body, "events")?.clone();
+        // The page names its tenant, even when empty: the state keeps it, so
+        // a state saved from an empty trail is checked like any other.
+        if let Some(account) = page.body["accountId"].as_str() {
+            state.account_id = Some(account.to_string());
+        }
         let count = events.len();
         let mut reached_end = false;
         for event in events {

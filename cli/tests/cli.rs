@@ -620,6 +620,34 @@ async fn a_resumed_run_goes_on_only_with_the_format_and_the_tenant_it_began() {
         );
     }
     assert_eq!(std::fs::read(&state).expect("state"), saved);
+    // And the other way: a state saved from a trail with no event yet names
+    // its tenant, so another tenant's token is refused with it. One that
+    // names none (as an older `audit` saved it) is refused whoever reads.
+    let empty_state = file("empty-state.json");
+    let empty_tail = [
+        "tail",
+        "--state",
+        empty_state.as_str(),
+        "--self-audit",
+        "exclude",
+    ];
+    let (code, stdout, stderr) = audit(&base, &env.token("empty", "audit:read"), &empty_tail).await;
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&empty_state).expect("state")).expect("json");
+    assert_eq!(saved["accountId"], "empty", "{saved}");
+    let (code, stdout, stderr) = audit(&base, &beta, &empty_tail).await;
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
+    assert!(stderr.contains("tenant empty"), "{stderr}");
+    let mut unnamed = saved.clone();
+    unnamed
+        .as_object_mut()
+        .expect("an object")
+        .remove("accountId");
+    std::fs::write(&empty_state, unnamed.to_string()).expect("state");
+    let (code, stdout, stderr) = audit(&base, &beta, &empty_tail).await;
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
+    assert!(stderr.contains("names no tenant"), "{stderr}");
     let event = json!({"eventType": "user.logout", "serviceName": "idp"});
     assert_eq!(post(&base, &acme, vec![event]).await.len(), 1);
     tokio::time::sleep(Duration::from_millis(2000)).await;

@@ -600,11 +600,18 @@ fn the_template_deploys_on_a_fresh_account_and_with_a_customer_key() {
             format!("{:?}", resource["DependsOn"]).contains(&format!("\"{group}\"")),
             "{name} does not wait for {group}"
         );
+        // Minutes, not CloudFormation's hour, and longer than a run of the
+        // function that the request may wait behind.
+        let function_timeout = functions
+            .iter()
+            .find(|(f, _)| f == function)
+            .and_then(|(_, f)| f["Properties"]["Timeout"].as_u64())
+            .unwrap_or(3);
         assert!(
             resource["Properties"]["ServiceTimeout"]
                 .as_u64()
-                .is_some_and(|t| t <= 600),
-            "{name}: no ServiceTimeout of minutes"
+                .is_some_and(|t| t > function_timeout && t <= 1800),
+            "{name}: no ServiceTimeout of minutes, beyond {function}'s {function_timeout} s"
         );
     }
 }
@@ -649,6 +656,62 @@ fn the_seal_function_can_never_write_an_event() {
         assert!(fixed.contains('#'), "{pattern}");
     }
     assert!(!audit_core::auth::is_valid_tenant("log#acme"));
+    // Nor does any pattern match a partition the API writes for a tenant:
+    // its events, idempotency markers (its own and a platform producer's),
+    // metadata or settings, whatever the tenant's name (`u` and `idem` are
+    // tenant ids too: a producer's markers were `idem#u#acme`, a posting's
+    // key, until they took `/`).
+    let matches = |pattern: &str, key: &str| -> bool {
+        // `*` is any run of characters, as IAM's StringLike reads it.
+        let parts: Vec<&str> = pattern.split('*').collect();
+        let mut rest = key;
+        for (n, part) in parts.iter().enumerate() {
+            if n == 0 {
+                let Some(after) = rest.strip_prefix(part) else {
+                    return false;
+                };
+                rest = after;
+            } else if n == parts.len() - 1 {
+                return rest.ends_with(part);
+            } else {
+                let Some(at) = rest.find(part) else {
+                    return false;
+                };
+                rest = &rest[at + part.len()..];
+            }
+        }
+        rest.is_empty()
+    };
+    let tenants = [
+        "acme", "u", "e", "s", "t", "idem", "log", "posted", "meta", "seal",
+    ];
+    for tenant in tenants {
+        let mut partitions = vec![
+            tenant.to_string(),
+            format!("{}{tenant}", table::METADATA_PREFIX),
+            format!("{}{tenant}", table::SETTINGS_PREFIX),
+        ];
+        for producer in [None, Some("u"), Some("acme"), Some("idem")] {
+            let key = audit_core::store::IdempotencyKey {
+                key: "k".into(),
+                producer: producer.map(str::to_string),
+            };
+            partitions.push(format!(
+                "{}{}",
+                table::IDEMPOTENCY_PREFIX,
+                key.scope(tenant)
+            ));
+        }
+        for partition in &partitions {
+            for pattern in table::SEAL_WRITABLE_KEYS {
+                assert!(
+                    !matches(pattern, partition),
+                    "the seal function may write {partition} ({pattern})"
+                );
+            }
+        }
+    }
+    assert!(matches("*#u#*", "acme#u#x") && matches("log#*", "log#acme"));
 }
 
 /// The seal function's `events/` files: the schedule runs a sealing pass,

@@ -433,6 +433,62 @@ async fn a_platform_producers_keys_are_its_own_in_the_tenant_it_writes_to() {
         !events.contains_key("platform"),
         "nothing in the producer's own tenant"
     );
+
+    // A platform event written before keys were scoped to their producer
+    // left its marker in the tenant's own partition, saying nothing of who
+    // wrote it: a retry is still answered by it, not stored again. (Such a
+    // marker is made here by moving a new one there and taking off what
+    // marks it new.) Once its event has expired, the key is free.
+    use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+    let table = &api.env.config.table_name;
+    for (key, expired) in [("legacy-1", false), ("legacy-2", true)] {
+        let event =
+            json!({"eventType": "a", "serviceName": "b", "accountId": "beta", "messageId": key});
+        let (status, original) = post(platform.clone(), event.clone()).await;
+        assert_eq!(status, 201, "{original}");
+        let marker_key = HashMap::from([
+            (
+                "accountId".to_string(),
+                AttributeValue::S("idem#beta/platform".into()),
+            ),
+            ("cursor".to_string(), AttributeValue::S(key.to_string())),
+        ]);
+        let mut legacy = api
+            .env
+            .direct
+            .delete_item()
+            .table_name(table)
+            .set_key(Some(marker_key))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .expect("the new marker")
+            .attributes
+            .expect("it was there");
+        legacy.remove("scoped").expect("a new marker is marked so");
+        legacy.insert("accountId".into(), AttributeValue::S("idem#beta".into()));
+        if expired {
+            let past = format_time(Utc::now() - Duration::seconds(1));
+            legacy.insert("expiresAt".into(), AttributeValue::S(past));
+        }
+        api.env
+            .direct
+            .put_item()
+            .table_name(table)
+            .set_item(Some(legacy))
+            .send()
+            .await
+            .expect("put");
+        let (status, retried) = post(platform.clone(), event).await;
+        let answered = (status, retried["status"].as_str());
+        if expired {
+            assert_eq!(answered, (201, Some("stored")), "{retried}");
+            assert_ne!(retried["cursor"], original["cursor"], "{retried}");
+        } else {
+            assert_eq!(answered, (200, Some("duplicate")), "{retried}");
+            assert_eq!(retried["cursor"], original["cursor"], "{retried}");
+        }
+    }
 }
 
 #[tokio::test]

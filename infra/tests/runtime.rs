@@ -105,4 +105,62 @@ async fn every_release_binary_answers_the_runtime_api() {
         "{}",
         runs[0].response
     );
+
+    // A seal function that cannot read its signing secret keeps serving: a
+    // scheduled run fails (and the next tries to start again), and a
+    // deploy's custom resource request is answered FAILED with the reason
+    // at once, not left to CloudFormation's timeout. (Its main exited, and
+    // the request went unanswered.)
+    let (sender, mut answers) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let app = axum::Router::new().route(
+        "/cloudformation-response",
+        axum::routing::put(move |body: String| {
+            let sender = sender.clone();
+            async move {
+                let _ = sender.send(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut custom_resource = event("seal-custom-resource.json");
+    custom_resource["ResponseURL"] =
+        serde_json::json!(format!("http://127.0.0.1:{port}/cloudformation-response"));
+    let mut no_secret = deployment.clone();
+    no_secret.insert(
+        "CHECKPOINT_KEY_SECRET_ARN".to_string(),
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:nowhere".to_string(),
+    );
+    // Nothing answers there: the secret cannot be read.
+    no_secret.insert(
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_string(),
+        "http://127.0.0.1:1".to_string(),
+    );
+    let runs = run_binary(
+        &release_binary("seal"),
+        lambda_environment("", "seal", &no_secret),
+        vec![event("seal-schedule.json"), custom_resource.clone()],
+    )
+    .await
+    .expect("seal runs");
+    assert_eq!(
+        runs[0].status, 500,
+        "a run without its key fails: {}",
+        runs[0].response
+    );
+    assert_eq!(runs[1].status, 200, "{}", runs[1].response);
+    let answer: Value = serde_json::from_str(&answers.recv().await.expect("an answer")).unwrap();
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert_eq!(
+        answer["RequestId"], custom_resource["RequestId"],
+        "{answer}"
+    );
+    assert!(
+        answer["Reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("could not start")),
+        "{answer}"
+    );
 }

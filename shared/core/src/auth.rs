@@ -53,10 +53,19 @@ impl Caller {
             )));
         }
         let mut scopes: HashSet<String> = HashSet::new();
-        for key in ["scope", "scp"] {
-            if let Some(value) = claims.get(key) {
-                scopes.extend(split_scopes(value));
-            }
+        // `scope` is a string of space-separated scopes (RFC 9068); `scp`
+        // may also be an array, which API Gateway passes on as `[a b]`. A
+        // `scope` string that happens to be bracketed is taken as it is:
+        // API Gateway reads `[audit:platform` from it, not `audit:platform`.
+        if let Some(value) = claims.get("scope") {
+            scopes.extend(split_scopes(value));
+        }
+        if let Some(value) = claims.get("scp") {
+            let listed = value
+                .strip_prefix('[')
+                .and_then(|v| v.strip_suffix(']'))
+                .unwrap_or(value);
+            scopes.extend(split_scopes(listed));
         }
         if let Some(list) = authorizer_scopes {
             scopes.extend(list.iter().cloned());
@@ -94,16 +103,11 @@ impl Caller {
     }
 }
 
-/// Claims arrive as strings: `"a b"`, or an array rendered as `"[a b]"`.
-/// Split on spaces only, as API Gateway splits them: `a,audit:platform` is
-/// one scope, not two (splitting on commas too let such a claim grant a
-/// scope the authorizer never saw).
+/// Scopes split on spaces only, as API Gateway splits them:
+/// `a,audit:platform` is one scope, not two (splitting on commas too let
+/// such a claim grant a scope the authorizer never saw).
 fn split_scopes(value: &str) -> impl Iterator<Item = String> + '_ {
-    let listed = value
-        .strip_prefix('[')
-        .and_then(|v| v.strip_suffix(']'))
-        .unwrap_or(value);
-    listed
+    value
         .split(' ')
         .filter(|s| !s.is_empty())
         .map(str::to_string)
@@ -122,22 +126,41 @@ pub fn is_valid_tenant(tenant: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn caller_with(claim: &str, value: &str) -> Caller {
+        let claims: Claims = [
+            ("tenant_id".to_string(), "acme".to_string()),
+            (claim.to_string(), value.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        Caller::from_claims(Some((&claims, None)), "tenant_id").expect("a caller")
+    }
+
     #[test]
     fn scopes_parse_from_space_and_array_forms() {
-        let a: Vec<_> = split_scopes("audit:read audit:write").collect();
-        assert_eq!(a, vec!["audit:read", "audit:write"]);
-        let b: Vec<_> = split_scopes("[audit:read audit:admin]").collect();
-        assert_eq!(b, vec!["audit:read", "audit:admin"]);
+        let a = caller_with("scope", "audit:read audit:write");
+        assert!(a.has_scope(SCOPE_READ) && a.has_scope(SCOPE_WRITE));
+        // `scp` as an array, as API Gateway passes it on.
+        let b = caller_with("scp", "[audit:read audit:admin]");
+        assert!(b.has_scope(SCOPE_READ) && b.has_scope(SCOPE_ADMIN));
         // Forms API Gateway reads as other scopes grant none of ours.
-        for claim in [
-            "audit:write,audit:platform",
-            "\"audit:read\"",
-            "[[audit:read]]",
-            "audit:read\taudit:admin",
+        for (claim, value) in [
+            ("scope", "audit:write,audit:platform"),
+            ("scope", "\"audit:read\""),
+            ("scope", "[audit:platform audit:read]"),
+            ("scp", "[[audit:read]]"),
+            ("scope", "audit:read\taudit:admin"),
         ] {
-            let scopes: Vec<_> = split_scopes(claim).collect();
-            for ours in ALL_SCOPES {
-                assert!(!scopes.iter().any(|s| s == ours), "{claim}: {scopes:?}");
+            let caller = caller_with(claim, value);
+            for ours in [SCOPE_PLATFORM, SCOPE_ADMIN] {
+                assert!(
+                    !caller.has_scope(ours),
+                    "{claim}: {value}: {:?}",
+                    caller.scopes
+                );
+            }
+            if value.contains(',') || value.contains('"') || value.contains('\t') {
+                assert!(!caller.has_scope(SCOPE_READ), "{claim}: {value}");
             }
         }
     }

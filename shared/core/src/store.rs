@@ -72,10 +72,12 @@ pub struct IdempotencyKey {
 
 impl IdempotencyKey {
     /// The key's namespace for events of `tenant`: the tenant, or
-    /// `<tenant>#<producer>` (a tenant id holds no `#`, so the two never meet).
+    /// `<tenant>/<producer>`. A tenant id holds neither `/` nor `#`, so the
+    /// two never meet, and no other item type's key (postings are
+    /// `<tenant>#u#<value>`) is ever one of these.
     pub fn scope(&self, tenant: &str) -> String {
         match &self.producer {
-            Some(producer) => format!("{tenant}#{producer}"),
+            Some(producer) => format!("{tenant}/{producer}"),
             None => tenant.to_string(),
         }
     }

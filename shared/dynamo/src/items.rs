@@ -22,6 +22,10 @@ pub type Item = HashMap<String, AttributeValue>;
 const MARKER_TARGET: &str = "target";
 const MARKER_TIMESTAMP: &str = "timestamp";
 pub(crate) const MARKER_EXPIRES_AT: &str = "expiresAt";
+/// On every marker written since keys were scoped to their producer: a
+/// marker in a tenant's partition without it was written before, by the
+/// tenant or by a platform producer (nothing said which).
+pub(crate) const MARKER_SCOPED: &str = "scoped";
 
 /// The TTL attribute for an `expiresAt` (epoch seconds), computed once for
 /// every item type.
@@ -181,6 +185,7 @@ pub fn marker_item(event: &Event, key: &IdempotencyKey) -> Item {
         MARKER_EXPIRES_AT.into(),
         AttributeValue::S(event.expires_at.clone()),
     );
+    item.insert(MARKER_SCOPED.into(), AttributeValue::Bool(true));
     insert_ttl(&mut item, &event.expires_at);
     item
 }

@@ -11,9 +11,10 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem,
 };
 use chrono::Utc;
+use futures::StreamExt;
 
 use crate::items::{
-    duplicate_from_marker, event_to_item, item_size, marker_item, MARKER_EXPIRES_AT,
+    duplicate_from_marker, event_to_item, item_size, marker_item, MARKER_EXPIRES_AT, MARKER_SCOPED,
 };
 use crate::retry::{classify, RetryPolicy};
 use crate::store::DynamoStore;
@@ -22,6 +23,8 @@ use crate::table::{IDEMPOTENCY_PREFIX, SORT_KEY};
 /// A keyed event's place in the call, its two puts (the event, its
 /// marker) and their size.
 type KeyedActions = (usize, [TransactWriteItem; 2], usize);
+/// Reads of pre-scoping markers in flight at once (platform writes only).
+const LEGACY_LOOKUPS_AT_ONCE: usize = 8;
 /// Keyed events per transaction: two actions each, of DynamoDB's 100.
 const EVENTS_PER_TRANSACTION: usize = 50;
 /// A transaction's items, at most: DynamoDB takes 4 MB; a margin for the
@@ -38,9 +41,17 @@ impl DynamoStore {
     ) -> Vec<Result<IdempotentPut, StoreError>> {
         let mut results: Vec<Option<Result<IdempotentPut, StoreError>>> =
             events.iter().map(|_| None).collect();
+        // A platform retry of an event written before keys were scoped to
+        // their producer is answered by that event's marker.
+        for (i, outcome) in self.legacy_markers(events).await {
+            results[i] = Some(outcome);
+        }
         // Each event with its marker, or the reason it has none.
         let mut actions: Vec<KeyedActions> = Vec::new();
         for (i, (event, key)) in events.iter().enumerate() {
+            if results[i].is_some() {
+                continue;
+            }
             match self.keyed_actions(event, key) {
                 Ok((pair, size)) => actions.push((i, pair, size)),
                 Err(err) => results[i] = Some(Err(err)),
@@ -288,6 +299,51 @@ impl DynamoStore {
             groups.push(undecided);
         }
         outcomes
+    }
+
+    /// For each platform producer's key, the marker of the same key in the
+    /// tenant's own partition written before keys were scoped (it has no
+    /// `scoped` attribute), if its event has not expired: such a marker may
+    /// be the producer's own, and a retry must not store its event twice.
+    /// No marker is written there without the attribute any more, so what
+    /// these answer never changes, and a plain read suffices.
+    async fn legacy_markers(
+        &self,
+        events: &[(Event, IdempotencyKey)],
+    ) -> Vec<(usize, Result<IdempotentPut, StoreError>)> {
+        let now = format_time(Utc::now());
+        // Made here, not lazily in the stream: futures borrowing `events`
+        // through an iterator's closures are not `Send` enough for a handler.
+        let mut lookups = Vec::new();
+        for (i, (event, key)) in events.iter().enumerate() {
+            if key.producer.is_none() {
+                continue;
+            }
+            lookups.push({
+                let partition = format!("{IDEMPOTENCY_PREFIX}{}", event.account_id);
+                let now = now.as_str();
+                async move {
+                    match self.get_item(&partition, &key.key, false).await {
+                        Ok(Some(marker))
+                            if !marker.contains_key(MARKER_SCOPED)
+                                && marker
+                                    .get(MARKER_EXPIRES_AT)
+                                    .and_then(|v| v.as_s().ok())
+                                    .is_some_and(|expires| expires.as_str() > now) =>
+                        {
+                            duplicate_from_marker(&marker).map(|found| (i, Ok(found)))
+                        }
+                        Ok(_) => None,
+                        Err(err) => Some((i, Err(err))),
+                    }
+                }
+            });
+        }
+        futures::stream::iter(lookups)
+            .buffer_unordered(LEGACY_LOOKUPS_AT_ONCE)
+            .filter_map(|found| async move { found })
+            .collect()
+            .await
     }
 
     async fn read_marker(

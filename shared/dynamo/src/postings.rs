@@ -411,7 +411,10 @@ impl DynamoStore {
         // cursor whose event was fetched.
         cursors.truncate(fetched);
         page.more = full || fetched < gathered.cursors.len();
-        page.items_read = cursors.len();
+        // Every cursor the postings gave counts as read, fetched or not:
+        // the next read lists those past the stop again, and the budget
+        // should see that work.
+        page.items_read = gathered.cursors.len();
         page.last_cursor = cursors.pop();
         Ok(page)
     }

@@ -5,7 +5,7 @@
 //! Item types (see docs/KEY-DESIGN.md):
 //! - event: `accountId` = tenant, `cursor` = ULID.
 //! - idempotency marker: `accountId` = `idem#<tenant>` (or
-//!   `idem#<tenant>#<producer>`: `IdempotencyKey::scope`), `cursor` = the key.
+//!   `idem#<tenant>/<producer>`: `IdempotencyKey::scope`), `cursor` = the key.
 //! - settings: `accountId` = `settings#<tenant>`, `cursor` = `settings`.
 //! - observed property: `accountId` = `meta#<tenant>`, `cursor` =
 //!   `[serviceName, eventType, property, type]`, each part its JSON string
