@@ -1242,8 +1242,14 @@ async fn a_state_file_no_tail_wrote_is_refused() {
             json!({"next": format!("{base}/audit/settings"), "lastCursor": null}),
             true,
         ),
+        // Valid, but naming no tenant: an older `audit` saved it from an
+        // empty trail, and it could be another tenant's position.
         (
             json!({"next": good_next, "lastCursor": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}),
+            true,
+        ),
+        (
+            json!({"next": good_next, "lastCursor": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "accountId": "acme"}),
             false,
         ),
     ] {

@@ -3,6 +3,7 @@
 //! here; the domain sees only the store port.
 
 mod batch;
+mod by_key;
 pub mod client;
 mod item_reader;
 pub mod items;
