@@ -140,9 +140,16 @@ pub fn parse_age(text: &str) -> Result<Option<i64>, String> {
 
 /// Walks the API: checkpoints and entry records first, then the events (so
 /// every sealed event is old enough to be served).
-async fn fetch(
-    client: &Client,
-) -> Result<(Vec<CheckpointRecord>, Vec<EntryView>, Vec<Value>), Failure> {
+/// What the walk found, and the server's clock when it last answered.
+struct Walked {
+    checkpoints: Vec<CheckpointRecord>,
+    entries: Vec<EntryView>,
+    events: Vec<Value>,
+    /// The latest `Date` of the tail's pages, epoch ms.
+    server_ms: Option<i64>,
+}
+
+async fn fetch(client: &Client) -> Result<Walked, Failure> {
     let mut checkpoints: Vec<CheckpointRecord> = Vec::new();
     let mut next = Some("/audit/checkpoints?limit=1000".to_string());
     while let Some(url) = next.take() {
@@ -178,8 +185,10 @@ async fn fetch(
     let mut events: Vec<Value> = Vec::new();
     let mut next = Some("/audit?limit=1000".to_string());
     let mut end_ms: Option<i64> = None;
+    let mut server_ms: Option<i64> = None;
     while let Some(url) = next.take() {
         let page = client.get_page(&url).await?;
+        server_ms = server_ms.max(page.date_ms);
         // `Date` has whole seconds: the rest of that second is kept.
         let end = *end_ms.get_or_insert(page.date_ms.map_or(i64::MAX, |ms| ms + 1000));
         let mut reached_end = false;
@@ -213,7 +222,22 @@ async fn fetch(
             next = next_link(&page.body).filter(|link| *link != url);
         }
     }
-    Ok((checkpoints, entries, events))
+    Ok(Walked {
+        checkpoints,
+        entries,
+        events,
+        server_ms,
+    })
+}
+
+/// The time an online walk's evidence is judged at: `--as-of` if given,
+/// else the server's clock as it last answered (the end of the second its
+/// `Date` names), else this machine's.
+fn judged_at(options: &Options, server_ms: Option<i64>) -> i64 {
+    match server_ms {
+        Some(server_ms) if !options.as_of_given => server_ms + 999,
+        _ => options.as_of_ms,
+    }
 }
 
 /// The `next` link of a page, if it has one.
@@ -250,14 +274,24 @@ fn checked_event(value: Value) -> Result<Value, String> {
     Ok(value)
 }
 
-pub async fn run(client: Option<&Client>, options: Options) -> Result<Report, Failure> {
+pub async fn run(client: Option<&Client>, mut options: Options) -> Result<Report, Failure> {
     let (checkpoints, entries, events) = match (&options.bundle, client) {
         (Some(dir), _) => (
             read_ndjson::<CheckpointRecord>(&dir.join(CHECKPOINTS_FILE))?,
             read_ndjson::<EntryView>(&dir.join(ENTRIES_FILE))?,
             read_bundle_events(&dir.join(EVENTS_FILE))?,
         ),
-        (None, Some(client)) => fetch(client).await?,
+        (None, Some(client)) => {
+            let walked = fetch(client).await?;
+            // Online, expiry is judged by the server's clock as it last
+            // answered, not this machine's at the start: the server hides
+            // an event from its own `expiresAt` on, and an event that
+            // expired during the walk, or a clock behind the server's,
+            // read as `missing` (tampering). `Date` has whole seconds: the
+            // rest of that second counts.
+            options.as_of_ms = judged_at(&options, walked.server_ms);
+            (walked.checkpoints, walked.entries, walked.events)
+        }
         (None, None) => return Err(usage("give --bundle DIR, or --online")),
     };
     if options.as_of_given {
@@ -379,4 +413,37 @@ pub fn print(report: &Report, json: bool) {
         },
         report.verified_tree_size
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(as_of_ms: i64, as_of_given: bool) -> Options {
+        Options {
+            verifier_key: None,
+            bundle: None,
+            trusted: Vec::new(),
+            save: None,
+            as_of_ms,
+            as_of_given,
+            max_checkpoint_age_ms: None,
+        }
+    }
+
+    /// Online, expiry is judged by the server's last answer, whichever way
+    /// this machine's clock is off (behind, an event the server hid as
+    /// expired read as `missing`); `--as-of` still decides when given.
+    #[test]
+    fn an_online_walk_is_judged_by_the_servers_clock() {
+        let server = 1_800_000_000_000;
+        for local in [server - 3_600_000, server, server + 3_600_000] {
+            assert_eq!(
+                judged_at(&options(local, false), Some(server)),
+                server + 999
+            );
+        }
+        assert_eq!(judged_at(&options(42, true), Some(server)), 42);
+        assert_eq!(judged_at(&options(42, false), None), 42);
+    }
 }

@@ -1282,3 +1282,78 @@ async fn sealing_while_commits_land_late_leaves_no_event_out() {
         .collect();
     assert!(missed.is_empty(), "pivot query missed {missed:?}");
 }
+
+/// `audit-local` refuses to serve when its clock is behind what the stored
+/// log has sealed, as after a restart with the clock stepped back: events
+/// written then got cursors the sealer had passed, were never sealed, and
+/// `audit verify` called them forged. With the clock ahead of it, it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_local_refuses_to_serve_with_its_clock_behind_the_sealed_log() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    api.store_all(&token, &[json!({"eventType": "a", "serviceName": "b"})])
+        .await;
+    // The store answers from this process: the child is waited for
+    // without blocking it.
+    let serve = |api: &Api| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_audit-local"))
+            .args([
+                "serve",
+                "--no-relay",
+                "--no-seal",
+                "--port",
+                &port.to_string(),
+            ])
+            .args([
+                "--endpoint",
+                api.env
+                    .config
+                    .dynamodb_endpoint
+                    .as_deref()
+                    .unwrap_or_default(),
+            ])
+            .args(["--table", &api.env.config.table_name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("audit-local starts")
+    };
+    // Sealed as at the real time: the clock is ahead of the log, it serves.
+    sealer(&api)
+        .run(Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .expect("a run");
+    let mut serving = serve(&api);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let ended = serving.try_wait().expect("status");
+    let _ = serving.start_kill();
+    let output = serving.wait_with_output().await.expect("output");
+    assert!(
+        ended.is_none(),
+        "it serves: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Sealed through an hour from now, as a clock an hour ahead left it.
+    sealer(&api)
+        .run(Utc::now() + chrono::Duration::hours(1))
+        .await
+        .expect("a run");
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        serve(&api).wait_with_output(),
+    )
+    .await
+    .expect("it ends")
+    .expect("its output");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("behind what the stored log has sealed"),
+        "{stderr}"
+    );
+}

@@ -86,6 +86,41 @@ enum Command {
     },
 }
 
+/// Refuses to serve when this machine's clock is behind what the stored
+/// log has already sealed (a restart after the clock stepped back): new
+/// events would get cursors the sealer has passed, and be stored but never
+/// sealed, which `audit verify` reports as forged.
+async fn refuse_a_clock_behind_the_sealer(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use audit_core::integrity::LogStore;
+    let store = audit_dynamo::DynamoStore::new(client.clone(), table);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let sealed_ms = store
+        .seal_queue()
+        .await?
+        .iter()
+        .map(|mark| mark.sealed_through_ms)
+        .max()
+        .unwrap_or(0);
+    if sealed_ms > now_ms {
+        let at = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map(audit_core::event::format_time)
+                .unwrap_or_default()
+        };
+        return Err(format!(
+            "this machine's clock ({}) is behind what the stored log has sealed ({}): events written now would be stored but never sealed. Set the clock right, or start after {}",
+            at(now_ms),
+            at(sealed_ms),
+            at(sealed_ms)
+        )
+        .into());
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
@@ -152,6 +187,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let client = audit_dynamo::client(&config).await;
             table::ensure_table(&client, &table::definition(&config.table_name)).await?;
+            refuse_a_clock_behind_the_sealer(&client, &config.table_name).await?;
             let auth = DevAuth::default();
             let token = auth.mint(
                 "acme",

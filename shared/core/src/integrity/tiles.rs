@@ -240,7 +240,6 @@ impl Frontier {
             return writes;
         }
         let start = self.size;
-        let mut touched: BTreeSet<usize> = BTreeSet::new();
         for (hash, entry) in leaves {
             self.partial_entries.push(*entry);
             if self.partial_entries.len() as u64 == TILE_WIDTH {
@@ -255,30 +254,24 @@ impl Frontier {
                     bytes,
                 });
             }
-            self.push_hash(0, *hash, &mut writes, &mut touched);
+            self.push_hash(0, *hash, &mut writes);
             self.size += 1;
         }
-        // New partial tiles, where this append changed them.
-        writes.extend(
-            self.partial_tiles()
-                .into_iter()
-                .filter(|w| w.id.level.is_none_or(|l| touched.contains(&usize::from(l)))),
-        );
+        // Every partial tile of the new frontier, changed or not: a partial
+        // tile lives a week unless written again, and one this append did
+        // not change (level 1 changes once per 256 leaves) is still read.
+        // Only those it changed were written, so a tenant that gained a
+        // leaf every hour (no heartbeat) lost its level-1 tile to TTL, and
+        // its log could be neither extended nor proved again.
+        writes.extend(self.partial_tiles());
         debug_assert!(self.size > start);
         writes
     }
 
-    fn push_hash(
-        &mut self,
-        level: usize,
-        hash: Hash,
-        writes: &mut Vec<TileWrite>,
-        touched: &mut BTreeSet<usize>,
-    ) {
+    fn push_hash(&mut self, level: usize, hash: Hash, writes: &mut Vec<TileWrite>) {
         if self.partial.len() <= level {
             self.partial.resize(level + 1, Vec::new());
         }
-        touched.insert(level);
         self.partial[level].push(hash);
         if self.partial[level].len() as u64 == TILE_WIDTH {
             let full = std::mem::take(&mut self.partial[level]);
@@ -291,7 +284,7 @@ impl Frontier {
                 width: TILE_WIDTH,
                 bytes: encode_hashes(&full),
             });
-            self.push_hash(level + 1, up, writes, touched);
+            self.push_hash(level + 1, up, writes);
         }
     }
 
@@ -408,6 +401,36 @@ mod tests {
                 .iter()
                 .enumerate()
                 .all(|(i, e)| e.cursor == Ulid::from_parts(i as u64, 0)));
+        }
+    }
+
+    /// Every append writes every partial tile of the new frontier, so each
+    /// one read is kept alive (a partial tile lives a week unless written
+    /// again): appending one leaf to a tree of 300 writes the level-1
+    /// partial tile it did not change, beside the level-0 and entry ones.
+    #[test]
+    fn an_append_keeps_every_partial_tile_alive() {
+        let leaf = |i: u64| {
+            (
+                [i as u8; 32],
+                EntryRecord {
+                    cursor: Ulid::from_parts(i, 0),
+                    expires_at_ms: 0,
+                },
+            )
+        };
+        for size in [1u64, 255, 256, 257, 300, 65_535, 65_536, 65_800] {
+            let mut frontier = Frontier::default();
+            let leaves: Vec<_> = (0..size).map(leaf).collect();
+            frontier.append(&leaves);
+            let writes = frontier.append(&[leaf(size)]);
+            let written: Vec<TileId> = writes.iter().map(|w| w.id).collect();
+            for id in frontier_tiles(size + 1) {
+                assert!(
+                    written.contains(&id),
+                    "size {size}: {id:?} not rewritten in {written:?}"
+                );
+            }
         }
     }
 
