@@ -210,7 +210,7 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
             None => {
                 return Err(Failure::new(
                     EXIT_USAGE,
-                    format!("{what} names no tenant (an older audit wrote it from an empty trail): start a new one"),
+                    format!("{what} names no tenant, so it cannot be checked against this token's (an older audit wrote it): start a new one"),
                 ))
             }
         }

@@ -145,8 +145,9 @@ struct Walked {
     checkpoints: Vec<CheckpointRecord>,
     entries: Vec<EntryView>,
     events: Vec<Value>,
-    /// The latest `Date` of the tail's pages, epoch ms.
-    server_ms: Option<i64>,
+    /// Per tail page, the last cursor it covered and the end of the second
+    /// its `Date` names: when the absence of an event up to there was seen.
+    page_clock: Vec<(ulid::Ulid, i64)>,
 }
 
 async fn fetch(client: &Client) -> Result<Walked, Failure> {
@@ -185,10 +186,12 @@ async fn fetch(client: &Client) -> Result<Walked, Failure> {
     let mut events: Vec<Value> = Vec::new();
     let mut next = Some("/audit?limit=1000".to_string());
     let mut end_ms: Option<i64> = None;
-    let mut server_ms: Option<i64> = None;
+    let mut page_clock: Vec<(ulid::Ulid, i64)> = Vec::new();
     while let Some(url) = next.take() {
         let page = client.get_page(&url).await?;
-        server_ms = server_ms.max(page.date_ms);
+        // The server filtered expiry at its own time, within the second
+        // `Date` names.
+        let seen_at = page.date_ms.map(|ms| ms + 999);
         // `Date` has whole seconds: the rest of that second is kept.
         let end = *end_ms.get_or_insert(page.date_ms.map_or(i64::MAX, |ms| ms + 1000));
         let mut reached_end = false;
@@ -218,26 +221,28 @@ async fn fetch(client: &Client) -> Result<Walked, Failure> {
                 events.push(event);
             }
         }
+        if let Some(seen_at) = seen_at {
+            let covered = events
+                .last()
+                .and_then(|e| e["cursor"].as_str())
+                .and_then(|c| ulid::Ulid::from_string(c).ok())
+                .unwrap_or(ulid::Ulid::nil());
+            page_clock.push((covered, seen_at));
+        }
         if page.retry_after.is_none() && !reached_end {
             next = next_link(&page.body).filter(|link| *link != url);
         }
+    }
+    // The last page saw the absence of everything above it.
+    if let Some((_, seen_at)) = page_clock.last().copied() {
+        page_clock.push((ulid::Ulid(u128::MAX), seen_at));
     }
     Ok(Walked {
         checkpoints,
         entries,
         events,
-        server_ms,
+        page_clock,
     })
-}
-
-/// The time an online walk's evidence is judged at: `--as-of` if given,
-/// else the server's clock as it last answered (the end of the second its
-/// `Date` names), else this machine's.
-fn judged_at(options: &Options, server_ms: Option<i64>) -> i64 {
-    match server_ms {
-        Some(server_ms) if !options.as_of_given => server_ms + 999,
-        _ => options.as_of_ms,
-    }
 }
 
 /// The `next` link of a page, if it has one.
@@ -275,6 +280,7 @@ fn checked_event(value: Value) -> Result<Value, String> {
 }
 
 pub async fn run(client: Option<&Client>, mut options: Options) -> Result<Report, Failure> {
+    let mut page_clock: Vec<(ulid::Ulid, i64)> = Vec::new();
     let (checkpoints, entries, events) = match (&options.bundle, client) {
         (Some(dir), _) => (
             read_ndjson::<CheckpointRecord>(&dir.join(CHECKPOINTS_FILE))?,
@@ -283,13 +289,21 @@ pub async fn run(client: Option<&Client>, mut options: Options) -> Result<Report
         ),
         (None, Some(client)) => {
             let walked = fetch(client).await?;
-            // Online, expiry is judged by the server's clock as it last
-            // answered, not this machine's at the start: the server hides
-            // an event from its own `expiresAt` on, and an event that
-            // expired during the walk, or a clock behind the server's,
-            // read as `missing` (tampering). `Date` has whole seconds: the
-            // rest of that second counts.
-            options.as_of_ms = judged_at(&options, walked.server_ms);
+            // Online, a missing event's expiry is judged at the server's
+            // time when the page that should have held it was read, not by
+            // this machine's clock at the start: the server hides an event
+            // from its own `expiresAt` on, and an event that expired during
+            // the walk, or a clock behind the server's, read as `missing`
+            // (tampering). Staleness takes the later of the two clocks: a
+            // server answering with an old `Date` hides no frozen log.
+            if !options.as_of_given {
+                page_clock = walked.page_clock;
+                let server_ms = page_clock.last().map(|(_, at)| *at);
+                options.as_of_ms = options
+                    .as_of_ms
+                    .max(chrono::Utc::now().timestamp_millis())
+                    .max(server_ms.unwrap_or(i64::MIN));
+            }
             (walked.checkpoints, walked.entries, walked.events)
         }
         (None, None) => return Err(usage("give --bundle DIR, or --online")),
@@ -349,6 +363,7 @@ pub async fn run(client: Option<&Client>, mut options: Options) -> Result<Report
         checkpoints: &notes,
         trusted: &trusted,
         now_ms: options.as_of_ms,
+        absence_seen_at: &page_clock,
         stale_after_ms: options.max_checkpoint_age_ms,
     };
     Ok(verify(
@@ -413,37 +428,4 @@ pub fn print(report: &Report, json: bool) {
         },
         report.verified_tree_size
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn options(as_of_ms: i64, as_of_given: bool) -> Options {
-        Options {
-            verifier_key: None,
-            bundle: None,
-            trusted: Vec::new(),
-            save: None,
-            as_of_ms,
-            as_of_given,
-            max_checkpoint_age_ms: None,
-        }
-    }
-
-    /// Online, expiry is judged by the server's last answer, whichever way
-    /// this machine's clock is off (behind, an event the server hid as
-    /// expired read as `missing`); `--as-of` still decides when given.
-    #[test]
-    fn an_online_walk_is_judged_by_the_servers_clock() {
-        let server = 1_800_000_000_000;
-        for local in [server - 3_600_000, server, server + 3_600_000] {
-            assert_eq!(
-                judged_at(&options(local, false), Some(server)),
-                server + 999
-            );
-        }
-        assert_eq!(judged_at(&options(42, true), Some(server)), 42);
-        assert_eq!(judged_at(&options(42, false), None), 42);
-    }
 }

@@ -436,12 +436,18 @@ async fn a_platform_producers_keys_are_its_own_in_the_tenant_it_writes_to() {
 
     // A platform event written before keys were scoped to their producer
     // left its marker in the tenant's own partition, saying nothing of who
-    // wrote it: a retry is still answered by it, not stored again. (Such a
-    // marker is made here by moving a new one there and taking off what
-    // marks it new.) Once its event has expired, the key is free.
+    // wrote it: a retry within a day is still answered by it, not stored
+    // again. (Such a marker is made here by moving a new one there and
+    // taking off what marks it new.) Once its event has expired, or the
+    // marker is older than a retry comes (it may be the tenant's own key),
+    // the key is free.
     use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
     let table = &api.env.config.table_name;
-    for (key, expired) in [("legacy-1", false), ("legacy-2", true)] {
+    for (key, stale) in [
+        ("legacy-1", None),
+        ("legacy-2", Some("expiresAt")),
+        ("legacy-3", Some("timestamp")),
+    ] {
         let event =
             json!({"eventType": "a", "serviceName": "b", "accountId": "beta", "messageId": key});
         let (status, original) = post(platform.clone(), event.clone()).await;
@@ -467,9 +473,16 @@ async fn a_platform_producers_keys_are_its_own_in_the_tenant_it_writes_to() {
             .expect("it was there");
         legacy.remove("scoped").expect("a new marker is marked so");
         legacy.insert("accountId".into(), AttributeValue::S("idem#beta".into()));
-        if expired {
-            let past = format_time(Utc::now() - Duration::seconds(1));
-            legacy.insert("expiresAt".into(), AttributeValue::S(past));
+        match stale {
+            Some("expiresAt") => {
+                let past = format_time(Utc::now() - Duration::seconds(1));
+                legacy.insert("expiresAt".into(), AttributeValue::S(past));
+            }
+            Some(_) => {
+                let past = format_time(Utc::now() - Duration::days(2));
+                legacy.insert("timestamp".into(), AttributeValue::S(past));
+            }
+            None => {}
         }
         api.env
             .direct
@@ -481,8 +494,8 @@ async fn a_platform_producers_keys_are_its_own_in_the_tenant_it_writes_to() {
             .expect("put");
         let (status, retried) = post(platform.clone(), event).await;
         let answered = (status, retried["status"].as_str());
-        if expired {
-            assert_eq!(answered, (201, Some("stored")), "{retried}");
+        if stale.is_some() {
+            assert_eq!(answered, (201, Some("stored")), "{stale:?}: {retried}");
             assert_ne!(retried["cursor"], original["cursor"], "{retried}");
         } else {
             assert_eq!(answered, (200, Some("duplicate")), "{retried}");

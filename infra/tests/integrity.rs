@@ -136,6 +136,7 @@ async fn run_verifier(api: &Api, token: &str, trusted: &[String], now_ms: i64) -
             checkpoints: &notes,
             trusted,
             now_ms,
+            absence_seen_at: &[],
             stale_after_ms: Some(2 * 3_600_000),
         },
         events,
@@ -1356,4 +1357,5 @@ async fn audit_local_refuses_to_serve_with_its_clock_behind_the_sealed_log() {
         stderr.contains("behind what the stored log has sealed"),
         "{stderr}"
     );
+    assert!(stderr.contains("--clock-behind-ok"), "{stderr}");
 }

@@ -163,4 +163,63 @@ async fn every_release_binary_answers_the_runtime_api() {
             .is_some_and(|r| r.contains("could not start")),
         "{answer}"
     );
+
+    // A failure at start that passes is tried again by the next
+    // invocation: a stand-in Secrets Manager fails its first two reads (at
+    // init, and the first run's), then answers; the second run seals. (A
+    // start that failed once was kept for the environment's life.)
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&reads);
+    let secrets = axum::Router::new().fallback(move || {
+        let counted = std::sync::Arc::clone(&counted);
+        async move {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let headers = [("content-type", "application/x-amz-json-1.1")];
+            if n < 2 {
+                return (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    headers,
+                    r#"{"__type":"InternalServiceError","message":"not yet"}"#.to_string(),
+                );
+            }
+            let body = serde_json::json!({
+                "ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:key",
+                "Name": "key",
+                "SecretString": "s".repeat(64),
+                "VersionId": "v1",
+                "VersionStages": ["AWSCURRENT"],
+            });
+            (axum::http::StatusCode::OK, headers, body.to_string())
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let secrets_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, secrets).await });
+    let mut flaky_secret = no_secret.clone();
+    flaky_secret.insert(
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_string(),
+        format!("http://127.0.0.1:{secrets_port}"),
+    );
+    // One request per read, so the stand-in's count is the reads'.
+    flaky_secret.insert("AWS_MAX_ATTEMPTS".to_string(), "1".to_string());
+    // Nothing settled to seal: no checkpoint for a bus that is not there.
+    flaky_secret.insert("SETTLE_HORIZON_MS".to_string(), "3600000".to_string());
+    let runs = run_binary(
+        &release_binary("seal"),
+        lambda_environment("", "seal", &flaky_secret),
+        vec![event("seal-schedule.json"), event("seal-schedule.json")],
+    )
+    .await
+    .expect("seal runs");
+    assert_eq!(
+        runs[0].status, 500,
+        "the secret is not readable yet: {}",
+        runs[0].response
+    );
+    assert_eq!(
+        runs[1].status, 200,
+        "started on the next run: {}",
+        runs[1].response
+    );
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 3);
 }

@@ -57,6 +57,9 @@ async fn handler_of(
 /// FAILED, and the pause before each retry.
 const CUSTOM_RESOURCE_ATTEMPTS: u32 = 3;
 const START_RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// How long one attempt may take: three, with their pauses and the
+/// answer's PUT, fit well inside the function's 300 s.
+const START_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -81,6 +84,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             (Arc::clone(&base), Arc::clone(&shared), Arc::clone(&started));
         async move {
             let custom_resource = is_custom_resource(&event.payload);
+            if custom_resource && event.payload["RequestType"] == "Delete" {
+                // Nothing to remove, and no reason to wait for a start.
+                match started.get() {
+                    Some(handler) => handler.answer_custom_resource(&event.payload).await?,
+                    None => answer_custom_resource(&event.payload, Err("not started")).await?,
+                }
+                return Ok(Value::Null);
+            }
             let attempts = if custom_resource {
                 CUSTOM_RESOURCE_ATTEMPTS
             } else {
@@ -92,10 +103,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                     tokio::time::sleep(START_RETRY_PAUSE * attempt).await;
                 }
                 outcome = match base.as_ref() {
-                    Ok((config, store)) => started
-                        .get_or_try_init(|| handler_of(config, store, &shared))
-                        .await
-                        .map_err(|err| err.to_string()),
+                    Ok((config, store)) => tokio::time::timeout(
+                        START_ATTEMPT_TIMEOUT,
+                        started.get_or_try_init(|| handler_of(config, store, &shared)),
+                    )
+                    .await
+                    .map_err(|_| "reading the signing secret timed out".to_string())
+                    .and_then(|started| started.map_err(|err| err.to_string())),
                     Err(why) => Err(why.clone()),
                 };
                 if outcome.is_ok() || base.is_err() {

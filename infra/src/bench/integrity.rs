@@ -215,6 +215,7 @@ fn verifier_throughput(count: usize) -> Result<(f64, usize), BenchError> {
             checkpoints: std::slice::from_ref(&note),
             trusted: &[],
             now_ms: Utc::now().timestamp_millis(),
+            absence_seen_at: &[],
             stale_after_ms: None,
         },
         events,

@@ -65,6 +65,11 @@ enum Command {
         /// Don't run the sealer.
         #[arg(long)]
         no_seal: bool,
+        /// Serve although this machine's clock is behind what the stored
+        /// log has sealed (events written until it catches up may never be
+        /// sealed: `audit verify` calls them forged).
+        #[arg(long)]
+        clock_behind_ok: bool,
         /// Table name.
         #[arg(long, env = "TABLE_NAME", default_value = "audit-trail")]
         table: String,
@@ -93,6 +98,7 @@ enum Command {
 async fn refuse_a_clock_behind_the_sealer(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
+    allowed: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use audit_core::integrity::LogStore;
     let store = audit_dynamo::DynamoStore::new(client.clone(), table);
@@ -110,10 +116,17 @@ async fn refuse_a_clock_behind_the_sealer(
                 .map(audit_core::event::format_time)
                 .unwrap_or_default()
         };
-        return Err(format!(
-            "this machine's clock ({}) is behind what the stored log has sealed ({}): events written now would be stored but never sealed. Set the clock right, or start after {}",
+        let why = format!(
+            "this machine's clock ({}) is behind what the stored log has sealed ({}): events written now may be stored but never sealed (audit verify would call them forged)",
             at(now_ms),
-            at(sealed_ms),
+            at(sealed_ms)
+        );
+        if allowed {
+            tracing::warn!("{why}; serving anyway (--clock-behind-ok)");
+            return Ok(());
+        }
+        return Err(format!(
+            "{why}. Set the clock right, start after {}, or pass --clock-behind-ok",
             at(sealed_ms)
         )
         .into());
@@ -153,6 +166,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             dead_letters,
             seal_every,
             no_seal,
+            clock_behind_ok,
         } => {
             let seal_every = parse_ttl(&seal_every)?;
             audit_http::telemetry::init();
@@ -187,7 +201,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let client = audit_dynamo::client(&config).await;
             table::ensure_table(&client, &table::definition(&config.table_name)).await?;
-            refuse_a_clock_behind_the_sealer(&client, &config.table_name).await?;
+            refuse_a_clock_behind_the_sealer(&client, &config.table_name, clock_behind_ok).await?;
             let auth = DevAuth::default();
             let token = auth.mint(
                 "acme",

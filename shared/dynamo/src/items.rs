@@ -20,7 +20,7 @@ pub type Item = HashMap<String, AttributeValue>;
 
 /// The attributes of an idempotency marker beside its keys.
 const MARKER_TARGET: &str = "target";
-const MARKER_TIMESTAMP: &str = "timestamp";
+pub(crate) const MARKER_TIMESTAMP: &str = "timestamp";
 pub(crate) const MARKER_EXPIRES_AT: &str = "expiresAt";
 /// On every marker written since keys were scoped to their producer: a
 /// marker in a tenant's partition without it was written before, by the

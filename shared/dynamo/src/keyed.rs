@@ -14,17 +14,21 @@ use chrono::Utc;
 use futures::StreamExt;
 
 use crate::items::{
-    duplicate_from_marker, event_to_item, item_size, marker_item, MARKER_EXPIRES_AT, MARKER_SCOPED,
+    duplicate_from_marker, event_to_item, item_size, marker_item, Item, MARKER_EXPIRES_AT,
+    MARKER_SCOPED, MARKER_TIMESTAMP,
 };
 use crate::retry::{classify, RetryPolicy};
 use crate::store::DynamoStore;
-use crate::table::{IDEMPOTENCY_PREFIX, SORT_KEY};
+use crate::table::{IDEMPOTENCY_PREFIX, PARTITION_KEY, SORT_KEY};
 
 /// A keyed event's place in the call, its two puts (the event, its
 /// marker) and their size.
 type KeyedActions = (usize, [TransactWriteItem; 2], usize);
 /// Reads of pre-scoping markers in flight at once (platform writes only).
 const LEGACY_LOOKUPS_AT_ONCE: usize = 8;
+/// How old a pre-scoping marker may be and still answer a platform retry:
+/// a retry comes within a day of its first attempt.
+const LEGACY_RETRY_WINDOW_MS: i64 = 86_400_000;
 /// Keyed events per transaction: two actions each, of DynamoDB's 100.
 const EVENTS_PER_TRANSACTION: usize = 50;
 /// A transaction's items, at most: DynamoDB takes 4 MB; a margin for the
@@ -43,7 +47,8 @@ impl DynamoStore {
             events.iter().map(|_| None).collect();
         // A platform retry of an event written before keys were scoped to
         // their producer is answered by that event's marker.
-        for (i, outcome) in self.legacy_markers(events).await {
+        let looked_up = events.iter().any(|(_, key)| key.producer.is_some());
+        for (i, outcome) in self.legacy_markers(events, deadline).await {
             results[i] = Some(outcome);
         }
         // Each event with its marker, or the reason it has none.
@@ -75,8 +80,9 @@ impl DynamoStore {
         }
         for (n, group) in groups.into_iter().enumerate() {
             // A later group begins only before the deadline: what starts
-            // after it could commit beyond the settle horizon's bound.
-            if n > 0 && Instant::now() >= deadline {
+            // after it could commit beyond the settle horizon's bound. So
+            // does the first, after the reads of old markers took time.
+            if (n > 0 || looked_up) && Instant::now() >= deadline {
                 for (i, _, _) in group {
                     results[i] = Some(Err(StoreError::Unavailable(
                         "the write deadline passed".into(),
@@ -303,15 +309,22 @@ impl DynamoStore {
 
     /// For each platform producer's key, the marker of the same key in the
     /// tenant's own partition written before keys were scoped (it has no
-    /// `scoped` attribute), if its event has not expired: such a marker may
-    /// be the producer's own, and a retry must not store its event twice.
-    /// No marker is written there without the attribute any more, so what
-    /// these answer never changes, and a plain read suffices.
+    /// `scoped` attribute) less than [`LEGACY_RETRY_WINDOW_MS`] ago, if its
+    /// event has not expired: such a marker may be the producer's own, and a
+    /// retry must not store its event twice. An older one is not a retry's,
+    /// and honouring it would let a tenant's own key from before the
+    /// upgrade keep answering the platform's new events. Read consistently
+    /// (a write by the old code may have just landed), and only until the
+    /// write deadline: a lookup not done by then fails its event (503), as
+    /// a write not started by then does.
     async fn legacy_markers(
         &self,
         events: &[(Event, IdempotencyKey)],
+        deadline: Instant,
     ) -> Vec<(usize, Result<IdempotentPut, StoreError>)> {
-        let now = format_time(Utc::now());
+        let now = Utc::now();
+        let now_text = format_time(now);
+        let oldest = format_time(now - chrono::Duration::milliseconds(LEGACY_RETRY_WINDOW_MS));
         // Made here, not lazily in the stream: futures borrowing `events`
         // through an iterator's closures are not `Send` enough for a handler.
         let mut lookups = Vec::new();
@@ -321,15 +334,26 @@ impl DynamoStore {
             }
             lookups.push({
                 let partition = format!("{IDEMPOTENCY_PREFIX}{}", event.account_id);
-                let now = now.as_str();
+                let (now, oldest) = (now_text.as_str(), oldest.as_str());
                 async move {
-                    match self.get_item(&partition, &key.key, false).await {
+                    if Instant::now() >= deadline {
+                        return Some((
+                            i,
+                            Err(StoreError::Unavailable("the write deadline passed".into())),
+                        ));
+                    }
+                    let text = |marker: &Item, name: &str| {
+                        marker
+                            .get(name)
+                            .and_then(|v| v.as_s().ok())
+                            .cloned()
+                            .unwrap_or_default()
+                    };
+                    match self.get_item_until(&partition, &key.key, deadline).await {
                         Ok(Some(marker))
                             if !marker.contains_key(MARKER_SCOPED)
-                                && marker
-                                    .get(MARKER_EXPIRES_AT)
-                                    .and_then(|v| v.as_s().ok())
-                                    .is_some_and(|expires| expires.as_str() > now) =>
+                                && text(&marker, MARKER_EXPIRES_AT).as_str() > now
+                                && text(&marker, MARKER_TIMESTAMP).as_str() >= oldest =>
                         {
                             duplicate_from_marker(&marker).map(|found| (i, Ok(found)))
                         }
@@ -344,6 +368,29 @@ impl DynamoStore {
             .filter_map(|found| async move { found })
             .collect()
             .await
+    }
+
+    /// One item, read consistently, by a call that ends by `deadline` plus
+    /// one attempt.
+    async fn get_item_until(
+        &self,
+        partition: &str,
+        sort: &str,
+        deadline: Instant,
+    ) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, AttributeValue::S(partition.to_string()))
+            .key(SORT_KEY, AttributeValue::S(sort.to_string()))
+            .consistent_read(true)
+            .customize()
+            .config_override(self.bounded_by(deadline))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output.item)
     }
 
     async fn read_marker(

@@ -89,12 +89,28 @@ pub struct Evidence<'a> {
     /// Milliseconds since the epoch, for `expiresAt` and staleness: now, or
     /// when an archived bundle was saved.
     pub now_ms: i64,
+    /// When the absence of an event up to each cursor was seen, for
+    /// `expiresAt` (ascending cursors; a leaf takes the first at or above
+    /// it): an online walk reads each page at the server's time, and a leaf
+    /// missing from a page counts as expired only if it had expired then.
+    /// Empty: `now_ms` for every leaf.
+    pub absence_seen_at: &'a [(Ulid, i64)],
     /// How old the newest checkpoint, or an event no checkpoint covers, may
     /// be at `now_ms` (ms) before the log is `stale`: the sealer gives every
     /// tenant a checkpoint at least once a heartbeat, so an older one means
     /// the newest events (and their checkpoints) may have been removed, or
     /// the sealer has stopped. `None`: not checked.
     pub stale_after_ms: Option<i64>,
+}
+
+/// When the absence of the event at `cursor` was seen (see
+/// [`Evidence::absence_seen_at`]).
+fn absence_seen_at(evidence: &Evidence, cursor: &Ulid) -> i64 {
+    evidence
+        .absence_seen_at
+        .iter()
+        .find(|(upto, _)| upto >= cursor)
+        .map_or(evidence.now_ms, |(_, at)| *at)
 }
 
 /// An entry's `expiresAt` is at least the shortest retention after its
@@ -314,7 +330,7 @@ pub fn verify<E: Into<GivenEvent>>(
                 EventStatus::Verified
             }
             Some(_) => EventStatus::Altered,
-            None if *expires_ms <= evidence.now_ms => EventStatus::Expired,
+            None if *expires_ms <= absence_seen_at(evidence, cursor) => EventStatus::Expired,
             None => EventStatus::Missing,
         };
         report.events.push(EventFinding {
@@ -472,6 +488,7 @@ mod tests {
                 checkpoints: notes,
                 trusted: &[],
                 now_ms,
+                absence_seen_at: &[],
                 stale_after_ms: Some(2 * 3_600_000),
             },
             events,
@@ -535,12 +552,61 @@ mod tests {
                 checkpoints: std::slice::from_ref(&note),
                 trusted: &[],
                 now_ms: written + 2 * 86_400_000,
+                absence_seen_at: &[],
                 stale_after_ms: None,
             },
             events,
         );
         assert!(report.ok(), "{report:?}");
         assert_eq!(report.counts.get("expired"), Some(&1));
+    }
+
+    /// A missing event counts as expired only if it had expired when the
+    /// page that should have held it was read: judged by the server's time
+    /// then, an expiry during the walk (or under a client clock behind the
+    /// server's) is `expired`, and a deletion before expiry stays `missing`
+    /// however late the walk ends.
+    #[test]
+    fn a_missing_event_is_judged_when_its_page_was_read() {
+        let (key, mut entries, note, mut events) = sealed(5, CHECKPOINT_AT);
+        events.remove(3);
+        let cursor = Ulid::from_string(&entries[3].cursor).unwrap();
+        let expires_ms = cursor.timestamp_ms() as i64 + 86_400_000;
+        entries[3].expires_at = chrono::DateTime::from_timestamp_millis(expires_ms)
+            .map(crate::event::format_time)
+            .unwrap();
+        let judge = |pages: &[(Ulid, i64)], now_ms: i64| {
+            verify(
+                &Evidence {
+                    key: &key,
+                    origin: None,
+                    entries: &entries,
+                    checkpoints: std::slice::from_ref(&note),
+                    trusted: &[],
+                    now_ms,
+                    absence_seen_at: pages,
+                    stale_after_ms: None,
+                },
+                events.clone(),
+            )
+            .events[3]
+                .status
+        };
+        let before = Ulid::from_parts(cursor.timestamp_ms() - 1, 0);
+        let after = Ulid::from_parts(cursor.timestamp_ms() + 1, 0);
+        // Its page read after it expired: expired, whatever this clock says.
+        let pages = [(before, expires_ms - 5_000), (after, expires_ms + 1_000)];
+        assert_eq!(judge(&pages, expires_ms - 60_000), EventStatus::Expired);
+        // Its page read before it expired: deleted early, missing, though
+        // the walk ended after it would have expired.
+        let pages = [
+            (after, expires_ms - 1_000),
+            (Ulid(u128::MAX), expires_ms + 60_000),
+        ];
+        assert_eq!(judge(&pages, expires_ms + 60_000), EventStatus::Missing);
+        // No pages (a bundle): the evidence's time decides.
+        assert_eq!(judge(&[], expires_ms), EventStatus::Expired);
+        assert_eq!(judge(&[], expires_ms - 1), EventStatus::Missing);
     }
 
     #[test]
