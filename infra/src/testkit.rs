@@ -362,3 +362,28 @@ impl TestSubscriber {
             .collect()
     }
 }
+
+/// A stand-in for CloudFormation's pre-signed response URL: the URL, and
+/// each body PUT to it, in order.
+pub async fn custom_resource_answers() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (sender, answers) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let app = axum::Router::new().route(
+        "/cloudformation-response",
+        axum::routing::put(move |body: String| {
+            let sender = sender.clone();
+            async move {
+                let _ = sender.send(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a local port");
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (
+        format!("http://127.0.0.1:{port}/cloudformation-response"),
+        answers,
+    )
+}

@@ -762,23 +762,10 @@ async fn the_seal_event_files_run_through_the_seal_handler() {
     }
 
     // A server stands in for CloudFormation's pre-signed URL.
-    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let app = axum::Router::new().route(
-        "/cloudformation-response",
-        axum::routing::put(move |body: String| {
-            let sender = sender.clone();
-            async move {
-                let _ = sender.send(body);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, mut receiver) = audit_infra::testkit::custom_resource_answers().await;
     let mut request = files["seal-custom-resource.json"].clone();
     assert!(seal::is_custom_resource(&request));
-    request["ResponseURL"] = json!(format!("http://127.0.0.1:{port}/cloudformation-response"));
+    request["ResponseURL"] = json!(url);
     handler.answer_custom_resource(&request).await.unwrap();
     let answer: Value = serde_json::from_str(&receiver.recv().await.unwrap()).unwrap();
     assert_eq!(answer["Status"], "SUCCESS");

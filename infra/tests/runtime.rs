@@ -111,23 +111,9 @@ async fn every_release_binary_answers_the_runtime_api() {
     // deploy's custom resource request is answered FAILED with the reason
     // at once, not left to CloudFormation's timeout. (Its main exited, and
     // the request went unanswered.)
-    let (sender, mut answers) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let app = axum::Router::new().route(
-        "/cloudformation-response",
-        axum::routing::put(move |body: String| {
-            let sender = sender.clone();
-            async move {
-                let _ = sender.send(body);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, mut answers) = audit_infra::testkit::custom_resource_answers().await;
     let mut custom_resource = event("seal-custom-resource.json");
-    custom_resource["ResponseURL"] =
-        serde_json::json!(format!("http://127.0.0.1:{port}/cloudformation-response"));
+    custom_resource["ResponseURL"] = serde_json::json!(url);
     let mut no_secret = deployment.clone();
     no_secret.insert(
         "CHECKPOINT_KEY_SECRET_ARN".to_string(),

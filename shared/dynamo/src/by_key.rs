@@ -147,16 +147,36 @@ impl DynamoStore {
         sort: &str,
         consistent: bool,
     ) -> Result<Option<Item>, StoreError> {
-        let output = self
+        self.get_item_by(partition, sort, consistent, None).await
+    }
+
+    /// One item by its keys; with a deadline, by a call that ends by it
+    /// plus one attempt.
+    pub(crate) async fn get_item_by(
+        &self,
+        partition: &str,
+        sort: &str,
+        consistent: bool,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<Item>, StoreError> {
+        let request = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(PARTITION_KEY, AttributeValue::S(partition.to_string()))
             .key(SORT_KEY, AttributeValue::S(sort.to_string()))
-            .consistent_read(consistent)
-            .send()
-            .await
-            .map_err(classify)?;
+            .consistent_read(consistent);
+        let output = match deadline {
+            Some(deadline) => {
+                request
+                    .customize()
+                    .config_override(self.bounded_by(deadline))
+                    .send()
+                    .await
+            }
+            None => request.send().await,
+        }
+        .map_err(classify)?;
         Ok(output.item)
     }
 }

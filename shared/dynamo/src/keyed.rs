@@ -19,7 +19,7 @@ use crate::items::{
 };
 use crate::retry::{classify, RetryPolicy};
 use crate::store::DynamoStore;
-use crate::table::{IDEMPOTENCY_PREFIX, PARTITION_KEY, SORT_KEY};
+use crate::table::{IDEMPOTENCY_PREFIX, SORT_KEY};
 
 /// A keyed event's place in the call, its two puts (the event, its
 /// marker) and their size.
@@ -349,7 +349,10 @@ impl DynamoStore {
                             .cloned()
                             .unwrap_or_default()
                     };
-                    match self.get_item_until(&partition, &key.key, deadline).await {
+                    match self
+                        .get_item_by(&partition, &key.key, true, Some(deadline))
+                        .await
+                    {
                         Ok(Some(marker))
                             if !marker.contains_key(MARKER_SCOPED)
                                 && text(&marker, MARKER_EXPIRES_AT).as_str() > now
@@ -368,29 +371,6 @@ impl DynamoStore {
             .filter_map(|found| async move { found })
             .collect()
             .await
-    }
-
-    /// One item, read consistently, by a call that ends by `deadline` plus
-    /// one attempt.
-    async fn get_item_until(
-        &self,
-        partition: &str,
-        sort: &str,
-        deadline: Instant,
-    ) -> Result<Option<Item>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, AttributeValue::S(partition.to_string()))
-            .key(SORT_KEY, AttributeValue::S(sort.to_string()))
-            .consistent_read(true)
-            .customize()
-            .config_override(self.bounded_by(deadline))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(output.item)
     }
 
     async fn read_marker(
