@@ -1136,6 +1136,40 @@ async fn a_query_page_cut_for_bytes_fetches_about_what_it_prints() {
         );
         assert!(pages >= 4, "{name}: 300 events of 42 KB in {pages} pages");
     }
+    // A postings read stopped by bytes counts every cursor its postings
+    // listed, fetched or not: the next read lists those past the stop
+    // again, and the query's read budget sees that work.
+    let store = audit_dynamo::DynamoStore::new(api.env.direct.clone(), &api.env.config.table_name);
+    let mark = audit_core::EventStore::posted_through(&store, "acme")
+        .await
+        .expect("a mark")
+        .expect("posted");
+    let user_id = audit_core::pivot::PIVOT_INDEXES
+        .iter()
+        .find(|index| index.field == "userId")
+        .expect("a userId pivot");
+    let read = audit_core::store::RangeRead {
+        tenant: "acme".into(),
+        pivot: Some((user_id, "u-big".into())),
+        lo: ulid::Ulid::nil().to_string(),
+        hi: mark,
+        newest_first: true,
+        limit: 1000,
+        scan_limit: 1000,
+        consistent: false,
+        data_as_text: true,
+        max_bytes: audit_core::read::MAX_PAGE_BYTES,
+        data_max_bytes: 60_000,
+    };
+    let page = audit_core::EventStore::read_range(&store, &read)
+        .await
+        .expect("a read");
+    assert!(
+        page.more && page.events.len() < 300,
+        "{} events",
+        page.events.len()
+    );
+    assert_eq!(page.items_read, 300, "every cursor the postings listed");
 }
 
 /// Two tenants with the same `userId`, `traceId`, `eventType` and
