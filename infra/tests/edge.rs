@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 async fn raw(
     api: &Api,
@@ -122,6 +122,23 @@ async fn an_undeclared_method_on_a_known_route_is_405_with_allow() {
     assert_eq!(status, 404);
 }
 
+/// A route's method on `target` (path and query) with a JSON body of `{}`.
+async fn call_route(api: &Api, method: &str, target: &str, token: &str) -> (u16, Value) {
+    let response = api
+        .http
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+            format!("{}{target}", api.base),
+        )
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    json_of(response).await
+}
+
 /// Every route of the route table refuses, before it runs, a query
 /// parameter it doesn't take and one it takes given twice (`limit=1&%6Cimit=2`
 /// too): a 400 naming it, whatever the function behind the route.
@@ -144,19 +161,7 @@ async fn every_route_refuses_unknown_and_repeated_query_parameters() {
             }
         }
         for (field, target) in cases {
-            let response = api
-                .http
-                .request(
-                    reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
-                    format!("{}{target}", api.base),
-                )
-                .bearer_auth(&token)
-                .header("content-type", "application/json")
-                .body("{}")
-                .send()
-                .await
-                .expect("request");
-            let (status, body) = json_of(response).await;
+            let (status, body) = call_route(&api, method, &target, &token).await;
             assert_eq!(status, 400, "{method} {target}: {body}");
             assert_eq!(
                 body["error"]["field"],
@@ -177,7 +182,7 @@ async fn every_route_refuses_unknown_and_repeated_query_parameters() {
 async fn a_read_refused_as_bad_input_records_nothing() {
     let api = Api::start().await;
     let token = api.env.token("acme", "audit:read audit:write audit:admin");
-    let events: Vec<serde_json::Value> = (0..6)
+    let events: Vec<Value> = (0..6)
         .map(|_| json!({"eventType": "a", "serviceName": "b"}))
         .collect();
     let cursor = api.store_all(&token, &events).await[0].clone();
@@ -229,19 +234,7 @@ async fn a_read_refused_as_bad_input_records_nothing() {
         }
         for target in targets {
             let before = records().await;
-            let response = api
-                .http
-                .request(
-                    reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
-                    format!("{}{target}", api.base),
-                )
-                .bearer_auth(&token)
-                .header("content-type", "application/json")
-                .body("{}")
-                .send()
-                .await
-                .expect("request");
-            let (status, body) = json_of(response).await;
+            let (status, body) = call_route(&api, method, &target, &token).await;
             let added = records().await - before;
             if status == 400 {
                 refused += 1;

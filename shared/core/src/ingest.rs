@@ -219,7 +219,11 @@ impl<S: EventStore> IngestService<S> {
         );
         if !sightings.is_empty() {
             // First sightings only: steady-state ingest writes no metadata.
-            self.seen.record(&*self.store, &sightings, deadline).await;
+            self.seen
+                .record(&sightings, deadline, |chunk| {
+                    self.store.put_properties(chunk)
+                })
+                .await;
         }
         for (p, outcome) in outcomes {
             results[p.index] = Some(outcome);

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::Event;
-use crate::store::EventStore;
 
 /// Sightings one store call writes (the store splits them into
 /// `BatchWriteItem`s of 25), and how many such calls are in flight at once.
@@ -193,13 +192,19 @@ impl SeenProperties {
     /// event retries it. The events are stored already: metadata never
     /// holds their answer past the deadline (a batch of a thousand new
     /// event types took thousands of calls one after another, past the
-    /// function's timeout). How many were written.
-    pub async fn record<S: EventStore + ?Sized>(
+    /// function's timeout). `write` is the store's `put_properties` (taken
+    /// as a function, so metadata does not import the store port, which
+    /// imports metadata's types). How many were written.
+    pub async fn record<'a, W, Written>(
         &self,
-        store: &S,
-        sightings: &[(String, ObservedProperty)],
+        sightings: &'a [(String, ObservedProperty)],
         deadline: Instant,
-    ) -> usize {
+        write: W,
+    ) -> usize
+    where
+        W: Fn(&'a [(String, ObservedProperty)]) -> Written,
+        Written: std::future::Future<Output = Result<(), crate::error::StoreError>>,
+    {
         let chunks: Vec<&[(String, ObservedProperty)]> =
             sightings.chunks(SIGHTINGS_PER_WRITE).collect();
         let mut written = vec![false; chunks.len()];
@@ -212,7 +217,10 @@ impl SeenProperties {
                 .iter()
                 .copied()
                 .enumerate()
-                .map(|(n, chunk)| async move { (n, store.put_properties(chunk).await) })
+                .map(|(n, chunk)| {
+                    let written = write(chunk);
+                    async move { (n, written.await) }
+                })
                 .collect();
             let mut writes = stream::iter(pending).buffer_unordered(CONCURRENT_SIGHTING_WRITES);
             let until = tokio::time::Instant::from_std(deadline);

@@ -127,7 +127,11 @@ impl<S: EventStore> SelfAuditor<S> {
         let sightings = self.seen.first_sightings(std::iter::once(record), true);
         if !sightings.is_empty() {
             let deadline = std::time::Instant::now() + CHANGE_METADATA_TIME;
-            self.seen.record(&*self.store, &sightings, deadline).await;
+            self.seen
+                .record(&sightings, deadline, |chunk| {
+                    self.store.put_properties(chunk)
+                })
+                .await;
         }
     }
 
