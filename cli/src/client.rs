@@ -41,12 +41,46 @@ impl Failure {
     }
 }
 
+/// The most an answer's body may hold. The API's largest is a page of
+/// about 3 MB (Lambda answers at most 6 MB); a server sending more, or
+/// without end, is not the API, and held whole it exhausted memory.
+pub const MAX_ANSWER_BYTES: usize = 32 << 20;
+
 /// An answer as it came: its status, the headers the CLI reads, the body.
 struct Answer {
     status: u16,
     retry_after: Option<u64>,
     date_ms: Option<i64>,
+    location: Option<String>,
     bytes: Vec<u8>,
+    /// The body passed `MAX_ANSWER_BYTES` and was not read on.
+    too_large: bool,
+}
+
+impl Answer {
+    /// What no request of the API's is answered with: a body past the
+    /// limit, or a redirect (the client follows none).
+    fn refused(&self) -> Option<Failure> {
+        if self.too_large {
+            return Some(not_the_api(&format!(
+                "an answer of more than {} MiB",
+                MAX_ANSWER_BYTES >> 20
+            )));
+        }
+        (300..400).contains(&self.status).then(|| {
+            Failure::new(
+                EXIT_UNAVAILABLE,
+                format!(
+                    "HTTP {}: the server redirects{}; give --url the API's own address",
+                    self.status,
+                    self.location
+                        .as_deref()
+                        .map(|to| format!(" to {}", crate::terminal::for_terminal(to)))
+                        .unwrap_or_default()
+                ),
+            )
+        })
+    }
 }
 
 /// A response body and its `Retry-After`.
@@ -104,15 +138,6 @@ pub fn answer_list<'a>(body: &'a Value, key: &str) -> Result<&'a Vec<Value>, Fai
         .ok_or_else(|| not_the_api(&format!("no `{key}` list")))
 }
 
-/// An answer of `GET /audit/events/{cursor}`: an event, with its cursor.
-pub fn answer_event(body: Value) -> Result<Value, Failure> {
-    if body["cursor"].is_string() {
-        Ok(body)
-    } else {
-        Err(not_the_api("no event with a `cursor`"))
-    }
-}
-
 /// The body of a 2xx answer: the API always answers a JSON object.
 fn answer_body(status: u16, bytes: &[u8]) -> Result<Value, Failure> {
     match serde_json::from_slice::<Value>(bytes) {
@@ -122,6 +147,16 @@ fn answer_body(status: u16, bytes: &[u8]) -> Result<Value, Failure> {
         Err(_) if !(200..300).contains(&status) => Ok(Value::Null),
         Ok(_) => Err(not_the_api("JSON, but not an object")),
         Err(_) => Err(not_the_api("not JSON")),
+    }
+}
+
+/// A network error as a person reads it: a timeout says so (a body
+/// trickling past the limit read as "error decoding response body").
+fn network_reason(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        "no whole answer within 60 s".to_string()
+    } else {
+        err.to_string()
     }
 }
 
@@ -138,9 +173,12 @@ impl Client {
     pub fn new(base: &str, token: Option<String>) -> Self {
         // A long-poll is held at most 20 s: a minute without an answer is a
         // dead connection, retried like any network error.
+        // The API never redirects: a redirect's answer is another server's
+        // (`status_failure` says where it pointed).
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
         Self {
@@ -151,26 +189,36 @@ impl Client {
     }
 
     /// Where to send a request for a path, or for a full URL from a `next`
-    /// link or a `--state` file. A full URL keeps only its path and query:
-    /// the request goes to the origin of `--url` whatever the link's host,
-    /// so the token is never sent anywhere the user did not name.
-    fn url(&self, path_or_url: &str) -> String {
-        if !(path_or_url.starts_with("http://") || path_or_url.starts_with("https://")) {
-            return format!("{}{path_or_url}", self.base);
-        }
-        match (
-            reqwest::Url::parse(&self.base),
-            reqwest::Url::parse(path_or_url),
-        ) {
-            (Ok(mut url), Ok(link)) => {
+    /// link or a `--state` file. A link is only ever a path and a query on
+    /// the origin of `--url`: a full URL keeps its path and query, and
+    /// anything else is a path (`@host/…`, `.host/…` or `:port/…` glued to
+    /// `--url` named another host), so the token is never sent anywhere the
+    /// user did not name.
+    fn url(&self, path_or_url: &str) -> Result<String, Failure> {
+        let absolute = reqwest::Url::parse(path_or_url)
+            .ok()
+            .filter(|link| matches!(link.scheme(), "http" | "https"));
+        let url = match (absolute, reqwest::Url::parse(&self.base)) {
+            (Some(link), Ok(mut url)) => {
                 url.set_path(link.path());
                 url.set_query(link.query());
                 url.set_fragment(None);
                 url.to_string()
             }
             // A base that is no URL fails on the request itself, saying so.
-            _ => format!("{}{path_or_url}", self.base),
+            (Some(_), Err(_)) => return Ok(self.base.clone()),
+            (None, _) => {
+                let path = path_or_url.split('#').next().unwrap_or_default();
+                let slash = if path.starts_with('/') { "" } else { "/" };
+                format!("{}{slash}{path}", self.base)
+            }
+        };
+        // Belt and braces: whatever the link, the origin is `--url`'s.
+        let origin = |text: &str| reqwest::Url::parse(text).ok().map(|u| u.origin());
+        if origin(&url) != origin(&self.base) {
+            return Err(not_the_api("a link to another host"));
         }
+        Ok(url)
     }
 
     /// GET a path (or a full URL from a `next` link), with retries.
@@ -227,7 +275,7 @@ impl Client {
             return Ok(event);
         }
         let cursor = event["cursor"].as_str().unwrap_or_default();
-        answer_event(self.get(&format!("/audit/events/{cursor}")).await?)
+        crate::trail::looked_up(self.get(&format!("/audit/events/{cursor}")).await?, cursor)
     }
 
     /// POST JSON; the status and body as they are (the caller reads
@@ -237,11 +285,14 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<(u16, Value), Failure> {
-        let url = self.url(path);
+        let url = self.url(path)?;
         let mut attempt = 0u32;
         loop {
             match self.exchange(self.http.post(&url).json(body)).await {
                 Ok(answer) => {
+                    if let Some(failure) = answer.refused() {
+                        return Err(failure);
+                    }
                     let body = answer_body(answer.status, &answer.bytes)?;
                     match answer.status {
                         401 | 403 => return Err(auth_failure(answer.status, &body)),
@@ -253,14 +304,14 @@ impl Client {
                     }
                 }
                 Err(err) if attempt < 8 => {
-                    crate::say(&format!("audit: {err}; retrying"));
+                    crate::say(&format!("audit: {}; retrying", network_reason(&err)));
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(250 << attempt.min(6))).await;
                 }
                 Err(err) => {
                     return Err(Failure::new(
                         EXIT_UNAVAILABLE,
-                        format!("cannot reach {url}: {err}"),
+                        format!("cannot reach {url}: {}", network_reason(&err)),
                     ))
                 }
             }
@@ -288,30 +339,52 @@ impl Client {
             .and_then(|v| chrono::DateTime::parse_from_rfc2822(&v).ok())
             .map(|t| t.timestamp_millis());
         let status = response.status().as_u16();
-        let bytes = response.bytes().await?.to_vec();
+        let location = header("location");
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Ok(Answer {
+                    status,
+                    retry_after,
+                    date_ms,
+                    location,
+                    bytes: Vec::new(),
+                    too_large: true,
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         Ok(Answer {
             status,
             retry_after,
             date_ms,
+            location,
             bytes,
+            too_large: false,
         })
     }
 
     /// GET with the `Retry-After` it came with.
     pub async fn get_page(&self, path_or_url: &str) -> Result<Page, Failure> {
-        let url = self.url(path_or_url);
+        let url = self.url(path_or_url)?;
         let mut attempt = 0u32;
         loop {
             let (status, retry_after, date_ms, body) =
                 match self.exchange(self.http.get(&url)).await {
-                    Ok(answer) => (
-                        answer.status,
-                        answer.retry_after,
-                        answer.date_ms,
-                        answer_body(answer.status, &answer.bytes)?,
-                    ),
+                    Ok(answer) => {
+                        if let Some(failure) = answer.refused() {
+                            return Err(failure);
+                        }
+                        (
+                            answer.status,
+                            answer.retry_after,
+                            answer.date_ms,
+                            answer_body(answer.status, &answer.bytes)?,
+                        )
+                    }
                     Err(err) if attempt < 5 => {
-                        crate::say(&format!("audit: {err}; retrying"));
+                        crate::say(&format!("audit: {}; retrying", network_reason(&err)));
                         attempt += 1;
                         tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
                         continue;
@@ -319,7 +392,7 @@ impl Client {
                     Err(err) => {
                         return Err(Failure::new(
                             EXIT_UNAVAILABLE,
-                            format!("cannot reach {url}: {err}"),
+                            format!("cannot reach {url}: {}", network_reason(&err)),
                         ))
                     }
                 };
@@ -366,8 +439,39 @@ mod tests {
                 "http://user@evil.example:8080/audit/events#frag",
                 "http://127.0.0.1:3000/audit/events",
             ),
+            // Glued to `--url` as they came, these named another host or
+            // port (and sent the token there).
+            (
+                "@127.0.0.2:3999/audit?limit=5",
+                "http://127.0.0.1:3000/@127.0.0.2:3999/audit?limit=5",
+            ),
+            (
+                ".evil.example/audit",
+                "http://127.0.0.1:3000/.evil.example/audit",
+            ),
+            (":8443/audit", "http://127.0.0.1:3000/:8443/audit"),
+            (
+                "//evil.example/audit",
+                "http://127.0.0.1:3000//evil.example/audit",
+            ),
+            ("audit?limit=1", "http://127.0.0.1:3000/audit?limit=1"),
         ] {
-            assert_eq!(client.url(link), expected, "{link}");
+            let url = client.url(link).expect("a link on the origin");
+            assert_eq!(url, expected, "{link}");
+            let parsed = reqwest::Url::parse(&url).expect("a URL");
+            assert_eq!(
+                (parsed.host_str(), parsed.port()),
+                (Some("127.0.0.1"), Some(3000)),
+                "{link}"
+            );
+        }
+        // Without a port, a glued link changed the host itself.
+        let client = Client::new("https://api.example.com", None);
+        for link in [".evil.example/audit", "@evil.example/audit", ":8443/audit"] {
+            let url = client.url(link).expect("a link on the origin");
+            let parsed = reqwest::Url::parse(&url).expect("a URL");
+            assert_eq!(parsed.host_str(), Some("api.example.com"), "{link}");
+            assert_eq!(parsed.port_or_known_default(), Some(443), "{link}");
         }
     }
 

@@ -209,7 +209,7 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
     let to_stdout = options.out.as_os_str() == "-";
     let resumable =
         !to_stdout && std::fs::metadata(&options.out).map_or(true, |meta| meta.is_file());
-    let (resume_after, header) = if resumable {
+    let (resume_after, header, tenant) = if resumable {
         let point = resume_point(&options.out, options.format)?;
         if let Some(account) = &point.account {
             let what = format!("{}", options.out.display());
@@ -219,9 +219,9 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
         if std::fs::metadata(&options.out).is_ok() {
             cut_to(&options.out, point.complete_len)?;
         }
-        (point.last, point.header)
+        (point.last, point.header, point.account)
     } else {
-        (None, None)
+        (None, None, None)
     };
     let out: Box<dyn Write> = if to_stdout {
         Box::new(std::io::stdout().lock())
@@ -281,10 +281,17 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
     };
     let mut written = 0u64;
     let failed = io_failure(&options.out);
+    // Only after what the file holds, in order, of its tenant: a server
+    // that ignored `after=` had every record appended again.
+    let mut order = crate::trail::TrailOrder::new(tenant).after(resume_after.as_deref());
+    order.follow(&next, false, false)?;
     'pages: loop {
         let page = client.get_page(&next).await?;
         let events = crate::client::answer_list(&page.body, "events")?.clone();
+        order.page(&page.body)?;
+        let written_before = written;
         for event in events {
+            order.event(&event, page.date_ms)?;
             let time = event["timestamp"].as_str().unwrap_or_default().to_string();
             if time >= to {
                 break 'pages;
@@ -305,7 +312,10 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
             break;
         }
         match page.body["_links"]["next"]["href"].as_str() {
-            Some(link) => next = link.to_string(),
+            Some(link) => {
+                order.follow(link, written > written_before, false)?;
+                next = link.to_string();
+            }
             // The tail always links its next page, caught up or not.
             None => return Err(crate::client::not_the_api("a tail page without `next`")),
         }

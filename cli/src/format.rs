@@ -360,10 +360,18 @@ impl<W: Write> Printer<W> {
                         writer.write_record(&self.csv_columns).map_err(csv_io)?;
                     }
                 }
+                // On a terminal a cell is shown, so what could control the
+                // terminal is escaped as in every other format; a file or a
+                // pipe gets the values as they are.
+                let on_terminal = self.on_terminal;
                 let row: Vec<String> = self
                     .csv_sources
                     .iter()
                     .map(|column| column.cell(event))
+                    .map(|cell| match on_terminal {
+                        true => for_terminal(&cell).into_owned(),
+                        false => cell,
+                    })
                     .collect();
                 match &mut self.csv {
                     Some(writer) => writer.write_record(&row).map_err(csv_io),

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod query;
 pub mod tail;
 pub mod terminal;
+pub mod trail;
 pub mod verify;
 
 use serde_json::Value;
@@ -74,7 +75,7 @@ pub fn metadata_tree(metadata: &Value) -> String {
                 },
                 shown(&field["name"]),
                 shown(&field["type"]),
-                operators.join(" ")
+                for_terminal(&operators.join(" "))
             ));
         }
     }

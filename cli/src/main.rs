@@ -149,6 +149,12 @@ enum Command {
         /// older means the newest events may have been removed); 0: off.
         #[arg(long, default_value = "2h")]
         max_checkpoint_age: String,
+        /// The log to verify, as its checkpoints name it
+        /// (`<CheckpointOrigin>/<tenant>`): a checkpoint of any other is
+        /// `wrong_origin`. Default: the first checkpoint's, printed with
+        /// the result.
+        #[arg(long)]
+        origin: Option<String>,
     },
     /// Shell completions (bash, zsh, fish, ...) on stdout.
     Completions { shell: clap_complete::Shell },
@@ -243,14 +249,16 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Get { cursor } => {
             // A cursor is a ULID: anything else would be a path of its own
             // (`../settings`), not an event.
-            if ulid::Ulid::from_string(&cursor).is_err() {
+            let Ok(asked) = ulid::Ulid::from_string(&cursor) else {
                 return Err(Failure::new(
                     EXIT_USAGE,
                     format!("`{cursor}` is not a cursor (26 characters of Crockford base32)"),
                 ));
-            }
-            let event = audit_cli::client::answer_event(
+            };
+            // The event asked for, not another.
+            let event = audit_cli::trail::looked_up(
                 client.get(&format!("/audit/events/{cursor}")).await?,
+                &asked.to_string(),
             )?;
             // On a terminal, what could reorder or control it is escaped.
             let text = if std::io::stdout().is_terminal() {
@@ -299,6 +307,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             json,
             as_of,
             max_checkpoint_age,
+            origin,
         } => {
             let as_of_given = as_of.is_some();
             let as_of_ms = match as_of {
@@ -315,7 +324,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             let max_checkpoint_age_ms = verify::parse_age(&max_checkpoint_age)
                 .map_err(|e| Failure::new(EXIT_USAGE, format!("--max-checkpoint-age: {e}")))?;
             let api = online.then_some(&client);
-            let report = verify::run(
+            let verified = verify::run(
                 api,
                 verify::Options {
                     verifier_key,
@@ -325,11 +334,12 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                     as_of_ms,
                     as_of_given,
                     max_checkpoint_age_ms,
+                    origin,
                 },
             )
             .await?;
-            verify::print(&report, json);
-            Ok(if report.ok() { 0 } else { EXIT_FAILED })
+            verify::print(&verified, json);
+            Ok(if verified.report.ok() { 0 } else { EXIT_FAILED })
         }
         Command::Completions { shell } => {
             // Generated into memory: clap_complete panics on a failed write.

@@ -114,13 +114,6 @@ pub struct Options {
     pub limit: u32,
 }
 
-/// When the event of `cursor` was written (a cursor is a ULID), epoch ms.
-pub(crate) fn cursor_ms(cursor: &str) -> Option<i64> {
-    ulid::Ulid::from_string(cursor)
-        .ok()
-        .map(|u| u.timestamp_ms() as i64)
-}
-
 /// A link (a path, or a full URL as a state may hold) as a URL to read.
 fn resolve_link(link: &str) -> Option<reqwest::Url> {
     reqwest::Url::parse("http://tail.invalid/")
@@ -233,6 +226,9 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
     // answered: each page read adds its own record to the trail, and a
     // small page (`--limit 1`) would chase them for ever.
     let mut end_ms: Option<i64> = None;
+    let mut order = crate::trail::TrailOrder::new(state.account_id.clone())
+        .resuming(state.last_cursor.as_deref());
+    order.follow(&next, false, false)?;
     loop {
         let page = client.get_page(&next).await?;
         if !options.follow && end_ms.is_none() {
@@ -242,37 +238,28 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         let events = crate::client::answer_list(&page.body, "events")?.clone();
         // The page names its tenant, even when empty: the state keeps it, so
         // a state saved from an empty trail is checked like any other.
-        if let Some(account) = page.body["accountId"].as_str() {
-            state.account_id = Some(account.to_string());
-        }
-        let count = events.len();
+        order.page(&page.body)?;
+        let mut written_here = 0;
         let mut reached_end = false;
         for event in events {
-            let cursor = event["cursor"].as_str().map(str::to_string);
-            if let (Some(end), Some(written_ms)) = (end_ms, cursor.as_deref().and_then(cursor_ms)) {
-                if written_ms > end {
-                    reached_end = true;
-                    break;
-                }
-            }
-            // Already written before a restart: skipped.
-            if let (Some(cursor), Some(last)) = (&cursor, &state.last_cursor) {
-                if cursor <= last {
-                    continue;
-                }
+            // Checked before anything is written or skipped: a page out of
+            // order, or of another tenant, is not the API's.
+            let seen = order.event(&event, page.date_ms)?;
+            let crate::trail::Seen::New(cursor) = seen else {
+                // Written before a restart.
+                continue;
+            };
+            if end_ms.is_some_and(|end| cursor.timestamp_ms() as i64 > end) {
+                reached_end = true;
+                break;
             }
             // A page shortens large `data`; a forwarder ships whole events.
             let event = client.whole_event(event).await?;
             printer.write(&event).map_err(write_failed)?;
-            if cursor.is_some() {
-                state.last_cursor = cursor;
-            }
-            if let Some(account) = event["accountId"].as_str() {
-                if state.account_id.as_deref() != Some(account) {
-                    state.account_id = Some(account.to_string());
-                }
-            }
+            state.last_cursor = Some(cursor.to_string());
+            written_here += 1;
         }
+        state.account_id = order.tenant().map(str::to_string);
         printer.flush().map_err(write_failed)?;
         if reached_end {
             // The state keeps this page's link: a resumed tail reads it
@@ -287,21 +274,19 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
             // The tail always links its next page, caught up or not.
             return Err(crate::client::not_the_api("a tail page without `next`"));
         };
+        let caught_up = page.retry_after.is_some();
         // A page that is not caught up always moves on; one that links
-        // itself would be read for ever.
-        if link == next && page.retry_after.is_none() {
-            return Err(crate::client::not_the_api("a tail page that links itself"));
-        }
+        // itself, or links that go round, would be read for ever.
+        order.follow(link, written_here > 0, caught_up)?;
         next = link.to_string();
         state.next = Some(next.clone());
         if let Some(path) = &options.state {
             write_state(path, &state)?;
         }
-        let caught_up = page.retry_after.is_some();
         if caught_up && !options.follow {
             break;
         }
-        if caught_up && count == 0 {
+        if caught_up && written_here == 0 {
             // The long-poll already waited; pause as the API asks before
             // the next one.
             let wait = page.retry_after.unwrap_or(1).min(60);

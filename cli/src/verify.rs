@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use audit_core::integrity::note::NoteVerifier;
-use audit_core::integrity::verify::{verify, Evidence, Report};
+use audit_core::integrity::verify::{verify, Evidence, LogFinding, Report};
 use audit_core::integrity::{CheckpointRecord, EntryView};
 use audit_core::Event;
 use serde::de::DeserializeOwned;
@@ -116,6 +116,16 @@ pub struct Options {
     pub as_of_given: bool,
     /// `stale` beyond this (ms); `None`: not checked.
     pub max_checkpoint_age_ms: Option<i64>,
+    /// The log to verify (`--origin`), pinned: `<CheckpointOrigin>/<tenant>`.
+    /// `None`: the first checkpoint's, printed with the result.
+    pub origin: Option<String>,
+}
+
+/// A verification's report, and the log it verified.
+pub struct Verified {
+    pub report: Report,
+    /// The origin every checkpoint was held to.
+    pub origin: Option<String>,
 }
 
 /// `--max-checkpoint-age`: `2h`, `90m`, `1d`, `45s`; `0` turns the check off.
@@ -138,6 +148,12 @@ pub fn parse_age(text: &str) -> Result<Option<i64>, String> {
     }
 }
 
+/// How far ahead of this machine's clock a server's `Date` is believed
+/// when an event's absence is judged: a clock a few minutes behind the
+/// server's does not turn honest expiries into `missing`, and a server
+/// lying further ahead does not turn a deleted event into `expired`.
+const SERVER_CLOCK_AHEAD_MS: i64 = 5 * 60_000;
+
 /// Walks the API: checkpoints and entry records first, then the events (so
 /// every sealed event is old enough to be served).
 /// What the walk found, and the server's clock when it last answered.
@@ -151,28 +167,32 @@ struct Walked {
 }
 
 async fn fetch(client: &Client) -> Result<Walked, Failure> {
+    // A walk reads no link twice: links that went round were read for ever.
+    let mut walk = crate::trail::TrailOrder::new(None);
     let mut checkpoints: Vec<CheckpointRecord> = Vec::new();
     let mut next = Some("/audit/checkpoints?limit=1000".to_string());
     while let Some(url) = next.take() {
+        walk.follow(&url, false, false)?;
         let page = client.get(&url).await?;
         let batch: Vec<CheckpointRecord> = records(&page, "checkpoints")?;
         if batch.is_empty() {
             break;
         }
         checkpoints.extend(batch);
-        next = next_link(&page).filter(|link| *link != url);
+        next = next_link(&page);
     }
     let mut entries: Vec<EntryView> = Vec::new();
     if !checkpoints.is_empty() {
         let mut next = Some("/audit/entries?limit=1000".to_string());
         while let Some(url) = next.take() {
+            walk.follow(&url, false, false)?;
             let page = client.get(&url).await?;
             let batch = records::<EntryView>(&page, "entries")?;
             if batch.is_empty() {
                 break;
             }
             entries.extend(batch);
-            next = next_link(&page).filter(|link| *link != url);
+            next = next_link(&page);
         }
     }
     // Kept as the JSON the API gave, every key of it: the leaf is hashed
@@ -187,11 +207,17 @@ async fn fetch(client: &Client) -> Result<Walked, Failure> {
     let mut next = Some("/audit?limit=1000".to_string());
     let mut end_ms: Option<i64> = None;
     let mut page_clock: Vec<(ulid::Ulid, i64)> = Vec::new();
+    // The tail only goes forward, of one tenant: an event the server
+    // omitted and showed later, out of order, would not be judged.
+    let mut order = crate::trail::TrailOrder::new(None);
     while let Some(url) = next.take() {
         let page = client.get_page(&url).await?;
+        order.page(&page.body)?;
         // The server filtered expiry at its own time, within the second
-        // `Date` names.
-        let seen_at = page.date_ms.map(|ms| ms + 999);
+        // `Date` names; but never at a time later than this machine's clock
+        // allows: a page dated in 2100 had a deleted event judged `expired`.
+        let latest_believed = chrono::Utc::now().timestamp_millis() + SERVER_CLOCK_AHEAD_MS;
+        let seen_at = page.date_ms.map(|ms| (ms + 999).min(latest_believed));
         // `Date` has whole seconds: the rest of that second is kept.
         let end = *end_ms.get_or_insert(page.date_ms.map_or(i64::MAX, |ms| ms + 1000));
         let mut reached_end = false;
@@ -204,8 +230,10 @@ async fn fetch(client: &Client) -> Result<Walked, Failure> {
                 Failure::new(EXIT_FAILED, format!("a page did not read as events: {e}"))
             })?;
         for event in batch {
-            let written_ms = event["cursor"].as_str().and_then(crate::tail::cursor_ms);
-            if written_ms.is_some_and(|ms| ms > end) {
+            let crate::trail::Seen::New(cursor) = order.event(&event, page.date_ms)? else {
+                continue;
+            };
+            if cursor.timestamp_ms() as i64 > end {
                 reached_end = true;
                 break;
             }
@@ -230,7 +258,10 @@ async fn fetch(client: &Client) -> Result<Walked, Failure> {
             page_clock.push((covered, seen_at));
         }
         if page.retry_after.is_none() && !reached_end {
-            next = next_link(&page.body).filter(|link| *link != url);
+            next = next_link(&page.body);
+            if let Some(link) = &next {
+                walk.follow(link, false, false)?;
+            }
         }
     }
     // The last page saw the absence of everything above it.
@@ -279,7 +310,7 @@ fn checked_event(value: Value) -> Result<Value, String> {
     Ok(value)
 }
 
-pub async fn run(client: Option<&Client>, mut options: Options) -> Result<Report, Failure> {
+pub async fn run(client: Option<&Client>, mut options: Options) -> Result<Verified, Failure> {
     let mut page_clock: Vec<(ulid::Ulid, i64)> = Vec::new();
     let (checkpoints, entries, events) = match (&options.bundle, client) {
         (Some(dir), _) => (
@@ -355,7 +386,12 @@ pub async fn run(client: Option<&Client>, mut options: Options) -> Result<Report
     for path in &options.trusted {
         trusted.extend(read_notes(path)?);
     }
-    let origin = checkpoints.first().map(|c| c.origin.clone());
+    // Pinned, or the first checkpoint's: the server names it, so the
+    // result says which log it was.
+    let origin = options
+        .origin
+        .clone()
+        .or_else(|| checkpoints.first().map(|c| c.origin.clone()));
     let evidence = Evidence {
         key: &key,
         origin: origin.as_deref(),
@@ -366,17 +402,41 @@ pub async fn run(client: Option<&Client>, mut options: Options) -> Result<Report
         absence_seen_at: &page_clock,
         stale_after_ms: options.max_checkpoint_age_ms,
     };
-    Ok(verify(
+    // Every event is the log's tenant's (`<origin>/<tenant>`): a server
+    // answering with another tenant's trail and log passed as this one's.
+    let log_tenant = origin
+        .as_deref()
+        .and_then(|o| o.rsplit_once('/'))
+        .map(|(_, tenant)| tenant.to_string());
+    let foreign: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter_map(|e| e["accountId"].as_str())
+        .filter(|account| log_tenant.as_deref().is_some_and(|t| t != *account))
+        .map(str::to_string)
+        .collect();
+    let mut report = verify(
         &evidence,
         events
             .into_iter()
             .map(audit_core::integrity::verify::GivenEvent::from_json),
-    ))
+    );
+    for account in foreign {
+        report.log.push(LogFinding {
+            problem: "wrong_origin",
+            detail: format!(
+                "events of tenant {account} in the log of {}",
+                origin.as_deref().unwrap_or_default()
+            ),
+            tree_size: None,
+        });
+    }
+    Ok(Verified { report, origin })
 }
 
 /// Prints the report: NDJSON findings (`--json`) or a summary; failures
 /// and log problems are always named.
-pub fn print(report: &Report, json: bool) {
+pub fn print(verified: &Verified, json: bool) {
+    let report = &verified.report;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if json {
@@ -393,19 +453,25 @@ pub fn print(report: &Report, json: bool) {
         let _ = writeln!(
             out,
             "{}",
-            serde_json::json!({"summary": report.counts, "verifiedTreeSize": report.verified_tree_size, "ok": report.ok()})
+            serde_json::json!({"summary": report.counts, "verifiedTreeSize": report.verified_tree_size, "origin": verified.origin, "ok": report.ok()})
         );
         return;
     }
     for finding in &report.log {
-        let _ = writeln!(out, "LOG {}: {}", finding.problem, finding.detail);
+        // A finding's detail quotes the server's text (a note's lines).
+        let _ = writeln!(
+            out,
+            "LOG {}: {}",
+            finding.problem,
+            crate::terminal::for_terminal(&finding.detail)
+        );
     }
     for finding in report.events.iter().filter(|f| f.status.is_failure()) {
         let _ = writeln!(
             out,
             "{:?} {}{}",
             finding.status,
-            finding.cursor,
+            crate::terminal::for_terminal(&finding.cursor),
             finding
                 .leaf_index
                 .map(|i| format!(" (leaf {i})"))
@@ -419,13 +485,18 @@ pub fn print(report: &Report, json: bool) {
         .collect();
     let _ = writeln!(
         out,
-        "{}: {} (checkpoints verified up to {} leaves)",
+        "{}: {} (checkpoints verified up to {} leaves{})",
         if report.ok() { "OK" } else { "FAILED" },
         if counts.is_empty() {
             "no events".to_string()
         } else {
             counts.join(", ")
         },
-        report.verified_tree_size
+        report.verified_tree_size,
+        verified
+            .origin
+            .as_deref()
+            .map(|o| format!(", log {}", crate::terminal::for_terminal(o)))
+            .unwrap_or_default()
     );
 }
