@@ -301,6 +301,17 @@ async fn send(
                 batch.len()
             )));
         }
+        // A refusal names its event (`events[7]…`): results in another
+        // order would pin each refusal on the wrong line.
+        if let Some(index) = results.iter().enumerate().find_map(|(index, result)| {
+            let at = result["error"]["field"].as_str()?.strip_prefix("events[")?;
+            let named: usize = at.split(']').next()?.parse().ok()?;
+            (named != index).then_some(index)
+        }) {
+            return Err(crate::client::not_the_api(&format!(
+                "result {index} names another event"
+            )));
+        }
         let mut retry = Vec::new();
         for (index, (pending, result)) in batch.into_iter().zip(results).enumerate() {
             match result["status"].as_str() {

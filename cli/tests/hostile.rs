@@ -542,3 +542,39 @@ async fn an_endless_answer_or_a_redirect_ends_with_5() {
     assert_eq!(code, 5, "{stderr}");
     assert!(stderr.contains("redirects"), "{stderr}");
 }
+
+/// Results in another order than the events sent: a refusal was pinned on
+/// the wrong line. A refusal names its event, so `ingest` sees the order
+/// is not the API's and stops with 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_results_in_another_order_are_refused() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    let proxy = tampering(
+        base.clone(),
+        None,
+        Arc::new(|path: &str, _: &mut HeaderMap, body: &mut Value| {
+            if path.starts_with("/audit/events") {
+                if let Some(results) = body["results"].as_array_mut() {
+                    results.reverse();
+                }
+            }
+        }),
+    )
+    .await;
+    let file = std::env::temp_dir().join(format!("hostile-{}.ndjson", ulid::Ulid::new()));
+    std::fs::write(
+        &file,
+        "{\"serviceName\":\"idp\"}\n{\"eventType\":\"a\",\"serviceName\":\"idp\"}\n{\"eventType\":\"b\",\"serviceName\":\"idp\"}\n",
+    )
+    .unwrap();
+    let file_arg = file.to_string_lossy().to_string();
+    let (code, _, stderr) = audit(&proxy, &token, &["ingest", file_arg.as_str()]).await;
+    assert_eq!(code, 5, "{stderr}");
+    assert!(!stderr.contains("line 3: refused"), "{stderr}");
+    // The API's own order names line 1.
+    let (code, _, stderr) = audit(&base, &token, &["ingest", file_arg.as_str()]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("line 1: refused"), "{stderr}");
+    let _ = std::fs::remove_file(&file);
+}
