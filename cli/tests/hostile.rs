@@ -578,3 +578,88 @@ async fn ingest_results_in_another_order_are_refused() {
     assert!(stderr.contains("line 1: refused"), "{stderr}");
     let _ = std::fs::remove_file(&file);
 }
+
+/// `verify --online` reads the trail as it stood when its first page was
+/// answered (that page's `Date` and the rest of its second), as `tail`
+/// does: a tenant writing faster than it reads would otherwise be chased
+/// for ever. Here the pages are dated between two groups of events, so
+/// the later group is what a fast writer adds during the walk: not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_online_ends_at_the_trail_its_first_page_dates() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    let before = stored(&env, &base, &token, 5).await;
+    let newest_ms = before
+        .iter()
+        .map(|c| ulid::Ulid::from_string(c).unwrap().timestamp_ms() as i64)
+        .max()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later: Vec<String> = {
+        let body: Value = reqwest::Client::new()
+            .post(format!("{base}/audit/events"))
+            .bearer_auth(&token)
+            .json(&json!({"events": (0..5).map(|i| json!({"eventType": "late", "serviceName": "idp", "userId": format!("l-{i}")})).collect::<Vec<_>>()}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["cursor"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(later.len(), 5);
+    // Settled, so an honest walk reads them (unsealed).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let key: Value = reqwest::Client::new()
+        .get(format!("{base}/audit/verifier-key"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let verify = [
+        "verify",
+        "--online",
+        "--json",
+        "--verifier-key",
+        key["verifierKey"].as_str().unwrap(),
+    ];
+    let read = |stdout: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|l| l["cursor"].as_str().map(str::to_string))
+            .collect()
+    };
+    let (code, stdout, stderr) = audit(&base, &token, &verify).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(later.iter().all(|c| read(&stdout).contains(c)), "{stdout}");
+    // Dated in the second of the first group's newest event.
+    let dated = chrono::DateTime::from_timestamp_millis(newest_ms)
+        .unwrap()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let proxy = tampering(
+        base.clone(),
+        None,
+        Arc::new(move |path: &str, headers: &mut HeaderMap, _: &mut Value| {
+            if is_tail_page(path) {
+                headers.insert("date", HeaderValue::from_str(&dated).unwrap());
+            }
+        }),
+    )
+    .await;
+    let (code, stdout, stderr) = audit(&proxy, &token, &verify).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let walked = read(&stdout);
+    assert!(before.iter().all(|c| walked.contains(c)), "{stdout}");
+    assert!(later.iter().all(|c| !walked.contains(c)), "{stdout}");
+}
