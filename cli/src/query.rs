@@ -234,7 +234,11 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
     let write_failed = Failure::stdout;
     let mut written = 0usize;
     let mut next = Some("/audit/query?limit=1000".to_string());
+    // Newest first, of one tenant, and no page read twice: links that went
+    // round were read for ever, writing their events each time.
+    let mut order = crate::trail::TrailOrder::new(None).newest_first();
     while let Some(url) = next.take() {
+        order.follow(&url, false, false)?;
         let (status, page) = client.post_json(&url, &body).await?;
         if status == 400 {
             let message = page["error"]["message"].as_str().unwrap_or("invalid query");
@@ -250,6 +254,7 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
             if options.limit.is_some_and(|limit| written >= limit) {
                 break;
             }
+            order.event(&event, None)?;
             // A page shortens large `data`; what the CLI writes is whole.
             let event = client.whole_event(event).await?;
             printer.write(&event).map_err(write_failed)?;

@@ -39,6 +39,8 @@ pub struct TrailOrder {
     tenant: Option<String>,
     /// Links followed since the walk last moved on.
     visited: HashSet<String>,
+    /// A query's pages: newest first, each event before the one before it.
+    newest_first: bool,
 }
 
 /// A cursor as the API writes it: a ULID in its canonical form.
@@ -55,6 +57,12 @@ impl TrailOrder {
             tenant,
             ..Self::default()
         }
+    }
+
+    /// A query's walk: its pages go from the newest event back.
+    pub fn newest_first(mut self) -> Self {
+        self.newest_first = true;
+        self
     }
 
     /// A walk that goes on after `last`: events after it only (an export
@@ -107,9 +115,13 @@ impl TrailOrder {
         let text = event["cursor"].as_str().unwrap_or_default();
         let cursor = canonical_cursor(text)
             .ok_or_else(|| not_the_api("an event without a cursor of the API's form"))?;
-        if self.last.is_some_and(|last| cursor <= last) {
+        let in_order = |last: Ulid| match self.newest_first {
+            false => cursor > last,
+            true => cursor < last,
+        };
+        if self.last.is_some_and(|last| !in_order(last)) {
             return Err(not_the_api(&format!(
-                "event {cursor} does not come after the one before it: a trail only goes forward"
+                "event {cursor} is out of order: a trail only goes forward, and a query's pages only back"
             )));
         }
         if let Some(date_ms) = date_ms {
@@ -217,6 +229,17 @@ mod tests {
         let mut order = TrailOrder::new(None).after(Some(&b));
         assert!(order.event(&event(&a), Some(now)).is_err());
         assert!(order.event(&event(&c), Some(now)).is_ok());
+    }
+
+    #[test]
+    fn a_query_goes_back_from_the_newest() {
+        let (a, b, c) = (cursor(1, 1), cursor(2, 1), cursor(3, 1));
+        let mut order = TrailOrder::new(None).newest_first();
+        assert!(order.event(&event(&c), None).is_ok());
+        assert!(order.event(&event(&b), None).is_ok());
+        assert!(order.event(&event(&c), None).is_err());
+        assert!(order.event(&event(&b), None).is_err());
+        assert!(order.event(&event(&a), None).is_ok());
     }
 
     #[test]

@@ -663,3 +663,45 @@ async fn verify_online_ends_at_the_trail_its_first_page_dates() {
     assert!(before.iter().all(|c| walked.contains(c)), "{stdout}");
     assert!(later.iter().all(|c| !walked.contains(c)), "{stdout}");
 }
+
+/// A query's pages go back from the newest event and never come round:
+/// reversed, or linking back to the first page, `query --all` stops with 5
+/// (it read the same links for ever, writing their events each time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_page_out_of_order_or_going_round_stops() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    stored(&env, &base, &token, 4).await;
+    let query = ["query", "eventType = user.login", "--all", "--format", "ndjson"];
+    let (code, stdout, stderr) = audit(&base, &token, &query).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    let reversed = tampering(
+        base.clone(),
+        None,
+        Arc::new(|path: &str, _: &mut HeaderMap, body: &mut Value| {
+            if path.starts_with("/audit/query") {
+                if let Some(data) = body["data"].as_array_mut() {
+                    data.reverse();
+                }
+            }
+        }),
+    )
+    .await;
+    let (code, _, stderr) = audit(&reversed, &token, &query).await;
+    assert_eq!(code, 5, "{stderr}");
+    // Every page links back to the first one.
+    let round = tampering(
+        base.clone(),
+        None,
+        Arc::new(|path: &str, _: &mut HeaderMap, body: &mut Value| {
+            if path.starts_with("/audit/query") {
+                body["next"] = json!("/audit/query?limit=1000");
+            }
+        }),
+    )
+    .await;
+    let (code, stdout, stderr) = audit(&round, &token, &query).await;
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stdout.lines().count() <= 4, "{stdout}");
+}
