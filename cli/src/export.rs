@@ -209,6 +209,18 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
     let to_stdout = options.out.as_os_str() == "-";
     let resumable =
         !to_stdout && std::fs::metadata(&options.out).map_or(true, |meta| meta.is_file());
+    // Held until the run ends: a second export to the same file is refused.
+    let _lock = if resumable {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&options.out)
+            .map_err(io_failure(&options.out))?;
+        crate::hold_exclusively(&file, &options.out)?;
+        Some(file)
+    } else {
+        None
+    };
     let (resume_after, header, tenant) = if resumable {
         let point = resume_point(&options.out, options.format)?;
         if let Some(account) = &point.account {

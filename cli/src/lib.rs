@@ -81,3 +81,31 @@ pub fn metadata_tree(metadata: &Value) -> String {
     }
     out
 }
+
+/// Holds an exclusive lock on `file` (at `path`) for as long as the file is
+/// kept open: one run at a time goes on with a state or an export file.
+/// Two tails sharing a state wrote every event twice, and two exports
+/// appending to one file interleaved their records. A file system without
+/// locks (some network mounts) is used unlocked, with a warning.
+pub fn hold_exclusively(
+    file: &std::fs::File,
+    path: &std::path::Path,
+) -> Result<(), client::Failure> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(client::Failure::new(
+            client::EXIT_USAGE,
+            format!(
+                "{}: another `audit` run is going on with it; one at a time",
+                path.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(err)) => {
+            say(&format!(
+                "audit: {} cannot be locked ({err}): make sure no other run uses it",
+                path.display()
+            ));
+            Ok(())
+        }
+    }
+}

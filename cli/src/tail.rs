@@ -175,7 +175,30 @@ fn resume_link(state: &State, options: &Options) -> Option<String> {
     })
 }
 
+/// Where a tail holds its lock: beside the state, which is replaced on
+/// every page (a lock on the state itself would go with the old file).
+fn lock_path(state: &Path) -> PathBuf {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
 pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
+    // Held until the run ends: a second tail on the same state is refused.
+    let _lock = match &options.state {
+        Some(path) => {
+            let lock = lock_path(path);
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock)
+                .map_err(|e| Failure::new(EXIT_FAILED, format!("{}: {e}", lock.display())))?;
+            crate::hold_exclusively(&file, path)?;
+            Some(file)
+        }
+        None => None,
+    };
     let mut state = match &options.state {
         Some(path) => read_state(path)?,
         None => State::default(),

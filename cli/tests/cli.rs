@@ -1321,3 +1321,79 @@ async fn an_ingest_rerun_after_lines_moved_stores_nothing_twice() {
     assert_eq!(stored_in_all, 5, "a, b, c twice, new");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One run at a time goes on with a state or an export file: a second tail
+/// on the same state, or a second export to the same file, is refused with
+/// 2 and changes nothing (two tails sharing a state wrote every event
+/// twice; two exports interleaved their records).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_or_an_export_file_is_used_by_one_run_at_a_time() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    post(
+        &base,
+        &token,
+        vec![json!({"eventType": "user.login", "serviceName": "idp"})],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let dir = std::env::temp_dir().join(format!("one-run-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.json");
+    let state_arg = state.to_string_lossy().to_string();
+    let mut follower = tokio::process::Command::new(AUDIT)
+        .args([
+            "tail", "--follow", "--format", "ndjson", "--state", &state_arg,
+        ])
+        .env("AUDIT_URL", &base)
+        .env("AUDIT_TOKEN", &token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("a follower");
+    // The follower has read a page once its state exists.
+    for _ in 0..100 {
+        if state.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(state.exists(), "the follower saved its state");
+    let (code, stdout, stderr) = audit(
+        &base,
+        &token,
+        &["tail", "--format", "ndjson", "--state", &state_arg],
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("one at a time"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    follower.kill().await.expect("killed");
+    let _ = follower.wait().await;
+    // Once it is gone, the state goes on.
+    let (code, _, stderr) = audit(
+        &base,
+        &token,
+        &["tail", "--format", "ndjson", "--state", &state_arg],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+
+    let out = dir.join("export.ndjson");
+    let out_arg = out.to_string_lossy().to_string();
+    let export = ["export", "--from", "1h", "--out", out_arg.as_str()];
+    let (code, _, stderr) = audit(&base, &token, &export).await;
+    assert_eq!(code, 0, "{stderr}");
+    let exported = std::fs::read_to_string(&out).unwrap();
+    // Another run holds the file (this test, as a second export would).
+    let held = std::fs::File::open(&out).unwrap();
+    held.try_lock().expect("the first export let go of it");
+    let (code, _, stderr) = audit(&base, &token, &export).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), exported);
+    drop(held);
+    let (code, _, stderr) = audit(&base, &token, &export).await;
+    assert_eq!(code, 0, "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

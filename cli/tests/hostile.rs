@@ -672,7 +672,13 @@ async fn a_query_page_out_of_order_or_going_round_stops() {
     let (env, base) = served().await;
     let token = env.token("acme", "audit:read audit:write");
     stored(&env, &base, &token, 4).await;
-    let query = ["query", "eventType = user.login", "--all", "--format", "ndjson"];
+    let query = [
+        "query",
+        "eventType = user.login",
+        "--all",
+        "--format",
+        "ndjson",
+    ];
     let (code, stdout, stderr) = audit(&base, &token, &query).await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.lines().count(), 4, "{stdout}");
