@@ -2,7 +2,7 @@
 //! page in memory at a time), resumable, with progress on stderr.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -159,6 +159,19 @@ fn resume_point(path: &Path, format: Format) -> Result<ResumePoint, Failure> {
         }
         point.last = Some(cursor);
     }
+    // A resume asks for events after the last record: one from the future
+    // (written from a server's lying answer) would skip every event until
+    // then, for good.
+    if let Some(last) = &point.last {
+        let now_ms = Utc::now().timestamp_millis().max(0) as u64;
+        let future = ulid::Ulid::from_string(last)
+            .map_or(true, |cursor| cursor.timestamp_ms() > now_ms + 60_000);
+        if future {
+            return Err(not_ours(format!(
+                "its last record's cursor {last} is not one an export can have written (from the future)"
+            )));
+        }
+    }
     Ok(point)
 }
 
@@ -255,6 +268,8 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
         )
     };
     let out = BufWriter::new(out);
+    // `--out -` on a terminal is shown: escaped as every format is there.
+    let on_terminal = to_stdout && std::io::stdout().is_terminal();
     let mut printer = if options.format == Format::Csv {
         let (columns, new_file) = match header {
             // The file's own columns: the top-level ones, then its data
@@ -273,11 +288,23 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
                     ),
                 ))
             }
-            None => (data_columns(client).await?, true),
+            None => {
+                let mut columns = data_columns(client).await?;
+                if on_terminal {
+                    // Names from metadata, shown: escaped like the cells.
+                    columns = columns
+                        .iter()
+                        .map(|c| crate::terminal::for_terminal(c).into_owned())
+                        .collect();
+                }
+                (columns, true)
+            }
         };
-        Printer::csv(out, columns, new_file).map_err(io_failure(&options.out))?
+        Printer::csv(out, columns, new_file)
+            .map_err(io_failure(&options.out))?
+            .on_terminal(on_terminal)
     } else {
-        Printer::new(options.format, out)
+        Printer::new(options.format, out).on_terminal(on_terminal)
     };
     let span = (to_at - from_at).num_seconds().max(1) as u64;
     let bar = ProgressBar::new(span);
@@ -301,20 +328,25 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
         let page = client.get_page(&next).await?;
         let events = crate::client::answer_list(&page.body, "events")?.clone();
         order.page(&page.body)?;
+        // Checked whole before anything of it is written.
+        let seen = order.page_events(&events, page.date_ms)?;
         let written_before = written;
-        for event in events {
-            order.event(&event, page.date_ms)?;
-            let time = event["timestamp"].as_str().unwrap_or_default().to_string();
-            if time >= to {
+        for (event, seen) in events.into_iter().zip(seen) {
+            let crate::trail::Seen::New(cursor) = seen else {
+                continue;
+            };
+            // The range ends by the checked cursor (when the event was
+            // written), not by a `timestamp` the answer could set.
+            let written_ms = cursor.timestamp_ms() as i64;
+            if written_ms >= to_at.timestamp_millis() {
                 break 'pages;
             }
             // A page shortens large `data`; the export holds whole events.
             let event = client.whole_event(event).await?;
+            order.of_tenant(&event)?;
             printer.write(&event).map_err(&failed)?;
             written += 1;
-            if let Ok(at) = DateTime::parse_from_rfc3339(&time) {
-                bar.set_position((at - from_at).num_seconds().max(0) as u64);
-            }
+            bar.set_position(((written_ms - from_at.timestamp_millis()) / 1000).max(0) as u64);
         }
         printer.flush().map_err(&failed)?;
         let rate = written as f64 / started.elapsed().as_secs_f64().max(0.001);

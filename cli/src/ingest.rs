@@ -302,11 +302,15 @@ async fn send(
             )));
         }
         // A refusal names its event (`events[7]…`): results in another
-        // order would pin each refusal on the wrong line.
+        // order would pin each refusal on the wrong line. A repeat of an
+        // earlier event's `messageId` in the batch gets that event's answer,
+        // naming it: an earlier position with the same refusal.
         if let Some(index) = results.iter().enumerate().find_map(|(index, result)| {
             let at = result["error"]["field"].as_str()?.strip_prefix("events[")?;
             let named: usize = at.split(']').next()?.parse().ok()?;
-            (named != index).then_some(index)
+            let same_as_earlier =
+                named < index && results.get(named).map(|r| &r["error"]) == Some(&result["error"]);
+            (named != index && !same_as_earlier).then_some(index)
         }) {
             return Err(crate::client::not_the_api(&format!(
                 "result {index} names another event"

@@ -237,8 +237,9 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
     // Newest first, of one tenant, and no page read twice: links that went
     // round were read for ever, writing their events each time.
     let mut order = crate::trail::TrailOrder::new(None).newest_first();
+    let mut moved_on = false;
     while let Some(url) = next.take() {
-        order.follow(&url, false, false)?;
+        order.follow(&url, moved_on, false)?;
         let (status, page) = client.post_json(&url, &body).await?;
         if status == 400 {
             let message = page["error"]["message"].as_str().unwrap_or("invalid query");
@@ -250,13 +251,17 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
         if status != 200 {
             return Err(crate::client::status_failure(status, &page));
         }
-        for event in crate::client::answer_list(&page, "data")?.clone() {
+        let events = crate::client::answer_list(&page, "data")?.clone();
+        // Checked whole before anything of it is written.
+        order.page_events(&events, None)?;
+        moved_on = !events.is_empty();
+        for event in events {
             if options.limit.is_some_and(|limit| written >= limit) {
                 break;
             }
-            order.event(&event, None)?;
             // A page shortens large `data`; what the CLI writes is whole.
             let event = client.whole_event(event).await?;
+            order.of_tenant(&event)?;
             printer.write(&event).map_err(write_failed)?;
             written += 1;
         }

@@ -255,19 +255,18 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
     loop {
         let page = client.get_page(&next).await?;
         if !options.follow && end_ms.is_none() {
-            // `Date` has whole seconds: the rest of that second is kept.
-            end_ms = Some(page.date_ms.map_or(i64::MAX, |ms| ms + 1000));
+            end_ms = Some(crate::trail::walk_end(page.date_ms));
         }
         let events = crate::client::answer_list(&page.body, "events")?.clone();
         // The page names its tenant, even when empty: the state keeps it, so
         // a state saved from an empty trail is checked like any other.
         order.page(&page.body)?;
+        // Checked whole before anything of it is written or skipped: a page
+        // out of order, or of another tenant, is not the API's.
+        let seen = order.page_events(&events, page.date_ms)?;
         let mut written_here = 0;
         let mut reached_end = false;
-        for event in events {
-            // Checked before anything is written or skipped: a page out of
-            // order, or of another tenant, is not the API's.
-            let seen = order.event(&event, page.date_ms)?;
+        for (event, seen) in events.into_iter().zip(seen) {
             let crate::trail::Seen::New(cursor) = seen else {
                 // Written before a restart.
                 continue;
@@ -278,6 +277,7 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
             }
             // A page shortens large `data`; a forwarder ships whole events.
             let event = client.whole_event(event).await?;
+            order.of_tenant(&event)?;
             printer.write(&event).map_err(write_failed)?;
             state.last_cursor = Some(cursor.to_string());
             written_here += 1;

@@ -18,6 +18,31 @@ use crate::client::{not_the_api, Failure};
 /// seconds, and a margin is kept for a cursor clock that never runs back.
 const CURSOR_AHEAD_OF_DATE_MS: i64 = 60_000;
 
+/// How far ahead of this machine's clock a server's `Date` is believed (a
+/// `Date` of 2100 carried cursors of 2100 into an export, whose resumes
+/// then asked for events after them and found none, for good).
+pub const SERVER_CLOCK_AHEAD_MS: i64 = 5 * 60_000;
+
+/// The end of a walk that reads the trail as it stood when its first page
+/// was answered: that page's `Date` (believed up to 5 minutes ahead of this
+/// machine's clock, which stands in when there is none) and the rest of
+/// its second.
+pub fn walk_end(date_ms: Option<i64>) -> i64 {
+    let local = chrono::Utc::now().timestamp_millis();
+    date_ms.unwrap_or(local).min(local + SERVER_CLOCK_AHEAD_MS) + 1000
+}
+
+/// Pages in a row that neither move the walk on nor catch up: an honest
+/// API gives such pages while it passes expired events not yet deleted
+/// (a few thousand items a page), so this is far beyond any real trail,
+/// and a server giving new links to empty pages for ever ends there.
+const PAGES_WITHOUT_PROGRESS: u32 = 10_000;
+
+/// A link read again before the walk moved on: an honest API answers the
+/// same position again when its time budget ran out before it read, so a
+/// few are taken; links that go round are not.
+const LINK_REPEATS: u32 = 3;
+
 /// What an event of a page is to the command reading it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Seen {
@@ -41,6 +66,10 @@ pub struct TrailOrder {
     visited: HashSet<String>,
     /// A query's pages: newest first, each event before the one before it.
     newest_first: bool,
+    /// Pages since the walk last moved on or caught up.
+    pages_without_progress: u32,
+    /// Links read again since the walk last moved on.
+    repeats: u32,
 }
 
 /// A cursor as the API writes it: a ULID in its canonical form.
@@ -110,7 +139,8 @@ impl TrailOrder {
 
     /// An event of a page answered at `date_ms` (its `Date`): a canonical
     /// cursor after every one before it and no later than that clock
-    /// allows, of the trail's tenant.
+    /// allows (believed up to 5 minutes ahead of this machine's), of the
+    /// trail's tenant.
     pub fn event(&mut self, event: &Value, date_ms: Option<i64>) -> Result<Seen, Failure> {
         let text = event["cursor"].as_str().unwrap_or_default();
         let cursor = canonical_cursor(text)
@@ -124,16 +154,14 @@ impl TrailOrder {
                 "event {cursor} is out of order: a trail only goes forward, and a query's pages only back"
             )));
         }
-        if let Some(date_ms) = date_ms {
-            if cursor.timestamp_ms() as i64 > date_ms + 1000 + CURSOR_AHEAD_OF_DATE_MS {
-                return Err(not_the_api(&format!(
-                    "event {cursor} is later than the answer's own clock"
-                )));
-            }
+        let believed = chrono::Utc::now().timestamp_millis() + SERVER_CLOCK_AHEAD_MS;
+        let clock = date_ms.map_or(believed, |date| date.min(believed));
+        if cursor.timestamp_ms() as i64 > clock + 1000 + CURSOR_AHEAD_OF_DATE_MS {
+            return Err(not_the_api(&format!(
+                "event {cursor} is later than the answer's own clock"
+            )));
         }
-        if let Some(account) = event["accountId"].as_str() {
-            self.same_tenant(account, &format!("event {cursor}"))?;
-        }
+        self.of_tenant(event)?;
         self.last = Some(cursor);
         match self.resumed_through {
             Some(through) if cursor <= through => Ok(Seen::AlreadyWritten),
@@ -144,19 +172,59 @@ impl TrailOrder {
         }
     }
 
+    /// Every event of `page`, checked before any of it is written: a page
+    /// found wrong at its sixth event had five written already, and a
+    /// rerun wrote them again.
+    pub fn page_events(
+        &mut self,
+        page: &[Value],
+        date_ms: Option<i64>,
+    ) -> Result<Vec<Seen>, Failure> {
+        page.iter()
+            .map(|event| self.event(event, date_ms))
+            .collect()
+    }
+
+    /// An event (a lookup's answer, say) of the trail's tenant.
+    pub fn of_tenant(&mut self, event: &Value) -> Result<(), Failure> {
+        match event["accountId"].as_str() {
+            Some(account) => {
+                let cursor = event["cursor"].as_str().unwrap_or_default().to_string();
+                self.same_tenant(
+                    account,
+                    &format!("event {}", crate::terminal::for_terminal(&cursor)),
+                )
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The next link to read. Polling the caught-up end reads one link
     /// again and again, and a walk that moved on may meet a link again;
-    /// but a link read before since the walk last moved on goes round for
-    /// ever (an export read two links in turn, writing their events each
-    /// time).
+    /// but links that go round before the walk moves on (an export read
+    /// two in turn, writing their events each time), or new links to pages
+    /// that never move on, are read for ever.
     pub fn follow(&mut self, link: &str, moved_on: bool, caught_up: bool) -> Result<(), Failure> {
         if moved_on || caught_up {
             self.visited.clear();
+            self.pages_without_progress = 0;
+            self.repeats = 0;
+        } else {
+            self.pages_without_progress += 1;
+            if self.pages_without_progress > PAGES_WITHOUT_PROGRESS {
+                return Err(not_the_api(&format!(
+                    "{PAGES_WITHOUT_PROGRESS} pages in a row that do not move on"
+                )));
+            }
         }
         if caught_up || self.visited.insert(link.to_string()) {
-            Ok(())
-        } else {
+            return Ok(());
+        }
+        self.repeats += 1;
+        if self.repeats > LINK_REPEATS {
             Err(not_the_api("links that go round"))
+        } else {
+            Ok(())
         }
     }
 }
@@ -190,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_trail_only_goes_forward_in_canonical_cursors_of_one_tenant() {
-        let now: i64 = 1_800_000_000_000;
+        let now: i64 = chrono::Utc::now().timestamp_millis();
         let at = |ms: i64| ms as u64;
         let (a, b, c) = (
             cursor(at(now - 3), 1),
@@ -225,6 +293,16 @@ mod tests {
         let mut order = TrailOrder::new(None);
         let ahead = cursor(at(now + 1000 + CURSOR_AHEAD_OF_DATE_MS + 1), 0);
         assert!(order.event(&event(&ahead), Some(now)).is_err());
+        // A server dating its answer in 2100 is believed only up to five
+        // minutes past this machine's clock, and one giving no `Date` too.
+        let local = chrono::Utc::now().timestamp_millis();
+        let far = cursor(at(local + 3_600_000), 0);
+        let mut order = TrailOrder::new(None);
+        assert!(order.event(&event(&far), Some(4_102_444_800_000)).is_err());
+        let mut order = TrailOrder::new(None);
+        assert!(order.event(&event(&far), None).is_err());
+        let mut order = TrailOrder::new(None);
+        assert!(order.event(&event(&cursor(at(local), 0)), None).is_ok());
         // An export's resume: only after its last record.
         let mut order = TrailOrder::new(None).after(Some(&b));
         assert!(order.event(&event(&a), Some(now)).is_err());
@@ -264,10 +342,23 @@ mod tests {
 
     #[test]
     fn links_that_go_round_are_refused_and_polling_is_not() {
+        // Two links in turn: a few repeats are taken (an API whose time
+        // budget ran out answers the same position again), no more.
         let mut order = TrailOrder::new(None);
-        assert!(order.follow("/a", false, false).is_ok());
-        assert!(order.follow("/b", false, false).is_ok());
-        assert!(order.follow("/a", false, false).is_err());
+        let mut refused = None;
+        for turn in 0..10 {
+            if order.follow(["/a", "/b"][turn % 2], false, false).is_err() {
+                refused = Some(turn);
+                break;
+            }
+        }
+        assert_eq!(refused, Some(2 + LINK_REPEATS as usize));
+        // New links to pages that never move on end too.
+        let mut order = TrailOrder::new(None);
+        let ended = (0..=PAGES_WITHOUT_PROGRESS + 1)
+            .map(|n| order.follow(&format!("/p{n}"), false, false))
+            .position(|r| r.is_err());
+        assert_eq!(ended, Some(PAGES_WITHOUT_PROGRESS as usize));
         let mut order = TrailOrder::new(None);
         for _ in 0..3 {
             assert!(order.follow("/end", false, true).is_ok());

@@ -148,12 +148,6 @@ pub fn parse_age(text: &str) -> Result<Option<i64>, String> {
     }
 }
 
-/// How far ahead of this machine's clock a server's `Date` is believed
-/// when an event's absence is judged: a clock a few minutes behind the
-/// server's does not turn honest expiries into `missing`, and a server
-/// lying further ahead does not turn a deleted event into `expired`.
-const SERVER_CLOCK_AHEAD_MS: i64 = 5 * 60_000;
-
 /// Walks the API: checkpoints and entry records first, then the events (so
 /// every sealed event is old enough to be served).
 /// What the walk found, and the server's clock when it last answered.
@@ -216,10 +210,11 @@ async fn fetch(client: &Client) -> Result<Walked, Failure> {
         // The server filtered expiry at its own time, within the second
         // `Date` names; but never at a time later than this machine's clock
         // allows: a page dated in 2100 had a deleted event judged `expired`.
-        let latest_believed = chrono::Utc::now().timestamp_millis() + SERVER_CLOCK_AHEAD_MS;
+        let latest_believed =
+            chrono::Utc::now().timestamp_millis() + crate::trail::SERVER_CLOCK_AHEAD_MS;
         let seen_at = page.date_ms.map(|ms| (ms + 999).min(latest_believed));
         // `Date` has whole seconds: the rest of that second is kept.
-        let end = *end_ms.get_or_insert(page.date_ms.map_or(i64::MAX, |ms| ms + 1000));
+        let end = *end_ms.get_or_insert(crate::trail::walk_end(page.date_ms));
         let mut reached_end = false;
         let batch = answer_list(&page.body, "events")?
             .iter()
@@ -241,6 +236,7 @@ async fn fetch(client: &Client) -> Result<Walked, Failure> {
             if event["mayHaveMoreData"] == Value::Bool(true) {
                 let cursor = event["cursor"].as_str().unwrap_or_default().to_string();
                 let whole = client.whole_event(event).await?;
+                order.of_tenant(&whole)?;
                 events.push(
                     checked_event(whole)
                         .map_err(|e| Failure::new(EXIT_FAILED, format!("event {cursor}: {e}")))?,

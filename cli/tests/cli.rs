@@ -1397,3 +1397,35 @@ async fn a_state_or_an_export_file_is_used_by_one_run_at_a_time() {
     assert_eq!(code, 0, "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A batch that repeats a `messageId` gets the first event's answer for
+/// the repeat, naming the first: a refusal of that kind (here the table
+/// refuses the first event's item) is the API's own order, and `ingest`
+/// reports both lines refused (exit 1), not an answer that is not the
+/// API's (5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_takes_the_answer_a_repeated_message_id_gets() {
+    let env = TestEnv::start_with(EnvOptions {
+        with_proxy: true,
+        ..Default::default()
+    })
+    .await;
+    env.proxy
+        .as_ref()
+        .expect("a proxy")
+        .set(audit_infra::proxy::Faults {
+            refuse_writes_containing: Some("unstorable-marker".into()),
+            ..Default::default()
+        });
+    let base = env.serve().await;
+    let token = env.token("acme", "audit:read audit:write");
+    let line = json!({"eventType": "a", "serviceName": "idp", "messageId": "m-dup", "message": "unstorable-marker"});
+    let file = std::env::temp_dir().join(format!("dup-{}.ndjson", ulid::Ulid::new()));
+    std::fs::write(&file, format!("{line}\n{line}\n")).unwrap();
+    let file_arg = file.to_string_lossy().to_string();
+    let (code, _, stderr) = audit(&base, &token, &["ingest", file_arg.as_str()]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("line 1: refused"), "{stderr}");
+    assert!(stderr.contains("line 2: refused"), "{stderr}");
+    let _ = std::fs::remove_file(&file);
+}

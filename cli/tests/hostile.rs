@@ -206,11 +206,11 @@ async fn a_link_never_takes_the_token_to_another_host() {
     let link: &'static str =
         Box::leak(format!("@127.0.0.2:{caught_port}/audit?limit=5").into_boxed_str());
     let proxy = tampering(base.clone(), None, every_next(link)).await;
-    let port_only: &'static str = Box::leak(format!(":{caught_port}/audit").into_boxed_str());
-    let proxy_port = tampering(base.clone(), None, every_next(port_only)).await;
     let export = std::env::temp_dir().join(format!("hostile-{}.ndjson", ulid::Ulid::new()));
     let export_arg = export.to_string_lossy().to_string();
-    for proxy in [&proxy, &proxy_port] {
+    // (A `:port/…` link glued to a `--url` without a port changed the port;
+    // every `--url` here has one, so that case is a unit test of `url`.)
+    for proxy in [&proxy] {
         for args in [
             vec!["tail", "--limit", "1", "--format", "ndjson"],
             vec![
@@ -298,7 +298,8 @@ async fn a_page_the_trail_could_not_be_stops_the_tail_before_its_state_moves() {
             stderr.contains("not the Audit Trail API"),
             "{name}: {stderr}"
         );
-        assert!(stdout.lines().count() < cursors.len(), "{name}: {stdout}");
+        // The page is checked whole before any of it is written.
+        assert!(stdout.is_empty(), "{name}: {stdout}");
         assert!(
             !state.exists(),
             "{name}: no state saved past a page not written"
@@ -384,6 +385,45 @@ async fn an_export_never_writes_an_event_twice() {
     assert_eq!(code, 5, "{stderr}");
     let after_round = lines();
     assert!(after_round <= cursors.len() + 8, "{after_round} lines");
+    let _ = std::fs::remove_file(&out);
+    // Empty pages linking each other in turn, never caught up: nothing to
+    // write twice, and still read for ever.
+    let empty_round = tampering(
+        base.clone(),
+        None,
+        Arc::new(|path: &str, headers: &mut HeaderMap, body: &mut Value| {
+            if is_tail_page(path) {
+                let other = if path.contains("selfAudit=include") {
+                    "/audit?limit=1000&selfAudit=exclude"
+                } else {
+                    "/audit?limit=1000&selfAudit=include"
+                };
+                body["events"] = json!([]);
+                body["_links"]["next"]["href"] = json!(other);
+                headers.remove("retry-after");
+            }
+        }),
+    )
+    .await;
+    let (code, _, stderr) = audit(&empty_round, &token, &export).await;
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stderr.contains("go round"), "{stderr}");
+    let _ = std::fs::remove_file(&out);
+    // A file whose last record's cursor is from the future (written from a
+    // server's lying answer) would have every resume ask for events after
+    // it, and find none, for good.
+    let future = ulid::Ulid::from_parts(4_102_444_800_000, 1).to_string();
+    std::fs::write(
+        &out,
+        format!(
+            "{}\n",
+            json!({"cursor": future, "accountId": "acme", "eventType": "x", "serviceName": "s"})
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = audit(&base, &token, &export).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("from the future"), "{stderr}");
     let _ = std::fs::remove_file(&out);
     // A first run, honest; a resume through a server that ignores `after`.
     let (code, _, stderr) = audit(&base, &token, &export).await;
@@ -499,6 +539,57 @@ async fn verify_believes_no_server_clock_far_ahead_and_names_its_log() {
     assert_eq!(code, 0, "{stdout}");
     let globex_origin = format!("{}/globex", origin.trim_end_matches("/acme"));
     assert!(stdout.contains(&format!("log {globex_origin}")), "{stdout}");
+    // Offline, a bundle of acme's log holding events of globex written
+    // after it was sealed: unsealed in acme's log, and not acme's at all.
+    let bundle = std::env::temp_dir().join(format!("hostile-bundle-{}", ulid::Ulid::new()));
+    let bundle_arg = bundle.to_string_lossy().to_string();
+    let mut save = verify.to_vec();
+    save.extend(["--save", bundle_arg.as_str()]);
+    let (code, stdout, stderr) = audit(&base, &token, &save).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let offline = [
+        "verify",
+        "--bundle",
+        bundle_arg.as_str(),
+        "--verifier-key",
+        key.as_str(),
+    ];
+    let (code, stdout, stderr) = audit(&base, &token, &offline).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let globex_token = env.token("globex", "audit:read audit:write");
+    let posted: Value = reqwest::Client::new()
+        .post(format!("{base}/audit/events"))
+        .bearer_auth(&globex_token)
+        .json(&json!({"eventType": "late", "serviceName": "idp"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let foreign: Value = reqwest::Client::new()
+        .get(format!(
+            "{base}/audit/events/{}",
+            posted["cursor"].as_str().unwrap()
+        ))
+        .bearer_auth(&globex_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events_file = bundle.join("events.ndjson");
+    let mut events = std::fs::read_to_string(&events_file).unwrap();
+    events.push_str(&format!("{foreign}\n"));
+    std::fs::write(&events_file, events).unwrap();
+    let (code, stdout, stderr) = audit(&base, &token, &offline).await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("wrong_origin") && stdout.contains("tenant globex"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&bundle);
 }
 
 /// An answer without end, or a redirect, ends a command with 5: a
