@@ -200,7 +200,14 @@ impl Client {
             .filter(|link| matches!(link.scheme(), "http" | "https"));
         let url = match (absolute, reqwest::Url::parse(&self.base)) {
             (Some(link), Ok(mut url)) => {
-                url.set_path(link.path());
+                // The API's links name its routes (`/audit`); a `--url`
+                // with a path (a custom domain's base path mapping) keeps it.
+                let prefix = url.path().trim_end_matches('/').to_string();
+                if link.path().starts_with(&format!("{prefix}/")) {
+                    url.set_path(link.path());
+                } else {
+                    url.set_path(&format!("{prefix}{}", link.path()));
+                }
                 url.set_query(link.query());
                 url.set_fragment(None);
                 url.to_string()
@@ -464,6 +471,25 @@ mod tests {
                 (Some("127.0.0.1"), Some(3000)),
                 "{link}"
             );
+        }
+        // A `--url` with a base path keeps it for the API's links, which
+        // name only the route.
+        let client = Client::new("https://api.example.com/audit-v1", None);
+        for (link, expected) in [
+            (
+                "https://api.example.com/audit?limit=5",
+                "https://api.example.com/audit-v1/audit?limit=5",
+            ),
+            (
+                "https://api.example.com/audit-v1/audit?limit=5",
+                "https://api.example.com/audit-v1/audit?limit=5",
+            ),
+            (
+                "/audit?limit=5",
+                "https://api.example.com/audit-v1/audit?limit=5",
+            ),
+        ] {
+            assert_eq!(client.url(link).expect("a link"), expected, "{link}");
         }
         // Without a port, a glued link changed the host itself.
         let client = Client::new("https://api.example.com", None);

@@ -71,12 +71,13 @@ pub fn read_state(path: &Path) -> Result<State, Failure> {
             if let Some(next) = &state.next {
                 let path_of = |link: &str| -> Option<String> {
                     if link.starts_with('/') {
-                        return Some(link.to_string());
+                        return Some(link.split('?').next().unwrap_or_default().to_string());
                     }
                     let url = reqwest::Url::parse(link).ok()?;
                     matches!(url.scheme(), "http" | "https").then(|| url.path().to_string())
                 };
-                if !path_of(next).is_some_and(|p| p == "/audit" || p.starts_with("/audit?")) {
+                // The tail's route, under a base path a `--url` may have.
+                if !path_of(next).is_some_and(|p| p == "/audit" || p.ends_with("/audit")) {
                     return Err(not_a_state(format!(
                         "`next` {next:?} is not a link of the tail"
                     )));
