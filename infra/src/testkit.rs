@@ -183,16 +183,37 @@ impl TestEnv {
             .await
     }
 
+    /// Starts the relay reading the stream through `endpoint` (the fault
+    /// proxy, which names every call it passes on).
+    pub async fn start_relay_through(
+        &self,
+        subscribers: Vec<crate::relay::Subscriber>,
+        endpoint: &str,
+    ) -> tokio::task::JoinHandle<()> {
+        self.start_relay_with(subscribers, true, None, Some(endpoint))
+            .await
+    }
+
     async fn start_relay_from(
         &self,
         subscribers: Vec<crate::relay::Subscriber>,
         from_start: bool,
         position_file: Option<std::path::PathBuf>,
     ) -> tokio::task::JoinHandle<()> {
-        let endpoint = self
-            .embedded
-            .as_ref()
-            .map(|e| e.endpoint.clone())
+        self.start_relay_with(subscribers, from_start, position_file, None)
+            .await
+    }
+
+    async fn start_relay_with(
+        &self,
+        subscribers: Vec<crate::relay::Subscriber>,
+        from_start: bool,
+        position_file: Option<std::path::PathBuf>,
+        streams_endpoint: Option<&str>,
+    ) -> tokio::task::JoinHandle<()> {
+        let endpoint = streams_endpoint
+            .map(str::to_string)
+            .or_else(|| self.embedded.as_ref().map(|e| e.endpoint.clone()))
             .or_else(|| std::env::var(ENDPOINT_VARIABLE).ok())
             .unwrap_or_default();
         let streams = crate::relay::streams_client(&endpoint).await;

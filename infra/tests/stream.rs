@@ -789,3 +789,49 @@ async fn a_position_file_the_relay_cannot_use_skips_nothing() {
         let _ = std::fs::remove_file(&position);
     }
 }
+
+/// The relay looks for the stream's shards at its start, when a shard
+/// closes and now and then, not on every poll: the embedded store answers
+/// `DescribeStream` with a scan of the stream's whole index, and once about
+/// 250 000 events were stored that made the relay fall behind for good. A
+/// shard that gave a whole batch is read on without the pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_looks_for_shards_now_and_then_not_on_every_poll() {
+    let env = TestEnv::start_with(audit_infra::testkit::EnvOptions {
+        with_proxy: true,
+        ..Default::default()
+    })
+    .await;
+    let proxy = env.proxy.as_ref().expect("a proxy");
+    let subscriber = TestSubscriber::start(None).await;
+    env.start_relay_through(
+        vec![Subscriber::Http(subscriber.url.clone())],
+        &proxy.endpoint,
+    )
+    .await;
+    let base = env.serve().await;
+    let token = env.token("acme", "audit:read audit:write");
+    let events: Vec<_> = (0..250)
+        .map(|i| json!({"eventType": "bulk", "serviceName": "s", "data": {"i": i}}))
+        .collect();
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/audit/events"))
+        .bearer_auth(&token)
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .expect("stored");
+    assert!(answer.status().is_success());
+    wait_for(&subscriber, 250).await;
+    assert_eq!(subscriber.accepted_cursors().len(), 250);
+    // A second of polls (every 50 ms here) with nothing new.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let operations = proxy.counters.operations.lock().unwrap().clone();
+    let named = |name: &str| operations.iter().filter(|o| o.ends_with(name)).count();
+    assert!(named("GetRecords") >= 15, "{operations:?}");
+    assert!(
+        named("DescribeStream") <= 2,
+        "{} DescribeStream",
+        named("DescribeStream")
+    );
+}

@@ -75,6 +75,13 @@ pub fn lambda_record(record: &Record, stream_arn: &str) -> Value {
 }
 
 /// A Streams client for a local endpoint.
+/// Records asked of a shard at a time (Lambda's default batch size).
+const RECORDS_PER_READ: i32 = 100;
+
+/// How often the stream's shards are looked for again besides when one
+/// closes (DynamoDB rolls shards over every few hours).
+const SHARD_DISCOVERY_EVERY: Duration = Duration::from_secs(30);
+
 pub async fn streams_client(endpoint: &str) -> aws_sdk_dynamodbstreams::Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
@@ -337,10 +344,24 @@ impl Relay {
         let mut failures: u32 = 0;
         // Failed attempts of the first failed record that count against it.
         let mut counted: u32 = 0;
+        // Shards are looked for again when one closes (its child holds what
+        // follows) and now and then, not on every poll: the embedded store
+        // answers `DescribeStream` with a scan of the whole stream's index,
+        // and on every 200 ms poll that made the relay fall behind for good
+        // once about 250 000 events were stored.
+        let mut discovered = std::time::Instant::now();
+        let mut shard_closed = false;
         loop {
-            if let Err(err) = self.discover_shards(&mut positions, true).await {
-                tracing::warn!(error = %err, "DescribeStream failed; retrying");
+            if shard_closed || discovered.elapsed() >= SHARD_DISCOVERY_EVERY {
+                if let Err(err) = self.discover_shards(&mut positions, true).await {
+                    tracing::warn!(error = %err, "DescribeStream failed; retrying");
+                }
+                discovered = std::time::Instant::now();
+                shard_closed = false;
             }
+            // A shard that gave a whole batch has more waiting: read on
+            // without the pause.
+            let mut more_waiting = false;
             let arn = positions.arn.clone();
             let mut batch = std::mem::take(&mut retry);
             if batch.is_empty() {
@@ -352,7 +373,7 @@ impl Relay {
                         .streams
                         .get_records()
                         .shard_iterator(current)
-                        .limit(100)
+                        .limit(RECORDS_PER_READ)
                         .send()
                         .await
                     {
@@ -367,8 +388,10 @@ impl Relay {
                                     .last_read
                                     .insert(shard.clone(), sequence.to_string());
                             }
+                            more_waiting |= output.records().len() >= RECORDS_PER_READ as usize;
                             batch.extend(output.records().iter().map(|r| lambda_record(r, &arn)));
                             *iterator = output.next_shard_iterator().map(str::to_string);
+                            shard_closed |= iterator.is_none();
                         }
                         Err(err) => {
                             // An iterator that failed once fails forever:
@@ -390,7 +413,11 @@ impl Relay {
                     }
                 }
             }
-            let mut pause = self.poll;
+            let mut pause = if more_waiting {
+                Duration::ZERO
+            } else {
+                self.poll
+            };
             if !batch.is_empty() {
                 let event: StreamEvent =
                     serde_json::from_value(json!({"Records": batch})).map_err(|e| e.to_string())?;
