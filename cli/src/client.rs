@@ -118,7 +118,13 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// Retries network errors, 429 and 5xx for as long as it takes
+    /// (`tail --follow`), backing off to once a minute.
+    patient: bool,
 }
+
+/// The longest pause between a patient client's attempts.
+const PATIENT_MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// A 2xx answer that is not what the API answers: `--url` names another
 /// site (one that answers every path with a page, say). It is said so, with
@@ -185,7 +191,29 @@ impl Client {
             http,
             base: base.trim_end_matches('/').to_string(),
             token,
+            patient: false,
         }
+    }
+
+    /// The same client, retrying reads through any outage, however long.
+    pub fn patient(mut self) -> Self {
+        self.patient = true;
+        self
+    }
+
+    /// The pause before retry `attempt` (1, 2, ...), or `None` when the
+    /// attempts are spent: five, unless patient.
+    fn retry_pause(&self, attempt: u32, asked: Option<u64>) -> Option<Duration> {
+        if attempt > 5 && !self.patient {
+            return None;
+        }
+        let backoff = Duration::from_millis(250u64 << attempt.min(8));
+        let pause = asked.map_or(backoff, |seconds| Duration::from_secs(seconds.min(30)));
+        Some(if self.patient {
+            pause.min(PATIENT_MAX_PAUSE)
+        } else {
+            pause
+        })
     }
 
     /// Where to send a request for a path, or for a full URL from a `next`
@@ -390,19 +418,26 @@ impl Client {
                             answer_body(answer.status, &answer.bytes)?,
                         )
                     }
-                    Err(err) if attempt < 5 => {
-                        crate::say(&format!("audit: {}; retrying", network_reason(&err)));
+                    Err(err) => {
                         attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                        let Some(pause) = self.retry_pause(attempt, None) else {
+                            return Err(Failure::new(
+                                EXIT_UNAVAILABLE,
+                                format!("cannot reach {url}: {}", network_reason(&err)),
+                            ));
+                        };
+                        crate::say(&format!(
+                            "audit: {}; retrying in {} s",
+                            network_reason(&err),
+                            pause.as_secs_f32().ceil()
+                        ));
+                        tokio::time::sleep(pause).await;
                         continue;
                     }
-                    Err(err) => {
-                        return Err(Failure::new(
-                            EXIT_UNAVAILABLE,
-                            format!("cannot reach {url}: {}", network_reason(&err)),
-                        ))
-                    }
                 };
+            // Busy, or out: 429 and 503 always; any 5xx for a patient
+            // client, which outlasts a deploy or an outage.
+            let retried = matches!(status, 429 | 503) || (self.patient && status >= 500);
             match status {
                 200..=299 => {
                     return Ok(Page {
@@ -411,10 +446,24 @@ impl Client {
                         date_ms,
                     })
                 }
-                429 | 503 if attempt < 5 => {
+                _ if retried => {
                     attempt += 1;
-                    let wait = retry_after.unwrap_or(1).min(30);
-                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                    // As asked; else a second, or the patient backoff.
+                    let asked = match (retry_after, self.patient) {
+                        (Some(seconds), _) => Some(seconds),
+                        (None, false) => Some(1),
+                        (None, true) => None,
+                    };
+                    let Some(pause) = self.retry_pause(attempt, asked) else {
+                        return Err(status_failure(status, &body));
+                    };
+                    if self.patient {
+                        crate::say(&format!(
+                            "audit: HTTP {status}; retrying in {} s",
+                            pause.as_secs_f32().ceil()
+                        ));
+                    }
+                    tokio::time::sleep(pause).await;
                 }
                 _ => return Err(status_failure(status, &body)),
             }

@@ -210,6 +210,9 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             after,
             limit,
         } => {
+            // A follower keeps going through any outage (the README's
+            // "forever"): it stopped after about 15 s without the server.
+            let client = if follow { client.patient() } else { client };
             tail::run(
                 &client,
                 tail::Options {

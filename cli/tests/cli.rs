@@ -1429,3 +1429,79 @@ async fn ingest_takes_the_answer_a_repeated_message_id_gets() {
     assert!(stderr.contains("line 2: refused"), "{stderr}");
     let _ = std::fs::remove_file(&file);
 }
+
+/// `tail --follow` keeps going through an outage, however long (the
+/// README's "forever"): it gave up with 5 after about 15 s without the
+/// server. Here the API is unreachable for 20 s, then comes back, and an
+/// event written then is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_outlasts_an_outage() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    // A port nothing listens on yet; later a forwarder to the API.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let outage_url = format!("http://127.0.0.1:{port}");
+    let mut follower = tokio::process::Command::new(AUDIT)
+        .args([
+            "tail",
+            "--follow",
+            "--format",
+            "ndjson",
+            "--self-audit",
+            "exclude",
+        ])
+        .env("AUDIT_URL", &outage_url)
+        .env("AUDIT_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("a follower");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(
+        follower.try_wait().expect("the follower").is_none(),
+        "the follower gave up during the outage"
+    );
+    let upstream = base.trim_start_matches("http://").to_string();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the port is free again");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let cursors = post(
+        &base,
+        &token,
+        vec![json!({"eventType": "after.outage", "serviceName": "idp"})],
+    )
+    .await;
+    let mut stdout = follower.stdout.take().expect("stdout");
+    let mut printed = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(90), async {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let read = stdout.read(&mut chunk).await.unwrap_or(0);
+            if read == 0 {
+                return false;
+            }
+            printed.extend_from_slice(&chunk[..read]);
+            if String::from_utf8_lossy(&printed).contains(&cursors[0]) {
+                return true;
+            }
+        }
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{}", String::from_utf8_lossy(&printed));
+    follower.kill().await.expect("killed");
+}
