@@ -1505,3 +1505,73 @@ async fn a_follower_outlasts_an_outage() {
     assert_eq!(found, Ok(true), "{}", String::from_utf8_lossy(&printed));
     follower.kill().await.expect("killed");
 }
+
+/// Behind a custom domain's API mapping (`API_BASE_PATH=/v1`), API Gateway
+/// gives the functions the path without it: the links pages give put it
+/// back, so a poller (and `audit` given that URL) follows `next` to the
+/// API, where it got a 404 at the domain's root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_lead_back_under_the_api_mappings_path() {
+    let env = TestEnv::start_with(EnvOptions {
+        configure: Some(|config| {
+            config.write_deadline = Duration::from_millis(400);
+            config.settle_horizon = Duration::from_millis(1500);
+            config.tail_max_wait = Duration::from_secs(1);
+            config.poll_hint_seconds = 1;
+            config.api_base_path = "/v1".to_string();
+        }),
+        ..Default::default()
+    })
+    .await;
+    let root = env.serve().await;
+    let base = format!("{root}/v1");
+    let token = env.token("acme", "audit:read audit:write");
+    let cursors = post(
+        &base,
+        &token,
+        (0..3)
+            .map(|i| json!({"eventType": "user.login", "serviceName": "idp", "userId": format!("u-{i}")}))
+            .collect(),
+    )
+    .await;
+    assert_eq!(cursors.len(), 3);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let page = get_json(&base, &token, "/audit?limit=1&selfAudit=exclude").await;
+    let next = page["_links"]["next"]["href"]
+        .as_str()
+        .expect("a next link");
+    assert!(next.starts_with(&format!("{base}/audit?")), "{next}");
+    let followed = reqwest::Client::new()
+        .get(next)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(followed.status(), 200);
+    // Outside the mapping's path is not the API.
+    let outside = reqwest::Client::new()
+        .get(format!("{root}/audit"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(outside.status(), 404);
+    let (code, stdout, stderr) = audit(
+        &base,
+        &token,
+        &[
+            "tail",
+            "--limit",
+            "1",
+            "--format",
+            "ndjson",
+            "--self-audit",
+            "exclude",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    for cursor in &cursors {
+        assert!(stdout.contains(cursor.as_str()), "{cursor}: {stdout}");
+    }
+}

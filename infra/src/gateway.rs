@@ -23,6 +23,10 @@ use crate::devauth::DevAuth;
 pub struct Gateway {
     pub functions: Arc<Functions>,
     pub auth: Arc<DevAuth>,
+    /// The API mapping's path on a custom domain (`API_BASE_PATH`): only
+    /// paths under it are the API's, and it is taken off before routing, as
+    /// API Gateway takes it off `rawPath`.
+    pub base_path: String,
 }
 
 pub use audit_core::routes::Route;
@@ -245,7 +249,16 @@ async fn serve(
         ));
     }
     let method = request.method().as_str().to_string();
-    let path = request.uri().path().to_string();
+    let path = match request
+        .uri()
+        .path()
+        .strip_prefix(gateway.base_path.as_str())
+    {
+        Some(rest) if gateway.base_path.is_empty() || rest.is_empty() || rest.starts_with('/') => {
+            rest.to_string()
+        }
+        _ => return to_axum(plain_error(404, "not_found", "no such route")),
+    };
     let query = request.uri().query().unwrap_or_default().to_string();
     let mut headers: HashMap<String, String> = HashMap::new();
     for (name, value) in request.headers() {

@@ -106,6 +106,7 @@ impl TestEnv {
         let gateway = Gateway {
             functions: Functions::new(client.clone(), config.clone()),
             auth: Arc::new(auth.clone()),
+            base_path: config.api_base_path.clone(),
         };
         TestEnv {
             config,

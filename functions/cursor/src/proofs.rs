@@ -203,7 +203,7 @@ impl<S: EventStore + LogStore> CursorHandler<S> {
             200,
             &json!({
                 "checkpoints": checkpoints,
-                "_links": {"next": {"href": link(request, &next_query)}},
+                "_links": {"next": {"href": link(request, &self.config.api_base_path, &next_query)}},
             }),
         ))
     }
@@ -245,7 +245,7 @@ impl<S: EventStore + LogStore> CursorHandler<S> {
         let next_start = page.start + entries.len() as u64;
         let mut links = json!({});
         if next_start < latest.tree_size {
-            links["next"] = json!({"href": link(request, &[("start", next_start.to_string()), ("limit", page.limit.to_string())])});
+            links["next"] = json!({"href": link(request, &self.config.api_base_path, &[("start", next_start.to_string()), ("limit", page.limit.to_string())])});
         }
         Ok(json_response(
             200,

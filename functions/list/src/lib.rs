@@ -175,12 +175,13 @@ impl<S: EventStore> ListHandler<S> {
             self_query.push(("selfAudit", filter.name().to_string()));
             next_query.push(("selfAudit", filter.name().to_string()));
         }
+        let base_path = &self.reader.config().api_base_path;
         let body = TailBody {
             account_id: &caller.tenant,
             events: &page.events,
             links: json!({
-                "self": {"href": link(request, &self_query)},
-                "next": {"href": link(request, &next_query)},
+                "self": {"href": link(request, base_path, &self_query)},
+                "next": {"href": link(request, base_path, &next_query)},
             }),
         };
         let mut response = json_response(200, &body);
@@ -226,9 +227,13 @@ impl<S: EventStore> ListHandler<S> {
             .reader
             .query(&caller.tenant, &query, cursor, limit)
             .await?;
-        let next = page
-            .next
-            .map(|token| link(request, &[("limit", limit.to_string()), ("cursor", token)]));
+        let next = page.next.map(|token| {
+            link(
+                request,
+                &self.reader.config().api_base_path,
+                &[("limit", limit.to_string()), ("cursor", token)],
+            )
+        });
         Ok(json_response(
             200,
             &QueryBody {

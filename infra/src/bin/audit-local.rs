@@ -277,9 +277,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let gateway = Gateway {
                 functions: Functions::new(client, config.clone()),
                 auth: auth.into(),
+                base_path: config.api_base_path.clone(),
             };
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-            let url = format!("http://127.0.0.1:{port}");
+            // Under the API mapping's path, when `API_BASE_PATH` names one.
+            let url = format!("http://127.0.0.1:{port}{}", config.api_base_path);
             say!("Audit Trail API on {url} (table `{}`)", config.table_name);
             say!("Development token for tenant `acme` (12 h):\n  export TOKEN={token}");
             say!("Try:");

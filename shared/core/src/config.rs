@@ -67,6 +67,11 @@ pub struct Config {
     pub event_bus_name: String,
     /// `EVENT_SOURCE`: the `source` of those entries (default `audit-trail`).
     pub event_source: String,
+    /// `API_BASE_PATH`: the path of the API mapping clients reach the API
+    /// under on a custom domain (`/v1`), or empty. API Gateway leaves it
+    /// out of `rawPath`, so the `_links` a page builds from the request
+    /// would lack it, and a poller following `next` got a 404.
+    pub api_base_path: String,
     /// `CHECKPOINT_ORIGIN`: the deployment's name in checkpoints; a tenant's
     /// log is `<origin>/<tenant>`, and the key is named `<origin>`
     /// (default `audit-trail.local`).
@@ -282,6 +287,29 @@ impl Config {
             event_source: settings
                 .text("EVENT_SOURCE")
                 .unwrap_or_else(|| "audit-trail".to_string()),
+            api_base_path: match settings.text("API_BASE_PATH") {
+                None => String::new(),
+                Some(path) => {
+                    let trimmed = path.trim_end_matches('/');
+                    let segment_ok = |segment: &str| {
+                        !segment.is_empty()
+                            && segment
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
+                    };
+                    if trimmed.is_empty() {
+                        String::new()
+                    } else if trimmed.starts_with('/') && trimmed[1..].split('/').all(segment_ok) {
+                        trimmed.to_string()
+                    } else {
+                        return Err(ConfigError {
+                            variable: "API_BASE_PATH",
+                            value: path,
+                            expected: "empty, or a path such as /v1 or /audit/v1 (letters, digits, - . _ ~)",
+                        });
+                    }
+                }
+            },
             checkpoint_origin: match settings.text("CHECKPOINT_ORIGIN") {
                 None => "audit-trail.local".to_string(),
                 // A note's first line and a key name: no spaces, no `+`.
@@ -345,6 +373,30 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_api_base_path_is_a_plain_path_or_nothing() {
+        let read = |value: &str| {
+            let value = value.to_string();
+            Config::from_lookup(move |key| (key == "API_BASE_PATH").then(|| value.clone()))
+                .map(|c| c.api_base_path)
+        };
+        assert_eq!(read("").ok().as_deref(), Some(""));
+        assert_eq!(read("/").ok().as_deref(), Some(""));
+        assert_eq!(read("/v1").ok().as_deref(), Some("/v1"));
+        assert_eq!(read("/audit/v1/").ok().as_deref(), Some("/audit/v1"));
+        for bad in [
+            "v1",
+            "/v 1",
+            "//v1",
+            "/v1?x",
+            "/v1#x",
+            "/v%31",
+            "https://x/v1",
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+    }
 
     fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_lookup(|key| {

@@ -140,7 +140,7 @@ pub fn require_json(request: &Request) -> Result<(), ApiError> {
 /// host is the domain API Gateway matched the request to (its context's
 /// `domainName`), not the `Host` header as sent; the header only when there
 /// is no context.
-pub fn link(request: &Request, query: &[(&str, String)]) -> String {
+pub fn link(request: &Request, base_path: &str, query: &[(&str, String)]) -> String {
     let uri = request.uri();
     // Only the two schemes a link to this API can have.
     let scheme = request
@@ -166,9 +166,12 @@ pub fn link(request: &Request, query: &[(&str, String)]) -> String {
         .iter()
         .map(|(k, v)| format!("{k}={}", encode_component(v)))
         .collect();
+    // API Gateway leaves a custom domain's API mapping out of the path
+    // (`base_path`, from `API_BASE_PATH`): put back, so a link leads where
+    // the client called.
     let mut url = match host {
-        Some(host) => format!("{scheme}://{host}{}", uri.path()),
-        None => uri.path().to_string(),
+        Some(host) => format!("{scheme}://{host}{base_path}{}", uri.path()),
+        None => format!("{base_path}{}", uri.path()),
     };
     if !query_string.is_empty() {
         url.push('?');
@@ -284,10 +287,21 @@ mod tests {
         let domain = "abc.execute-api.eu-west-1.amazonaws.com";
         let routed = request("attacker.example", Some(domain));
         assert_eq!(
-            link(&routed, &[("cursor", "a+b".into())]),
+            link(&routed, "", &[("cursor", "a+b".into())]),
             format!("https://{domain}/audit/events?cursor=a%2Bb")
         );
         let bare = request("127.0.0.1:3000", None);
-        assert_eq!(link(&bare, &[]), "https://127.0.0.1:3000/audit/events");
+        assert_eq!(link(&bare, "", &[]), "https://127.0.0.1:3000/audit/events");
+    }
+
+    /// Behind a custom domain's API mapping (`/v1`), API Gateway gives the
+    /// path without it: the link puts it back.
+    #[test]
+    fn links_put_back_the_api_mappings_path() {
+        let routed = request("x", Some("audit.example.com"));
+        assert_eq!(
+            link(&routed, "/v1", &[("limit", "5".into())]),
+            "https://audit.example.com/v1/audit/events?limit=5"
+        );
     }
 }
