@@ -214,6 +214,18 @@ pub fn query_parameters(
     for pair in request.uri().query().unwrap_or_default().split('&') {
         let raw_name = pair.split_once('=').map_or(pair, |(name, _)| name);
         let name = decode_component(raw_name);
+        // What is not UTF-8 once decoded (`%FF`) is refused, as the local
+        // gateway refuses it: read through lambda_http it became U+FFFD,
+        // and on AWS such a value was read as another one.
+        if percent_decode_str(&pair.replace('+', " "))
+            .decode_utf8()
+            .is_err()
+        {
+            return Err(ApiError::bad_request(
+                name.as_str(),
+                format!("the query parameter `{name}` is not UTF-8 once percent-decoded"),
+            ));
+        }
         if !name.is_empty() && !names.insert(name.clone()) {
             return Err(ApiError::bad_request(
                 name.as_str(),
@@ -259,11 +271,15 @@ mod tests {
     use super::*;
 
     fn request(host: &str, domain: Option<&str>) -> Request {
+        request_with_query(host, domain, "limit=5")
+    }
+
+    fn request_with_query(host: &str, domain: Option<&str>, query: &str) -> Request {
         let mut event = serde_json::json!({
             "version": "2.0",
             "routeKey": "GET /audit/events",
             "rawPath": "/audit/events",
-            "rawQueryString": "limit=5",
+            "rawQueryString": query,
             "headers": {"host": host, "x-forwarded-proto": "https"},
             "requestContext": {
                 "accountId": "000000000000", "apiId": "api", "requestId": "r",
@@ -292,6 +308,35 @@ mod tests {
         );
         let bare = request("127.0.0.1:3000", None);
         assert_eq!(link(&bare, "", &[]), "https://127.0.0.1:3000/audit/events");
+    }
+
+    /// A value that is not UTF-8 once decoded is refused, as the local
+    /// gateway refuses it; lambda_http read it as U+FFFD, another value.
+    #[test]
+    fn a_query_value_that_is_not_utf8_is_refused() {
+        for query in [
+            "serviceName=%FF",
+            "serviceName=a%C3",
+            "%FF=x",
+            "serviceName=%E2%82",
+        ] {
+            let request = request_with_query("h", None, query);
+            assert!(
+                query_parameters(&request, &["serviceName"]).is_err(),
+                "{query}"
+            );
+        }
+        for query in [
+            "serviceName=%E2%82%AC",
+            "serviceName=a+b%2Bc",
+            "serviceName=%ZZ",
+        ] {
+            let request = request_with_query("h", None, query);
+            assert!(
+                query_parameters(&request, &["serviceName"]).is_ok(),
+                "{query}"
+            );
+        }
     }
 
     /// Behind a custom domain's API mapping (`/v1`), API Gateway gives the
