@@ -1575,3 +1575,28 @@ async fn links_lead_back_under_the_api_mappings_path() {
         assert!(stdout.contains(cursor.as_str()), "{cursor}: {stdout}");
     }
 }
+
+/// `ingest` cuts its batches by what they take inside Lambda's payload,
+/// where the body is escaped again: 4 MiB of lines full of quotes took 8
+/// there, past Lambda's 6 MB, and every line of the batch was refused.
+#[tokio::test]
+async fn ingest_cuts_batches_by_what_lambda_receives() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    let file = std::env::temp_dir().join(format!("quotes-{}.ndjson", ulid::Ulid::new()));
+    let lines: String = (0..400)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"eventType": "quoted", "serviceName": "s", "message": "\"".repeat(6500), "data": {"i": i}})
+            )
+        })
+        .collect();
+    assert!(lines.len() > 4 << 20, "more than one old batch");
+    std::fs::write(&file, lines).unwrap();
+    let file_arg = file.to_string_lossy().to_string();
+    let (code, _, stderr) = audit(&base, &token, &["ingest", file_arg.as_str()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("stored 400,"), "{stderr}");
+    let _ = std::fs::remove_file(&file);
+}

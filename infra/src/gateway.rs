@@ -165,7 +165,23 @@ impl Gateway {
 
     /// Runs one API Gateway event through its function, as Lambda would.
     pub async fn invoke(&self, route: Route, event: &Value) -> Response<Body> {
-        let request = match lambda_http::request::from_str(&event.to_string()) {
+        let text = event.to_string();
+        // Lambda takes at most 6 MB of invocation payload: the body escaped
+        // as a JSON string, beside the headers and context. A body well
+        // under the functions' own 6 MB (quotes and backslashes escape to
+        // two bytes, or four once the body itself is JSON) never reaches a
+        // function on AWS, so it does not here.
+        if text.len() > LAMBDA_MAX_INVOCATION_BYTES {
+            return plain_error(
+                413,
+                "payload_too_large",
+                &format!(
+                    "as Lambda receives it (the body escaped in JSON, with the headers and context) this request takes {} bytes, and Lambda takes at most {LAMBDA_MAX_INVOCATION_BYTES}: send less (API Gateway answers such a request with its own error)",
+                    text.len()
+                ),
+            );
+        }
+        let request = match lambda_http::request::from_str(&text) {
             Ok(request) => request,
             Err(err) => {
                 tracing::error!(error = %err, "event did not deserialise");
@@ -175,6 +191,9 @@ impl Gateway {
         self.functions.handle(route, request).await
     }
 }
+
+/// Lambda's limit on a synchronous invocation's payload (6 MB).
+const LAMBDA_MAX_INVOCATION_BYTES: usize = 6 * 1024 * 1024;
 
 /// API Gateway's limit on the request line and the header values together
 /// (HTTP APIs' quotas: 10240 bytes, not adjustable).

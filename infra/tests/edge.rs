@@ -667,3 +667,31 @@ async fn the_local_runner_logs_no_warning_for_what_is_expected() {
     assert!(warnings.is_empty(), "{warnings:#?}");
     let _ = std::fs::remove_file(&log);
 }
+
+/// A body under the functions' 6 MB whose escaping makes Lambda's payload
+/// pass 6 MB (a quote in a JSON body is `\"`, and `\\\"` once the body is
+/// a string of the event) never reaches a function on AWS: refused here
+/// too, with 413, and nothing stored. Before, the local gateway stored it.
+#[tokio::test]
+async fn a_body_whose_escaping_passes_lambdas_payload_is_refused_as_on_aws() {
+    let api = Api::start().await;
+    let token = api.token("acme");
+    let events: Vec<Value> = (0..250)
+        .map(|i| json!({"eventType": "quoted", "serviceName": "s", "message": "\"".repeat(6500), "data": {"i": i}}))
+        .collect();
+    let body = json!({ "events": events });
+    let sent = body.to_string().len();
+    assert!(sent < 6 << 20, "the body alone is under 6 MB: {sent}");
+    let response = api.post_json(&token, "/audit/events", &body).await;
+    assert_eq!(response.status(), 413);
+    let answer: Value = response.json().await.expect("JSON");
+    assert_eq!(answer["error"]["code"], "payload_too_large", "{answer}");
+    let query = json!({"and": [{"field": "eventType", "operator": "eq", "value": "quoted"}]});
+    let page: Value = api
+        .post_json(&token, "/audit/query", &query)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(0), "{page}");
+}
