@@ -208,11 +208,18 @@ impl Client {
             return None;
         }
         let backoff = Duration::from_millis(250u64 << attempt.min(8));
-        let pause = asked.map_or(backoff, |seconds| Duration::from_secs(seconds.min(30)));
+        let asked = asked.map(|seconds| Duration::from_secs(seconds.min(30)));
         Some(if self.patient {
-            pause.min(PATIENT_MAX_PAUSE)
+            // Never faster than asked or than the backoff (a `Retry-After:
+            // 0` had it retry without a pause), at least a second, at most
+            // a minute.
+            asked
+                .unwrap_or_default()
+                .max(backoff)
+                .max(Duration::from_secs(1))
+                .min(PATIENT_MAX_PAUSE)
         } else {
-            pause
+            asked.unwrap_or(backoff)
         })
     }
 
@@ -242,10 +249,19 @@ impl Client {
             }
             // A base that is no URL fails on the request itself, saying so.
             (Some(_), Err(_)) => return Ok(self.base.clone()),
-            (None, _) => {
+            (None, base) => {
                 let path = path_or_url.split('#').next().unwrap_or_default();
                 let slash = if path.starts_with('/') { "" } else { "/" };
-                format!("{}{slash}{path}", self.base)
+                // A link under `--url`'s own path already names it.
+                let prefix = base
+                    .map(|b| b.path().trim_end_matches('/').to_string())
+                    .unwrap_or_default();
+                if !prefix.is_empty() && path.starts_with(&format!("{prefix}/")) {
+                    let origin = self.base.strip_suffix(&prefix).unwrap_or(&self.base);
+                    format!("{origin}{path}")
+                } else {
+                    format!("{}{slash}{path}", self.base)
+                }
             }
         };
         // Belt and braces: whatever the link, the origin is `--url`'s.
@@ -537,6 +553,10 @@ mod tests {
                 "/audit?limit=5",
                 "https://api.example.com/audit-v1/audit?limit=5",
             ),
+            (
+                "/audit-v1/audit?limit=5",
+                "https://api.example.com/audit-v1/audit?limit=5",
+            ),
         ] {
             assert_eq!(client.url(link).expect("a link"), expected, "{link}");
         }
@@ -548,6 +568,30 @@ mod tests {
             assert_eq!(parsed.host_str(), Some("api.example.com"), "{link}");
             assert_eq!(parsed.port_or_known_default(), Some(443), "{link}");
         }
+    }
+
+    /// Five retries, as asked or backing off; a patient client for ever,
+    /// never without a pause, backing off to once a minute.
+    #[test]
+    fn retries_pause_as_asked_and_a_patient_client_backs_off() {
+        let client = Client::new("http://127.0.0.1:3000", None);
+        assert_eq!(client.retry_pause(1, Some(2)), Some(Duration::from_secs(2)));
+        assert_eq!(
+            client.retry_pause(1, None),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(client.retry_pause(6, None), None);
+        let patient = Client::new("http://127.0.0.1:3000", None).patient();
+        assert_eq!(
+            patient.retry_pause(1, Some(0)),
+            Some(Duration::from_secs(1))
+        );
+        let pauses: Vec<Duration> = (1..40)
+            .map(|attempt| patient.retry_pause(attempt, Some(1)).expect("patient"))
+            .collect();
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]), "{pauses:?}");
+        assert_eq!(pauses.last(), Some(&PATIENT_MAX_PAUSE));
+        assert_eq!(patient.retry_pause(u32::MAX, None), Some(PATIENT_MAX_PAUSE));
     }
 
     /// The README's exit codes, for every status an answer can have.

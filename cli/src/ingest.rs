@@ -216,8 +216,10 @@ pub async fn run(client: &Client, source: &str) -> Result<Outcome, Failure> {
             continue;
         }
         // Larger than a whole request may be: the API would refuse the
-        // batch it went in (413), and every rerun with it.
-        if line.len() > BATCH_BYTES {
+        // batch it went in (413), and every rerun with it. Measured as
+        // Lambda's payload holds it (escaped again): a line of quotes under
+        // 4 MiB could pass 6 MB there alone.
+        if payload_len(&line) > BATCH_BYTES {
             refuse(
                 format!(
                     "the line is {} bytes; an event may take at most {} bytes",

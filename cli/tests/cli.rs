@@ -1438,12 +1438,31 @@ async fn ingest_takes_the_answer_a_repeated_message_id_gets() {
 async fn a_follower_outlasts_an_outage() {
     let (env, base) = served().await;
     let token = env.token("acme", "audit:read audit:write");
-    // A port nothing listens on yet; later a forwarder to the API.
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let outage_url = format!("http://127.0.0.1:{port}");
+    // A port that drops every connection (the outage), then forwards them
+    // to the API. Held the whole time, so no other test takes it meanwhile.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let outage_url = format!("http://{}", listener.local_addr().unwrap());
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let upstream = base.trim_start_matches("http://").to_string();
+        let up = up.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+    }
     let mut follower = tokio::process::Command::new(AUDIT)
         .args([
             "tail",
@@ -1465,20 +1484,7 @@ async fn a_follower_outlasts_an_outage() {
         follower.try_wait().expect("the follower").is_none(),
         "the follower gave up during the outage"
     );
-    let upstream = base.trim_start_matches("http://").to_string();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("the port is free again");
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
     let cursors = post(
         &base,
         &token,
@@ -1556,6 +1562,18 @@ async fn links_lead_back_under_the_api_mappings_path() {
         .await
         .expect("an answer");
     assert_eq!(outside.status(), 404);
+    // Only paths under the mapping: not a longer segment, not the mapping
+    // alone.
+    for path in ["/v1x/audit", "/v1", "/v1/"] {
+        let status = reqwest::Client::new()
+            .get(format!("{root}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("an answer")
+            .status();
+        assert_eq!(status, 404, "{path}");
+    }
     let (code, stdout, stderr) = audit(
         &base,
         &token,
@@ -1598,5 +1616,25 @@ async fn ingest_cuts_batches_by_what_lambda_receives() {
     let (code, _, stderr) = audit(&base, &token, &["ingest", file_arg.as_str()]).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("stored 400,"), "{stderr}");
+    let _ = std::fs::remove_file(&file);
+}
+
+/// A line under 4 MiB that passes Lambda's 6 MB once escaped again (all
+/// quotes) is refused alone, as a line too large: sent, it was a 413 for
+/// the whole request, and the ingest (and every rerun) stopped there.
+#[tokio::test]
+async fn ingest_refuses_alone_a_line_too_large_once_escaped() {
+    let (env, base) = served().await;
+    let token = env.token("acme", "audit:read audit:write");
+    let good = |i: usize| json!({"eventType": "ok", "serviceName": "s", "data": {"i": i}});
+    let quotes =
+        json!({"eventType": "quoted", "serviceName": "s", "message": "\"".repeat(1_600_000)});
+    let file = std::env::temp_dir().join(format!("big-{}.ndjson", ulid::Ulid::new()));
+    std::fs::write(&file, format!("{}\n{quotes}\n{}\n", good(1), good(2))).unwrap();
+    let file_arg = file.to_string_lossy().to_string();
+    let (code, _, stderr) = audit(&base, &token, &["ingest", file_arg.as_str()]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("line 2: refused"), "{stderr}");
+    assert!(stderr.contains("stored 2,"), "{stderr}");
     let _ = std::fs::remove_file(&file);
 }

@@ -265,11 +265,13 @@ impl Relay {
         ))
     }
 
+    /// Takes an iterator for every shard not known yet; how many it found.
     async fn discover_shards(
         &self,
         positions: &mut Positions,
         from_start: bool,
-    ) -> Result<(), String> {
+    ) -> Result<usize, String> {
+        let mut added = 0;
         let description = self
             .streams
             .describe_stream()
@@ -308,8 +310,9 @@ impl Relay {
             positions
                 .from_start
                 .insert(id.to_string(), shard_from_start);
+            added += 1;
         }
-        Ok(())
+        Ok(added)
     }
 
     /// A shard iterator just after `after`, else at the shard's start or its end.
@@ -352,12 +355,16 @@ impl Relay {
         let mut discovered = std::time::Instant::now();
         let mut shard_closed = false;
         loop {
-            if shard_closed || discovered.elapsed() >= SHARD_DISCOVERY_EVERY {
-                if let Err(err) = self.discover_shards(&mut positions, true).await {
-                    tracing::warn!(error = %err, "DescribeStream failed; retrying");
+            // With no shard open, or one closed whose child is not found
+            // yet, every poll looks again (as before), so nothing waits 30 s.
+            let none_open = positions.iterators.values().all(Option::is_none);
+            if shard_closed || none_open || discovered.elapsed() >= SHARD_DISCOVERY_EVERY {
+                match self.discover_shards(&mut positions, true).await {
+                    Ok(added) if added > 0 || !shard_closed => shard_closed = false,
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "DescribeStream failed; retrying"),
                 }
                 discovered = std::time::Instant::now();
-                shard_closed = false;
             }
             // A shard that gave a whole batch has more waiting: read on
             // without the pause.
@@ -404,7 +411,10 @@ impl Relay {
                             let from_start = after.is_none()
                                 || positions.from_start.get(shard).copied().unwrap_or(true);
                             match self.iterator(&arn, shard, after, from_start).await {
-                                Ok(fresh) => *iterator = fresh,
+                                Ok(fresh) => {
+                                    shard_closed |= fresh.is_none();
+                                    *iterator = fresh
+                                }
                                 Err(err) => {
                                     tracing::warn!(shard = %shard, error = %err, "GetShardIterator failed")
                                 }

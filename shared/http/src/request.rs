@@ -168,7 +168,11 @@ pub fn link(request: &Request, base_path: &str, query: &[(&str, String)]) -> Str
         .collect();
     // API Gateway leaves a custom domain's API mapping out of the path
     // (`base_path`, from `API_BASE_PATH`): put back, so a link leads where
-    // the client called.
+    // the client called. The stack's own execute-api URL has no mapping.
+    let base_path = match domain {
+        Some(domain) if domain.contains(".execute-api.") => "",
+        _ => base_path,
+    };
     let mut url = match host {
         Some(host) => format!("{scheme}://{host}{base_path}{}", uri.path()),
         None => format!("{base_path}{}", uri.path()),
@@ -347,6 +351,12 @@ mod tests {
         assert_eq!(
             link(&routed, "/v1", &[("limit", "5".into())]),
             "https://audit.example.com/v1/audit/events?limit=5"
+        );
+        // The execute-api URL, which the stack also serves, has no mapping.
+        let direct = request("x", Some("abc.execute-api.eu-west-1.amazonaws.com"));
+        assert_eq!(
+            link(&direct, "/v1", &[("limit", "5".into())]),
+            "https://abc.execute-api.eu-west-1.amazonaws.com/audit/events?limit=5"
         );
     }
 }
