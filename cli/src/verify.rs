@@ -19,6 +19,20 @@ use crate::client::{answer_list, Client, Failure, EXIT_FAILED, EXIT_USAGE};
 pub const EVENTS_FILE: &str = "events.ndjson";
 pub const ENTRIES_FILE: &str = "entries.ndjson";
 pub const CHECKPOINTS_FILE: &str = "checkpoints.ndjson";
+/// When the bundle was saved and what the walk saw when: an offline run
+/// judges at that time by default, and no later (a later `--as-of` turned a
+/// deletion into an expiry).
+pub const SAVED_FILE: &str = "saved.json";
+
+/// `saved.json`: the time the evidence was judged at when saved, and per
+/// tail page the last cursor it covered and the server's time then.
+#[derive(serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Saved {
+    saved_at: String,
+    as_of_ms: i64,
+    page_clock: Vec<(String, i64)>,
+}
 
 fn usage(message: impl Into<String>) -> Failure {
     Failure::new(EXIT_USAGE, message)
@@ -309,11 +323,39 @@ fn checked_event(value: Value) -> Result<Value, String> {
 pub async fn run(client: Option<&Client>, mut options: Options) -> Result<Verified, Failure> {
     let mut page_clock: Vec<(ulid::Ulid, i64)> = Vec::new();
     let (checkpoints, entries, events) = match (&options.bundle, client) {
-        (Some(dir), _) => (
-            read_ndjson::<CheckpointRecord>(&dir.join(CHECKPOINTS_FILE))?,
-            read_ndjson::<EntryView>(&dir.join(ENTRIES_FILE))?,
-            read_bundle_events(&dir.join(EVENTS_FILE))?,
-        ),
+        (Some(dir), _) => {
+            let saved_path = dir.join(SAVED_FILE);
+            // A bundle saved before `saved.json` existed has none: it is
+            // judged at `--as-of`, or now, as before.
+            if saved_path.exists() {
+                let at = saved_path.display().to_string();
+                let text = std::fs::read_to_string(&saved_path).map_err(|e| damaged(&at, e))?;
+                let saved: Saved = serde_json::from_str(&text).map_err(|e| damaged(&at, e))?;
+                if options.as_of_given && options.as_of_ms > saved.as_of_ms {
+                    return Err(usage(format!(
+                        "--as-of is after the bundle was saved ({}): what it lacks was seen missing only until then",
+                        saved.saved_at
+                    )));
+                }
+                if !options.as_of_given {
+                    options.as_of_ms = saved.as_of_ms;
+                    page_clock = saved
+                        .page_clock
+                        .iter()
+                        .map(|(cursor, ms)| {
+                            ulid::Ulid::from_string(cursor)
+                                .map(|c| (c, *ms))
+                                .map_err(|e| damaged(&at, e))
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+            }
+            (
+                read_ndjson::<CheckpointRecord>(&dir.join(CHECKPOINTS_FILE))?,
+                read_ndjson::<EntryView>(&dir.join(ENTRIES_FILE))?,
+                read_bundle_events(&dir.join(EVENTS_FILE))?,
+            )
+        }
         (None, Some(client)) => {
             let walked = fetch(client).await?;
             // Online, a missing event's expiry is judged at the server's
@@ -364,6 +406,21 @@ pub async fn run(client: Option<&Client>, mut options: Options) -> Result<Verifi
         write_ndjson(&dir.join(CHECKPOINTS_FILE), &checkpoints)?;
         write_ndjson(&dir.join(ENTRIES_FILE), &entries)?;
         write_ndjson(&dir.join(EVENTS_FILE), &events)?;
+        let saved = Saved {
+            saved_at: chrono::DateTime::from_timestamp_millis(options.as_of_ms)
+                .map(audit_core::event::format_time)
+                .unwrap_or_default(),
+            as_of_ms: options.as_of_ms,
+            page_clock: page_clock
+                .iter()
+                .map(|(cursor, ms)| (cursor.to_string(), *ms))
+                .collect(),
+        };
+        std::fs::write(
+            dir.join(SAVED_FILE),
+            serde_json::to_string(&saved).unwrap_or_default(),
+        )
+        .map_err(|e| Failure::new(EXIT_FAILED, format!("cannot write {}: {e}", dir.display())))?;
     }
     let key_text = match (&options.verifier_key, client) {
         (Some(key), _) => key.clone(),

@@ -781,9 +781,23 @@ async fn verify_checks_a_saved_bundle_offline_and_names_what_is_wrong() {
     };
     let (code, stdout, _) = run(offline(&[])).await;
     assert_eq!(code, 0, "{stdout}");
+    // The bundle says when it was saved, and what the walk saw when: it is
+    // judged then, and no later (a later `--as-of` turned a deletion into
+    // an expiry).
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("saved.json")).unwrap()).unwrap();
+    assert!(
+        saved["savedAt"].is_string() && saved["pageClock"].is_array(),
+        "{saved}"
+    );
     let hours_later = (chrono::Utc::now() + chrono::Duration::hours(3)).to_rfc3339();
     let mut late = offline(&[]);
     late.extend(["--as-of".to_string(), hours_later.clone()]);
+    let (code, stdout, stderr) = run(late.clone()).await;
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
+    assert!(stderr.contains("after the bundle was saved"), "{stderr}");
+    // A bundle saved before `saved.json` existed is judged at `--as-of`.
+    std::fs::remove_file(bundle.join("saved.json")).unwrap();
     let (code, stdout, _) = run(late.clone()).await;
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("\"stale\""), "{stdout}");
