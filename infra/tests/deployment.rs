@@ -524,13 +524,22 @@ async fn every_event_file_runs_through_its_handler() {
         1 + 3 + 1,
         "the ingest files stored 4 events beside the looked-up one"
     );
-    // lookup, list, query, metadata, properties, verifier key, the
-    // settings read and the settings change, and the five integrity reads
+    // lookup, list (twice: one with a Cognito access token's claims),
+    // query, metadata, properties, verifier key, the settings read and the
+    // settings change, and the five integrity reads
     assert_eq!(
         records.len(),
-        13,
+        14,
         "{:?}",
         records.iter().map(|e| &e.event_type).collect::<Vec<_>>()
+    );
+    // The Cognito-shaped token (no `aud`, `audit/read`, groups as `[a b]`)
+    // was let in, and recorded as its client.
+    assert!(
+        records
+            .iter()
+            .any(|e| e.client_id.as_deref() == Some("4example5clientid6acme")),
+        "the Cognito access token's read is recorded"
     );
     let routes: BTreeSet<&str> = Route::all().map(Route::key).collect();
     assert_eq!(covered, routes, "every route has an events/ file (SPEC.md)");
