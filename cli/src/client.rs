@@ -319,16 +319,6 @@ impl Client {
         }
     }
 
-    /// The event of a page, whole: a page shortens large `data` (and says
-    /// so with `mayHaveMoreData`), so such an event is looked up by cursor.
-    pub async fn whole_event(&self, event: Value) -> Result<Value, Failure> {
-        if event["mayHaveMoreData"] != Value::Bool(true) {
-            return Ok(event);
-        }
-        let cursor = event["cursor"].as_str().unwrap_or_default();
-        crate::trail::looked_up(self.get(&format!("/audit/events/{cursor}")).await?, cursor)
-    }
-
     /// POST JSON; the status and body as they are (the caller reads
     /// per-item results), with retries only for network errors and 429.
     pub async fn post_json<B: serde::Serialize + ?Sized>(

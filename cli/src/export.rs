@@ -342,7 +342,7 @@ pub async fn run(client: &Client, options: Options) -> Result<u64, Failure> {
                 break 'pages;
             }
             // A page shortens large `data`; the export holds whole events.
-            let event = client.whole_event(event).await?;
+            let event = crate::trail::whole_event(client, event).await?;
             order.of_tenant(&event)?;
             printer.write(&event).map_err(&failed)?;
             written += 1;

@@ -260,7 +260,7 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
                 break;
             }
             // A page shortens large `data`; what the CLI writes is whole.
-            let event = client.whole_event(event).await?;
+            let event = crate::trail::whole_event(client, event).await?;
             order.of_tenant(&event)?;
             printer.write(&event).map_err(write_failed)?;
             written += 1;

@@ -277,7 +277,7 @@ pub async fn run(client: &Client, options: Options) -> Result<(), Failure> {
                 break;
             }
             // A page shortens large `data`; a forwarder ships whole events.
-            let event = client.whole_event(event).await?;
+            let event = crate::trail::whole_event(client, event).await?;
             order.of_tenant(&event)?;
             printer.write(&event).map_err(write_failed)?;
             state.last_cursor = Some(cursor.to_string());

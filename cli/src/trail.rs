@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 use ulid::Ulid;
 
-use crate::client::{not_the_api, Failure};
+use crate::client::{not_the_api, Client, Failure};
 
 /// How far past the answer's `Date` a cursor may be: the API serves only
 /// settled events, so none is later than its clock. `Date` has whole
@@ -227,6 +227,20 @@ impl TrailOrder {
             Ok(())
         }
     }
+}
+
+/// The event of a page, whole: a page shortens large `data` (and says so
+/// with `mayHaveMoreData`), so such an event is looked up by its cursor,
+/// and the answer must be that event.
+pub async fn whole_event(client: &Client, event: Value) -> Result<Value, Failure> {
+    if event["mayHaveMoreData"] != Value::Bool(true) {
+        return Ok(event);
+    }
+    let cursor = event["cursor"].as_str().unwrap_or_default();
+    looked_up(
+        client.get(&format!("/audit/events/{cursor}")).await?,
+        cursor,
+    )
 }
 
 /// The answer to a lookup of `cursor`: that event, not another.

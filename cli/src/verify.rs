@@ -249,7 +249,7 @@ async fn fetch(client: &Client) -> Result<Walked, Failure> {
             // Pages may shorten `data`; the leaf is of the whole event.
             if event["mayHaveMoreData"] == Value::Bool(true) {
                 let cursor = event["cursor"].as_str().unwrap_or_default().to_string();
-                let whole = client.whole_event(event).await?;
+                let whole = crate::trail::whole_event(client, event).await?;
                 order.of_tenant(&whole)?;
                 events.push(
                     checked_event(whole)

@@ -8,91 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use audit_infra::testkit::{EnvOptions, TestEnv};
+use common::*;
 use serde_json::{json, Value};
 
-const AUDIT: &str = env!("CARGO_BIN_EXE_audit");
-
-async fn served() -> (TestEnv, String) {
-    let env = TestEnv::start_with(EnvOptions {
-        configure: Some(|config| {
-            // Events settle fast, so a test waits little.
-            config.write_deadline = Duration::from_millis(400);
-            config.settle_horizon = Duration::from_millis(1500);
-            config.tail_max_wait = Duration::from_secs(1);
-            config.poll_hint_seconds = 1;
-        }),
-        ..Default::default()
-    })
-    .await;
-    let base = env.serve().await;
-    (env, base)
-}
-
-/// Runs `audit` without blocking the runtime the API is served on.
-async fn audit(base: &str, token: &str, args: &[&str]) -> (i32, String, String) {
-    let output = tokio::process::Command::new(AUDIT)
-        .args(args)
-        .env("AUDIT_URL", base)
-        .env("AUDIT_TOKEN", token)
-        .output()
-        .await
-        .expect("audit runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-/// A sealing run once what is stored has settled (`served` settles in
-/// 1.5 s), so the tail serves what the log holds.
-async fn seal_settled(env: &TestEnv) {
-    let sealer = seal::SealHandler::new(
-        std::sync::Arc::new(audit_dynamo::DynamoStore::new(
-            env.direct.clone(),
-            &env.config.table_name,
-        )),
-        &env.config,
-        audit_infra::relay::LocalPublisher::new(Vec::new()),
-        "audit-trail.test",
-    );
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    sealer.run(chrono::Utc::now()).await.expect("a sealing run");
-}
-
-/// GET `path` as JSON.
-async fn get_json(base: &str, token: &str, path: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("an answer")
-        .json()
-        .await
-        .expect("JSON")
-}
-
-async fn post(base: &str, token: &str, events: Vec<Value>) -> Vec<String> {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/audit/events"))
-        .bearer_auth(token)
-        .json(&json!({ "events": events }))
-        .send()
-        .await
-        .expect("post");
-    let body: Value = response.json().await.expect("json");
-    body["results"]
-        .as_array()
-        .map(|results| {
-            results
-                .iter()
-                .filter(|r| r["status"] == "stored")
-                .filter_map(|r| r["cursor"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+mod common;
 
 #[tokio::test]
 async fn exit_codes_and_messages_say_what_went_wrong() {
@@ -1532,18 +1451,11 @@ async fn a_follower_outlasts_an_outage() {
 /// API, where it got a 404 at the domain's root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn links_lead_back_under_the_api_mappings_path() {
-    let env = TestEnv::start_with(EnvOptions {
-        configure: Some(|config| {
-            config.write_deadline = Duration::from_millis(400);
-            config.settle_horizon = Duration::from_millis(1500);
-            config.tail_max_wait = Duration::from_secs(1);
-            config.poll_hint_seconds = 1;
-            config.api_base_path = "/v1".to_string();
-        }),
-        ..Default::default()
+    let (env, root) = served_with(|config| {
+        settling_fast(config);
+        config.api_base_path = "/v1".to_string();
     })
     .await;
-    let root = env.serve().await;
     let base = format!("{root}/v1");
     let token = env.token("acme", "audit:read audit:write");
     let cursors = post(

@@ -7,33 +7,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use audit_infra::testkit::{EnvOptions, TestEnv};
+use audit_infra::testkit::TestEnv;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
+use common::*;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-const AUDIT: &str = env!("CARGO_BIN_EXE_audit");
+mod common;
 
 /// What the proxy does to an answer: the request's path and query, the
 /// answer's headers and its JSON body.
 type Tamper = Arc<dyn Fn(&str, &mut HeaderMap, &mut Value) + Send + Sync>;
-
-async fn served() -> (TestEnv, String) {
-    let env = TestEnv::start_with(EnvOptions {
-        configure: Some(|config| {
-            config.write_deadline = Duration::from_millis(400);
-            config.settle_horizon = Duration::from_millis(1500);
-            config.tail_max_wait = Duration::from_secs(1);
-            config.poll_hint_seconds = 1;
-        }),
-        ..Default::default()
-    })
-    .await;
-    let base = env.serve().await;
-    (env, base)
-}
 
 /// A proxy to `upstream` that passes every request on (the token swapped
 /// for `token` when given) and `tamper`s with each JSON answer.
@@ -104,59 +90,14 @@ async fn tampering(upstream: String, token: Option<String>, tamper: Tamper) -> S
     format!("http://{address}")
 }
 
-async fn audit(base: &str, token: &str, args: &[&str]) -> (i32, String, String) {
-    let output = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::process::Command::new(AUDIT)
-            .args(args)
-            .env("AUDIT_URL", base)
-            .env("AUDIT_TOKEN", token)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("audit ends")
-    .expect("audit runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// `count` events of `tenant`, settled and sealed; their cursors.
 async fn stored(env: &TestEnv, base: &str, token: &str, count: usize) -> Vec<String> {
     let events: Vec<Value> = (0..count)
         .map(|i| json!({"eventType": "user.login", "serviceName": "idp", "userId": format!("u-{i}")}))
         .collect();
-    let body: Value = reqwest::Client::new()
-        .post(format!("{base}/audit/events"))
-        .bearer_auth(token)
-        .json(&json!({ "events": events }))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    let cursors: Vec<String> = body["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .filter_map(|r| r["cursor"].as_str().map(str::to_string))
-        .collect();
+    let cursors = post(base, token, events).await;
     assert_eq!(cursors.len(), count);
-    let sealer = seal::SealHandler::new(
-        Arc::new(audit_dynamo::DynamoStore::new(
-            env.direct.clone(),
-            &env.config.table_name,
-        )),
-        &env.config,
-        audit_infra::relay::LocalPublisher::new(Vec::new()),
-        "audit-trail.test",
-    );
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    sealer.run(chrono::Utc::now()).await.expect("a sealing run");
+    seal_settled(env).await;
     cursors
 }
 
@@ -431,17 +372,12 @@ async fn an_export_never_writes_an_event_twice() {
     let first = lines();
     // A server that ignores `after=`: every tail request is answered with
     // the first page.
-    let first_page: Value = reqwest::Client::new()
-        .get(format!(
-            "{base}/audit?limit=1000&from=00000000000000000000000000&selfAudit=include"
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first_page = get_json(
+        &base,
+        &token,
+        "/audit?limit=1000&from=00000000000000000000000000&selfAudit=include",
+    )
+    .await;
     let replay = tampering(
         base.clone(),
         None,
@@ -469,15 +405,7 @@ async fn verify_believes_no_server_clock_far_ahead_and_names_its_log() {
     let (env, base) = served().await;
     let token = env.token("acme", "audit:read audit:write");
     let cursors = stored(&env, &base, &token, 4).await;
-    let key: Value = reqwest::Client::new()
-        .get(format!("{base}/audit/verifier-key"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key: Value = get_json(&base, &token, "/audit/verifier-key").await;
     let key = key["verifierKey"].as_str().unwrap().to_string();
     let deleted = cursors[1].clone();
     let proxy = tampering(
@@ -508,15 +436,7 @@ async fn verify_believes_no_server_clock_far_ahead_and_names_its_log() {
     // Honest: OK, naming the log.
     let (code, stdout, stderr) = audit(&base, &token, &verify).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
-    let checkpoint: Value = reqwest::Client::new()
-        .get(format!("{base}/audit/checkpoint"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let checkpoint: Value = get_json(&base, &token, "/audit/checkpoint").await;
     let origin = checkpoint["origin"].as_str().unwrap().to_string();
     assert!(origin.ends_with("/acme"), "{origin}");
     assert!(stdout.contains(&format!("log {origin}")), "{stdout}");
@@ -557,28 +477,18 @@ async fn verify_believes_no_server_clock_far_ahead_and_names_its_log() {
     let (code, stdout, stderr) = audit(&base, &token, &offline).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     let globex_token = env.token("globex", "audit:read audit:write");
-    let posted: Value = reqwest::Client::new()
-        .post(format!("{base}/audit/events"))
-        .bearer_auth(&globex_token)
-        .json(&json!({"eventType": "late", "serviceName": "idp"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let foreign: Value = reqwest::Client::new()
-        .get(format!(
-            "{base}/audit/events/{}",
-            posted["cursor"].as_str().unwrap()
-        ))
-        .bearer_auth(&globex_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let posted = post(
+        &base,
+        &globex_token,
+        vec![json!({"eventType": "late", "serviceName": "idp"})],
+    )
+    .await;
+    let foreign = get_json(
+        &base,
+        &globex_token,
+        &format!("/audit/events/{}", posted[0]),
+    )
+    .await;
     let events_file = bundle.join("events.ndjson");
     let mut events = std::fs::read_to_string(&events_file).unwrap();
     events.push_str(&format!("{foreign}\n"));
@@ -686,36 +596,18 @@ async fn verify_online_ends_at_the_trail_its_first_page_dates() {
         .max()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let later: Vec<String> = {
-        let body: Value = reqwest::Client::new()
-            .post(format!("{base}/audit/events"))
-            .bearer_auth(&token)
-            .json(&json!({"events": (0..5).map(|i| json!({"eventType": "late", "serviceName": "idp", "userId": format!("l-{i}")})).collect::<Vec<_>>()}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|r| r["cursor"].as_str().map(str::to_string))
-            .collect()
-    };
+    let later = post(
+        &base,
+        &token,
+        (0..5)
+            .map(|i| json!({"eventType": "late", "serviceName": "idp", "userId": format!("l-{i}")}))
+            .collect(),
+    )
+    .await;
     assert_eq!(later.len(), 5);
     // Settled, so an honest walk reads them (unsealed).
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    let key: Value = reqwest::Client::new()
-        .get(format!("{base}/audit/verifier-key"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key: Value = get_json(&base, &token, "/audit/verifier-key").await;
     let verify = [
         "verify",
         "--online",
